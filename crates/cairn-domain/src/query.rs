@@ -1,0 +1,413 @@
+//! List queries in JumpCloud's v1 style (§4.1): `limit`, `skip`, `sort`, `fields`,
+//! `filter=field:$op:value` (`filter[0]`… AND, `filter[or][0]`… OR) and `search`.
+//! Parsed here into typed conditions over `fields::queryable` columns, so the store binds
+//! every value and names only known columns.
+
+use serde_json::Value;
+
+use crate::error::{DomainError, FieldError};
+use crate::fields::{self, Field, Kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "$eq" => Op::Eq,
+            "$ne" => Op::Ne,
+            "$gt" => Op::Gt,
+            "$gte" => Op::Gte,
+            "$lt" => Op::Lt,
+            "$lte" => Op::Lte,
+            _ => return None,
+        })
+    }
+    pub fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "<>",
+            Op::Gt => ">",
+            Op::Gte => ">=",
+            Op::Lt => "<",
+            Op::Lte => "<=",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Cond {
+    pub field: &'static Field,
+    pub op: Op,
+    pub value: Scalar,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub limit: i64,
+    pub skip: i64,
+    /// Column and descending flag; the id is always the last tie-breaker.
+    pub sort: Vec<(&'static Field, bool)>,
+    pub fields: Option<Vec<String>>,
+    /// Every one of these must hold …
+    pub all: Vec<Cond>,
+    /// … and, when non-empty, at least one of these.
+    pub any: Vec<Cond>,
+    /// Case-insensitive substring over `SEARCH_FIELDS` (or the fields given).
+    pub search: Vec<String>,
+    pub search_fields: Vec<&'static Field>,
+}
+
+pub const DEFAULT_LIMIT: i64 = 10;
+pub const MAX_LIMIT: i64 = 1000;
+pub const SEARCH_FIELDS: &[&str] = &[
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "displayname",
+    "employeeIdentifier",
+    "department",
+];
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            limit: DEFAULT_LIMIT,
+            skip: 0,
+            sort: vec![],
+            fields: None,
+            all: vec![],
+            any: vec![],
+            search: vec![],
+            search_fields: default_search_fields(),
+        }
+    }
+}
+
+fn default_search_fields() -> Vec<&'static Field> {
+    SEARCH_FIELDS.iter().filter_map(|n| fields::queryable(n)).collect()
+}
+
+impl ListQuery {
+    /// Parses URL query pairs. Unknown parameters are ignored (JumpCloud clients send
+    /// extras such as `sortIgnoreCase`); bad values of known ones are errors.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<ListQuery, DomainError> {
+        let mut q = ListQuery::default();
+        let mut errors = Vec::new();
+        for (k, v) in pairs {
+            let res = match k.as_str() {
+                "limit" => parse_int(v, 1, MAX_LIMIT).map(|n| q.limit = n).map_err(|m| FieldError::new("limit", m)),
+                "skip" => parse_int(v, 0, i64::MAX).map(|n| q.skip = n).map_err(|m| FieldError::new("skip", m)),
+                "sort" => parse_sort(v).map(|s| q.sort = s),
+                "fields" => parse_fields(v).map(|f| q.fields = f),
+                "search" => {
+                    if !v.trim().is_empty() {
+                        q.search.push(v.trim().to_string());
+                    }
+                    Ok(())
+                }
+                k if k == "filter" || k.starts_with("filter[") => {
+                    let or = k.starts_with("filter[or]");
+                    parse_filter(v).map(|c| if or { q.any.push(c) } else { q.all.push(c) })
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(q)
+        } else {
+            Err(DomainError::Invalid(errors))
+        }
+    }
+
+    /// Applies the body of `POST /api/search/systemusers`: `filter` (`{and:[…]}`, `{or:[…]}`
+    /// or a list, each entry `{field: value}` or `{field: {"$op": value}}`), `searchFilter`
+    /// (`{searchTerm, fields}`), `fields`, `limit`, `skip`.
+    pub fn apply_search_body(&mut self, body: &Value) -> Result<(), DomainError> {
+        let Some(obj) = body.as_object() else {
+            return Err(DomainError::field("body", "must be a JSON object"));
+        };
+        let mut errors = Vec::new();
+        for (k, v) in obj {
+            let res: Result<(), FieldError> = match k.as_str() {
+                "filter" => {
+                    let (list, or) = match v {
+                        Value::Array(a) => (a.clone(), false),
+                        Value::Object(o) if o.len() == 1 && o.contains_key("and") => (as_list(&o["and"]), false),
+                        Value::Object(o) if o.len() == 1 && o.contains_key("or") => (as_list(&o["or"]), true),
+                        Value::Object(_) => (vec![v.clone()], false),
+                        _ => (vec![], false),
+                    };
+                    if !v.is_array() && !v.is_object() {
+                        Err(FieldError::new("filter", "must be an object {and:[…]} / {or:[…]} or a list"))
+                    } else {
+                        list.iter().try_for_each(|e| {
+                            for c in body_conds(e)? {
+                                if or { self.any.push(c) } else { self.all.push(c) }
+                            }
+                            Ok(())
+                        })
+                    }
+                }
+                "searchFilter" => {
+                    let term = v.get("searchTerm");
+                    let terms: Vec<String> = match term {
+                        Some(Value::String(s)) => vec![s.clone()],
+                        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                        _ => vec![],
+                    };
+                    let mut res = Ok(());
+                    if let Some(Value::Array(fs)) = v.get("fields") {
+                        let mut out = vec![];
+                        for f in fs {
+                            match f.as_str().and_then(fields::queryable).filter(|f| matches!(f.kind, Kind::Text)) {
+                                Some(f) => out.push(f),
+                                None => res = Err(FieldError::new("searchFilter.fields", format!("cannot search on {f}"))),
+                            }
+                        }
+                        if !out.is_empty() {
+                            self.search_fields = out;
+                        }
+                    }
+                    self.search.extend(terms.into_iter().filter(|t| !t.trim().is_empty()));
+                    res
+                }
+                "fields" => match v.as_str() {
+                    Some(s) => parse_fields(s).map(|f| self.fields = f),
+                    None => Err(FieldError::new("fields", "must be a space-separated string")),
+                },
+                "limit" => match v.as_i64() {
+                    Some(n) if (1..=MAX_LIMIT).contains(&n) => {
+                        self.limit = n;
+                        Ok(())
+                    }
+                    _ => Err(FieldError::new("limit", format!("must be a number from 1 to {MAX_LIMIT}"))),
+                },
+                "skip" => match v.as_i64() {
+                    Some(n) if n >= 0 => {
+                        self.skip = n;
+                        Ok(())
+                    }
+                    _ => Err(FieldError::new("skip", "must be a number of at least 0")),
+                },
+                "sort" => match v.as_str() {
+                    Some(s) => parse_sort(s).map(|s| self.sort = s),
+                    None => Err(FieldError::new("sort", "must be a space-separated string")),
+                },
+                other => Err(FieldError::new(other, "is not a search parameter (filter, searchFilter, fields, limit, skip, sort)")),
+            };
+            if let Err(e) = res {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(errors))
+        }
+    }
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+fn body_conds(entry: &Value) -> Result<Vec<Cond>, FieldError> {
+    let Some(o) = entry.as_object() else {
+        return Err(FieldError::new("filter", "each entry must be an object {field: value}"));
+    };
+    let mut out = vec![];
+    for (name, v) in o {
+        let field = queryable(name, "filter")?;
+        match v {
+            Value::Object(ops) => {
+                for (op, val) in ops {
+                    let op = Op::parse(op).ok_or_else(|| {
+                        FieldError::new(format!("filter.{name}"), format!("unknown operator {op} (use $eq $ne $gt $gte $lt $lte)"))
+                    })?;
+                    out.push(Cond { field, op, value: json_scalar(field, val)? });
+                }
+            }
+            _ => out.push(Cond { field, op: Op::Eq, value: json_scalar(field, v)? }),
+        }
+    }
+    Ok(out)
+}
+
+fn json_scalar(field: &'static Field, v: &Value) -> Result<Scalar, FieldError> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(FieldError::new(format!("filter.{}", field.name), "value must be a string, number or boolean")),
+    };
+    scalar(field, &text)
+}
+
+fn queryable(name: &str, param: &str) -> Result<&'static Field, FieldError> {
+    fields::queryable(name).ok_or_else(|| FieldError::new(param, format!("cannot filter or sort on '{name}'")))
+}
+
+fn parse_int(v: &str, min: i64, max: i64) -> Result<i64, String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ if max == i64::MAX => Err(format!("must be a whole number of at least {min}")),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+fn parse_sort(v: &str) -> Result<Vec<(&'static Field, bool)>, FieldError> {
+    v.split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (desc, name) = match s.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, s.strip_prefix('+').unwrap_or(s)),
+            };
+            Ok((queryable(name, "sort")?, desc))
+        })
+        .collect()
+}
+
+fn parse_fields(v: &str) -> Result<Option<Vec<String>>, FieldError> {
+    let names: Vec<String> = v.split([' ', ',']).filter(|s| !s.is_empty()).map(String::from).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    for n in &names {
+        if !fields::is_output_field(n) {
+            return Err(FieldError::new("fields", format!("'{n}' is not a field of a system user")));
+        }
+    }
+    Ok(Some(names))
+}
+
+/// `field:$op:value` or `field:value` (meaning `$eq`).
+fn parse_filter(v: &str) -> Result<Cond, FieldError> {
+    let Some((name, rest)) = v.split_once(':') else {
+        return Err(FieldError::new("filter", format!("'{v}' is not of the form field:$op:value")));
+    };
+    let field = queryable(name, "filter")?;
+    let (op, value) = match rest.strip_prefix('$') {
+        Some(_) => {
+            let (op, value) = rest.split_once(':').unwrap_or((rest, ""));
+            let op = Op::parse(op).ok_or_else(|| {
+                FieldError::new("filter", format!("unknown operator '{op}' in '{v}' (use $eq $ne $gt $gte $lt $lte)"))
+            })?;
+            (op, value)
+        }
+        None => (Op::Eq, rest),
+    };
+    Ok(Cond { field, op, value: scalar(field, value)? })
+}
+
+fn scalar(field: &'static Field, v: &str) -> Result<Scalar, FieldError> {
+    let bad = |m: &str| FieldError::new(format!("filter.{}", field.name), m.to_string());
+    Ok(match field.kind {
+        Kind::Bool => match v {
+            "true" => Scalar::Bool(true),
+            "false" => Scalar::Bool(false),
+            _ => return Err(bad("must be true or false")),
+        },
+        Kind::Int => Scalar::Int(v.parse().map_err(|_| bad("must be a whole number"))?),
+        // Usernames and e-mails are stored lowercase: compare them that way.
+        Kind::Text if matches!(field.name, "username" | "email" | "alternateEmail") => Scalar::Text(v.to_lowercase()),
+        Kind::Text | Kind::Time | Kind::Json => Scalar::Text(v.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_the_jumpcloud_list_parameters() {
+        let q = ListQuery::from_pairs(&pairs(&[
+            ("limit", "100"),
+            ("skip", "5"),
+            ("sort", "-lastname firstname"),
+            ("fields", "username email"),
+            ("filter[0]", "department:$eq:Sales"),
+            ("filter[1]", "unix_uid:$gte:1000"),
+            ("filter[or][0]", "state:ACTIVATED"),
+            ("search", "ada"),
+        ]))
+        .unwrap();
+        assert_eq!(q.limit, 100);
+        assert_eq!(q.skip, 5);
+        assert_eq!(q.sort.len(), 2);
+        assert!(q.sort[0].1);
+        assert_eq!(q.sort[0].0.name, "lastname");
+        assert_eq!(q.all.len(), 2);
+        assert_eq!(q.all[1].value, Scalar::Int(1000));
+        assert_eq!(q.any[0].op, Op::Eq);
+        assert_eq!(q.search, vec!["ada"]);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (k, v, field) in [
+            ("limit", "0", "limit"),
+            ("limit", "1001", "limit"),
+            ("skip", "-1", "skip"),
+            ("sort", "password", "sort"),
+            ("filter", "nope:$eq:1", "filter"),
+            ("filter", "department:$like:x", "filter"),
+            ("filter", "sudo:$eq:maybe", "filter.sudo"),
+            ("fields", "username hash", "fields"),
+        ] {
+            let Err(DomainError::Invalid(e)) = ListQuery::from_pairs(&pairs(&[(k, v)])) else {
+                panic!("{k}={v} should fail")
+            };
+            assert_eq!(e[0].field, field, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn username_filters_compare_lowercase() {
+        let q = ListQuery::from_pairs(&pairs(&[("filter", "username:$eq:Ada")])).unwrap();
+        assert_eq!(q.all[0].value, Scalar::Text("ada".into()));
+    }
+
+    #[test]
+    fn search_body_shapes() {
+        let mut q = ListQuery::default();
+        q.apply_search_body(&serde_json::json!({
+            "filter": {"or": [{"department": "IT"}, {"department": "Sales"}]},
+            "searchFilter": {"searchTerm": "@example.com", "fields": ["email"]},
+            "fields": "email username"
+        }))
+        .unwrap();
+        assert_eq!(q.any.len(), 2);
+        assert_eq!(q.search_fields.len(), 1);
+        let mut q = ListQuery::default();
+        q.apply_search_body(&serde_json::json!({"filter": [{"unix_uid": {"$gt": 10}}]})).unwrap();
+        assert_eq!(q.all[0].op, Op::Gt);
+        assert!(ListQuery::default().apply_search_body(&serde_json::json!({"nope": 1})).is_err());
+    }
+}

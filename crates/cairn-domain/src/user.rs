@@ -1,0 +1,543 @@
+//! The user record (SPEC §2.1), its validation and its JSON form.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{DomainError, FieldError};
+use crate::fields::{self, Kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Staged,
+    Activated,
+    Suspended,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Staged => "STAGED",
+            State::Activated => "ACTIVATED",
+            State::Suspended => "SUSPENDED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<State> {
+        match s {
+            "STAGED" => Some(State::Staged),
+            "ACTIVATED" => Some(State::Activated),
+            "SUSPENDED" => Some(State::Suspended),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The class of interface a user was created through; it picks the default state (§3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CreationSource {
+    /// Admin portal, `POST /api/systemusers`, SCIM, directory integration.
+    ManualEntry,
+    /// CSV import and bulk creates with `creation-source: jumpcloud:bulk`.
+    CsvImport,
+    /// Bulk creates with any other creation source.
+    ApplicationImport,
+}
+
+/// A value that must never be printed, logged or serialized: a password, a token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub state: State,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    /// Where the user came from (`api`, `manual`, `csv`, `bulk`, `scim`, …), for the record.
+    pub creation_source: String,
+    /// The PHC string of the password hash; `None` while the password is pending.
+    pub password_hash: Option<Secret>,
+    pub password_expired: bool,
+    pub password_date: Option<DateTime<Utc>>,
+    pub account_locked: bool,
+    pub account_locked_date: Option<DateTime<Utc>>,
+    pub bad_login_attempts: i64,
+    pub totp_enabled: bool,
+    /// Profile fields (`fields::PROFILE`), only those with a value.
+    pub profile: Map<String, Value>,
+}
+
+/// How a password stands, as the admin portal shows it (§2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordStatus {
+    Pending,
+    Active,
+    Expired,
+}
+
+impl User {
+    /// `activated` in JumpCloud's sense: a password has been set.
+    pub fn activated(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
+    pub fn password_status(&self) -> PasswordStatus {
+        match (self.password_hash.is_some(), self.password_expired) {
+            (false, _) => PasswordStatus::Pending,
+            (true, true) => PasswordStatus::Expired,
+            (true, false) => PasswordStatus::Active,
+        }
+    }
+
+    pub fn text(&self, field: &str) -> Option<&str> {
+        self.profile.get(field).and_then(Value::as_str)
+    }
+
+    pub fn flag(&self, field: &str) -> bool {
+        self.profile.get(field).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    pub fn password_authority(&self) -> Option<crate::PasswordAuthority> {
+        self.profile
+            .get("restrictedFields")
+            .and_then(crate::PasswordAuthority::from_restricted_fields)
+    }
+
+    /// The JumpCloud `systemuserreturn` form. Secrets never appear here.
+    pub fn to_json(&self, organization: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("_id".into(), self.id.clone().into());
+        m.insert("username".into(), self.username.clone().into());
+        m.insert("email".into(), self.email.clone().into());
+        for f in fields::PROFILE {
+            let v = match self.profile.get(f.name) {
+                Some(v) => v.clone(),
+                None => default_value(f.name, f.kind),
+            };
+            if !v.is_null() || matches!(f.name, "delegatedAuthority") {
+                m.insert(f.name.into(), v);
+            }
+        }
+        m.insert("state".into(), self.state.as_str().into());
+        m.insert("activated".into(), self.activated().into());
+        m.insert("suspended".into(), (self.state == State::Suspended).into());
+        m.insert("password_expired".into(), self.password_expired.into());
+        m.insert("password_date".into(), opt_time(self.password_date));
+        m.insert("account_locked".into(), self.account_locked.into());
+        m.insert("account_locked_date".into(), opt_time(self.account_locked_date));
+        m.insert("badLoginAttempts".into(), self.bad_login_attempts.into());
+        m.insert("totp_enabled".into(), self.totp_enabled.into());
+        let status = if self.totp_enabled { "ENROLLED" } else { "NOT_ENROLLED" };
+        m.insert(
+            "mfaEnrollment".into(),
+            serde_json::json!({ "totpStatus": status, "overallStatus": status }),
+        );
+        if let Some(Value::Object(mfa)) = m.get_mut("mfa") {
+            mfa.insert("configured".into(), self.totp_enabled.into());
+        }
+        m.insert("created".into(), format_time(self.created).into());
+        m.insert("creationSource".into(), self.creation_source.clone().into());
+        m.insert("organization".into(), organization.into());
+        m
+    }
+}
+
+fn default_value(name: &str, kind: Kind) -> Value {
+    match kind {
+        Kind::Text => Value::String(String::new()),
+        Kind::Bool => Value::Bool(false),
+        Kind::Int | Kind::Time => Value::Null,
+        Kind::Json => match name {
+            "mfa" => serde_json::json!({ "configured": false, "exclusion": false }),
+            "delegatedAuthority" | "recoveryEmail" | "externally_managed" => Value::Null,
+            _ => Value::Array(vec![]),
+        },
+    }
+}
+
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Value {
+    t.map(|t| Value::String(format_time(t))).unwrap_or(Value::Null)
+}
+
+/// Keeps only the named fields (`fields=` projection); `_id` always stays.
+pub fn project(mut m: Map<String, Value>, fields: Option<&[String]>) -> Map<String, Value> {
+    if let Some(fields) = fields {
+        m.retain(|k, _| k == "_id" || fields.iter().any(|f| f == k));
+    }
+    m
+}
+
+/// A validated create or update request.
+#[derive(Debug, Default, Clone)]
+pub struct UserInput {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    /// Normalized profile values; `Null` clears a field on update.
+    pub profile: Map<String, Value>,
+    pub password: Option<Secret>,
+    pub state: Option<State>,
+    pub suspended: Option<bool>,
+    pub account_locked: Option<bool>,
+}
+
+/// Validates a JumpCloud `systemuserputpost` body. Every problem is reported, each naming
+/// its field; fields outside the schema are refused by name.
+pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, DomainError> {
+    let Some(obj) = body.as_object() else {
+        return Err(DomainError::field("body", "must be a JSON object"));
+    };
+    let mut errors = Vec::new();
+    let mut input = UserInput::default();
+    for (key, value) in obj {
+        match key.as_str() {
+            "username" => match value.as_str() {
+                Some(s) => match normalize_username(s) {
+                    Ok(u) => input.username = Some(u),
+                    Err(m) => errors.push(FieldError::new("username", m)),
+                },
+                None => errors.push(FieldError::new("username", "must be a string")),
+            },
+            "email" => match value.as_str() {
+                Some(s) => match normalize_email(s) {
+                    Ok(e) => input.email = Some(e),
+                    Err(m) => errors.push(FieldError::new("email", m)),
+                },
+                None => errors.push(FieldError::new("email", "must be a string")),
+            },
+            "password" => match value {
+                Value::String(s) => input.password = Some(Secret::new(s.clone())),
+                Value::Null => {}
+                _ => errors.push(FieldError::new("password", "must be a string")),
+            },
+            "state" => match value.as_str().and_then(State::parse) {
+                Some(s) => input.state = Some(s),
+                None => errors.push(FieldError::new(
+                    "state",
+                    "must be one of STAGED, ACTIVATED, SUSPENDED",
+                )),
+            },
+            "suspended" | "account_locked" | "activated" => match value {
+                Value::Bool(b) => match key.as_str() {
+                    "suspended" => input.suspended = Some(*b),
+                    "account_locked" => input.account_locked = Some(*b),
+                    // `activated` is derived from the password; accepted for compatibility.
+                    _ => {}
+                },
+                Value::Null => {}
+                _ => errors.push(FieldError::new(key.clone(), "must be true or false")),
+            },
+            name => match fields::profile(name) {
+                Some(f) => match check_profile_value(f, value) {
+                    Ok(v) => {
+                        input.profile.insert(name.to_string(), v);
+                    }
+                    Err(m) => errors.push(FieldError::new(name, m)),
+                },
+                None => errors.push(FieldError::new(
+                    name,
+                    "is not a field of a system user (JumpCloud systemuserputpost)",
+                )),
+            },
+        }
+    }
+    if creating {
+        if input.username.is_none() && !errors.iter().any(|e| e.field == "username") {
+            errors.push(FieldError::new("username", "is required"));
+        }
+        if input.email.is_none() && !errors.iter().any(|e| e.field == "email") {
+            errors.push(FieldError::new("email", "is required"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(input)
+    } else {
+        Err(DomainError::Invalid(errors))
+    }
+}
+
+pub fn normalize_username(s: &str) -> Result<String, String> {
+    let u = s.trim().to_lowercase();
+    let mut chars = u.chars();
+    let ok = match chars.next() {
+        Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() => chars
+            .clone()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')),
+        _ => false,
+    };
+    if u.is_empty() {
+        Err("must not be empty".into())
+    } else if u.chars().count() > 64 {
+        Err("must be at most 64 characters".into())
+    } else if !ok {
+        Err("must start with a letter or digit and contain only letters, digits, '.', '_' and '-'".into())
+    } else {
+        Ok(u)
+    }
+}
+
+pub fn normalize_email(s: &str) -> Result<String, String> {
+    let e = s.trim().to_lowercase();
+    if e.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if e.chars().count() > 254 {
+        return Err("must be at most 254 characters".into());
+    }
+    let valid = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.len() <= 64
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c))
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                })
+        }
+        None => false,
+    };
+    if valid {
+        Ok(e)
+    } else {
+        Err(format!("'{}' is not a valid e-mail address", s.trim()))
+    }
+}
+
+fn check_profile_value(f: &fields::Field, value: &Value) -> Result<Value, String> {
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    match f.kind {
+        Kind::Text | Kind::Time => {
+            let Some(s) = value.as_str() else {
+                return Err("must be a string".into());
+            };
+            if s.chars().count() > f.max_len {
+                return Err(format!("must be at most {} characters", f.max_len));
+            }
+            if s.is_empty() && f.name == "employeeIdentifier" {
+                return Ok(Value::Null);
+            }
+            if f.name == "alternateEmail" && !s.trim().is_empty() {
+                return normalize_email(s).map(Value::String);
+            }
+            if f.name == "manager" && !s.is_empty() && !crate::id::is_object_id(s) {
+                return Err("must be the _id of a user (24 hex characters)".into());
+            }
+            Ok(Value::String(s.to_string()))
+        }
+        Kind::Bool => match value {
+            Value::Bool(_) => Ok(value.clone()),
+            _ => Err("must be true or false".into()),
+        },
+        Kind::Int => match value.as_i64() {
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(value.clone()),
+            _ => Err("must be a whole number of at least 1".into()),
+        },
+        Kind::Json => check_json(f.name, value).map(|_| value.clone()),
+    }
+}
+
+/// Structural checks for the array and object fields: the right shape, strings of bounded
+/// length, and the enumerations JumpCloud defines.
+fn check_json(name: &str, value: &Value) -> Result<(), String> {
+    let check_obj = |v: &Value, allowed: &[&str]| -> Result<(), String> {
+        let Some(o) = v.as_object() else {
+            return Err("entries must be objects".into());
+        };
+        for (k, v) in o {
+            if !allowed.is_empty() && !allowed.contains(&k.as_str()) {
+                return Err(format!("unknown property '{k}' (allowed: {})", allowed.join(", ")));
+            }
+            if let Some(s) = v.as_str() {
+                if s.chars().count() > 1024 {
+                    return Err(format!("'{k}' must be at most 1024 characters"));
+                }
+            }
+        }
+        Ok(())
+    };
+    let array = |allowed: &[&str]| -> Result<(), String> {
+        let Some(a) = value.as_array() else {
+            return Err("must be an array".into());
+        };
+        if a.len() > 100 {
+            return Err("must have at most 100 entries".into());
+        }
+        a.iter().try_for_each(|v| check_obj(v, allowed))
+    };
+    match name {
+        "addresses" => array(&[
+            "type", "poBox", "extendedAddress", "streetAddress", "locality", "region", "postalCode", "country", "id",
+        ]),
+        "phoneNumbers" => array(&["type", "number", "id"]),
+        "attributes" => {
+            array(&["name", "value"])?;
+            for a in value.as_array().into_iter().flatten() {
+                if !a.get("name").is_some_and(Value::is_string) {
+                    return Err("each attribute needs a string 'name'".into());
+                }
+            }
+            Ok(())
+        }
+        "relationships" => array(&["type", "value"]),
+        "ssh_keys" => array(&["name", "public_key", "_id", "create_date"]),
+        "restrictedFields" => {
+            array(&["field", "type", "id"])?;
+            for r in value.as_array().into_iter().flatten() {
+                let t = r.get("type").and_then(Value::as_str).unwrap_or("");
+                if !matches!(t, "active_directory" | "scim" | "federated_identity_provider") {
+                    return Err("'type' must be active_directory, scim or federated_identity_provider".into());
+                }
+            }
+            Ok(())
+        }
+        "delegatedAuthority" => {
+            check_obj(value, &["id", "name"])?;
+            match value.get("name").and_then(Value::as_str) {
+                Some("ActiveDirectory") => Ok(()),
+                _ => Err("'name' must be \"ActiveDirectory\"".into()),
+            }
+        }
+        "mfa" => check_obj(value, &["configured", "exclusion", "exclusionDays", "exclusionUntil"]),
+        "recoveryEmail" => check_obj(value, &["address"]),
+        _ => check_obj(value, &[]),
+    }
+}
+
+/// One changed field in an audit event; secrets are elided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// The fields that differ between two versions of a user, as their JSON shows them, plus
+/// an elided entry when the password changed.
+pub fn diff(old: &User, new: &User) -> Vec<Change> {
+    let a = old.to_json("");
+    let b = new.to_json("");
+    let mut changes: Vec<Change> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| Change {
+            field: k.clone(),
+            old: a.get(k).cloned().unwrap_or(Value::Null),
+            new: v.clone(),
+        })
+        .collect();
+    if old.password_hash != new.password_hash {
+        changes.push(Change {
+            field: "password".into(),
+            old: Value::String("***".into()),
+            new: Value::String("***".into()),
+        });
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errs(v: Value, creating: bool) -> Vec<FieldError> {
+        match parse_user_input(&v, creating) {
+            Err(DomainError::Invalid(e)) => e,
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn username_and_email_are_lowercased_and_checked() {
+        let i = parse_user_input(&json!({"username": " Ada.L ", "email": "Ada@Example.COM"}), true).unwrap();
+        assert_eq!(i.username.as_deref(), Some("ada.l"));
+        assert_eq!(i.email.as_deref(), Some("ada@example.com"));
+        assert!(normalize_username("-bad").is_err());
+        assert!(normalize_username("has space").is_err());
+        assert!(normalize_username(&"a".repeat(65)).is_err());
+        assert!(normalize_email("no-at-sign").is_err());
+        assert!(normalize_email("a@b@c").is_err());
+        assert!(normalize_email("a b@c.com").is_err());
+        assert!(normalize_email("x@example..com").is_err());
+        assert!(normalize_email("first.last+tag@sub.example.org").is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let e = errs(json!({"username": "ok", "bogus": 1, "sudo": "yes", "unix_uid": 0}), true);
+        let names: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert!(names.contains(&"bogus"));
+        assert!(names.contains(&"sudo"));
+        assert!(names.contains(&"unix_uid"));
+        assert!(names.contains(&"email"), "missing required email: {names:?}");
+    }
+
+    #[test]
+    fn jumpcloud_fields_cairn_does_not_act_on_are_accepted() {
+        let i = parse_user_input(
+            &json!({"username": "u", "email": "u@x.io", "sudo": true, "passwordless_sudo": false,
+                    "samba_service_user": true, "managedAppleId": "u@apple", "relationships": [{"type":"manager","value":"x"}]}),
+            true,
+        )
+        .unwrap();
+        assert_eq!(i.profile["sudo"], json!(true));
+        assert!(i.profile.contains_key("relationships"));
+    }
+
+    #[test]
+    fn field_lengths_are_enforced() {
+        let e = errs(json!({"employeeIdentifier": "x".repeat(257), "firstname": "y".repeat(1025)}), false);
+        assert_eq!(e.len(), 2);
+        let ok = parse_user_input(&json!({"employeeIdentifier": ""}), false).unwrap();
+        assert_eq!(ok.profile["employeeIdentifier"], Value::Null, "empty id means none");
+    }
+
+    #[test]
+    fn state_must_be_known() {
+        let e = errs(json!({"state": "ACTIVE"}), false);
+        assert_eq!(e[0].field, "state");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let i = parse_user_input(&json!({"password": "hunter2hunter2"}), false).unwrap();
+        assert!(!format!("{i:?}").contains("hunter2"));
+    }
+}
