@@ -1,1 +1,234 @@
+//! Cairn's use cases. Every change is one method that checks the domain rules and writes the
+//! change and its audit event in one transaction; every front end (REST, portals, SCIM, CSV,
+//! the scheduler) calls these methods and nothing else.
 
+mod clock;
+mod error;
+mod groups;
+mod keys;
+mod password;
+mod users;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use cairn_domain::id::format_object_id;
+use cairn_domain::user::Change;
+use cairn_domain::{Actor, Event, OrgSettings};
+use cairn_store::{Db, Store};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde_json::{json, Value};
+
+pub use cairn_domain as domain;
+pub use cairn_store::{Backend, EventQuery, StoreError};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use groups::{group_json, GroupInput};
+pub use keys::{Bootstrap, NewApiKey};
+pub use password::Hasher;
+
+/// Who asks, through which interface, from where: recorded on every event.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub actor: Actor,
+    /// `manual`, `api`, `bulk_api`, `csv`, `scim`, `ldap`, `radius`, `scheduler`, `portal`, `cli`.
+    pub source: String,
+    pub client_addr: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(actor: Actor, source: &str, client_addr: Option<String>) -> Ctx {
+        Ctx {
+            actor,
+            source: source.into(),
+            client_addr,
+        }
+    }
+    pub fn cli() -> Ctx {
+        Ctx::new(
+            Actor {
+                kind: "system".into(),
+                id: None,
+                name: Some("cli".into()),
+            },
+            "cli",
+            None,
+        )
+    }
+}
+
+/// The organization: its id and settings.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub settings: OrgSettings,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hasher: Hasher,
+    id_random: [u8; 5],
+    id_counter: AtomicU32,
+}
+
+impl Directory {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Directory {
+        let mut id_random = [0u8; 5];
+        rand::thread_rng().fill_bytes(&mut id_random);
+        Directory {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                hasher: Hasher::new(),
+                id_random,
+                id_counter: AtomicU32::new(rand::random::<u32>() & 0xff_ffff),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
+    }
+
+    /// A new 24-hex object id, ordered by creation time.
+    pub fn new_id(&self) -> String {
+        let secs = self.now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
+        let n = self.inner.id_counter.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+        format_object_id(secs, self.inner.id_random, n)
+    }
+
+    /// Brings the schema up to date and makes sure the one organization exists.
+    pub async fn migrate(&self) -> Result<()> {
+        self.store().migrate().await?;
+        let mut tx = self.store().begin().await?;
+        if tx.db().organization().await?.is_none() {
+            let id = self.new_id();
+            let settings = OrgSettings::default();
+            let body = serde_json::to_string(&settings).expect("settings serialize");
+            tx.db()
+                .put_organization(&id, &settings.name, &body, self.now())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn organization(&self) -> Result<Organization> {
+        let mut c = self.store().read().await?;
+        org_of(&mut c.db()).await
+    }
+
+    /// Applies a partial settings document (JumpCloud's `settings` object).
+    pub async fn update_settings(&self, ctx: &Ctx, patch: &Value) -> Result<Organization> {
+        let mut tx = self.store().begin().await?;
+        let org = org_of(&mut tx.db()).await?;
+        let settings = org.settings.apply_patch(patch)?;
+        let old = serde_json::to_value(&org.settings).expect("settings serialize");
+        let new = serde_json::to_value(&settings).expect("settings serialize");
+        let changes = json_changes("settings", &old, &new);
+        tx.db()
+            .put_organization(&org.id, &settings.name, &new.to_string(), org.created)
+            .await?;
+        if !changes.is_empty() {
+            let ev = self.event(
+                ctx,
+                "settings_update",
+                Some(("organization", &org.id, &settings.name)),
+                changes,
+                json!({}),
+            );
+            tx.db().insert_event(&ev).await?;
+        }
+        tx.commit().await?;
+        Ok(Organization {
+            settings,
+            name: org.name.clone(),
+            ..org
+        })
+    }
+
+    pub async fn list_events(&self, q: &EventQuery) -> Result<(i64, Vec<Event>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().list_events(q).await?)
+    }
+
+    /// Builds an audit event for `ctx`.
+    pub(crate) fn event(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        target: Option<(&str, &str, &str)>,
+        changes: Vec<Change>,
+        detail: Value,
+    ) -> Event {
+        Event {
+            id: self.new_id(),
+            time: self.now(),
+            actor: ctx.actor.clone(),
+            action: action.into(),
+            target_kind: target.map(|t| t.0.to_string()),
+            target_id: target.map(|t| t.1.to_string()),
+            target_name: target.map(|t| t.2.to_string()),
+            source: ctx.source.clone(),
+            client_addr: ctx.client_addr.clone(),
+            outcome: "success".into(),
+            changes: serde_json::to_value(changes).expect("changes serialize"),
+            detail,
+        }
+    }
+}
+
+pub(crate) async fn org_of(db: &mut Db<'_>) -> Result<Organization> {
+    let (id, name, settings, created) = db.organization().await?.ok_or_else(|| {
+        Error::Internal("the organization is missing: run `cairn migrate`".into())
+    })?;
+    let settings: OrgSettings = serde_json::from_str(&settings)
+        .map_err(|e| Error::Internal(format!("stored settings are unreadable: {e}")))?;
+    Ok(Organization {
+        id,
+        name,
+        settings,
+        created,
+    })
+}
+
+/// Leaf-level differences between two JSON documents, as audit changes.
+pub(crate) fn json_changes(prefix: &str, old: &Value, new: &Value) -> Vec<Change> {
+    let mut out = Vec::new();
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                let path = format!("{prefix}.{k}");
+                out.extend(json_changes(&path, a.get(k).unwrap_or(&Value::Null), v));
+            }
+        }
+        (a, b) if a != b => out.push(Change {
+            field: prefix.to_string(),
+            old: a.clone(),
+            new: b.clone(),
+        }),
+        _ => {}
+    }
+    out
+}

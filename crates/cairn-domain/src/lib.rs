@@ -3,10 +3,14 @@
 pub mod error;
 pub mod fields;
 pub mod id;
+pub mod lifecycle;
+pub mod password;
 pub mod query;
+pub mod records;
 pub mod settings;
 pub mod user;
 
 pub use error::{DomainError, FieldError};
+pub use records::{Actor, Admin, ApiKey, Event, Group, Role};
 pub use settings::{OrgSettings, PasswordAuthority};
-pub use user::{CreationSource, State, User};
+pub use user::{CreationSource, Secret, State, User};

@@ -122,7 +122,10 @@ impl User {
     }
 
     pub fn flag(&self, field: &str) -> bool {
-        self.profile.get(field).and_then(Value::as_bool).unwrap_or(false)
+        self.profile
+            .get(field)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     pub fn password_authority(&self) -> Option<crate::PasswordAuthority> {
@@ -152,10 +155,17 @@ impl User {
         m.insert("password_expired".into(), self.password_expired.into());
         m.insert("password_date".into(), opt_time(self.password_date));
         m.insert("account_locked".into(), self.account_locked.into());
-        m.insert("account_locked_date".into(), opt_time(self.account_locked_date));
+        m.insert(
+            "account_locked_date".into(),
+            opt_time(self.account_locked_date),
+        );
         m.insert("badLoginAttempts".into(), self.bad_login_attempts.into());
         m.insert("totp_enabled".into(), self.totp_enabled.into());
-        let status = if self.totp_enabled { "ENROLLED" } else { "NOT_ENROLLED" };
+        let status = if self.totp_enabled {
+            "ENROLLED"
+        } else {
+            "NOT_ENROLLED"
+        };
         m.insert(
             "mfaEnrollment".into(),
             serde_json::json!({ "totpStatus": status, "overallStatus": status }),
@@ -188,7 +198,8 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 }
 
 fn opt_time(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| Value::String(format_time(t))).unwrap_or(Value::Null)
+    t.map(|t| Value::String(format_time(t)))
+        .unwrap_or(Value::Null)
 }
 
 /// Keeps only the named fields (`fields=` projection); `_id` always stays.
@@ -301,7 +312,10 @@ pub fn normalize_username(s: &str) -> Result<String, String> {
     } else if u.chars().count() > 64 {
         Err("must be at most 64 characters".into())
     } else if !ok {
-        Err("must start with a letter or digit and contain only letters, digits, '.', '_' and '-'".into())
+        Err(
+            "must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
+                .into(),
+        )
     } else {
         Ok(u)
     }
@@ -321,7 +335,9 @@ pub fn normalize_email(s: &str) -> Result<String, String> {
                 && local.len() <= 64
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && !local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c))
+                && !local
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c))
                 && domain.split('.').all(|label| {
                     !label.is_empty()
                         && !label.starts_with('-')
@@ -382,7 +398,10 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
         };
         for (k, v) in o {
             if !allowed.is_empty() && !allowed.contains(&k.as_str()) {
-                return Err(format!("unknown property '{k}' (allowed: {})", allowed.join(", ")));
+                return Err(format!(
+                    "unknown property '{k}' (allowed: {})",
+                    allowed.join(", ")
+                ));
             }
             if let Some(s) = v.as_str() {
                 if s.chars().count() > 1024 {
@@ -403,7 +422,15 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
     };
     match name {
         "addresses" => array(&[
-            "type", "poBox", "extendedAddress", "streetAddress", "locality", "region", "postalCode", "country", "id",
+            "type",
+            "poBox",
+            "extendedAddress",
+            "streetAddress",
+            "locality",
+            "region",
+            "postalCode",
+            "country",
+            "id",
         ]),
         "phoneNumbers" => array(&["type", "number", "id"]),
         "attributes" => {
@@ -421,8 +448,14 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
             array(&["field", "type", "id"])?;
             for r in value.as_array().into_iter().flatten() {
                 let t = r.get("type").and_then(Value::as_str).unwrap_or("");
-                if !matches!(t, "active_directory" | "scim" | "federated_identity_provider") {
-                    return Err("'type' must be active_directory, scim or federated_identity_provider".into());
+                if !matches!(
+                    t,
+                    "active_directory" | "scim" | "federated_identity_provider"
+                ) {
+                    return Err(
+                        "'type' must be active_directory, scim or federated_identity_provider"
+                            .into(),
+                    );
                 }
             }
             Ok(())
@@ -434,7 +467,10 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
                 _ => Err("'name' must be \"ActiveDirectory\"".into()),
             }
         }
-        "mfa" => check_obj(value, &["configured", "exclusion", "exclusionDays", "exclusionUntil"]),
+        "mfa" => check_obj(
+            value,
+            &["configured", "exclusion", "exclusionDays", "exclusionUntil"],
+        ),
         "recoveryEmail" => check_obj(value, &["address"]),
         _ => check_obj(value, &[]),
     }
@@ -486,7 +522,11 @@ mod tests {
 
     #[test]
     fn username_and_email_are_lowercased_and_checked() {
-        let i = parse_user_input(&json!({"username": " Ada.L ", "email": "Ada@Example.COM"}), true).unwrap();
+        let i = parse_user_input(
+            &json!({"username": " Ada.L ", "email": "Ada@Example.COM"}),
+            true,
+        )
+        .unwrap();
         assert_eq!(i.username.as_deref(), Some("ada.l"));
         assert_eq!(i.email.as_deref(), Some("ada@example.com"));
         assert!(normalize_username("-bad").is_err());
@@ -501,12 +541,18 @@ mod tests {
 
     #[test]
     fn every_problem_is_named() {
-        let e = errs(json!({"username": "ok", "bogus": 1, "sudo": "yes", "unix_uid": 0}), true);
+        let e = errs(
+            json!({"username": "ok", "bogus": 1, "sudo": "yes", "unix_uid": 0}),
+            true,
+        );
         let names: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
         assert!(names.contains(&"bogus"));
         assert!(names.contains(&"sudo"));
         assert!(names.contains(&"unix_uid"));
-        assert!(names.contains(&"email"), "missing required email: {names:?}");
+        assert!(
+            names.contains(&"email"),
+            "missing required email: {names:?}"
+        );
     }
 
     #[test]
@@ -523,10 +569,17 @@ mod tests {
 
     #[test]
     fn field_lengths_are_enforced() {
-        let e = errs(json!({"employeeIdentifier": "x".repeat(257), "firstname": "y".repeat(1025)}), false);
+        let e = errs(
+            json!({"employeeIdentifier": "x".repeat(257), "firstname": "y".repeat(1025)}),
+            false,
+        );
         assert_eq!(e.len(), 2);
         let ok = parse_user_input(&json!({"employeeIdentifier": ""}), false).unwrap();
-        assert_eq!(ok.profile["employeeIdentifier"], Value::Null, "empty id means none");
+        assert_eq!(
+            ok.profile["employeeIdentifier"],
+            Value::Null,
+            "empty id means none"
+        );
     }
 
     #[test]

@@ -1,1 +1,179 @@
+//! Cairn's HTTP front end: the JumpCloud-compatible REST API under `/api`, health and metrics.
+//! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
+mod api_groups;
+mod api_misc;
+mod api_users;
+mod error;
+mod extract;
+mod openapi;
+mod openapi_doc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cairn_directory::{Ctx, Directory};
+use cairn_domain::{Actor, Role};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use error::{ApiError, ApiResult};
+use extract::Caller;
+
+/// Largest JSON body accepted by the API.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub dir: Directory,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
+    let api = Router::new()
+        .merge(api_users::routes())
+        .merge(api_groups::routes())
+        .merge(api_misc::routes())
+        .fallback(|| async { ApiError::not_found("no such API endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/openapi.json", get(openapi::document))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+/// Authenticates `/api` requests by `x-api-key` or `Authorization: Bearer`, refuses changes
+/// by read-only keys, and hands the caller to the handler.
+async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(|s| s.trim().to_string())
+        });
+    let Some(presented) = presented.filter(|k| !k.is_empty()) else {
+        metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure")
+            .increment(1);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an API key is required: send it in the x-api-key header",
+        )
+        .into_response();
+    };
+    let key = match st.dir.authenticate_apikey(&presented).await {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure")
+                .increment(1);
+            return ApiError::new(StatusCode::UNAUTHORIZED, "the API key is not valid")
+                .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "success").increment(1);
+    if let Some(org) = req.headers().get("x-org-id").and_then(|v| v.to_str().ok()) {
+        match st.dir.organization().await {
+            Ok(o) if o.id == org => {}
+            Ok(_) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("x-org-id '{org}' is not this organization"),
+                )
+                .into_response()
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || (req.method() == Method::POST && req.uri().path().starts_with("/search/"));
+    if key.role == Role::ReadOnly && !reads {
+        return ApiError::new(StatusCode::FORBIDDEN, "this API key is read-only").into_response();
+    }
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let ctx = Ctx::new(Actor::apikey(&key.id, &key.name), "api", client);
+    req.extensions_mut().insert(Caller { ctx });
+    next.run(req).await
+}
+
+async fn readyz(State(st): State<Shared>) -> Response {
+    match st.dir.store().ready().await {
+        Ok(true) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    let Some(handle) = &st.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response();
+    };
+    // Gauges that describe the directory are read at scrape time, so every process of a
+    // PostgreSQL cluster reports the same truth.
+    if let Ok(mut c) = st.dir.store().read().await {
+        if let Ok(counts) = c.db().count_users_by_state().await {
+            for s in ["STAGED", "ACTIVATED", "SUSPENDED"] {
+                let n = counts
+                    .iter()
+                    .find(|(k, _)| k == s)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                metrics::gauge!("cairn_users", "state" => s).set(n as f64);
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("cairn_http_requests_total", "listener" => "http", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("cairn_http_request_duration_seconds", "listener" => "http", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}

@@ -1,1 +1,872 @@
+//! Persistence for Cairn on SQLite (the embedded default) and PostgreSQL.
+//!
+//! One `Store` over sqlx's `Any` driver: the SQL is written once in the subset both databases
+//! share, with the few dialect differences switched on `Backend`, and each backend has its own
+//! migrations. The directory layer opens a `Tx`, calls the query methods of `Db`, and commits;
+//! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
+mod rows;
+
+use std::time::Duration;
+
+use cairn_domain::fields::Kind;
+use cairn_domain::query::{Cond, ListQuery, Scalar};
+use cairn_domain::{Admin, ApiKey, Event, Group, User};
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
+
+pub use rows::time_text;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write; the string names the field.
+    #[error("duplicate {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL '{0}': use sqlite://… or postgres://…")]
+    BadUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: sqlx::Pool<Any>,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created when missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let opts: AnyConnectOptions = url.parse().map_err(|_| StoreError::BadUrl(url.clone()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; NORMAL is durable in WAL mode
+                        // against process crashes, which is what a kill -9 is.
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and every migration has been applied.
+    pub async fn ready(&self) -> Result<bool> {
+        let mut c = self.pool.acquire().await?;
+        let applied: i64 =
+            sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&mut *c)
+                .await
+                .ok()
+                .and_then(|r| rows::get_i64(&r, 0).ok())
+                .unwrap_or(0);
+        let known = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().count(),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().count(),
+        };
+        Ok(applied as usize >= known)
+    }
+
+    /// A transaction for a change. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing on lock upgrade.
+    pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+        })
+    }
+
+    /// A pooled connection for reads.
+    pub async fn read(&self) -> Result<Conn> {
+        Ok(Conn {
+            c: self.pool.acquire().await?,
+            backend: self.backend,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+}
+
+impl Tx {
+    pub fn db(&mut self) -> Db<'_> {
+        Db {
+            c: &mut self.tx,
+            b: self.backend,
+        }
+    }
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+pub struct Conn {
+    c: PoolConnection<Any>,
+    backend: Backend,
+}
+
+impl Conn {
+    pub fn db(&mut self) -> Db<'_> {
+        Db {
+            c: &mut self.c,
+            b: self.backend,
+        }
+    }
+}
+
+/// Query methods over one connection or transaction.
+pub struct Db<'c> {
+    c: &'c mut AnyConnection,
+    b: Backend,
+}
+
+/// Bound arguments with their `$n` placeholders; kept as values so that one WHERE clause
+/// can serve both the count and the page query.
+#[derive(Default, Clone)]
+struct Args {
+    vals: Vec<Arg>,
+}
+
+#[derive(Clone)]
+enum Arg {
+    Text(Option<String>),
+    Bool(bool),
+    Int(Option<i64>),
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Bool(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+
+impl Args {
+    fn push(&mut self, v: impl Into<Arg>) -> String {
+        self.vals.push(v.into());
+        format!("${}", self.vals.len())
+    }
+
+    fn build(&self) -> AnyArguments<'static> {
+        let mut a = AnyArguments::default();
+        for v in &self.vals {
+            match v.clone() {
+                Arg::Text(t) => a.add(t),
+                Arg::Bool(b) => a.add(b),
+                Arg::Int(n) => a.add(n),
+            }
+            .expect("encode argument");
+        }
+        a
+    }
+}
+
+fn map_unique(e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_unique_violation() {
+            let msg = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
+            for field in [
+                "username",
+                "email",
+                "employeeidentifier",
+                "name_key",
+                "key_hash",
+                "group_members",
+                "members",
+            ] {
+                if msg.contains(field) {
+                    let name = match field {
+                        "employeeidentifier" => "employeeIdentifier",
+                        "name_key" => "name",
+                        "group_members" | "members" => "member",
+                        f => f,
+                    };
+                    return StoreError::Conflict(name.to_string());
+                }
+            }
+            return StoreError::Conflict("value".into());
+        }
+    }
+    StoreError::Db(e)
+}
+
+/// Filters for the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub target_id: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+impl Db<'_> {
+    // ---- users -------------------------------------------------------------------------
+
+    pub async fn insert_user(&mut self, u: &User) -> Result<()> {
+        let mut a = Args::default();
+        let mut cols = Vec::new();
+        let mut vals = Vec::new();
+        rows::bind_user(u, &mut |col, v| {
+            cols.push(col);
+            vals.push(push_value(&mut a, v));
+        });
+        let sql = format!(
+            "INSERT INTO users ({}) VALUES ({})",
+            cols.join(", "),
+            vals.join(", ")
+        );
+        sqlx::query_with(&sql, a.build())
+            .execute(&mut *self.c)
+            .await
+            .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn update_user(&mut self, u: &User) -> Result<bool> {
+        let mut a = Args::default();
+        let mut sets = Vec::new();
+        rows::bind_user(u, &mut |col, v| {
+            if col != "id" {
+                let p = push_value(&mut a, v);
+                sets.push(format!("{col} = {p}"));
+            }
+        });
+        let p = a.push(u.id.clone());
+        let sql = format!("UPDATE users SET {} WHERE id = {p}", sets.join(", "));
+        let r = sqlx::query_with(&sql, a.build())
+            .execute(&mut *self.c)
+            .await
+            .map_err(map_unique)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn delete_user(&mut self, id: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        let r = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn get_user(&mut self, id: &str) -> Result<Option<User>> {
+        self.user_where("id", id).await
+    }
+
+    pub async fn user_by_username(&mut self, username: &str) -> Result<Option<User>> {
+        self.user_where("username", &username.to_lowercase()).await
+    }
+
+    pub async fn user_by_email(&mut self, email: &str) -> Result<Option<User>> {
+        self.user_where("email", &email.to_lowercase()).await
+    }
+
+    async fn user_where(&mut self, col: &'static str, v: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT * FROM users WHERE {col} = $1");
+        let row = sqlx::query(&sql)
+            .bind(v.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::user_from_row(&r)).transpose()
+    }
+
+    /// Which unique fields of a prospective user are already taken by another user.
+    pub async fn user_conflicts(
+        &mut self,
+        username: &str,
+        email: &str,
+        employee_id: Option<&str>,
+        except_id: Option<&str>,
+    ) -> Result<Vec<&'static str>> {
+        let rows = sqlx::query(
+            "SELECT username, email, employeeidentifier FROM users \
+             WHERE (username = $1 OR email = $2 OR employeeidentifier = $3) AND id <> $4",
+        )
+        .bind(username.to_string())
+        .bind(email.to_string())
+        .bind(employee_id.unwrap_or("\u{0}").to_string())
+        .bind(except_id.unwrap_or("").to_string())
+        .fetch_all(&mut *self.c)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            if rows::get_opt_text(&r, "username")?.as_deref() == Some(username) {
+                out.push("username");
+            }
+            if rows::get_opt_text(&r, "email")?.as_deref() == Some(email) {
+                out.push("email");
+            }
+            if employee_id.is_some()
+                && rows::get_opt_text(&r, "employeeidentifier")?.as_deref() == employee_id
+            {
+                out.push("employeeIdentifier");
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The page of users a list query asks for, and how many match in all.
+    pub async fn list_users(&mut self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
+        let mut a = Args::default();
+        let where_sql = self.user_where_clause(q, &mut a);
+        let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
+        let total = rows::get_i64(
+            &sqlx::query_with(&count_sql, a.build())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let mut order: Vec<String> = q
+            .sort
+            .iter()
+            .map(|(f, desc)| {
+                if *desc {
+                    format!("{} DESC NULLS LAST", f.column)
+                } else {
+                    format!("{} ASC NULLS FIRST", f.column)
+                }
+            })
+            .collect();
+        if !q.sort.iter().any(|(f, _)| f.column == "id") {
+            order.push("id ASC".into());
+        }
+        let lim = a.push(q.limit);
+        let off = a.push(q.skip);
+        let sql = format!(
+            "SELECT * FROM users{where_sql} ORDER BY {} LIMIT {lim} OFFSET {off}",
+            order.join(", ")
+        );
+        let rows = sqlx::query_with(&sql, a.build())
+            .fetch_all(&mut *self.c)
+            .await?;
+        let users = rows
+            .iter()
+            .map(rows::user_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((total, users))
+    }
+
+    fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
+        let mut clauses = Vec::new();
+        for c in &q.all {
+            clauses.push(cond_sql(c, a));
+        }
+        if !q.any.is_empty() {
+            let ors: Vec<String> = q.any.iter().map(|c| cond_sql(c, a)).collect();
+            clauses.push(format!("({})", ors.join(" OR ")));
+        }
+        for term in &q.search {
+            let like = match self.b {
+                Backend::Sqlite => "LIKE",
+                Backend::Postgres => "ILIKE",
+            };
+            let pattern = format!("%{}%", escape_like(term));
+            let p = a.push(pattern);
+            let ors: Vec<String> = q
+                .search_fields
+                .iter()
+                .map(|f| format!("{} {like} {p} ESCAPE '\\'", f.column))
+                .collect();
+            clauses.push(format!("({})", ors.join(" OR ")));
+        }
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        }
+    }
+
+    pub async fn count_users_by_state(&mut self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM users GROUP BY state")
+            .fetch_all(&mut *self.c)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((rows::get_text(r, "state")?, rows::get_i64(r, "n")?)))
+            .collect()
+    }
+
+    // ---- groups ------------------------------------------------------------------------
+
+    pub async fn insert_group(&mut self, g: &Group) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO usergroups (id, name, name_key, description, email, attributes, membership_method, unix_gid, created, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(g.id.clone())
+        .bind(g.name.clone())
+        .bind(g.name.to_lowercase())
+        .bind(g.description.clone())
+        .bind(g.email.clone())
+        .bind(g.attributes.as_ref().map(|v| v.to_string()))
+        .bind(g.membership_method.clone())
+        .bind(g.unix_gid)
+        .bind(time_text(g.created))
+        .bind(time_text(g.updated))
+        .execute(&mut *self.c)
+        .await
+        .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn update_group(&mut self, g: &Group) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE usergroups SET name = $2, name_key = $3, description = $4, email = $5, attributes = $6, \
+             membership_method = $7, unix_gid = $8, updated = $9 WHERE id = $1",
+        )
+        .bind(g.id.clone())
+        .bind(g.name.clone())
+        .bind(g.name.to_lowercase())
+        .bind(g.description.clone())
+        .bind(g.email.clone())
+        .bind(g.attributes.as_ref().map(|v| v.to_string()))
+        .bind(g.membership_method.clone())
+        .bind(g.unix_gid)
+        .bind(time_text(g.updated))
+        .execute(&mut *self.c)
+        .await
+        .map_err(map_unique)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn delete_group(&mut self, id: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        let r = sqlx::query("DELETE FROM usergroups WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn get_group(&mut self, id: &str) -> Result<Option<Group>> {
+        let row = sqlx::query("SELECT * FROM usergroups WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::group_from_row(&r)).transpose()
+    }
+
+    pub async fn group_by_name(&mut self, name: &str) -> Result<Option<Group>> {
+        let row = sqlx::query("SELECT * FROM usergroups WHERE name_key = $1")
+            .bind(name.to_lowercase())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::group_from_row(&r)).transpose()
+    }
+
+    /// Groups ordered by name; `name` filters on an exact (case-insensitive) name.
+    pub async fn list_groups(
+        &mut self,
+        name: Option<&str>,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<Group>)> {
+        let key = name.map(str::to_lowercase);
+        let total = rows::get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM usergroups WHERE ($1 IS NULL OR name_key = $1)")
+                .bind(key.clone())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let rows = sqlx::query("SELECT * FROM usergroups WHERE ($1 IS NULL OR name_key = $1) ORDER BY name_key, id LIMIT $2 OFFSET $3")
+            .bind(key)
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&mut *self.c)
+            .await?;
+        Ok((
+            total,
+            rows.iter()
+                .map(rows::group_from_row)
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    /// Adds a member; false when it already was one.
+    pub async fn add_member(
+        &mut self,
+        group_id: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO group_members (group_id, user_id, added) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(group_id.to_string())
+            .bind(user_id.to_string())
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn remove_member(&mut self, group_id: &str, user_id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Member user ids of a group, in the order they were added.
+    pub async fn group_members(
+        &mut self,
+        group_id: &str,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<String>)> {
+        let total = rows::get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM group_members WHERE group_id = $1")
+                .bind(group_id.to_string())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let rows = sqlx::query("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY added, user_id LIMIT $2 OFFSET $3")
+            .bind(group_id.to_string())
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&mut *self.c)
+            .await?;
+        Ok((
+            total,
+            rows.iter()
+                .map(|r| rows::get_text(r, "user_id"))
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    pub async fn groups_of_user(&mut self, user_id: &str) -> Result<Vec<Group>> {
+        let rows = sqlx::query(
+            "SELECT g.* FROM usergroups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.name_key",
+        )
+        .bind(user_id.to_string())
+        .fetch_all(&mut *self.c)
+        .await?;
+        rows.iter().map(rows::group_from_row).collect()
+    }
+
+    // ---- events ------------------------------------------------------------------------
+
+    pub async fn insert_event(&mut self, e: &Event) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (id, time, actor_kind, actor_id, actor_name, action, target_kind, target_id, target_name, \
+             source, client_addr, outcome, changes, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(e.id.clone())
+        .bind(time_text(e.time))
+        .bind(e.actor.kind.clone())
+        .bind(e.actor.id.clone())
+        .bind(e.actor.name.clone())
+        .bind(e.action.clone())
+        .bind(e.target_kind.clone())
+        .bind(e.target_id.clone())
+        .bind(e.target_name.clone())
+        .bind(e.source.clone())
+        .bind(e.client_addr.clone())
+        .bind(e.outcome.clone())
+        .bind(e.changes.to_string())
+        .bind(e.detail.to_string())
+        .execute(&mut *self.c)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn list_events(&mut self, q: &EventQuery) -> Result<(i64, Vec<Event>)> {
+        let mut a = Args::default();
+        let mut clauses = Vec::new();
+        if let Some(t) = &q.target_id {
+            clauses.push(format!("target_id = {}", a.push(t.clone())));
+        }
+        if let Some(t) = &q.action {
+            clauses.push(format!("action = {}", a.push(t.clone())));
+        }
+        if let Some(t) = q.since {
+            clauses.push(format!("time >= {}", a.push(time_text(t))));
+        }
+        if let Some(t) = q.until {
+            clauses.push(format!("time <= {}", a.push(time_text(t))));
+        }
+        let w = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        let total = rows::get_i64(
+            &sqlx::query_with(&format!("SELECT COUNT(*) FROM events{w}"), a.build())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let lim = a.push(q.limit);
+        let off = a.push(q.skip);
+        let sql = format!("SELECT * FROM events{w} ORDER BY id DESC LIMIT {lim} OFFSET {off}");
+        let rows = sqlx::query_with(&sql, a.build())
+            .fetch_all(&mut *self.c)
+            .await?;
+        Ok((
+            total,
+            rows.iter()
+                .map(rows::event_from_row)
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    // ---- organization ------------------------------------------------------------------
+
+    /// `(id, name, settings JSON, created)` of the one organization, once it exists.
+    pub async fn organization(
+        &mut self,
+    ) -> Result<Option<(String, String, String, DateTime<Utc>)>> {
+        let row = sqlx::query("SELECT * FROM organization ORDER BY id LIMIT 1")
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| {
+            Ok((
+                rows::get_text(&r, "id")?,
+                rows::get_text(&r, "name")?,
+                rows::get_text(&r, "settings")?,
+                rows::parse_time(&rows::get_text(&r, "created")?)?,
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn put_organization(
+        &mut self,
+        id: &str,
+        name: &str,
+        settings: &str,
+        created: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO organization (id, name, settings, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, settings = excluded.settings",
+        )
+        .bind(id.to_string())
+        .bind(name.to_string())
+        .bind(settings.to_string())
+        .bind(time_text(created))
+        .execute(&mut *self.c)
+        .await?;
+        Ok(())
+    }
+
+    // ---- API keys and administrators ----------------------------------------------------
+
+    pub async fn insert_apikey(&mut self, k: &ApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO apikeys (id, name, role, key_hash, prefix, created, created_by, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(k.id.clone())
+        .bind(k.name.clone())
+        .bind(k.role.as_str())
+        .bind(k.key_hash.clone())
+        .bind(k.prefix.clone())
+        .bind(time_text(k.created))
+        .bind(k.created_by.clone())
+        .bind(k.last_used.map(time_text))
+        .execute(&mut *self.c)
+        .await
+        .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn list_apikeys(&mut self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM apikeys ORDER BY id")
+            .fetch_all(&mut *self.c)
+            .await?;
+        rows.iter().map(rows::apikey_from_row).collect()
+    }
+
+    pub async fn get_apikey(&mut self, id: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM apikeys WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::apikey_from_row(&r)).transpose()
+    }
+
+    pub async fn apikey_by_hash(&mut self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM apikeys WHERE key_hash = $1")
+            .bind(hash.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::apikey_from_row(&r)).transpose()
+    }
+
+    pub async fn delete_apikey(&mut self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM apikeys WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn touch_apikey(&mut self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE apikeys SET last_used = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_admin(&mut self, a: &Admin) -> Result<()> {
+        sqlx::query("INSERT INTO admins (id, email, password_hash, role, created, updated) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(a.id.clone())
+            .bind(a.email.clone())
+            .bind(a.password_hash.expose().to_string())
+            .bind(a.role.as_str())
+            .bind(time_text(a.created))
+            .bind(time_text(a.updated))
+            .execute(&mut *self.c)
+            .await
+            .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn admin_by_email(&mut self, email: &str) -> Result<Option<Admin>> {
+        let row = sqlx::query("SELECT * FROM admins WHERE email = $1")
+            .bind(email.to_lowercase())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::admin_from_row(&r)).transpose()
+    }
+
+    pub async fn count_admins(&mut self) -> Result<i64> {
+        rows::get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM admins")
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )
+    }
+
+    pub async fn count_apikeys(&mut self) -> Result<i64> {
+        rows::get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM apikeys")
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn cond_sql(c: &Cond, a: &mut Args) -> String {
+    let p = match &c.value {
+        Scalar::Text(s) => a.push(s.clone()),
+        Scalar::Bool(b) => a.push(*b),
+        Scalar::Int(n) => a.push(*n),
+    };
+    let col = c.field.column;
+    // `$ne` also matches users without a value, as an admin reading "not X" expects.
+    if c.op == cairn_domain::query::Op::Ne
+        && matches!(c.field.kind, Kind::Text | Kind::Int | Kind::Time)
+    {
+        format!("({col} <> {p} OR {col} IS NULL)")
+    } else {
+        format!("{col} {} {p}", c.op.sql())
+    }
+}
+
+fn push_value(a: &mut Args, v: rows::Value) -> String {
+    a.push(match v {
+        rows::Value::Text(t) => Arg::Text(t),
+        rows::Value::Bool(b) => Arg::Bool(b),
+        rows::Value::Int(n) => Arg::Int(n),
+    })
+}

@@ -1,1 +1,276 @@
-fn main() {}
+//! The `cairn` command (§1.1).
+
+mod config;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use cairn_directory::{Ctx, Directory, SystemClock};
+use cairn_domain::{Role, Secret};
+use cairn_store::Store;
+use clap::{Parser, Subcommand};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: the self-hosted directory with a lifecycle"
+)]
+struct Cli {
+    /// Configuration file (default: ./cairn.toml when present). CAIRN_* variables win.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (and every enabled listener and worker).
+    Serve,
+    /// Bring the database schema up to date and exit.
+    Migrate,
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Manage portal administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin or read-only
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a portal administrator; prompts for a password on a terminal, else generates one.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// admin or read-only
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+}
+
+fn main() {
+    // A user never sees a Rust panic or backtrace: one line, and a non-zero status.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("error: internal error ({msg}); please report it");
+    }));
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn init_logging(cfg: &Config) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .map_err(|e| anyhow!("CAIRN_LOG '{}': {e}", cfg.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn open(cfg: &Config) -> Result<Directory> {
+    if cfg.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                cfg.data_dir.display()
+            )
+        })?;
+    }
+    let store = Store::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&cfg.database_url)))?;
+    let dir = Directory::new(store, Arc::new(SystemClock));
+    dir.migrate().await.context("cannot migrate the database")?;
+    Ok(dir)
+}
+
+/// Hides a password in a database URL before printing it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}***{}", &url[..s + 3 + c + 1], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+fn parse_role(s: &str) -> Result<Role> {
+    Role::parse(s).ok_or_else(|| anyhow!("--role must be admin or read-only, not '{s}'"))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            init_logging(&cfg)?;
+            serve(cfg).await
+        }
+        Command::Migrate => {
+            open(&cfg).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Create { name, role },
+        } => {
+            let role = parse_role(&role)?;
+            let dir = open(&cfg).await?;
+            let k = dir
+                .create_apikey(&Ctx::cli(), &name, role)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            println!("{}", k.secret.expose());
+            eprintln!(
+                "API key '{}' ({}) created; it is shown only this once.",
+                k.key.name,
+                role.as_str()
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    password,
+                    role,
+                },
+        } => {
+            let role = parse_role(&role)?;
+            let password = match password {
+                Some(p) => Some(Secret::new(p)),
+                None if std::io::stdin().is_terminal() => prompt_password()?,
+                None => None,
+            };
+            let dir = open(&cfg).await?;
+            let (admin, generated) = dir
+                .create_admin(&Ctx::cli(), &email, password, role)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            println!("administrator {} created ({})", admin.email, role.as_str());
+            if let Some(pw) = generated {
+                println!("password: {}", pw.expose());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn prompt_password() -> Result<Option<Secret>> {
+    eprint!("Password (leave empty to generate one): ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    Ok((!pw.is_empty()).then(|| Secret::new(pw)))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let dir = open(&cfg).await?;
+    let boot = dir
+        .bootstrap(cfg.bootstrap_api_key.as_deref())
+        .await
+        .map_err(|e| anyhow!("first-start bootstrap failed: {e}"))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow!("cannot start metrics: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on CAIRN_HTTP_ADDR {}", cfg.http_addr))?;
+    let addr = listener.local_addr()?;
+    if let (Some(email), Some(pw), Some(key)) =
+        (&boot.admin_email, &boot.admin_password, &boot.api_key)
+    {
+        println!(
+            "First start: created the administrator and an API key. They are shown only this once."
+        );
+        println!("  portal:   {}/admin", cfg.base_url);
+        println!("  admin:    {email}");
+        println!("  password: {}", pw.expose());
+        println!("  API key:  {}", key.expose());
+    }
+    println!(
+        "Cairn is listening on http://{addr} (API at {}/api)",
+        cfg.base_url
+    );
+    tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
+    let app = cairn_http::router(cairn_http::AppState {
+        dir: dir.clone(),
+        metrics: Some(metrics),
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("HTTP server failed")?;
+    dir.store().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

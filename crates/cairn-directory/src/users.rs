@@ -1,0 +1,278 @@
+use cairn_domain::lifecycle::transition;
+use cairn_domain::password::check_password;
+use cairn_domain::query::ListQuery;
+use cairn_domain::user::{diff, parse_user_input, Change, UserInput};
+use cairn_domain::{CreationSource, FieldError, PasswordAuthority, Secret, State, User};
+use cairn_store::Db;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::{Ctx, Directory, Organization};
+
+impl Directory {
+    /// Creates a user from a JumpCloud `systemuserputpost` body.
+    pub async fn create_user(
+        &self,
+        ctx: &Ctx,
+        body: &Value,
+        source: CreationSource,
+        origin: &str,
+    ) -> Result<User> {
+        let input = parse_user_input(body, true)?;
+        self.create_user_from(ctx, input, source, origin).await
+    }
+
+    /// Creates a user from validated input. The state is the request's, else the default for
+    /// the creation source (§3.2); the password authority is the settings' default.
+    pub async fn create_user_from(
+        &self,
+        ctx: &Ctx,
+        input: UserInput,
+        source: CreationSource,
+        origin: &str,
+    ) -> Result<User> {
+        let org = self.organization().await?;
+        let hash = self.checked_hash(&org, input.password.as_ref()).await?;
+        let now = self.now();
+        let mut profile = serde_json::Map::new();
+        for (k, v) in input.profile {
+            if !v.is_null() {
+                profile.insert(k, v);
+            }
+        }
+        if !profile.contains_key("restrictedFields") {
+            if let Some(a) = org.settings.default_password_authority() {
+                profile.insert(
+                    "restrictedFields".into(),
+                    PasswordAuthority::restricted_fields(Some(a)),
+                );
+            }
+        }
+        let state = match (input.state, input.suspended) {
+            (Some(s), _) => s,
+            (None, Some(true)) => State::Suspended,
+            _ => org.settings.default_state(source),
+        };
+        let user = User {
+            id: self.new_id(),
+            username: input
+                .username
+                .ok_or_else(|| Error::invalid("username", "is required"))?,
+            email: input
+                .email
+                .ok_or_else(|| Error::invalid("email", "is required"))?,
+            state,
+            created: now,
+            updated: now,
+            creation_source: origin.to_string(),
+            password_date: hash.as_ref().map(|_| now),
+            password_hash: hash,
+            password_expired: false,
+            account_locked: input.account_locked.unwrap_or(false),
+            account_locked_date: input.account_locked.filter(|l| *l).map(|_| now),
+            bad_login_attempts: 0,
+            totp_enabled: false,
+            profile,
+        };
+        let mut tx = self.store().begin().await?;
+        self.check_unique(&mut tx.db(), &user).await?;
+        check_manager(&mut tx.db(), &user).await?;
+        tx.db().insert_user(&user).await?;
+        let changes: Vec<Change> = user
+            .to_json(&org.id)
+            .into_iter()
+            .filter(|(k, v)| !v.is_null() && k != "_id" && k != "organization")
+            .map(|(k, v)| Change {
+                field: k,
+                old: Value::Null,
+                new: v,
+            })
+            .collect();
+        let ev = self.event(
+            ctx,
+            "user_create",
+            Some(("user", &user.id, &user.username)),
+            changes,
+            json!({ "state": user.state, "creationSource": origin }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Applies a partial JumpCloud `systemuserput` body: only the fields given change.
+    pub async fn update_user(&self, ctx: &Ctx, id: &str, body: &Value) -> Result<User> {
+        let input = parse_user_input(body, false)?;
+        let org = self.organization().await?;
+        let mut tx = self.store().begin().await?;
+        let old = load_user(&mut tx.db(), id).await?;
+        let hash = match &input.password {
+            Some(_) if old.password_authority().is_some() => {
+                return Err(Error::Conflict(format!(
+                    "the password of {} is held by an external authority ({}) and cannot be set in Cairn",
+                    old.username,
+                    old.password_authority().map(|a| a.as_str()).unwrap_or("")
+                )))
+            }
+            // Hash outside the write lock would be nicer, but the authority check needs the
+            // row; hashing is bounded and short.
+            pw => self.checked_hash(&org, pw.as_ref()).await?,
+        };
+        let now = self.now();
+        let mut user = old.clone();
+        if let Some(u) = input.username {
+            user.username = u;
+        }
+        if let Some(e) = input.email {
+            user.email = e;
+        }
+        for (k, v) in input.profile {
+            if v.is_null() {
+                user.profile.remove(&k);
+            } else {
+                user.profile.insert(k, v);
+            }
+        }
+        if let Some(h) = hash {
+            user.password_hash = Some(h);
+            user.password_date = Some(now);
+            user.password_expired = false;
+        }
+        match input.account_locked {
+            Some(false) => {
+                user.account_locked = false;
+                user.account_locked_date = None;
+                user.bad_login_attempts = 0;
+            }
+            Some(true) if !old.account_locked => {
+                user.account_locked = true;
+                user.account_locked_date = Some(now);
+            }
+            _ => {}
+        }
+        let target = match (input.state, input.suspended) {
+            (Some(s), _) => Some(s),
+            (None, Some(true)) => Some(State::Suspended),
+            (None, Some(false)) if old.state == State::Suspended => Some(State::Activated),
+            _ => None,
+        };
+        if let Some(to) = target {
+            if transition(old.state, to)? {
+                user.state = to;
+            }
+        }
+        let changes = diff(&old, &user);
+        if changes.is_empty() {
+            return Ok(old);
+        }
+        user.updated = now;
+        self.check_unique(&mut tx.db(), &user).await?;
+        check_manager(&mut tx.db(), &user).await?;
+        tx.db().update_user(&user).await?;
+        let ev = self.event(
+            ctx,
+            "user_update",
+            Some(("user", &user.id, &user.username)),
+            changes,
+            json!({}),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Deletes a user for good; the event keeps who it was.
+    pub async fn delete_user(&self, ctx: &Ctx, id: &str) -> Result<User> {
+        let mut tx = self.store().begin().await?;
+        let user = load_user(&mut tx.db(), id).await?;
+        tx.db().delete_user(id).await?;
+        let ev = self.event(
+            ctx,
+            "user_delete",
+            Some(("user", &user.id, &user.username)),
+            vec![],
+            json!({ "username": user.username, "email": user.email, "state": user.state }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<User> {
+        let mut c = self.store().read().await?;
+        load_user(&mut c.db(), id).await
+    }
+
+    pub async fn list_users(&self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().list_users(q).await?)
+    }
+
+    /// Checks the policy and hashes; `None` when no password was given.
+    async fn checked_hash(
+        &self,
+        org: &Organization,
+        pw: Option<&Secret>,
+    ) -> Result<Option<Secret>> {
+        let Some(pw) = pw else { return Ok(None) };
+        check_password(&org.settings.password_policy, pw.expose())
+            .map_err(|m| Error::invalid("password", m))?;
+        Ok(Some(self.hasher().hash(pw).await?))
+    }
+
+    async fn check_unique(&self, db: &mut Db<'_>, u: &User) -> Result<()> {
+        let taken = db
+            .user_conflicts(
+                &u.username,
+                &u.email,
+                u.text("employeeIdentifier"),
+                Some(&u.id),
+            )
+            .await?;
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let what: Vec<String> = taken
+            .iter()
+            .map(|f| match *f {
+                "username" => format!("username '{}'", u.username),
+                "email" => format!("email '{}'", u.email),
+                _ => format!(
+                    "employeeIdentifier '{}'",
+                    u.text("employeeIdentifier").unwrap_or("")
+                ),
+            })
+            .collect();
+        Err(Error::Conflict(format!(
+            "a user with {} already exists",
+            what.join(" and ")
+        )))
+    }
+}
+
+pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
+    if !cairn_domain::id::is_object_id(id) {
+        return Err(Error::NotFound(format!("no user with id '{id}'")));
+    }
+    db.get_user(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
+}
+
+async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {
+    if let Some(m) = u.text("manager").filter(|m| !m.is_empty()) {
+        if m == u.id {
+            return Err(Error::Invalid(vec![FieldError::new(
+                "manager",
+                "a user cannot be their own manager",
+            )]));
+        }
+        if db.get_user(m).await?.is_none() {
+            return Err(Error::Invalid(vec![FieldError::new(
+                "manager",
+                format!("no user with id '{m}'"),
+            )]));
+        }
+    }
+    Ok(())
+}

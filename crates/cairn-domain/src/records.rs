@@ -1,0 +1,120 @@
+//! The other records of §2.2: groups, events, API keys, portal administrators.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::user::Secret;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub email: Option<String>,
+    /// JumpCloud's group `attributes` object (sudo, posixGroups, radius …), kept as given.
+    pub attributes: Option<Value>,
+    pub membership_method: Option<String>,
+    pub unix_gid: Option<i64>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+/// Who did something (§2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `admin`, `apikey`, `scim_token`, `scheduler`, `user`, `system`.
+    pub kind: String,
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor {
+            kind: "system".into(),
+            id: None,
+            name: Some("cairn".into()),
+        }
+    }
+    pub fn apikey(id: &str, name: &str) -> Actor {
+        Actor {
+            kind: "apikey".into(),
+            id: Some(id.into()),
+            name: Some(name.into()),
+        }
+    }
+    pub fn admin(id: &str, email: &str) -> Actor {
+        Actor {
+            kind: "admin".into(),
+            id: Some(id.into()),
+            name: Some(email.into()),
+        }
+    }
+}
+
+/// One audit-log entry. Append-only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub actor: Actor,
+    pub action: String,
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub source: String,
+    pub client_addr: Option<String>,
+    pub outcome: String,
+    /// `[{field, old, new}]`, secrets elided.
+    pub changes: Value,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "read-only" | "readonly" | "read_only" => Some(Role::ReadOnly),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read-only",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the key: keys are long random strings, so a fast hash is enough to keep a
+    /// stolen database from yielding usable keys.
+    pub key_hash: String,
+    /// The first characters of the key, shown so an admin can tell keys apart.
+    pub prefix: String,
+    pub created: DateTime<Utc>,
+    pub created_by: Option<String>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub id: String,
+    pub email: String,
+    pub password_hash: Secret,
+    pub role: Role,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}

@@ -1,0 +1,191 @@
+//! JumpCloud v2 user groups and memberships (§4.2).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use cairn_directory::group_json;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v2/usergroups", get(list).post(create))
+        .route("/v2/usergroups/{id}", get(show).put(update).delete(remove))
+        .route(
+            "/v2/usergroups/{id}/members",
+            get(members).post(change_members),
+        )
+        .route("/v2/usergroups/{id}/membership", get(membership))
+        .route("/v2/users/{id}/memberof", get(memberof))
+}
+
+fn total_header(total: i64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-total-count", HeaderValue::from(total));
+    h
+}
+
+/// v2 filters are `field:op:value`; groups can be filtered by exact name.
+fn name_filter(q: &QueryPairs) -> ApiResult<Option<String>> {
+    let Some(f) = q.get("filter") else {
+        return Ok(None);
+    };
+    match f.splitn(3, ':').collect::<Vec<_>>().as_slice() {
+        ["name", "eq" | "$eq", v] => Ok(Some(v.to_string())),
+        _ => Err(field_error(
+            "filter",
+            format!("'{f}' is not supported: use name:eq:VALUE"),
+        )),
+    }
+}
+
+async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
+    let (limit, skip) = q.page(10, 100)?;
+    let name = name_filter(&q)?;
+    let (total, groups) = st.dir.list_groups(name.as_deref(), limit, skip).await?;
+    let body: Vec<Value> = groups.iter().map(group_json).collect();
+    Ok((total_header(total), Json(body)))
+}
+
+async fn create(
+    State(st): State<Shared>,
+    c: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let g = st.dir.create_group(&c.ctx, &body).await?;
+    Ok((StatusCode::CREATED, Json(group_json(&g))))
+}
+
+async fn show(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(group_json(&st.dir.get_group(&id).await?)))
+}
+
+async fn update(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(group_json(
+        &st.dir.update_group(&c.ctx, &id, &body).await?,
+    )))
+}
+
+async fn remove(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(group_json(&st.dir.delete_group(&c.ctx, &id).await?)))
+}
+
+async fn members(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, skip) = q.page(10, 100)?;
+    let (total, ids) = st.dir.group_members(&id, limit, skip).await?;
+    let body: Vec<Value> = ids
+        .iter()
+        .map(|u| json!({ "to": { "id": u, "type": "user" }, "attributes": null }))
+        .collect();
+    Ok((total_header(total), Json(body)))
+}
+
+/// `{op: add|remove, type: "user", id}` (JumpCloud GraphOperation UserGroup-Member).
+async fn change_members(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    let mut errors = vec![];
+    let op = body.get("op").and_then(Value::as_str);
+    if !matches!(op, Some("add" | "remove")) {
+        errors.push(cairn_domain::FieldError::new(
+            "op",
+            "must be \"add\" or \"remove\"",
+        ));
+    }
+    if body.get("type").and_then(Value::as_str) != Some("user") {
+        errors.push(cairn_domain::FieldError::new(
+            "type",
+            "must be \"user\": user groups hold users",
+        ));
+    }
+    let user = body.get("id").and_then(Value::as_str);
+    if user.is_none() {
+        errors.push(cairn_domain::FieldError::new(
+            "id",
+            "the user's id is required",
+        ));
+    }
+    if let Some(o) = body.as_object() {
+        for k in o
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "op" | "type" | "id" | "attributes"))
+        {
+            errors.push(cairn_domain::FieldError::new(
+                k.clone(),
+                "is not a field of a membership operation",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(cairn_directory::Error::Invalid(errors).into());
+    }
+    st.dir
+        .change_membership(&c.ctx, &id, user.unwrap_or_default(), op == Some("add"))
+        .await
+        .map_err(|e| match e {
+            cairn_directory::Error::NotFound(m) => ApiError::not_found(m),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Users in the group, direct or not (Cairn groups hold users directly): GraphObjectWithPaths.
+async fn membership(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, skip) = q.page(10, 100)?;
+    let (total, ids) = st.dir.group_members(&id, limit, skip).await?;
+    let body: Vec<Value> = ids
+        .iter()
+        .map(|u| json!({ "id": u, "type": "user", "paths": [[{ "to": { "id": u, "type": "user" } }]] }))
+        .collect();
+    Ok((total_header(total), Json(body)))
+}
+
+async fn memberof(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let (user, groups) = st.dir.groups_of_user(&id).await?;
+    let body: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "id": g.id, "type": "user_group",
+                "paths": [[{ "from": { "id": user.id, "type": "user" }, "to": { "id": g.id, "type": "user_group" } }]],
+                "compiledAttributes": g.attributes.clone().unwrap_or(json!({})),
+            })
+        })
+        .collect();
+    Ok((total_header(groups.len() as i64), Json(body)))
+}

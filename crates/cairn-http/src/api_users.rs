@@ -1,0 +1,101 @@
+//! JumpCloud v1 system users (§4.1).
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_domain::query::ListQuery;
+use cairn_domain::user::project;
+use cairn_domain::{CreationSource, User};
+use serde_json::{json, Value};
+
+use crate::error::ApiResult;
+use crate::extract::{Caller, JsonBody, QueryPairs};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/systemusers", get(list).post(create))
+        .route("/systemusers/{id}", get(show).put(update).delete(remove))
+        .route("/search/systemusers", post(search))
+}
+
+async fn org_id(st: &Shared) -> ApiResult<String> {
+    Ok(st.dir.organization().await?.id)
+}
+
+fn user_json(u: &User, org: &str, fields: Option<&[String]>) -> Value {
+    Value::Object(project(u.to_json(org), fields))
+}
+
+async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
+    let (total, users) = st.dir.list_users(q).await?;
+    let org = org_id(st).await?;
+    let results: Vec<Value> = users
+        .iter()
+        .map(|u| user_json(u, &org, q.fields.as_deref()))
+        .collect();
+    Ok(Json(json!({ "totalCount": total, "results": results })))
+}
+
+async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Json<Value>> {
+    let q = ListQuery::from_pairs(&q.0)?;
+    list_response(&st, &q).await
+}
+
+async fn search(
+    State(st): State<Shared>,
+    _: Caller,
+    q: QueryPairs,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let mut q = ListQuery::from_pairs(&q.0)?;
+    q.apply_search_body(&body)?;
+    list_response(&st, &q).await
+}
+
+async fn create(
+    State(st): State<Shared>,
+    c: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let u = st
+        .dir
+        .create_user(&c.ctx, &body, CreationSource::ManualEntry, "api")
+        .await?;
+    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+}
+
+async fn show(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let fields = ListQuery::from_pairs(
+        &q.0.into_iter()
+            .filter(|(k, _)| k == "fields")
+            .collect::<Vec<_>>(),
+    )?
+    .fields;
+    let u = st.dir.get_user(&id).await?;
+    Ok(Json(user_json(&u, &org_id(&st).await?, fields.as_deref())))
+}
+
+async fn update(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let u = st.dir.update_user(&c.ctx, &id, &body).await?;
+    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+}
+
+async fn remove(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let u = st.dir.delete_user(&c.ctx, &id).await?;
+    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+}

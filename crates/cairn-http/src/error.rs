@@ -1,0 +1,80 @@
+//! One error shape for the REST API (§4): `{code, status, message, errors?}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cairn_directory::Error;
+use cairn_domain::FieldError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: vec![],
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &e {
+            // Details of internal failures go to the log, not to the client.
+            Error::Internal(_) => "internal error; see the server log".to_string(),
+            other => other.to_string(),
+        };
+        let errors = match e {
+            Error::Invalid(v) => v,
+            _ => vec![],
+        };
+        ApiError {
+            status,
+            message,
+            errors,
+        }
+    }
+}
+
+impl From<cairn_domain::DomainError> for ApiError {
+    fn from(e: cairn_domain::DomainError) -> ApiError {
+        Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "code": self.status.as_u16(),
+            "status": self.status.canonical_reason().unwrap_or(""),
+            "message": self.message,
+        });
+        if !self.errors.is_empty() {
+            body["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

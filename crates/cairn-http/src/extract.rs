@@ -1,0 +1,114 @@
+//! Request plumbing: JSON bodies with precise errors, query pairs, and the caller.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use cairn_directory::Ctx;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A JSON body. Any content type is read as JSON (curl's default form type included); a body
+/// that is not JSON gets a 400 that says where parsing stopped; an oversized one a 413.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    status,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        crate::BODY_LIMIT
+                    ),
+                )
+            } else {
+                ApiError::new(status, format!("could not read the request body: {e}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request("a JSON request body is required"));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::bad_request(format!(
+                "malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+/// The raw query as ordered pairs, so repeated and bracketed keys (`filter[0]`) survive.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q)
+            .map(QueryPairs)
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+    }
+}
+
+impl QueryPairs {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit` and `skip` for the v2 lists (JumpCloud: default 10, at most 100).
+    pub fn page(&self, default: i64, max: i64) -> Result<(i64, i64), ApiError> {
+        let limit = match self.get("limit") {
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    field_error("limit", format!("must be a whole number from 1 to {max}"))
+                })?,
+            None => default,
+        };
+        let skip = match self.get("skip") {
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| field_error("skip", "must be a whole number of at least 0"))?,
+            None => 0,
+        };
+        Ok((limit, skip))
+    }
+}
+
+pub fn field_error(field: &str, message: impl Into<String>) -> ApiError {
+    let e = cairn_directory::Error::invalid(field, message);
+    e.into()
+}
+
+/// The authenticated caller of an `/api` request, put in the request by the auth layer.
+#[derive(Clone)]
+pub struct Caller {
+    pub ctx: Ctx,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "an API key is required"))
+    }
+}

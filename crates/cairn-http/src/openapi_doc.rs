@@ -1,0 +1,332 @@
+//! The OpenAPI 3 document served at `/api/openapi.json`. The user schemas are generated from
+//! the field registry the API itself validates against, so they cannot drift from it.
+
+use cairn_domain::fields::{self, Kind};
+use serde_json::{json, Map, Value};
+
+fn field_schema(kind: Kind, max_len: usize) -> Value {
+    match kind {
+        Kind::Text if max_len > 0 => json!({ "type": "string", "maxLength": max_len }),
+        Kind::Text => json!({ "type": "string" }),
+        Kind::Time => json!({ "type": "string", "format": "date-time", "nullable": true }),
+        Kind::Bool => json!({ "type": "boolean" }),
+        Kind::Int => json!({ "type": "integer", "minimum": 1 }),
+        Kind::Json => json!({}),
+    }
+}
+
+fn json_field_schema(name: &str) -> Value {
+    let obj = |props: &[&str]| {
+        let p: Map<String, Value> = props
+            .iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    json!({ "type": "string", "maxLength": 1024 }),
+                )
+            })
+            .collect();
+        json!({ "type": "object", "properties": p, "additionalProperties": false })
+    };
+    match name {
+        "addresses" => {
+            json!({ "type": "array", "items": obj(&["type", "poBox", "extendedAddress", "streetAddress", "locality", "region", "postalCode", "country"]) })
+        }
+        "phoneNumbers" => json!({ "type": "array", "items": obj(&["type", "number"]) }),
+        "attributes" => {
+            json!({ "type": "array", "items": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string" }, "value": { "type": "string", "maxLength": 1024 } }, "additionalProperties": false } })
+        }
+        "relationships" => json!({ "type": "array", "items": obj(&["type", "value"]) }),
+        "ssh_keys" => json!({ "type": "array", "items": obj(&["name", "public_key"]) }),
+        "restrictedFields" => {
+            json!({ "type": "array", "items": { "type": "object", "properties": { "field": { "type": "string" }, "type": { "type": "string", "enum": ["active_directory", "scim", "federated_identity_provider"] } }, "additionalProperties": false } })
+        }
+        "delegatedAuthority" => {
+            json!({ "type": "object", "nullable": true, "required": ["name"], "properties": { "id": { "type": "string" }, "name": { "type": "string", "enum": ["ActiveDirectory"] } }, "additionalProperties": false })
+        }
+        "mfa" => {
+            json!({ "type": "object", "properties": { "configured": { "type": "boolean" }, "exclusion": { "type": "boolean" }, "exclusionDays": { "type": "integer", "minimum": 1 }, "exclusionUntil": { "type": "string", "format": "date-time" } }, "additionalProperties": false })
+        }
+        "recoveryEmail" => obj(&["address"]),
+        _ => json!({ "type": "object" }),
+    }
+}
+
+fn user_input_schema(required: bool) -> Value {
+    let mut props = Map::new();
+    props.insert(
+        "username".into(),
+        json!({ "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" }),
+    );
+    props.insert(
+        "email".into(),
+        json!({ "type": "string", "format": "email", "maxLength": 254 }),
+    );
+    props.insert(
+        "password".into(),
+        json!({ "type": "string", "writeOnly": true, "maxLength": 256 }),
+    );
+    props.insert(
+        "state".into(),
+        json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }),
+    );
+    for b in ["suspended", "activated", "account_locked"] {
+        props.insert(b.into(), json!({ "type": "boolean" }));
+    }
+    for f in fields::PROFILE {
+        let s = if f.kind == Kind::Json {
+            json_field_schema(f.name)
+        } else {
+            field_schema(f.kind, f.max_len)
+        };
+        props.insert(f.name.into(), s);
+    }
+    let mut s = json!({ "type": "object", "properties": props, "additionalProperties": false });
+    if required {
+        s["required"] = json!(["username", "email"]);
+    }
+    s
+}
+
+fn user_schema() -> Value {
+    let mut props = Map::new();
+    for f in fields::CORE.iter().chain(fields::PROFILE) {
+        let s = if f.kind == Kind::Json {
+            json_field_schema(f.name)
+        } else {
+            field_schema(f.kind, 0)
+        };
+        props.insert(f.name.into(), s);
+    }
+    props.insert(
+        "state".into(),
+        json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }),
+    );
+    props.insert("suspended".into(), json!({ "type": "boolean" }));
+    props.insert("organization".into(), json!({ "type": "string" }));
+    props.insert("mfaEnrollment".into(), json!({ "type": "object" }));
+    props.insert("unix_uid".into(), json!({ "type": "integer" }));
+    props.insert("unix_guid".into(), json!({ "type": "integer" }));
+    json!({ "type": "object", "properties": props })
+}
+
+fn id_param(name: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+fn q(name: &str, schema: Value, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
+}
+
+fn body(schema_ref: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema_ref}") } } } })
+}
+
+fn ok(status: &str, schema: Value) -> Value {
+    let mut r = errors();
+    r[status] = json!({ "description": "success", "content": { "application/json": { "schema": schema } } });
+    r
+}
+
+fn no_content(status: &str) -> Value {
+    let mut r = errors();
+    r[status] = json!({ "description": "success" });
+    r
+}
+
+fn errors() -> Value {
+    let e = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    json!({
+        "400": e("malformed or invalid input; field problems are listed in errors[]"),
+        "401": e("missing or invalid API key"),
+        "403": e("read-only key, or wrong organization"),
+        "404": e("not found"),
+        "409": e("duplicate or refused change"),
+        "413": e("body too large"),
+    })
+}
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+pub fn build() -> Value {
+    let list_params = json!([
+        q(
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 10 }),
+            "page size"
+        ),
+        q(
+            "skip",
+            json!({ "type": "integer", "minimum": 0, "default": 0 }),
+            "offset"
+        ),
+        q(
+            "sort",
+            json!({ "type": "string" }),
+            "space-separated fields, '-' for descending"
+        ),
+        q(
+            "fields",
+            json!({ "type": "string" }),
+            "space-separated projection"
+        ),
+        q(
+            "filter",
+            json!({ "type": "string" }),
+            "field:$op:value with $eq $ne $gt $gte $lt $lte; filter[0]… AND, filter[or][0]… OR"
+        ),
+        q(
+            "search",
+            json!({ "type": "string" }),
+            "substring over username, email, names, employeeIdentifier, department"
+        ),
+    ]);
+    let page_params = json!([
+        q(
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }),
+            "page size"
+        ),
+        q(
+            "skip",
+            json!({ "type": "integer", "minimum": 0, "default": 0 }),
+            "offset"
+        ),
+    ]);
+    let user_list = json!({ "type": "object", "properties": { "totalCount": { "type": "integer" }, "results": { "type": "array", "items": r("SystemUser") } } });
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Cairn API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "JumpCloud-compatible directory API. Authenticate with the x-api-key header." },
+        "servers": [{ "url": "/api" }],
+        "security": [{ "apiKey": [] }, { "bearer": [] }],
+        "paths": {
+            "/systemusers": {
+                "get": { "operationId": "systemusers_list", "parameters": list_params, "responses": ok("200", user_list.clone()) },
+                "post": { "operationId": "systemusers_create", "requestBody": body("SystemUserPost"), "responses": ok("200", r("SystemUser")) }
+            },
+            "/systemusers/{id}": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "systemusers_get", "parameters": [q("fields", json!({ "type": "string" }), "projection")], "responses": ok("200", r("SystemUser")) },
+                "put": { "operationId": "systemusers_put", "requestBody": body("SystemUserPut"), "responses": ok("200", r("SystemUser")) },
+                "delete": { "operationId": "systemusers_delete", "responses": ok("200", r("SystemUser")) }
+            },
+            "/search/systemusers": {
+                "post": { "operationId": "systemusers_search", "parameters": list_params,
+                          "requestBody": body("Search"), "responses": ok("200", user_list) }
+            },
+            "/organizations": {
+                "get": { "operationId": "organizations_list", "responses": ok("200", json!({ "type": "object", "properties": { "totalCount": { "type": "integer" }, "results": { "type": "array", "items": r("Organization") } } })) },
+                "put": { "operationId": "organizations_put_current", "requestBody": body("OrganizationPut"), "responses": ok("200", r("Organization")) }
+            },
+            "/organizations/{id}": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "organizations_get", "responses": ok("200", r("Organization")) },
+                "put": { "operationId": "organizations_put", "requestBody": body("OrganizationPut"), "responses": ok("200", r("Organization")) }
+            },
+            "/v2/usergroups": {
+                "get": { "operationId": "usergroups_list", "parameters": [page_params[0], page_params[1], q("filter", json!({ "type": "string" }), "name:eq:VALUE")],
+                         "responses": ok("200", json!({ "type": "array", "items": r("UserGroup") })) },
+                "post": { "operationId": "usergroups_create", "requestBody": body("UserGroupPost"), "responses": ok("201", r("UserGroup")) }
+            },
+            "/v2/usergroups/{id}": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "usergroups_get", "responses": ok("200", r("UserGroup")) },
+                "put": { "operationId": "usergroups_put", "requestBody": body("UserGroupPut"), "responses": ok("200", r("UserGroup")) },
+                "delete": { "operationId": "usergroups_delete", "responses": ok("200", r("UserGroup")) }
+            },
+            "/v2/usergroups/{id}/members": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "usergroups_members_list", "parameters": page_params,
+                         "responses": ok("200", json!({ "type": "array", "items": r("GraphConnection") })) },
+                "post": { "operationId": "usergroups_members_change", "requestBody": body("MemberOperation"), "responses": no_content("204") }
+            },
+            "/v2/usergroups/{id}/membership": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "usergroups_membership", "parameters": page_params,
+                         "responses": ok("200", json!({ "type": "array", "items": r("GraphObjectWithPaths") })) }
+            },
+            "/v2/users/{id}/memberof": {
+                "parameters": [id_param("id")],
+                "get": { "operationId": "users_memberof", "responses": ok("200", json!({ "type": "array", "items": r("GraphObjectWithPaths") })) }
+            },
+            "/v2/apikeys": {
+                "get": { "operationId": "apikeys_list", "responses": ok("200", json!({ "type": "array", "items": r("ApiKey") })) },
+                "post": { "operationId": "apikeys_create", "requestBody": body("ApiKeyPost"), "responses": ok("201", r("ApiKey")) }
+            },
+            "/v2/apikeys/{id}": {
+                "parameters": [id_param("id")],
+                "delete": { "operationId": "apikeys_delete", "responses": no_content("204") }
+            },
+            "/v2/events": {
+                "get": { "operationId": "events_list", "parameters": [
+                    q("user_id", json!({ "type": "string" }), "events about this user"),
+                    q("action", json!({ "type": "string" }), "e.g. user_create, user_update, group_member_add"),
+                    q("since", json!({ "type": "string", "format": "date-time" }), "inclusive lower bound"),
+                    q("until", json!({ "type": "string", "format": "date-time" }), "inclusive upper bound"),
+                    q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "page size"),
+                    q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")
+                ], "responses": ok("200", json!({ "type": "array", "items": r("Event") })) }
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" },
+                "bearer": { "type": "http", "scheme": "bearer" }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["code", "status", "message"], "properties": {
+                    "code": { "type": "integer" }, "status": { "type": "string" }, "message": { "type": "string" },
+                    "errors": { "type": "array", "items": { "type": "object", "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } } } },
+                "SystemUser": user_schema(),
+                "SystemUserPost": user_input_schema(true),
+                "SystemUserPut": user_input_schema(false),
+                "Search": { "type": "object", "additionalProperties": false, "properties": {
+                    "filter": { "oneOf": [ { "type": "object" }, { "type": "array", "items": { "type": "object" } } ] },
+                    "searchFilter": { "type": "object", "properties": { "searchTerm": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ] }, "fields": { "type": "array", "items": { "type": "string" } } } },
+                    "fields": { "type": "string" }, "sort": { "type": "string" },
+                    "limit": { "type": "integer", "minimum": 1, "maximum": 1000 }, "skip": { "type": "integer", "minimum": 0 } } },
+                "Organization": { "type": "object", "properties": { "_id": { "type": "string" }, "displayName": { "type": "string" }, "created": { "type": "string" }, "settings": r("OrganizationSettings") } },
+                "OrganizationPut": { "type": "object", "required": ["settings"], "additionalProperties": false, "properties": { "settings": r("OrganizationSettings") } },
+                "OrganizationSettings": { "type": "object", "additionalProperties": false, "properties": {
+                    "name": { "type": "string" },
+                    "newSystemUserStateDefaults": { "type": "object", "additionalProperties": false, "properties": {
+                        "manualEntry": { "type": "string", "enum": ["STAGED", "ACTIVATED"] },
+                        "csvImport": { "type": "string", "enum": ["STAGED", "ACTIVATED"] },
+                        "applicationImport": { "type": "string", "enum": ["STAGED", "ACTIVATED"] } } },
+                    "systemUserDefaults": { "type": "object", "additionalProperties": false, "properties": {
+                        "restrictedFields": { "type": "array", "items": { "type": "object", "required": ["field", "type"], "additionalProperties": false, "properties": { "field": { "type": "string", "enum": ["password"] }, "type": { "type": "string", "enum": ["active_directory", "scim"] } } } } } },
+                    "passwordPolicy": { "type": "object", "additionalProperties": false, "properties": {
+                        "minLength": { "type": "integer", "minimum": 8, "maximum": 256 },
+                        "maxLoginAttempts": { "type": "integer", "minimum": 1 },
+                        "lockoutTimeInSeconds": { "type": "integer", "minimum": 0, "nullable": true },
+                        "passwordExpirationInDays": { "type": "integer", "minimum": 0, "nullable": true },
+                        "disallowCommonlyUsedPasswords": { "type": "boolean" } } } } },
+                "UserGroup": { "type": "object", "properties": { "id": { "type": "string" }, "name": { "type": "string" }, "type": { "type": "string", "enum": ["user_group"] },
+                    "description": { "type": "string" }, "email": { "type": "string" }, "membershipMethod": { "type": "string" }, "attributes": { "type": "object", "nullable": true } } },
+                "UserGroupPost": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                    "name": { "type": "string", "minLength": 1, "maxLength": 255 }, "description": { "type": "string", "maxLength": 1024 }, "email": { "type": "string", "maxLength": 1024 },
+                    "membershipMethod": { "type": "string", "enum": ["NOTSET", "STATIC"] }, "attributes": { "type": "object" } } },
+                "UserGroupPut": { "type": "object", "additionalProperties": false, "properties": {
+                    "name": { "type": "string", "minLength": 1, "maxLength": 255 }, "description": { "type": "string", "maxLength": 1024 }, "email": { "type": "string", "maxLength": 1024 },
+                    "membershipMethod": { "type": "string", "enum": ["NOTSET", "STATIC"] }, "attributes": { "type": "object" } } },
+                "MemberOperation": { "type": "object", "required": ["op", "type", "id"], "additionalProperties": false, "properties": {
+                    "op": { "type": "string", "enum": ["add", "remove"] }, "type": { "type": "string", "enum": ["user"] }, "id": { "type": "string" }, "attributes": { "type": "object" } } },
+                "GraphObject": { "type": "object", "properties": { "id": { "type": "string" }, "type": { "type": "string" } } },
+                "GraphConnection": { "type": "object", "properties": { "to": r("GraphObject"), "attributes": { "type": "object", "nullable": true } } },
+                "GraphObjectWithPaths": { "type": "object", "properties": { "id": { "type": "string" }, "type": { "type": "string" },
+                    "paths": { "type": "array", "items": { "type": "array", "items": r("GraphConnection") } }, "compiledAttributes": { "type": "object" } } },
+                "ApiKey": { "type": "object", "properties": { "id": { "type": "string" }, "name": { "type": "string" }, "role": { "type": "string", "enum": ["admin", "read-only"] },
+                    "prefix": { "type": "string" }, "created": { "type": "string" }, "createdBy": { "type": "string", "nullable": true }, "lastUsed": { "type": "string", "nullable": true },
+                    "key": { "type": "string", "description": "only in the answer to POST, shown once" } } },
+                "ApiKeyPost": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                    "name": { "type": "string", "minLength": 1, "maxLength": 255 }, "role": { "type": "string", "enum": ["admin", "read-only"] } } },
+                "Event": { "type": "object", "properties": { "id": { "type": "string" }, "time": { "type": "string", "format": "date-time" },
+                    "actor": { "type": "object" }, "action": { "type": "string" }, "target": { "type": "object" }, "source": { "type": "string" },
+                    "client_addr": { "type": "string", "nullable": true }, "outcome": { "type": "string" }, "changes": { "type": "array" }, "detail": { "type": "object" } } }
+            }
+        }
+    })
+}

@@ -1,0 +1,227 @@
+//! Row ↔ record mapping, driven by the field registry of `cairn_domain::fields`.
+
+use cairn_domain::fields::{self, Kind};
+use cairn_domain::{Actor, Admin, ApiKey, Event, Group, Role, Secret, State, User};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Map;
+use sqlx::any::AnyRow;
+use sqlx::{ColumnIndex, Row};
+
+use crate::{Result, StoreError};
+
+pub(crate) enum Value {
+    Text(Option<String>),
+    Bool(bool),
+    Int(Option<i64>),
+}
+
+/// The stored form of an instant: fixed-width UTC text, so text order is time order.
+pub fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time '{s}': {e}")))
+}
+
+fn corrupt(col: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(format!("column {col}: {e}"))
+}
+
+pub(crate) fn get_opt_text<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
+    r: &AnyRow,
+    i: I,
+) -> Result<Option<String>> {
+    r.try_get::<Option<String>, _>(i)
+        .map_err(|e| corrupt(&format!("{i:?}"), e))
+}
+
+pub(crate) fn get_text<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
+    r: &AnyRow,
+    i: I,
+) -> Result<String> {
+    get_opt_text(r, i)?.ok_or_else(|| StoreError::Corrupt(format!("column {i:?} is NULL")))
+}
+
+pub(crate) fn get_opt_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
+    r: &AnyRow,
+    i: I,
+) -> Result<Option<i64>> {
+    match r.try_get::<Option<i64>, _>(i) {
+        Ok(v) => Ok(v),
+        // PostgreSQL answers COUNT(*) and INTEGER columns in narrower types.
+        Err(_) => r
+            .try_get::<Option<i32>, _>(i)
+            .map(|v| v.map(i64::from))
+            .map_err(|e| corrupt(&format!("{i:?}"), e)),
+    }
+}
+
+pub(crate) fn get_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
+    r: &AnyRow,
+    i: I,
+) -> Result<i64> {
+    Ok(get_opt_i64(r, i)?.unwrap_or(0))
+}
+
+/// Booleans come back as BOOLEAN from PostgreSQL and as integers from SQLite.
+pub(crate) fn get_bool(r: &AnyRow, col: &str) -> Result<bool> {
+    match r.try_get::<Option<bool>, _>(col) {
+        Ok(v) => Ok(v.unwrap_or(false)),
+        Err(_) => Ok(get_opt_i64(r, col)?.unwrap_or(0) != 0),
+    }
+}
+
+fn opt_time(r: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+    get_opt_text(r, col)?.map(|s| parse_time(&s)).transpose()
+}
+
+/// Calls `f(column, value)` for every column of the users table.
+pub(crate) fn bind_user(u: &User, f: &mut dyn FnMut(&'static str, Value)) {
+    f("id", Value::Text(Some(u.id.clone())));
+    f("username", Value::Text(Some(u.username.clone())));
+    f("email", Value::Text(Some(u.email.clone())));
+    f("state", Value::Text(Some(u.state.as_str().to_string())));
+    f("created", Value::Text(Some(time_text(u.created))));
+    f("updated", Value::Text(Some(time_text(u.updated))));
+    f(
+        "creationsource",
+        Value::Text(Some(u.creation_source.clone())),
+    );
+    f(
+        "password_hash",
+        Value::Text(u.password_hash.as_ref().map(|s| s.expose().to_string())),
+    );
+    f("password_expired", Value::Bool(u.password_expired));
+    f("password_date", Value::Text(u.password_date.map(time_text)));
+    f("account_locked", Value::Bool(u.account_locked));
+    f(
+        "account_locked_date",
+        Value::Text(u.account_locked_date.map(time_text)),
+    );
+    f("badloginattempts", Value::Int(Some(u.bad_login_attempts)));
+    f("totp_enabled", Value::Bool(u.totp_enabled));
+    for field in fields::PROFILE {
+        let v = u.profile.get(field.name).filter(|v| !v.is_null());
+        let value = match field.kind {
+            Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(String::from)),
+            Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
+            Kind::Int => Value::Int(v.and_then(|v| v.as_i64())),
+            Kind::Json => Value::Text(v.map(|v| v.to_string())),
+        };
+        f(field.column, value);
+    }
+}
+
+pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
+    let mut profile = Map::new();
+    for field in fields::PROFILE {
+        let v = match field.kind {
+            Kind::Text | Kind::Time => {
+                get_opt_text(r, field.column)?.map(serde_json::Value::String)
+            }
+            Kind::Bool => get_bool(r, field.column)?.then_some(serde_json::Value::Bool(true)),
+            Kind::Int => get_opt_i64(r, field.column)?.map(serde_json::Value::from),
+            Kind::Json => match get_opt_text(r, field.column)? {
+                Some(s) => Some(
+                    serde_json::from_str(&s)
+                        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", field.column)))?,
+                ),
+                None => None,
+            },
+        };
+        if let Some(v) = v {
+            profile.insert(field.name.to_string(), v);
+        }
+    }
+    let state = get_text(r, "state")?;
+    Ok(User {
+        id: get_text(r, "id")?,
+        username: get_text(r, "username")?,
+        email: get_text(r, "email")?,
+        state: State::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state '{state}'")))?,
+        created: parse_time(&get_text(r, "created")?)?,
+        updated: parse_time(&get_text(r, "updated")?)?,
+        creation_source: get_text(r, "creationsource")?,
+        password_hash: get_opt_text(r, "password_hash")?.map(Secret::new),
+        password_expired: get_bool(r, "password_expired")?,
+        password_date: opt_time(r, "password_date")?,
+        account_locked: get_bool(r, "account_locked")?,
+        account_locked_date: opt_time(r, "account_locked_date")?,
+        bad_login_attempts: get_i64(r, "badloginattempts")?,
+        totp_enabled: get_bool(r, "totp_enabled")?,
+        profile,
+    })
+}
+
+pub(crate) fn group_from_row(r: &AnyRow) -> Result<Group> {
+    Ok(Group {
+        id: get_text(r, "id")?,
+        name: get_text(r, "name")?,
+        description: get_opt_text(r, "description")?,
+        email: get_opt_text(r, "email")?,
+        attributes: get_opt_text(r, "attributes")?.and_then(|s| serde_json::from_str(&s).ok()),
+        membership_method: get_opt_text(r, "membership_method")?,
+        unix_gid: get_opt_i64(r, "unix_gid")?,
+        created: parse_time(&get_text(r, "created")?)?,
+        updated: parse_time(&get_text(r, "updated")?)?,
+    })
+}
+
+pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event> {
+    let json = |col: &str| -> Result<serde_json::Value> {
+        Ok(get_opt_text(r, col)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(serde_json::Value::Null))
+    };
+    Ok(Event {
+        id: get_text(r, "id")?,
+        time: parse_time(&get_text(r, "time")?)?,
+        actor: Actor {
+            kind: get_text(r, "actor_kind")?,
+            id: get_opt_text(r, "actor_id")?,
+            name: get_opt_text(r, "actor_name")?,
+        },
+        action: get_text(r, "action")?,
+        target_kind: get_opt_text(r, "target_kind")?,
+        target_id: get_opt_text(r, "target_id")?,
+        target_name: get_opt_text(r, "target_name")?,
+        source: get_text(r, "source")?,
+        client_addr: get_opt_text(r, "client_addr")?,
+        outcome: get_text(r, "outcome")?,
+        changes: json("changes")?,
+        detail: json("detail")?,
+    })
+}
+
+fn role(r: &AnyRow) -> Result<Role> {
+    let s = get_text(r, "role")?;
+    Role::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("role '{s}'")))
+}
+
+pub(crate) fn apikey_from_row(r: &AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: get_text(r, "id")?,
+        name: get_text(r, "name")?,
+        role: role(r)?,
+        key_hash: get_text(r, "key_hash")?,
+        prefix: get_text(r, "prefix")?,
+        created: parse_time(&get_text(r, "created")?)?,
+        created_by: get_opt_text(r, "created_by")?,
+        last_used: opt_time(r, "last_used")?,
+    })
+}
+
+pub(crate) fn admin_from_row(r: &AnyRow) -> Result<Admin> {
+    Ok(Admin {
+        id: get_text(r, "id")?,
+        email: get_text(r, "email")?,
+        password_hash: Secret::new(get_text(r, "password_hash")?),
+        role: role(r)?,
+        created: parse_time(&get_text(r, "created")?)?,
+        updated: parse_time(&get_text(r, "updated")?)?,
+    })
+}

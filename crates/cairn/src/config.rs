@@ -1,0 +1,124 @@
+//! Configuration (§1.2): `--config FILE` (default `./cairn.toml` when present), then `CAIRN_*`
+//! environment variables, which win.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    http_addr: Option<String>,
+    base_url: Option<String>,
+    ldap_addr: Option<String>,
+    ldaps_addr: Option<String>,
+    radius_addr: Option<String>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    bootstrap_api_key: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub http_addr: String,
+    pub base_url: String,
+    // Listener and mail settings are parsed and checked now; their listeners and workers
+    // read them as they land (LDAP, RADIUS, SMTP).
+    #[allow(dead_code)]
+    pub ldap_addr: Option<String>,
+    #[allow(dead_code)]
+    pub ldaps_addr: Option<String>,
+    #[allow(dead_code)]
+    pub radius_addr: Option<String>,
+    #[allow(dead_code)]
+    pub smtp_url: Option<String>,
+    #[allow(dead_code)]
+    pub mail_from: String,
+    pub bootstrap_api_key: Option<String>,
+    pub log: String,
+    pub log_format: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn off(v: String) -> Option<String> {
+    (v != "off").then_some(v)
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("cairn.toml")).filter(|p| p.exists()),
+        };
+        let fc: FileConfig = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read configuration file {}", p.display()))?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("configuration file {}: {}", p.display(), e.message())
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = PathBuf::from(
+            env("CAIRN_DATA_DIR")
+                .or(fc.data_dir)
+                .unwrap_or_else(|| "./cairn-data".into()),
+        );
+        let database_url = env("CAIRN_DATABASE_URL")
+            .or(fc.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}/cairn.db", data_dir.display()));
+        let http_addr = env("CAIRN_HTTP_ADDR")
+            .or(fc.http_addr)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let base_url = env("CAIRN_BASE_URL")
+            .or(fc.base_url)
+            .unwrap_or_else(|| format!("http://{http_addr}"))
+            .trim_end_matches('/')
+            .to_string();
+        let log_format = env("CAIRN_LOG_FORMAT")
+            .or(fc.log_format)
+            .unwrap_or_else(|| "text".into());
+        if !matches!(log_format.as_str(), "text" | "json") {
+            bail!("CAIRN_LOG_FORMAT must be text or json, not '{log_format}'");
+        }
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres:")
+            || database_url.starts_with("postgresql:"))
+        {
+            bail!(
+                "CAIRN_DATABASE_URL must start with sqlite:// or postgres://, not '{database_url}'"
+            );
+        }
+        Ok(Config {
+            data_dir,
+            database_url,
+            http_addr,
+            base_url,
+            ldap_addr: off(env("CAIRN_LDAP_ADDR")
+                .or(fc.ldap_addr)
+                .unwrap_or_else(|| "127.0.0.1:3389".into())),
+            ldaps_addr: env("CAIRN_LDAPS_ADDR").or(fc.ldaps_addr).and_then(off),
+            radius_addr: off(env("CAIRN_RADIUS_ADDR")
+                .or(fc.radius_addr)
+                .unwrap_or_else(|| "127.0.0.1:1812".into())),
+            smtp_url: env("CAIRN_SMTP_URL").or(fc.smtp_url),
+            mail_from: env("CAIRN_MAIL_FROM")
+                .or(fc.mail_from)
+                .unwrap_or_else(|| "Cairn <noreply@localhost>".into()),
+            bootstrap_api_key: env("CAIRN_BOOTSTRAP_API_KEY").or(fc.bootstrap_api_key),
+            log: env("CAIRN_LOG").or(fc.log).unwrap_or_else(|| "info".into()),
+            log_format,
+        })
+    }
+}
