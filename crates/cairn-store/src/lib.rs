@@ -367,7 +367,7 @@ impl Db<'_> {
         )
         .bind(username.to_string())
         .bind(email.to_string())
-        .bind(employee_id.unwrap_or("\u{0}").to_string())
+        .bind(employee_id.map(str::to_string))
         .bind(except_id.unwrap_or("").to_string())
         .fetch_all(&mut *self.c)
         .await?;
