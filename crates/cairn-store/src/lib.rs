@@ -6,6 +6,7 @@
 //! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
 mod rows;
+pub mod testing;
 
 use std::time::Duration;
 
@@ -243,23 +244,20 @@ fn map_unique(e: sqlx::Error) -> StoreError {
     if let Some(db) = e.as_database_error() {
         if db.is_unique_violation() {
             let msg = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
-            for field in [
-                "username",
-                "email",
-                "employeeidentifier",
-                "name_key",
-                "key_hash",
-                "group_members",
-                "members",
+            // SQLite names the column ("users.username"), PostgreSQL the index.
+            for (needles, field) in [
+                (["users.username", "users_username_uq"], "username"),
+                (["users.email", "users_email_uq"], "email"),
+                (
+                    ["users.employeeidentifier", "users_employeeidentifier_uq"],
+                    "employeeIdentifier",
+                ),
+                (["usergroups.name_key", "usergroups_name_uq"], "name"),
+                (["admins.email", "admins_email_uq"], "email"),
+                (["apikeys.key_hash", "apikeys_hash_uq"], "key"),
             ] {
-                if msg.contains(field) {
-                    let name = match field {
-                        "employeeidentifier" => "employeeIdentifier",
-                        "name_key" => "name",
-                        "group_members" | "members" => "member",
-                        f => f,
-                    };
-                    return StoreError::Conflict(name.to_string());
+                if needles.iter().any(|n| msg.contains(n)) {
+                    return StoreError::Conflict(field.to_string());
                 }
             }
             return StoreError::Conflict("value".into());

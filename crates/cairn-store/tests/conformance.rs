@@ -1,0 +1,473 @@
+//! One store conformance suite, run on SQLite and on PostgreSQL: both backends must behave
+//! the same for every query the directory relies on.
+
+use cairn_domain::query::ListQuery;
+use cairn_domain::{Actor, ApiKey, Event, Group, Role, Secret, State, User};
+use cairn_store::{testing, EventQuery, Store, StoreError};
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{json, Map, Value};
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+fn id(n: u32) -> String {
+    format!("{:024x}", n)
+}
+
+fn user(n: u32, username: &str, profile: Value) -> User {
+    let profile: Map<String, Value> = profile.as_object().cloned().unwrap_or_default();
+    User {
+        id: id(n),
+        username: username.into(),
+        email: format!("{username}@example.com"),
+        state: State::Activated,
+        created: t(n as i64),
+        updated: t(n as i64),
+        creation_source: "api".into(),
+        password_hash: None,
+        password_expired: false,
+        password_date: None,
+        account_locked: false,
+        account_locked_date: None,
+        bad_login_attempts: 0,
+        totp_enabled: false,
+        profile,
+    }
+}
+
+fn q(pairs: &[(&str, &str)]) -> ListQuery {
+    let p: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    ListQuery::from_pairs(&p).unwrap()
+}
+
+fn names(users: &[User]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+async fn suite(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrating twice is a no-op");
+    assert!(store.ready().await.unwrap());
+    users_round_trip(&store).await;
+    uniqueness(&store).await;
+    listing(&store).await;
+    groups(&store).await;
+    events_and_keys(&store).await;
+    rollback(&store).await;
+}
+
+async fn users_round_trip(store: &Store) {
+    let mut u = user(
+        1,
+        "ada",
+        json!({
+            "firstname": "Ada", "lastname": "Lovelace", "department": "R&D", "sudo": true,
+            "unix_uid": 1001, "employeeIdentifier": "E1",
+            "phoneNumbers": [{"type": "work", "number": "+44 1"}],
+            "attributes": [{"name": "badge", "value": "7"}],
+            "delegatedAuthority": {"id": "x", "name": "ActiveDirectory"}
+        }),
+    );
+    u.password_hash = Some(Secret::new("$argon2id$v=19$fake"));
+    u.password_date = Some(t(5));
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_user(&u).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut c = store.read().await.unwrap();
+    let got = c.db().get_user(&u.id).await.unwrap().expect("stored");
+    assert_eq!(got.username, "ada");
+    assert_eq!(
+        got.profile, u.profile,
+        "every profile kind survives the round trip"
+    );
+    assert_eq!(got.password_hash, u.password_hash);
+    assert_eq!(got.password_date, Some(t(5)));
+    assert_eq!(got.created, u.created);
+    assert!(
+        c.db().user_by_username("ADA").await.unwrap().is_some(),
+        "lookups are case-insensitive"
+    );
+    assert!(c
+        .db()
+        .user_by_email("Ada@Example.com")
+        .await
+        .unwrap()
+        .is_some());
+    drop(c);
+
+    let mut changed = got.clone();
+    changed.state = State::Suspended;
+    changed.profile.remove("sudo");
+    changed.profile.insert("department".into(), json!("Ops"));
+    changed.account_locked = true;
+    changed.bad_login_attempts = 3;
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().update_user(&changed).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    let got = c.db().get_user(&u.id).await.unwrap().unwrap();
+    assert_eq!(got.state, State::Suspended);
+    assert_eq!(
+        got.profile.get("sudo"),
+        None,
+        "false booleans read back as absent"
+    );
+    assert_eq!(got.profile["department"], json!("Ops"));
+    assert!(got.account_locked);
+    assert_eq!(got.bad_login_attempts, 3);
+}
+
+async fn uniqueness(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    let dup_name = user(2, "ada", json!({}));
+    match tx
+        .db()
+        .insert_user(&User {
+            email: "other@example.com".into(),
+            ..dup_name
+        })
+        .await
+    {
+        Err(StoreError::Conflict(f)) => assert_eq!(f, "username"),
+        other => panic!("expected a username conflict, got {other:?}"),
+    }
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    match tx
+        .db()
+        .insert_user(&user(3, "ada2", json!({"employeeIdentifier": "E1"})))
+        .await
+    {
+        Err(StoreError::Conflict(f)) => assert_eq!(f, "employeeIdentifier"),
+        other => panic!("expected an employeeIdentifier conflict, got {other:?}"),
+    }
+    drop(tx);
+    let mut c = store.read().await.unwrap();
+    let taken = c
+        .db()
+        .user_conflicts("ada", "ada@example.com", Some("E1"), Some("nobody"))
+        .await
+        .unwrap();
+    assert_eq!(taken, vec!["username", "email", "employeeIdentifier"]);
+    let none = c
+        .db()
+        .user_conflicts("ada", "ada@example.com", None, Some(&id(1)))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a user does not conflict with itself");
+}
+
+async fn listing(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    for (n, name, dept, last, uid) in [
+        (10, "bob", Some("Sales"), Some("Brown"), Some(1000)),
+        (11, "carol", Some("Sales"), Some("adams"), Some(2000)),
+        (12, "dave", None, None, None),
+        (13, "erin_x", Some("IT"), Some("Zed"), Some(1500)),
+    ] {
+        let mut p = Map::new();
+        if let Some(d) = dept {
+            p.insert("department".into(), json!(d));
+        }
+        if let Some(l) = last {
+            p.insert("lastname".into(), json!(l));
+        }
+        if let Some(u) = uid {
+            p.insert("unix_uid".into(), json!(u));
+        }
+        let mut u = user(n, name, Value::Object(p));
+        if name == "dave" {
+            u.state = State::Staged;
+        }
+        tx.db().insert_user(&u).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    let mut db = c.db();
+
+    let (total, page) = db.list_users(&q(&[("limit", "2")])).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        names(&page),
+        ["ada", "bob"],
+        "default order is creation order"
+    );
+
+    let (total, page) = db
+        .list_users(&q(&[
+            ("filter", "department:$eq:Sales"),
+            ("sort", "-username"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((total, names(&page)), (2, vec!["carol", "bob"]));
+
+    let (_, page) = db
+        .list_users(&q(&[("filter", "department:$ne:Sales")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&page),
+        ["ada", "dave", "erin_x"],
+        "$ne includes users without a value"
+    );
+
+    let (_, page) = db
+        .list_users(&q(&[
+            ("filter", "unix_uid:$gte:1500"),
+            ("sort", "unix_uid"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(names(&page), ["erin_x", "carol"]);
+
+    let (_, page) = db
+        .list_users(&q(&[
+            ("filter[or][0]", "username:bob"),
+            ("filter[or][1]", "state:STAGED"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(names(&page), ["bob", "dave"]);
+
+    let (_, page) = db
+        .list_users(&q(&[
+            ("filter", "sudo:false"),
+            ("filter", "state:$eq:ACTIVATED"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&page),
+        ["bob", "carol", "erin_x"],
+        "booleans compare alike; ada is suspended"
+    );
+
+    // Byte order, NULLs first ascending and last descending, on both databases.
+    let (_, page) = db.list_users(&q(&[("sort", "lastname")])).await.unwrap();
+    assert_eq!(names(&page), ["dave", "bob", "ada", "erin_x", "carol"]);
+    let (_, page) = db.list_users(&q(&[("sort", "-lastname")])).await.unwrap();
+    assert_eq!(names(&page), ["carol", "erin_x", "ada", "bob", "dave"]);
+
+    let (total, page) = db.list_users(&q(&[("search", "SAL")])).await.unwrap();
+    assert_eq!(
+        (total, names(&page)),
+        (2, vec!["bob", "carol"]),
+        "search is a case-insensitive substring"
+    );
+    let (_, page) = db.list_users(&q(&[("search", "n_x")])).await.unwrap();
+    assert_eq!(
+        names(&page),
+        ["erin_x"],
+        "LIKE wildcards in the term are literal"
+    );
+    let (_, page) = db.list_users(&q(&[("search", "%")])).await.unwrap();
+    assert!(page.is_empty());
+
+    let (total, page) = db
+        .list_users(&q(&[("skip", "4"), ("limit", "10")]))
+        .await
+        .unwrap();
+    assert_eq!((total, page.len()), (5, 1));
+
+    let counts = db.count_users_by_state().await.unwrap();
+    let get = |s: &str| {
+        counts
+            .iter()
+            .find(|(k, _)| k == s)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (get("ACTIVATED"), get("STAGED"), get("SUSPENDED")),
+        (3, 1, 1)
+    );
+}
+
+async fn groups(store: &Store) {
+    let g = Group {
+        id: id(100),
+        name: "Engineering".into(),
+        description: Some("builders".into()),
+        email: None,
+        attributes: Some(json!({"posixGroups": [{"id": 5000, "name": "eng"}]})),
+        membership_method: None,
+        unix_gid: Some(5000),
+        created: t(100),
+        updated: t(100),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_group(&g).await.unwrap();
+    assert!(tx.db().add_member(&g.id, &id(10), t(101)).await.unwrap());
+    assert!(
+        !tx.db().add_member(&g.id, &id(10), t(102)).await.unwrap(),
+        "adding twice changes nothing"
+    );
+    assert!(tx.db().add_member(&g.id, &id(11), t(103)).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let dup = Group {
+        id: id(101),
+        name: "ENGINEERING".into(),
+        ..g.clone()
+    };
+    assert!(
+        matches!(tx.db().insert_group(&dup).await, Err(StoreError::Conflict(f)) if f == "name")
+    );
+    drop(tx);
+
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().get_group(&g.id).await.unwrap(), Some(g.clone()));
+    assert!(c.db().group_by_name("engineering").await.unwrap().is_some());
+    let (n, members) = c.db().group_members(&g.id, 10, 0).await.unwrap();
+    assert_eq!((n, members), (2, vec![id(10), id(11)]));
+    assert_eq!(c.db().groups_of_user(&id(11)).await.unwrap().len(), 1);
+    let (n, list) = c
+        .db()
+        .list_groups(Some("engineering"), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((n, list.len()), (1, 1));
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().delete_user(&id(11)).await.unwrap());
+    assert!(tx.db().remove_member(&g.id, &id(10)).await.unwrap());
+    assert!(!tx.db().remove_member(&g.id, &id(10)).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    let (n, _) = c.db().group_members(&g.id, 10, 0).await.unwrap();
+    assert_eq!(n, 0, "deleting a user removes its memberships");
+    drop(c);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().delete_group(&g.id).await.unwrap());
+    tx.commit().await.unwrap();
+}
+
+async fn events_and_keys(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    for (n, action, target) in [
+        (200, "user_create", "u1"),
+        (201, "user_update", "u1"),
+        (202, "user_create", "u2"),
+    ] {
+        tx.db()
+            .insert_event(&Event {
+                id: id(n),
+                time: t(n as i64),
+                actor: Actor::apikey("k", "key"),
+                action: action.into(),
+                target_kind: Some("user".into()),
+                target_id: Some(target.into()),
+                target_name: Some(target.into()),
+                source: "api".into(),
+                client_addr: Some("127.0.0.1".into()),
+                outcome: "success".into(),
+                changes: json!([{"field": "x", "old": null, "new": 1}]),
+                detail: json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    tx.db()
+        .put_organization(&id(300), "Org", "{}", t(0))
+        .await
+        .unwrap();
+    tx.db()
+        .put_organization(&id(300), "Org", "{\"a\":1}", t(0))
+        .await
+        .unwrap();
+    let key = ApiKey {
+        id: id(400),
+        name: "ci".into(),
+        role: Role::ReadOnly,
+        key_hash: "abc".into(),
+        prefix: "cairn_x".into(),
+        created: t(0),
+        created_by: None,
+        last_used: None,
+    };
+    tx.db().insert_apikey(&key).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut c = store.read().await.unwrap();
+    let mut db = c.db();
+    let eq = |target: Option<&str>, action: Option<&str>| EventQuery {
+        target_id: target.map(String::from),
+        action: action.map(String::from),
+        limit: 10,
+        ..Default::default()
+    };
+    let (n, evs) = db.list_events(&eq(Some("u1"), None)).await.unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(evs[0].action, "user_update", "newest first");
+    assert_eq!(
+        evs[0].changes,
+        json!([{"field": "x", "old": null, "new": 1}])
+    );
+    let (n, _) = db
+        .list_events(&eq(None, Some("user_create")))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let (n, _) = db
+        .list_events(&EventQuery {
+            since: Some(t(201)),
+            until: Some(t(201)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (oid, _, settings, _) = db.organization().await.unwrap().unwrap();
+    assert_eq!((oid, settings), (id(300), "{\"a\":1}".to_string()));
+    let k = db.apikey_by_hash("abc").await.unwrap().unwrap();
+    assert_eq!((k.role, k.last_used), (Role::ReadOnly, None));
+    db.touch_apikey(&k.id, t(9)).await.unwrap();
+    assert_eq!(
+        db.get_apikey(&k.id).await.unwrap().unwrap().last_used,
+        Some(t(9))
+    );
+    assert!(db.delete_apikey(&k.id).await.unwrap());
+    assert!(db.apikey_by_hash("abc").await.unwrap().is_none());
+}
+
+async fn rollback(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    tx.db()
+        .insert_user(&user(500, "ghost", json!({})))
+        .await
+        .unwrap();
+    drop(tx); // never committed
+    let mut c = store.read().await.unwrap();
+    assert!(
+        c.db().user_by_username("ghost").await.unwrap().is_none(),
+        "an uncommitted change leaves nothing"
+    );
+    let _ = Duration::zero();
+}
+
+#[tokio::test]
+async fn conformance_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&testing::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    suite(store).await;
+}
+
+#[tokio::test]
+async fn conformance_postgres() {
+    let Some(url) = testing::fresh_postgres_url("store conformance on PostgreSQL").await else {
+        return;
+    };
+    let store = Store::connect(&url).await.unwrap();
+    suite(store).await;
+}
