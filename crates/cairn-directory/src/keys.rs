@@ -182,12 +182,11 @@ impl Directory {
         };
         let ctx = Ctx::new(cairn_domain::Actor::system(), "system", None);
         match bootstrap_key {
-            Some(k) => {
-                if keys == 0 {
-                    self.insert_apikey(&ctx, "bootstrap", Role::Admin, k.to_string())
-                        .await?;
-                }
+            Some(k) if keys == 0 => {
+                self.insert_apikey(&ctx, "bootstrap", Role::Admin, k.to_string())
+                    .await?;
             }
+            Some(_) => {}
             None if admins == 0 && keys == 0 => {
                 let (admin, pw) = self
                     .create_admin(&ctx, "admin@localhost", None, Role::Admin)
