@@ -2,11 +2,14 @@
 //! change and its audit event in one transaction; every front end (REST, portals, SCIM, CSV,
 //! the scheduler) calls these methods and nothing else.
 
+mod actions;
 mod clock;
 mod error;
 mod groups;
 mod keys;
+mod lifecycle;
 mod password;
+mod scheduler;
 mod users;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,13 +23,16 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde_json::{json, Value};
 
+pub use actions::{Action, ActionResult, Outcome, ACTIONS};
 pub use cairn_domain as domain;
 pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use groups::{group_json, GroupInput};
 pub use keys::{Bootstrap, NewApiKey};
+pub use lifecycle::StateOutcome;
 pub use password::Hasher;
+pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 
 /// Who asks, through which interface, from where: recorded on every event.
 #[derive(Debug, Clone)]

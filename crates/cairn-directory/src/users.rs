@@ -1,4 +1,4 @@
-use cairn_domain::lifecycle::transition;
+use cairn_domain::lifecycle::{transition, MailChoice};
 use cairn_domain::password::check_password;
 use cairn_domain::query::ListQuery;
 use cairn_domain::user::{diff, parse_user_input, Change, UserInput};
@@ -7,6 +7,7 @@ use cairn_store::Db;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::StateOutcome;
 use crate::{Ctx, Directory, Organization};
 
 impl Directory {
@@ -103,6 +104,17 @@ impl Directory {
     /// Applies a partial JumpCloud `systemuserput` body: only the fields given change.
     pub async fn update_user(&self, ctx: &Ctx, id: &str, body: &Value) -> Result<User> {
         let input = parse_user_input(body, false)?;
+        Ok(self.update_user_from(ctx, id, input).await?.0)
+    }
+
+    /// Applies validated input; also says whether anything changed. A state change goes
+    /// through the same path as activate and suspend (its own event, revocation).
+    pub async fn update_user_from(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        input: UserInput,
+    ) -> Result<(User, bool)> {
         let org = self.organization().await?;
         let mut tx = self.store().begin().await?;
         let old = load_user(&mut tx.db(), id).await?;
@@ -157,28 +169,40 @@ impl Directory {
             _ => None,
         };
         if let Some(to) = target {
-            if transition(old.state, to)? {
-                user.state = to;
-            }
+            // Refuse before writing anything.
+            transition(old.state, to)?;
         }
         let changes = diff(&old, &user);
-        if changes.is_empty() {
-            return Ok(old);
+        let mut changed = !changes.is_empty();
+        if changed {
+            user.updated = now;
+            self.check_unique(&mut tx.db(), &user).await?;
+            check_manager(&mut tx.db(), &user).await?;
+            tx.db().update_user(&user).await?;
+            let target = Some(("user", user.id.as_str(), user.username.as_str()));
+            let ev = self.event(ctx, "user_update", target, changes, json!({}));
+            tx.db().insert_event(&ev).await?;
         }
-        user.updated = now;
-        self.check_unique(&mut tx.db(), &user).await?;
-        check_manager(&mut tx.db(), &user).await?;
-        tx.db().update_user(&user).await?;
-        let ev = self.event(
-            ctx,
-            "user_update",
-            Some(("user", &user.id, &user.username)),
-            changes,
-            json!({}),
-        );
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        Ok(user)
+        if let Some(to) = target {
+            let out = self
+                .apply_state(
+                    &mut tx.db(),
+                    ctx,
+                    user.clone(),
+                    to,
+                    MailChoice::Default,
+                    json!({}),
+                )
+                .await?;
+            if let StateOutcome::Changed(u) = out {
+                user = u;
+                changed = true;
+            }
+        }
+        if changed {
+            tx.commit().await?;
+        }
+        Ok((user, changed))
     }
 
     /// Deletes a user for good; the event keeps who it was.

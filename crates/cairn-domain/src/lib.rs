@@ -1,5 +1,6 @@
 //! Cairn's rules, free of I/O, async and clocks: callers pass the current time in.
 
+pub mod access;
 pub mod error;
 pub mod fields;
 pub mod id;

@@ -3,11 +3,13 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_domain::lifecycle::Schedule;
 use cairn_domain::query::ListQuery;
 use cairn_domain::user::project;
 use cairn_domain::{CreationSource, User};
 use serde_json::{json, Value};
 
+use crate::api_lifecycle::schedule_json;
 use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody, QueryPairs};
 use crate::Shared;
@@ -23,16 +25,42 @@ async fn org_id(st: &Shared) -> ApiResult<String> {
     Ok(st.dir.organization().await?.id)
 }
 
-fn user_json(u: &User, org: &str, fields: Option<&[String]>) -> Value {
-    Value::Object(project(u.to_json(org), fields))
+/// The `systemuserreturn` JSON plus Cairn's `scheduledStateChanges` (pending schedules).
+pub fn user_json(u: &User, org: &str, fields: Option<&[String]>, pending: &[Schedule]) -> Value {
+    let mut m = u.to_json(org);
+    let mine: Vec<Value> = pending
+        .iter()
+        .filter(|s| s.user_id == u.id)
+        .map(schedule_json)
+        .collect();
+    m.insert("scheduledStateChanges".into(), Value::Array(mine));
+    Value::Object(project(m, fields))
+}
+
+async fn pending_of(
+    st: &Shared,
+    users: &[User],
+    fields: Option<&[String]>,
+) -> ApiResult<Vec<Schedule>> {
+    if fields.is_some_and(|f| !f.iter().any(|f| f == "scheduledStateChanges")) {
+        return Ok(vec![]);
+    }
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    Ok(st.dir.pending_schedules_of(&ids).await?)
+}
+
+async fn one(st: &Shared, u: &User) -> ApiResult<Json<Value>> {
+    let pending = pending_of(st, std::slice::from_ref(u), None).await?;
+    Ok(Json(user_json(u, &org_id(st).await?, None, &pending)))
 }
 
 async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
     let (total, users) = st.dir.list_users(q).await?;
     let org = org_id(st).await?;
+    let pending = pending_of(st, &users, q.fields.as_deref()).await?;
     let results: Vec<Value> = users
         .iter()
-        .map(|u| user_json(u, &org, q.fields.as_deref()))
+        .map(|u| user_json(u, &org, q.fields.as_deref(), &pending))
         .collect();
     Ok(Json(json!({ "totalCount": total, "results": results })))
 }
@@ -62,7 +90,7 @@ async fn create(
         .dir
         .create_user(&c.ctx, &body, CreationSource::ManualEntry, "api")
         .await?;
-    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+    one(&st, &u).await
 }
 
 async fn show(
@@ -78,7 +106,13 @@ async fn show(
     )?
     .fields;
     let u = st.dir.get_user(&id).await?;
-    Ok(Json(user_json(&u, &org_id(&st).await?, fields.as_deref())))
+    let pending = pending_of(&st, std::slice::from_ref(&u), fields.as_deref()).await?;
+    Ok(Json(user_json(
+        &u,
+        &org_id(&st).await?,
+        fields.as_deref(),
+        &pending,
+    )))
 }
 
 async fn update(
@@ -88,7 +122,7 @@ async fn update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let u = st.dir.update_user(&c.ctx, &id, &body).await?;
-    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+    one(&st, &u).await
 }
 
 async fn remove(
@@ -97,5 +131,5 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let u = st.dir.delete_user(&c.ctx, &id).await?;
-    Ok(Json(user_json(&u, &org_id(&st).await?, None)))
+    Ok(Json(user_json(&u, &org_id(&st).await?, None, &[])))
 }

@@ -44,6 +44,31 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// An optional JSON body: empty means `{}`.
+pub struct OptJsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for OptJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(e.status(), format!("could not read the request body: {e}"))
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptJsonBody(Value::Object(Default::default())));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptJsonBody)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "malformed JSON at line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ))
+            })
+    }
+}
+
 /// The raw query as ordered pairs, so repeated and bracketed keys (`filter[0]`) survive.
 pub struct QueryPairs(pub Vec<(String, String)>);
 

@@ -2,6 +2,7 @@
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
 mod api_groups;
+mod api_lifecycle;
 mod api_misc;
 mod api_users;
 mod error;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     let api = Router::new()
         .merge(api_users::routes())
+        .merge(api_lifecycle::routes())
         .merge(api_groups::routes())
         .merge(api_misc::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })

@@ -11,8 +11,9 @@ pub mod testing;
 use std::time::Duration;
 
 use cairn_domain::fields::Kind;
+use cairn_domain::lifecycle::{Schedule, ScheduleStatus};
 use cairn_domain::query::{Cond, ListQuery, Scalar};
-use cairn_domain::{Admin, ApiKey, Event, Group, User};
+use cairn_domain::{Admin, ApiKey, Event, Group, State, User};
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
@@ -835,6 +836,202 @@ impl Db<'_> {
                 .await?,
             0,
         )
+    }
+}
+
+impl Db<'_> {
+    // ---- scheduled state changes ----------------------------------------------------------
+
+    pub async fn insert_schedule(&mut self, s: &Schedule) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (id, job_id, user_id, target_state, due, email, created, created_by, status, finished, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(s.id.clone())
+        .bind(s.job_id.clone())
+        .bind(s.user_id.clone())
+        .bind(s.target.as_str())
+        .bind(time_text(s.due))
+        .bind(s.email.encode())
+        .bind(time_text(s.created))
+        .bind(serde_json::to_string(&s.created_by).expect("actor serializes"))
+        .bind(s.status.as_str())
+        .bind(s.finished.map(time_text))
+        .bind(s.message.clone())
+        .execute(&mut *self.c)
+        .await
+        .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn pending_schedule(
+        &mut self,
+        user_id: &str,
+        target: State,
+    ) -> Result<Option<Schedule>> {
+        let row = sqlx::query("SELECT * FROM schedules WHERE user_id = $1 AND target_state = $2 AND status = 'pending'")
+            .bind(user_id.to_string())
+            .bind(target.as_str())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| rows::schedule_from_row(&r)).transpose()
+    }
+
+    /// Ends a schedule that is still pending (or being fired in this transaction); false when
+    /// it had already ended.
+    pub async fn finish_schedule(
+        &mut self,
+        id: &str,
+        status: ScheduleStatus,
+        at: DateTime<Utc>,
+        message: Option<&str>,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE schedules SET status = $2, finished = $3, message = $4 WHERE id = $1 AND status IN ('pending', 'firing')",
+        )
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(time_text(at))
+        .bind(message.map(str::to_string))
+        .execute(&mut *self.c)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Claims up to `limit` schedules due at `now` for this transaction. On PostgreSQL rows
+    /// another process is firing are skipped, not waited for; on SQLite the transaction
+    /// already holds the write lock. Either way a schedule is claimed by one transaction only,
+    /// and it fires in that same transaction: exactly once.
+    pub async fn claim_due_schedules(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Schedule>> {
+        let lock = match self.b {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE schedules SET status = 'firing' WHERE id IN \
+             (SELECT id FROM schedules WHERE status = 'pending' AND due <= $1 ORDER BY due, id LIMIT $2{lock}) RETURNING *"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(time_text(now))
+            .bind(limit)
+            .fetch_all(&mut *self.c)
+            .await?;
+        let mut v = rows
+            .iter()
+            .map(rows::schedule_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        v.sort_by(|a, b| (a.due, &a.id).cmp(&(b.due, &b.id)));
+        Ok(v)
+    }
+
+    /// The earliest due time among pending schedules.
+    pub async fn next_due(&mut self) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query("SELECT MIN(due) AS due FROM schedules WHERE status = 'pending'")
+            .fetch_one(&mut *self.c)
+            .await?;
+        rows::get_opt_text(&row, "due")?
+            .map(|s| rows::parse_time(&s))
+            .transpose()
+    }
+
+    /// Pending schedules, soonest first; optionally of one user or one job.
+    pub async fn pending_schedules(
+        &mut self,
+        user_id: Option<&str>,
+        job_id: Option<&str>,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<Schedule>)> {
+        let w =
+            "status = 'pending' AND ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR job_id = $2)";
+        let total = rows::get_i64(
+            &sqlx::query(&format!("SELECT COUNT(*) FROM schedules WHERE {w}"))
+                .bind(user_id.map(str::to_string))
+                .bind(job_id.map(str::to_string))
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM schedules WHERE {w} ORDER BY due, id LIMIT $3 OFFSET $4"
+        ))
+        .bind(user_id.map(str::to_string))
+        .bind(job_id.map(str::to_string))
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(&mut *self.c)
+        .await?;
+        Ok((
+            total,
+            rows.iter()
+                .map(rows::schedule_from_row)
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    /// Pending schedules of several users at once (for the `scheduledStateChanges` of a page).
+    pub async fn pending_schedules_of(&mut self, user_ids: &[String]) -> Result<Vec<Schedule>> {
+        if user_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut a = Args::default();
+        let ps: Vec<String> = user_ids.iter().map(|id| a.push(id.clone())).collect();
+        let sql = format!(
+            "SELECT * FROM schedules WHERE status = 'pending' AND user_id IN ({}) ORDER BY due, id",
+            ps.join(", ")
+        );
+        let rows = sqlx::query_with(&sql, a.build())
+            .fetch_all(&mut *self.c)
+            .await?;
+        rows.iter().map(rows::schedule_from_row).collect()
+    }
+
+    // ---- revocation ---------------------------------------------------------------------
+
+    pub async fn insert_session(
+        &mut self,
+        id: &str,
+        user_id: &str,
+        kind: &str,
+        created: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (id, user_id, kind, created, expires) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.to_string())
+            .bind(user_id.to_string())
+            .bind(kind.to_string())
+            .bind(time_text(created))
+            .bind(time_text(expires))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_sessions(&mut self, user_id: &str) -> Result<i64> {
+        rows::get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
+                .bind(user_id.to_string())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )
+    }
+
+    /// Deletes every session and one-time token of a user; the number removed.
+    pub async fn revoke_user_access(&mut self, user_id: &str) -> Result<u64> {
+        let a = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        let b = sqlx::query("DELETE FROM user_tokens WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(a.rows_affected() + b.rows_affected())
     }
 }
 

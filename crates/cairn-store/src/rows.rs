@@ -225,3 +225,26 @@ pub(crate) fn admin_from_row(r: &AnyRow) -> Result<Admin> {
         updated: parse_time(&get_text(r, "updated")?)?,
     })
 }
+
+pub(crate) fn schedule_from_row(r: &AnyRow) -> Result<cairn_domain::lifecycle::Schedule> {
+    use cairn_domain::lifecycle::{MailChoice, Schedule, ScheduleStatus};
+    let target = get_text(r, "target_state")?;
+    let status = get_text(r, "status")?;
+    let created_by: Actor = serde_json::from_str(&get_text(r, "created_by")?)
+        .map_err(|e| StoreError::Corrupt(format!("schedules.created_by: {e}")))?;
+    Ok(Schedule {
+        id: get_text(r, "id")?,
+        job_id: get_text(r, "job_id")?,
+        user_id: get_text(r, "user_id")?,
+        target: State::parse(&target)
+            .ok_or_else(|| StoreError::Corrupt(format!("target_state '{target}'")))?,
+        due: parse_time(&get_text(r, "due")?)?,
+        email: MailChoice::decode(&get_text(r, "email")?),
+        created: parse_time(&get_text(r, "created")?)?,
+        created_by,
+        status: ScheduleStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+        finished: opt_time(r, "finished")?,
+        message: get_opt_text(r, "message")?,
+    })
+}

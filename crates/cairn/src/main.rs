@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use cairn_directory::{Ctx, Directory, SystemClock};
+use cairn_directory::{Clock, Ctx, Directory, SystemClock};
 use cairn_domain::{Role, Secret};
 use cairn_store::Store;
 use clap::{Parser, Subcommand};
@@ -128,7 +128,7 @@ async fn open(cfg: &Config) -> Result<Directory> {
     let store = Store::connect(&cfg.database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&cfg.database_url)))?;
-    let dir = Directory::new(store, Arc::new(SystemClock));
+    let dir = Directory::new(store, clock());
     dir.migrate().await.context("cannot migrate the database")?;
     Ok(dir)
 }
@@ -141,6 +141,28 @@ fn redact(url: &str) -> String {
             None => url.to_string(),
         },
         _ => url.to_string(),
+    }
+}
+
+/// The system clock, or — for end-to-end tests only — the system clock shifted by the number of
+/// seconds written in the file named by `CAIRN_TEST_CLOCK_FILE`, re-read at every reading, so
+/// a test moves time (schedules, lockout, token expiry) instead of sleeping.
+fn clock() -> Arc<dyn Clock> {
+    match std::env::var_os("CAIRN_TEST_CLOCK_FILE") {
+        Some(path) => Arc::new(FileClock(PathBuf::from(path))),
+        None => Arc::new(SystemClock),
+    }
+}
+
+struct FileClock(PathBuf);
+
+impl Clock for FileClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let offset = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        chrono::Utc::now() + chrono::Duration::seconds(offset)
     }
 }
 

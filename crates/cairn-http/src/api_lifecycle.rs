@@ -1,0 +1,189 @@
+//! Lifecycle endpoints: activate and suspend now (§4.1), bulk actions (§4.3) and scheduled
+//! state changes (§4.2 `bulk/userstates`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cairn_directory::{Action, Outcome, ScheduleRequest, StateOutcome};
+use cairn_domain::lifecycle::{MailChoice, Schedule};
+use cairn_domain::user::format_time;
+use serde_json::{json, Value};
+
+use crate::api_users::user_json;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{field_error, Caller, JsonBody, OptJsonBody, QueryPairs};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/systemusers/{id}/state/activate", post(activate))
+        .route("/systemusers/{id}/state/suspend", post(suspend))
+        .route("/v2/users/actions", post(actions))
+        .route(
+            "/v2/bulk/userstates",
+            get(list_schedules).post(create_schedules),
+        )
+        .route("/v2/bulk/userstates/eventlist/next", get(next_events))
+        .route("/v2/bulk/userstates/{id}", delete(cancel_job))
+}
+
+async fn state_answer(st: &Shared, out: StateOutcome, verb: &str) -> ApiResult<Json<Value>> {
+    let org = st.dir.organization().await?.id;
+    let (outcome, message) = match &out {
+        StateOutcome::Changed(u) => ("done", format!("{} {verb}", u.username)),
+        StateOutcome::Unchanged(u) => ("skipped", format!("{} is already {}", u.username, u.state)),
+    };
+    let pending = st
+        .dir
+        .pending_schedules_of(std::slice::from_ref(&out.user().id))
+        .await?;
+    Ok(Json(
+        json!({ "outcome": outcome, "message": message, "user": user_json(out.user(), &org, None, &pending) }),
+    ))
+}
+
+/// Body `{}` / `{"email": true|false|"address"}` (JumpCloud's email flag).
+async fn activate(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    OptJsonBody(body): OptJsonBody,
+) -> ApiResult<Json<Value>> {
+    let Some(o) = body.as_object() else {
+        return Err(field_error("body", "must be a JSON object"));
+    };
+    if let Some(k) = o.keys().find(|k| *k != "email") {
+        return Err(field_error(
+            k,
+            "is not a parameter of activation (only \"email\")",
+        ));
+    }
+    let mail = MailChoice::from_flag(o.get("email"), "email")
+        .map_err(|e| ApiError::from(cairn_directory::Error::Invalid(vec![e])))?;
+    let out = st.dir.activate(&c.ctx, &id, mail).await?;
+    state_answer(&st, out, "activated").await
+}
+
+async fn suspend(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    OptJsonBody(body): OptJsonBody,
+) -> ApiResult<Json<Value>> {
+    if let Some(k) = body.as_object().and_then(|o| o.keys().next()) {
+        return Err(field_error(k, "suspension takes no parameters"));
+    }
+    let out = st.dir.suspend(&c.ctx, &id).await?;
+    state_answer(&st, out, "suspended").await
+}
+
+/// `{action, user_ids[], …}` → one `{user_id, outcome, message}` per user.
+async fn actions(
+    State(st): State<Shared>,
+    c: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let (action, ids) = Action::parse(&body, st.dir.now())?;
+    let results = st.dir.run_action(&c.ctx, &action, &ids).await?;
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    Ok(Json(json!({
+        "action": body["action"],
+        "counts": { "done": count(Outcome::Done), "skipped": count(Outcome::Skipped), "error": count(Outcome::Error) },
+        "results": results,
+    })))
+}
+
+/// JumpCloud `scheduled-userstate-result`.
+pub fn schedule_json(s: &Schedule) -> Value {
+    json!({
+        "id": s.id,
+        "scheduledJobId": s.job_id,
+        "systemUserId": s.user_id,
+        "state": s.target,
+        "scheduledDate": format_time(s.due),
+        "email": s.email,
+        "createdBy": s.created_by,
+    })
+}
+
+async fn create_schedules(
+    State(st): State<Shared>,
+    c: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let req = ScheduleRequest::parse(&body, st.dir.now())?;
+    let (_job, results) = st.dir.schedule_states(&c.ctx, &req).await?;
+    let body: Vec<Value> = results
+        .iter()
+        .map(|(uid, r)| match r {
+            Ok(s) => schedule_json(s),
+            Err(e) => json!({ "systemUserId": uid, "error": e.to_string() }),
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_schedules(
+    State(st): State<Shared>,
+    _: Caller,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, skip) = q.page(10, 100)?;
+    let (total, list) = st
+        .dir
+        .pending_schedules(q.get("userid"), limit, skip)
+        .await?;
+    let mut h = HeaderMap::new();
+    h.insert("x-total-count", HeaderValue::from(total));
+    Ok((
+        h,
+        Json(Value::Array(list.iter().map(schedule_json).collect())),
+    ))
+}
+
+async fn cancel_job(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.dir.cancel_job(&c.ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The next pending change per user and target state, for up to 100 users
+/// (`users=a&users=b` or `users=a,b`).
+async fn next_events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Json<Value>> {
+    let (limit, skip) = q.page(10, 100)?;
+    let users: Vec<String> =
+        q.0.iter()
+            .filter(|(k, _)| k == "users" || k == "users[]")
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    if users.len() > 100 {
+        return Err(field_error("users", "at most 100 users per request"));
+    }
+    // At most one per user and state: the soonest (the store returns them soonest first).
+    let mut seen = std::collections::HashSet::new();
+    let next: Vec<Schedule> = st
+        .dir
+        .pending_schedules_of(&users)
+        .await?
+        .into_iter()
+        .filter(|s| seen.insert((s.user_id.clone(), s.target)))
+        .collect();
+    let page: Vec<Value> = next
+        .iter()
+        .skip(skip as usize)
+        .take(limit as usize)
+        .map(schedule_json)
+        .collect();
+    Ok(Json(json!({ "events_count": next.len(), "results": page })))
+}
