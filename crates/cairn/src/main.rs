@@ -265,17 +265,26 @@ async fn serve(cfg: Config) -> Result<()> {
         cfg.base_url
     );
     tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
+    // The scheduler runs in every process; claiming makes each schedule fire once.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = {
+        let dir = dir.clone();
+        tokio::spawn(async move { dir.run_scheduler(stop_rx).await })
+    };
     let app = cairn_http::router(cairn_http::AppState {
         dir: dir.clone(),
         metrics: Some(metrics),
     });
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown())
     .await
-    .context("HTTP server failed")?;
+    .context("HTTP server failed");
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    served?;
     dir.store().close().await;
     tracing::info!("stopped");
     Ok(())
