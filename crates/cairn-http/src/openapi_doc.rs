@@ -151,6 +151,58 @@ fn r(name: &str) -> Value {
 }
 
 pub fn build() -> Value {
+    let mut doc = core();
+    extend(&mut doc, lifecycle());
+    doc
+}
+
+/// Merges `more` (`{paths, schemas}`) into the document.
+fn extend(doc: &mut Value, more: Value) {
+    for (k, v) in more["paths"].as_object().cloned().unwrap_or_default() {
+        doc["paths"][k] = v;
+    }
+    for (k, v) in more["schemas"].as_object().cloned().unwrap_or_default() {
+        doc["components"]["schemas"][k] = v;
+    }
+}
+
+fn lifecycle() -> Value {
+    let outcome = json!({ "type": "object", "properties": { "outcome": { "type": "string", "enum": ["done", "skipped"] }, "message": { "type": "string" }, "user": r("SystemUser") } });
+    let email_flag = json!({ "required": false, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "properties": { "email": { "description": "absent or true: default address; false: no mail; a string: that address", "oneOf": [{ "type": "boolean" }, { "type": "string", "format": "email" }] } } } } } });
+    json!({
+        "paths": {
+            "/systemusers/{id}/state/activate": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_activate", "requestBody": email_flag, "responses": ok("200", outcome.clone()) } },
+            "/systemusers/{id}/state/suspend": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_suspend", "responses": ok("200", outcome) } },
+            "/v2/users/actions": { "post": { "operationId": "users_actions", "requestBody": body("UserAction"), "responses": ok("200", r("ActionResults")) } },
+            "/v2/bulk/userstates": {
+                "get": { "operationId": "bulk_userstates_list", "parameters": [q("userid", json!({ "type": "string" }), "only this user's"), q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100 }), "page size"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+                         "responses": ok("200", json!({ "type": "array", "items": r("ScheduledUserState") })) },
+                "post": { "operationId": "bulk_userstates_create", "requestBody": body("ScheduleCreate"), "responses": ok("201", json!({ "type": "array", "items": r("ScheduledUserState") })) }
+            },
+            "/v2/bulk/userstates/{id}": { "parameters": [id_param("id")], "delete": { "operationId": "bulk_userstates_delete", "responses": no_content("204") } },
+            "/v2/bulk/userstates/eventlist/next": { "get": { "operationId": "bulk_userstates_next", "parameters": [q("users", json!({ "type": "string" }), "comma-separated user ids (at most 100)")],
+                "responses": ok("200", json!({ "type": "object", "properties": { "events_count": { "type": "integer" }, "results": { "type": "array", "items": r("ScheduledUserState") } } })) } }
+        },
+        "schemas": {
+            "ScheduleCreate": { "type": "object", "required": ["user_ids", "state", "start_date"], "additionalProperties": false, "properties": {
+                "user_ids": { "type": "array", "minItems": 1, "items": { "type": "string" } }, "state": { "type": "string", "enum": ["ACTIVATED", "SUSPENDED"] },
+                "start_date": { "type": "string", "description": "RFC 3339, or a local date-time read in time_zone (UTC when absent); must be in the future" },
+                "time_zone": { "type": "string", "description": "IANA zone, e.g. Europe/Paris" }, "send_activation_emails": { "type": "boolean" },
+                "activation_email_override": { "type": "string", "format": "email", "description": "single user only" } } },
+            "ScheduledUserState": { "type": "object", "properties": { "id": { "type": "string" }, "scheduledJobId": { "type": "string" }, "systemUserId": { "type": "string" },
+                "state": { "type": "string" }, "scheduledDate": { "type": "string", "format": "date-time" }, "error": { "type": "string" } } },
+            "UserAction": { "type": "object", "required": ["action", "user_ids"], "properties": {
+                "action": { "type": "string", "enum": cairn_directory::ACTIONS }, "user_ids": { "type": "array", "minItems": 1, "items": { "type": "string" } },
+                "email": { "oneOf": [{ "type": "boolean" }, { "type": "string" }] }, "state": { "type": "string", "enum": ["ACTIVATED", "SUSPENDED"] },
+                "start_date": { "type": "string" }, "time_zone": { "type": "string" }, "send_activation_emails": { "type": "boolean" }, "activation_email_override": { "type": "string" },
+                "group_id": { "type": "string" }, "required": { "type": "boolean" }, "authority": { "nullable": true } } },
+            "ActionResults": { "type": "object", "properties": { "action": { "type": "string" }, "counts": { "type": "object" },
+                "results": { "type": "array", "items": { "type": "object", "properties": { "user_id": { "type": "string" }, "outcome": { "type": "string", "enum": ["done", "skipped", "error"] }, "message": { "type": "string" } } } } } }
+        }
+    })
+}
+
+fn core() -> Value {
     let list_params = json!([
         q(
             "limit",

@@ -531,6 +531,12 @@ fn health_metrics_and_openapi_answer() {
         "/v2/apikeys",
         "/v2/apikeys/{id}",
         "/v2/events",
+        "/systemusers/{id}/state/activate",
+        "/systemusers/{id}/state/suspend",
+        "/v2/users/actions",
+        "/v2/bulk/userstates",
+        "/v2/bulk/userstates/{id}",
+        "/v2/bulk/userstates/eventlist/next",
     ] {
         assert!(
             paths.contains_key(p),
