@@ -15,29 +15,15 @@ use crate::{Ctx, Directory};
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Activate {
-        mail: MailChoice,
-    },
+    Activate { mail: MailChoice },
     Suspend,
     ScheduleState(ScheduleRequest),
-    CancelSchedule {
-        state: Option<State>,
-    },
-    AddToGroup {
-        group_id: String,
-    },
-    RemoveFromGroup {
-        group_id: String,
-    },
-    SetMfaRequired {
-        required: bool,
-    },
-    SetPasswordAuthority {
-        authority: Option<PasswordAuthority>,
-    },
-    SetDelegatedAuthority {
-        authority: Option<Value>,
-    },
+    CancelSchedule { state: Option<State> },
+    AddToGroup { group_id: String },
+    RemoveFromGroup { group_id: String },
+    SetMfaRequired { required: bool },
+    SetPasswordAuthority { authority: Option<PasswordAuthority> },
+    SetDelegatedAuthority { authority: Option<Value> },
     Delete,
 }
 
@@ -69,11 +55,7 @@ pub struct ActionResult {
     pub message: String,
 }
 
-fn str_param<'a>(
-    o: &'a Map<String, Value>,
-    k: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<&'a str> {
+fn str_param<'a>(o: &'a Map<String, Value>, k: &str, errors: &mut Vec<FieldError>) -> Option<&'a str> {
     match o.get(k).and_then(Value::as_str) {
         Some(s) if !s.is_empty() => Some(s),
         _ => {
@@ -86,10 +68,7 @@ fn str_param<'a>(
 impl Action {
     /// Parses `{action, user_ids, …params}`; a bad action or parameter is a 400 for the whole
     /// request (nothing is done), naming the field.
-    pub fn parse(
-        body: &Value,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Action, Vec<String>)> {
+    pub fn parse(body: &Value, now: chrono::DateTime<chrono::Utc>) -> Result<(Action, Vec<String>)> {
         let Some(o) = body.as_object() else {
             return Err(Error::invalid("body", "must be a JSON object"));
         };
@@ -101,13 +80,9 @@ impl Action {
         let name = o.get("action").and_then(Value::as_str).unwrap_or("");
         let allowed: &[&str] = match name {
             "activate" => &["email"],
-            "schedule_state" => &[
-                "state",
-                "start_date",
-                "time_zone",
-                "send_activation_emails",
-                "activation_email_override",
-            ],
+            "schedule_state" => {
+                &["state", "start_date", "time_zone", "send_activation_emails", "activation_email_override"]
+            }
             "cancel_schedule" => &["state"],
             "add_to_group" | "remove_from_group" => &["group_id"],
             "set_mfa_required" => &["required"],
@@ -117,10 +92,7 @@ impl Action {
         };
         for k in o.keys() {
             if !matches!(k.as_str(), "action" | "user_ids") && !allowed.contains(&k.as_str()) {
-                errors.push(FieldError::new(
-                    k.clone(),
-                    format!("is not a parameter of the '{name}' action"),
-                ));
+                errors.push(FieldError::new(k.clone(), format!("is not a parameter of the '{name}' action")));
             }
         }
         let action = match name {
@@ -146,34 +118,21 @@ impl Action {
             "cancel_schedule" => match o.get("state") {
                 None | Some(Value::Null) => Some(Action::CancelSchedule { state: None }),
                 Some(v) => match v.as_str() {
-                    Some("ACTIVATED") => Some(Action::CancelSchedule {
-                        state: Some(State::Activated),
-                    }),
-                    Some("SUSPENDED") => Some(Action::CancelSchedule {
-                        state: Some(State::Suspended),
-                    }),
+                    Some("ACTIVATED") => Some(Action::CancelSchedule { state: Some(State::Activated) }),
+                    Some("SUSPENDED") => Some(Action::CancelSchedule { state: Some(State::Suspended) }),
                     _ => {
-                        errors.push(FieldError::new(
-                            "state",
-                            "must be ACTIVATED or SUSPENDED (or absent for both)",
-                        ));
+                        errors.push(FieldError::new("state", "must be ACTIVATED or SUSPENDED (or absent for both)"));
                         None
                     }
                 },
             },
-            "add_to_group" | "remove_from_group" => {
-                str_param(o, "group_id", &mut errors).map(|g| {
-                    if name == "add_to_group" {
-                        Action::AddToGroup {
-                            group_id: g.to_string(),
-                        }
-                    } else {
-                        Action::RemoveFromGroup {
-                            group_id: g.to_string(),
-                        }
-                    }
-                })
-            }
+            "add_to_group" | "remove_from_group" => str_param(o, "group_id", &mut errors).map(|g| {
+                if name == "add_to_group" {
+                    Action::AddToGroup { group_id: g.to_string() }
+                } else {
+                    Action::RemoveFromGroup { group_id: g.to_string() }
+                }
+            }),
             "set_mfa_required" => match o.get("required") {
                 Some(Value::Bool(b)) => Some(Action::SetMfaRequired { required: *b }),
                 _ => {
@@ -183,30 +142,20 @@ impl Action {
             },
             "set_password_authority" => match o.get("authority") {
                 None | Some(Value::Null) => Some(Action::SetPasswordAuthority { authority: None }),
-                Some(Value::String(s)) if s == "none" => {
-                    Some(Action::SetPasswordAuthority { authority: None })
-                }
+                Some(Value::String(s)) if s == "none" => Some(Action::SetPasswordAuthority { authority: None }),
                 Some(Value::String(s)) if PasswordAuthority::parse(s).is_some() => {
-                    Some(Action::SetPasswordAuthority {
-                        authority: PasswordAuthority::parse(s),
-                    })
+                    Some(Action::SetPasswordAuthority { authority: PasswordAuthority::parse(s) })
                 }
                 _ => {
-                    errors.push(FieldError::new(
-                        "authority",
-                        "must be null, \"none\", \"active_directory\" or \"scim\"",
-                    ));
+                    errors
+                        .push(FieldError::new("authority", "must be null, \"none\", \"active_directory\" or \"scim\""));
                     None
                 }
             },
             "set_delegated_authority" => match o.get("authority") {
                 None | Some(Value::Null) => Some(Action::SetDelegatedAuthority { authority: None }),
-                Some(v @ Value::Object(m))
-                    if m.get("name").and_then(Value::as_str) == Some("ActiveDirectory") =>
-                {
-                    Some(Action::SetDelegatedAuthority {
-                        authority: Some(v.clone()),
-                    })
+                Some(v @ Value::Object(m)) if m.get("name").and_then(Value::as_str) == Some("ActiveDirectory") => {
+                    Some(Action::SetDelegatedAuthority { authority: Some(v.clone()) })
                 }
                 _ => {
                     errors.push(FieldError::new(
@@ -217,10 +166,7 @@ impl Action {
                 }
             },
             "" => {
-                errors.push(FieldError::new(
-                    "action",
-                    format!("is required: one of {}", ACTIONS.join(", ")),
-                ));
+                errors.push(FieldError::new("action", format!("is required: one of {}", ACTIONS.join(", "))));
                 None
             }
             other => {
@@ -239,50 +185,26 @@ impl Action {
 }
 
 fn done(user_id: &str, message: impl Into<String>) -> ActionResult {
-    ActionResult {
-        user_id: user_id.into(),
-        outcome: Outcome::Done,
-        message: message.into(),
-    }
+    ActionResult { user_id: user_id.into(), outcome: Outcome::Done, message: message.into() }
 }
 fn skipped(user_id: &str, message: impl Into<String>) -> ActionResult {
-    ActionResult {
-        user_id: user_id.into(),
-        outcome: Outcome::Skipped,
-        message: message.into(),
-    }
+    ActionResult { user_id: user_id.into(), outcome: Outcome::Skipped, message: message.into() }
 }
 fn failed(user_id: &str, e: &Error) -> ActionResult {
-    ActionResult {
-        user_id: user_id.into(),
-        outcome: Outcome::Error,
-        message: e.to_string(),
-    }
+    ActionResult { user_id: user_id.into(), outcome: Outcome::Error, message: e.to_string() }
 }
 
 impl Directory {
-    pub async fn run_action(
-        &self,
-        ctx: &Ctx,
-        action: &Action,
-        user_ids: &[String],
-    ) -> Result<Vec<ActionResult>> {
+    pub async fn run_action(&self, ctx: &Ctx, action: &Action, user_ids: &[String]) -> Result<Vec<ActionResult>> {
         if let Action::ScheduleState(req) = action {
-            let req = ScheduleRequest {
-                user_ids: user_ids.to_vec(),
-                ..req.clone()
-            };
+            let req = ScheduleRequest { user_ids: user_ids.to_vec(), ..req.clone() };
             let (job, results) = self.schedule_states(ctx, &req).await?;
             return Ok(results
                 .into_iter()
                 .map(|(uid, r)| match r {
                     Ok(s) => done(
                         &uid,
-                        format!(
-                            "{} scheduled for {} (job {job})",
-                            s.target,
-                            cairn_domain::user::format_time(s.due)
-                        ),
+                        format!("{} scheduled for {} (job {job})", s.target, cairn_domain::user::format_time(s.due)),
                     ),
                     Err(e) => failed(&uid, &e),
                 })
@@ -306,58 +228,36 @@ impl Directory {
     async fn action_one(&self, ctx: &Ctx, action: &Action, uid: &str) -> Result<ActionResult> {
         let state_result = |o: StateOutcome, verb: &str| match o {
             StateOutcome::Changed(u) => done(uid, format!("{} {verb}", u.username)),
-            StateOutcome::Unchanged(u) => {
-                skipped(uid, format!("{} is already {}", u.username, u.state))
-            }
+            StateOutcome::Unchanged(u) => skipped(uid, format!("{} is already {}", u.username, u.state)),
         };
         let profile = |k: &str, v: Value| {
             let mut p = Map::new();
             p.insert(k.into(), v);
-            UserInput {
-                profile: p,
-                ..Default::default()
-            }
+            UserInput { profile: p, ..Default::default() }
         };
         Ok(match action {
-            Action::Activate { mail } => {
-                state_result(self.activate(ctx, uid, mail.clone()).await?, "activated")
-            }
+            Action::Activate { mail } => state_result(self.activate(ctx, uid, mail.clone()).await?, "activated"),
             Action::Suspend => state_result(self.suspend(ctx, uid).await?, "suspended"),
             Action::Delete => {
                 let u = self.delete_user(ctx, uid).await?;
                 done(uid, format!("{} deleted", u.username))
             }
-            Action::CancelSchedule { state } => {
-                match self.cancel_user_schedules(ctx, uid, *state).await? {
-                    0 => skipped(uid, "no pending schedule"),
-                    n => done(uid, format!("{n} pending schedule(s) canceled")),
-                }
-            }
-            Action::AddToGroup { group_id } => {
-                match self.change_membership(ctx, group_id, uid, true).await? {
-                    true => done(uid, "added to the group"),
-                    false => skipped(uid, "already a member"),
-                }
-            }
-            Action::RemoveFromGroup { group_id } => {
-                match self.change_membership(ctx, group_id, uid, false).await? {
-                    true => done(uid, "removed from the group"),
-                    false => skipped(uid, "not a member"),
-                }
-            }
+            Action::CancelSchedule { state } => match self.cancel_user_schedules(ctx, uid, *state).await? {
+                0 => skipped(uid, "no pending schedule"),
+                n => done(uid, format!("{n} pending schedule(s) canceled")),
+            },
+            Action::AddToGroup { group_id } => match self.change_membership(ctx, group_id, uid, true).await? {
+                true => done(uid, "added to the group"),
+                false => skipped(uid, "already a member"),
+            },
+            Action::RemoveFromGroup { group_id } => match self.change_membership(ctx, group_id, uid, false).await? {
+                true => done(uid, "removed from the group"),
+                false => skipped(uid, "not a member"),
+            },
             Action::SetMfaRequired { required } => {
-                let (u, changed) = self
-                    .update_user_from(
-                        ctx,
-                        uid,
-                        profile("enable_user_portal_multifactor", json!(required)),
-                    )
-                    .await?;
-                let what = if *required {
-                    "required"
-                } else {
-                    "not required"
-                };
+                let (u, changed) =
+                    self.update_user_from(ctx, uid, profile("enable_user_portal_multifactor", json!(required))).await?;
+                let what = if *required { "required" } else { "not required" };
                 if changed {
                     done(uid, format!("MFA {what} for {}", u.username))
                 } else {
@@ -366,43 +266,25 @@ impl Directory {
             }
             Action::SetPasswordAuthority { authority } => {
                 let v = PasswordAuthority::restricted_fields(*authority);
-                let (u, changed) = self
-                    .update_user_from(ctx, uid, profile("restrictedFields", v))
-                    .await?;
+                let (u, changed) = self.update_user_from(ctx, uid, profile("restrictedFields", v)).await?;
                 let what = authority.map(|a| a.as_str()).unwrap_or("none");
                 if changed {
-                    done(
-                        uid,
-                        format!("password authority of {} set to {what}", u.username),
-                    )
+                    done(uid, format!("password authority of {} set to {what}", u.username))
                 } else {
-                    skipped(
-                        uid,
-                        format!("password authority of {} is already {what}", u.username),
-                    )
+                    skipped(uid, format!("password authority of {} is already {what}", u.username))
                 }
             }
             Action::SetDelegatedAuthority { authority } => {
                 let v = authority.clone().unwrap_or(Value::Null);
-                let (u, changed) = self
-                    .update_user_from(ctx, uid, profile("delegatedAuthority", v))
-                    .await?;
+                let (u, changed) = self.update_user_from(ctx, uid, profile("delegatedAuthority", v)).await?;
                 if changed {
-                    done(
-                        uid,
-                        format!("delegated authority of {} updated", u.username),
-                    )
+                    done(uid, format!("delegated authority of {} updated", u.username))
                 } else {
-                    skipped(
-                        uid,
-                        format!("delegated authority of {} unchanged", u.username),
-                    )
+                    skipped(uid, format!("delegated authority of {} unchanged", u.username))
                 }
             }
             Action::ScheduleState(_) => {
-                return Err(Error::Internal(
-                    "schedule_state is run for all users at once".into(),
-                ))
+                return Err(Error::Internal("schedule_state is run for all users at once".into()))
             }
         })
     }

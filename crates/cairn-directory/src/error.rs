@@ -43,9 +43,7 @@ impl From<DomainError> for Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {
-            StoreError::Conflict(field) => {
-                Error::Conflict(format!("another record already has this {field}"))
-            }
+            StoreError::Conflict(field) => Error::Conflict(format!("another record already has this {field}")),
             other => {
                 tracing::error!(error = %other, "store error");
                 Error::Internal(other.to_string())

@@ -22,19 +22,12 @@ impl GroupInput {
         };
         let mut g = GroupInput::default();
         let mut errors = Vec::new();
-        let opt_text = |k: &str,
-                        v: &Value,
-                        max: usize,
-                        errors: &mut Vec<FieldError>|
-         -> Option<Option<String>> {
+        let opt_text = |k: &str, v: &Value, max: usize, errors: &mut Vec<FieldError>| -> Option<Option<String>> {
             match v {
                 Value::Null => Some(None),
                 Value::String(s) if s.chars().count() <= max => Some(Some(s.clone())),
                 Value::String(_) => {
-                    errors.push(FieldError::new(
-                        k,
-                        format!("must be at most {max} characters"),
-                    ));
+                    errors.push(FieldError::new(k, format!("must be at most {max} characters")));
                     None
                 }
                 _ => {
@@ -46,9 +39,7 @@ impl GroupInput {
         for (k, v) in obj {
             match k.as_str() {
                 "name" => match v.as_str().map(str::trim) {
-                    Some(n) if !n.is_empty() && n.chars().count() <= 255 => {
-                        g.name = Some(n.to_string())
-                    }
+                    Some(n) if !n.is_empty() && n.chars().count() <= 255 => g.name = Some(n.to_string()),
                     Some(_) => errors.push(FieldError::new("name", "must be 1 to 255 characters")),
                     None => errors.push(FieldError::new("name", "must be a string")),
                 },
@@ -58,23 +49,17 @@ impl GroupInput {
                     Some("NOTSET" | "STATIC") | None if !v.is_string() || v.as_str().is_some() => {
                         g.membership_method = Some(v.as_str().map(String::from))
                     }
-                    _ => errors.push(FieldError::new(
-                        k,
-                        "Cairn supports NOTSET and STATIC membership",
-                    )),
+                    _ => errors.push(FieldError::new(k, "Cairn supports NOTSET and STATIC membership")),
                 },
                 "attributes" => match v {
-                    Value::Object(_) | Value::Null => {
-                        g.attributes = Some((!v.is_null()).then(|| v.clone()))
-                    }
+                    Value::Object(_) | Value::Null => g.attributes = Some((!v.is_null()).then(|| v.clone())),
                     _ => errors.push(FieldError::new(k, "must be an object")),
                 },
                 // Read-only fields a client may echo back from a GET.
                 "id" | "type" => {}
-                other => errors.push(FieldError::new(
-                    other,
-                    "is not a field of a user group (JumpCloud UserGroupPost)",
-                )),
+                other => {
+                    errors.push(FieldError::new(other, "is not a field of a user group (JumpCloud UserGroupPost)"))
+                }
             }
         }
         if creating && g.name.is_none() && !errors.iter().any(|e| e.field == "name") {
@@ -94,32 +79,15 @@ pub fn group_json(g: &Group) -> Value {
     m.insert("id".into(), g.id.clone().into());
     m.insert("name".into(), g.name.clone().into());
     m.insert("type".into(), "user_group".into());
-    m.insert(
-        "description".into(),
-        g.description.clone().unwrap_or_default().into(),
-    );
+    m.insert("description".into(), g.description.clone().unwrap_or_default().into());
     m.insert("email".into(), g.email.clone().unwrap_or_default().into());
-    m.insert(
-        "membershipMethod".into(),
-        g.membership_method
-            .clone()
-            .unwrap_or_else(|| "STATIC".into())
-            .into(),
-    );
-    m.insert(
-        "attributes".into(),
-        g.attributes.clone().unwrap_or(Value::Null),
-    );
+    m.insert("membershipMethod".into(), g.membership_method.clone().unwrap_or_else(|| "STATIC".into()).into());
+    m.insert("attributes".into(), g.attributes.clone().unwrap_or(Value::Null));
     Value::Object(m)
 }
 
 fn gid_of(attributes: &Option<Value>) -> Option<i64> {
-    attributes
-        .as_ref()?
-        .get("posixGroups")?
-        .get(0)?
-        .get("id")?
-        .as_i64()
+    attributes.as_ref()?.get("posixGroups")?.get(0)?.get("id")?.as_i64()
 }
 
 impl Directory {
@@ -140,19 +108,10 @@ impl Directory {
         };
         let mut tx = self.store().begin().await?;
         if tx.db().group_by_name(&g.name).await?.is_some() {
-            return Err(Error::Conflict(format!(
-                "a group named '{}' already exists",
-                g.name
-            )));
+            return Err(Error::Conflict(format!("a group named '{}' already exists", g.name)));
         }
         tx.db().insert_group(&g).await?;
-        let ev = self.event(
-            ctx,
-            "group_create",
-            Some(("group", &g.id, &g.name)),
-            vec![],
-            group_json(&g),
-        );
+        let ev = self.event(ctx, "group_create", Some(("group", &g.id, &g.name)), vec![], group_json(&g));
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(g)
@@ -164,12 +123,8 @@ impl Directory {
         let old = load_group(&mut tx.db(), id).await?;
         let mut g = old.clone();
         if let Some(n) = input.name {
-            if n.to_lowercase() != old.name.to_lowercase()
-                && tx.db().group_by_name(&n).await?.is_some()
-            {
-                return Err(Error::Conflict(format!(
-                    "a group named '{n}' already exists"
-                )));
+            if n.to_lowercase() != old.name.to_lowercase() && tx.db().group_by_name(&n).await?.is_some() {
+                return Err(Error::Conflict(format!("a group named '{n}' already exists")));
             }
             g.name = n;
         }
@@ -192,13 +147,7 @@ impl Directory {
         }
         g.updated = self.now();
         tx.db().update_group(&g).await?;
-        let ev = self.event(
-            ctx,
-            "group_update",
-            Some(("group", &g.id, &g.name)),
-            changes,
-            json!({}),
-        );
+        let ev = self.event(ctx, "group_update", Some(("group", &g.id, &g.name)), changes, json!({}));
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(g)
@@ -208,13 +157,7 @@ impl Directory {
         let mut tx = self.store().begin().await?;
         let g = load_group(&mut tx.db(), id).await?;
         tx.db().delete_group(id).await?;
-        let ev = self.event(
-            ctx,
-            "group_delete",
-            Some(("group", &g.id, &g.name)),
-            vec![],
-            group_json(&g),
-        );
+        let ev = self.event(ctx, "group_delete", Some(("group", &g.id, &g.name)), vec![], group_json(&g));
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(g)
@@ -225,25 +168,14 @@ impl Directory {
         load_group(&mut c.db(), id).await
     }
 
-    pub async fn list_groups(
-        &self,
-        name: Option<&str>,
-        limit: i64,
-        skip: i64,
-    ) -> Result<(i64, Vec<Group>)> {
+    pub async fn list_groups(&self, name: Option<&str>, limit: i64, skip: i64) -> Result<(i64, Vec<Group>)> {
         let mut c = self.store().read().await?;
         Ok(c.db().list_groups(name, limit, skip).await?)
     }
 
     /// Adds or removes one user; returns whether membership changed. Repeating an add or a
     /// remove is not an error.
-    pub async fn change_membership(
-        &self,
-        ctx: &Ctx,
-        group_id: &str,
-        user_id: &str,
-        add: bool,
-    ) -> Result<bool> {
+    pub async fn change_membership(&self, ctx: &Ctx, group_id: &str, user_id: &str, add: bool) -> Result<bool> {
         let mut tx = self.store().begin().await?;
         let g = load_group(&mut tx.db(), group_id).await?;
         let u = load_user(&mut tx.db(), user_id).await?;
@@ -253,11 +185,7 @@ impl Directory {
             tx.db().remove_member(&g.id, &u.id).await?
         };
         if changed {
-            let action = if add {
-                "group_member_add"
-            } else {
-                "group_member_remove"
-            };
+            let action = if add { "group_member_add" } else { "group_member_remove" };
             let ev = self.event(
                 ctx,
                 action,
@@ -271,12 +199,7 @@ impl Directory {
         Ok(changed)
     }
 
-    pub async fn group_members(
-        &self,
-        group_id: &str,
-        limit: i64,
-        skip: i64,
-    ) -> Result<(i64, Vec<String>)> {
+    pub async fn group_members(&self, group_id: &str, limit: i64, skip: i64) -> Result<(i64, Vec<String>)> {
         let mut c = self.store().read().await?;
         load_group(&mut c.db(), group_id).await?;
         Ok(c.db().group_members(group_id, limit, skip).await?)
@@ -294,7 +217,5 @@ pub(crate) async fn load_group(db: &mut cairn_store::Db<'_>, id: &str) -> Result
     if !cairn_domain::id::is_object_id(id) {
         return Err(Error::NotFound(format!("no group with id '{id}'")));
     }
-    db.get_group(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no group with id '{id}'")))
+    db.get_group(id).await?.ok_or_else(|| Error::NotFound(format!("no group with id '{id}'")))
 }

@@ -38,13 +38,7 @@ impl Directory {
         self.insert_apikey(ctx, name, role, generate_key()).await
     }
 
-    async fn insert_apikey(
-        &self,
-        ctx: &Ctx,
-        name: &str,
-        role: Role,
-        secret: String,
-    ) -> Result<NewApiKey> {
+    async fn insert_apikey(&self, ctx: &Ctx, name: &str, role: Role, secret: String) -> Result<NewApiKey> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 255 {
             return Err(Error::invalid("name", "must be 1 to 255 characters"));
@@ -73,10 +67,7 @@ impl Directory {
         );
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
-        Ok(NewApiKey {
-            key,
-            secret: Secret::new(secret),
-        })
+        Ok(NewApiKey { key, secret: Secret::new(secret) })
     }
 
     pub async fn list_apikeys(&self) -> Result<Vec<ApiKey>> {
@@ -86,19 +77,9 @@ impl Directory {
 
     pub async fn delete_apikey(&self, ctx: &Ctx, id: &str) -> Result<ApiKey> {
         let mut tx = self.store().begin().await?;
-        let key = tx
-            .db()
-            .get_apikey(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no API key with id '{id}'")))?;
+        let key = tx.db().get_apikey(id).await?.ok_or_else(|| Error::NotFound(format!("no API key with id '{id}'")))?;
         tx.db().delete_apikey(id).await?;
-        let ev = self.event(
-            ctx,
-            "apikey_delete",
-            Some(("apikey", &key.id, &key.name)),
-            vec![],
-            json!({}),
-        );
+        let ev = self.event(ctx, "apikey_delete", Some(("apikey", &key.id, &key.name)), vec![], json!({}));
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(key)
@@ -133,30 +114,18 @@ impl Directory {
         let org = self.organization().await?;
         let (password, generated) = match password {
             Some(p) => {
-                check_password(&org.settings.password_policy, p.expose())
-                    .map_err(|m| Error::invalid("password", m))?;
+                check_password(&org.settings.password_policy, p.expose()).map_err(|m| Error::invalid("password", m))?;
                 (p, false)
             }
-            None => (
-                Secret::new(Alphanumeric.sample_string(&mut rand::thread_rng(), 20)),
-                true,
-            ),
+            None => (Secret::new(Alphanumeric.sample_string(&mut rand::thread_rng(), 20)), true),
         };
         let hash = self.hasher().hash(&password).await?;
         let now = self.now();
-        let admin = Admin {
-            id: self.new_id(),
-            email: email.clone(),
-            password_hash: hash,
-            role,
-            created: now,
-            updated: now,
-        };
+        let admin =
+            Admin { id: self.new_id(), email: email.clone(), password_hash: hash, role, created: now, updated: now };
         let mut tx = self.store().begin().await?;
         if tx.db().admin_by_email(&email).await?.is_some() {
-            return Err(Error::Conflict(format!(
-                "an administrator with email '{email}' already exists"
-            )));
+            return Err(Error::Conflict(format!("an administrator with email '{email}' already exists")));
         }
         tx.db().insert_admin(&admin).await?;
         let ev = self.event(
@@ -183,14 +152,11 @@ impl Directory {
         let ctx = Ctx::new(cairn_domain::Actor::system(), "system", None);
         match bootstrap_key {
             Some(k) if keys == 0 => {
-                self.insert_apikey(&ctx, "bootstrap", Role::Admin, k.to_string())
-                    .await?;
+                self.insert_apikey(&ctx, "bootstrap", Role::Admin, k.to_string()).await?;
             }
             Some(_) => {}
             None if admins == 0 && keys == 0 => {
-                let (admin, pw) = self
-                    .create_admin(&ctx, "admin@localhost", None, Role::Admin)
-                    .await?;
+                let (admin, pw) = self.create_admin(&ctx, "admin@localhost", None, Role::Admin).await?;
                 let key = self.create_apikey(&ctx, "bootstrap", Role::Admin).await?;
                 out.admin_email = Some(admin.email);
                 out.admin_password = pw;

@@ -45,22 +45,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(actor: Actor, source: &str, client_addr: Option<String>) -> Ctx {
-        Ctx {
-            actor,
-            source: source.into(),
-            client_addr,
-        }
+        Ctx { actor, source: source.into(), client_addr }
     }
     pub fn cli() -> Ctx {
-        Ctx::new(
-            Actor {
-                kind: "system".into(),
-                id: None,
-                name: Some("cli".into()),
-            },
-            "cli",
-            None,
-        )
+        Ctx::new(Actor { kind: "system".into(), id: None, name: Some("cli".into()) }, "cli", None)
     }
 }
 
@@ -132,9 +120,7 @@ impl Directory {
             let id = self.new_id();
             let settings = OrgSettings::default();
             let body = serde_json::to_string(&settings).expect("settings serialize");
-            tx.db()
-                .put_organization(&id, &settings.name, &body, self.now())
-                .await?;
+            tx.db().put_organization(&id, &settings.name, &body, self.now()).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -153,25 +139,14 @@ impl Directory {
         let old = serde_json::to_value(&org.settings).expect("settings serialize");
         let new = serde_json::to_value(&settings).expect("settings serialize");
         let changes = json_changes("settings", &old, &new);
-        tx.db()
-            .put_organization(&org.id, &settings.name, &new.to_string(), org.created)
-            .await?;
+        tx.db().put_organization(&org.id, &settings.name, &new.to_string(), org.created).await?;
         if !changes.is_empty() {
-            let ev = self.event(
-                ctx,
-                "settings_update",
-                Some(("organization", &org.id, &settings.name)),
-                changes,
-                json!({}),
-            );
+            let ev =
+                self.event(ctx, "settings_update", Some(("organization", &org.id, &settings.name)), changes, json!({}));
             tx.db().insert_event(&ev).await?;
         }
         tx.commit().await?;
-        Ok(Organization {
-            settings,
-            name: org.name.clone(),
-            ..org
-        })
+        Ok(Organization { settings, name: org.name.clone(), ..org })
     }
 
     pub async fn list_events(&self, q: &EventQuery) -> Result<(i64, Vec<Event>)> {
@@ -206,17 +181,13 @@ impl Directory {
 }
 
 pub(crate) async fn org_of(db: &mut Db<'_>) -> Result<Organization> {
-    let (id, name, settings, created) = db.organization().await?.ok_or_else(|| {
-        Error::Internal("the organization is missing: run `cairn migrate`".into())
-    })?;
-    let settings: OrgSettings = serde_json::from_str(&settings)
-        .map_err(|e| Error::Internal(format!("stored settings are unreadable: {e}")))?;
-    Ok(Organization {
-        id,
-        name,
-        settings,
-        created,
-    })
+    let (id, name, settings, created) = db
+        .organization()
+        .await?
+        .ok_or_else(|| Error::Internal("the organization is missing: run `cairn migrate`".into()))?;
+    let settings: OrgSettings =
+        serde_json::from_str(&settings).map_err(|e| Error::Internal(format!("stored settings are unreadable: {e}")))?;
+    Ok(Organization { id, name, settings, created })
 }
 
 /// Leaf-level differences between two JSON documents, as audit changes.
@@ -229,11 +200,7 @@ pub(crate) fn json_changes(prefix: &str, old: &Value, new: &Value) -> Vec<Change
                 out.extend(json_changes(&path, a.get(k).unwrap_or(&Value::Null), v));
             }
         }
-        (a, b) if a != b => out.push(Change {
-            field: prefix.to_string(),
-            old: a.clone(),
-            new: b.clone(),
-        }),
+        (a, b) if a != b => out.push(Change { field: prefix.to_string(), old: a.clone(), new: b.clone() }),
         _ => {}
     }
     out

@@ -34,22 +34,13 @@ impl Directory {
 
     /// Suspends now; every session and token of the user ends in the same transaction.
     pub async fn suspend(&self, ctx: &Ctx, id: &str) -> Result<StateOutcome> {
-        self.set_state(ctx, id, State::Suspended, MailChoice::None)
-            .await
+        self.set_state(ctx, id, State::Suspended, MailChoice::None).await
     }
 
-    pub async fn set_state(
-        &self,
-        ctx: &Ctx,
-        id: &str,
-        to: State,
-        mail: MailChoice,
-    ) -> Result<StateOutcome> {
+    pub async fn set_state(&self, ctx: &Ctx, id: &str, to: State, mail: MailChoice) -> Result<StateOutcome> {
         let mut tx = self.store().begin().await?;
         let user = load_user(&mut tx.db(), id).await?;
-        let out = self
-            .apply_state(&mut tx.db(), ctx, user, to, mail, json!({}))
-            .await?;
+        let out = self.apply_state(&mut tx.db(), ctx, user, to, mail, json!({})).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -73,11 +64,7 @@ impl Directory {
         new.state = to;
         new.updated = self.now();
         db.update_user(&new).await?;
-        let revoked = if to == State::Suspended {
-            db.revoke_user_access(&new.id).await?
-        } else {
-            0
-        };
+        let revoked = if to == State::Suspended { db.revoke_user_access(&new.id).await? } else { 0 };
         let mut detail = detail;
         detail["from"] = json!(from);
         detail["to"] = json!(to);
@@ -87,23 +74,9 @@ impl Directory {
         if to == State::Suspended {
             detail["revoked_sessions_and_tokens"] = json!(revoked);
         }
-        let action = if to == State::Activated {
-            "user_activate"
-        } else {
-            "user_suspend"
-        };
-        let changes = vec![Change {
-            field: "state".into(),
-            old: json!(from),
-            new: json!(to),
-        }];
-        let ev = self.event(
-            ctx,
-            action,
-            Some(("user", &new.id, &new.username)),
-            changes,
-            detail,
-        );
+        let action = if to == State::Activated { "user_activate" } else { "user_suspend" };
+        let changes = vec![Change { field: "state".into(), old: json!(from), new: json!(to) }];
+        let ev = self.event(ctx, action, Some(("user", &new.id, &new.username)), changes, detail);
         db.insert_event(&ev).await?;
         Ok(StateOutcome::Changed(new))
     }

@@ -18,11 +18,7 @@ pub struct Hasher {
 
 /// OWASP's Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
 pub fn argon2() -> Argon2<'static> {
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(19 * 1024, 2, 1, None).expect("argon2 params"),
-    )
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).expect("argon2 params"))
 }
 
 impl Default for Hasher {
@@ -33,20 +29,12 @@ impl Default for Hasher {
 
 impl Hasher {
     pub fn new() -> Hasher {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Hasher {
-            permits: Arc::new(Semaphore::new(n)),
-        }
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Hasher { permits: Arc::new(Semaphore::new(n)) }
     }
 
     pub async fn hash(&self, password: &Secret) -> Result<Secret> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("hasher closed".into()))?;
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Internal("hasher closed".into()))?;
         let pw = password.clone();
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
@@ -61,19 +49,13 @@ impl Hasher {
 
     /// Constant-time verification against a stored PHC string.
     pub async fn verify(&self, password: &Secret, hash: &Secret) -> Result<bool> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("hasher closed".into()))?;
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Internal("hasher closed".into()))?;
         let pw = password.clone();
         let hash = hash.clone();
         tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(hash.expose())
                 .map_err(|e| Error::Internal(format!("stored hash unreadable: {e}")))?;
-            Ok(argon2()
-                .verify_password(pw.expose().as_bytes(), &parsed)
-                .is_ok())
+            Ok(argon2().verify_password(pw.expose().as_bytes(), &parsed).is_ok())
         })
         .await
         .map_err(|e| Error::Internal(format!("verify task failed: {e}")))?

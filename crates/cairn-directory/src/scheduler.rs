@@ -31,52 +31,27 @@ pub struct ScheduleRequest {
 
 /// Parses an instant: RFC 3339 with an offset, or a local date-time (JumpCloud sends
 /// `2020-01-01T02:00:00`) read in `zone` (an IANA name), UTC when no zone is given.
-pub fn parse_instant(
-    s: &str,
-    zone: Option<&str>,
-    field: &str,
-) -> std::result::Result<DateTime<Utc>, FieldError> {
+pub fn parse_instant(s: &str, zone: Option<&str>, field: &str) -> std::result::Result<DateTime<Utc>, FieldError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         if zone.is_some() {
-            return Err(FieldError::new(
-                "time_zone",
-                "give either an offset in start_date or a time_zone, not both",
-            ));
+            return Err(FieldError::new("time_zone", "give either an offset in start_date or a time_zone, not both"));
         }
         return Ok(t.with_timezone(&Utc));
     }
-    let naive = [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-    .ok_or_else(|| {
-        FieldError::new(
-            field,
-            format!("'{s}' is not a date-time such as 2026-01-31T09:00:00Z"),
-        )
-    })?;
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .ok_or_else(|| FieldError::new(field, format!("'{s}' is not a date-time such as 2026-01-31T09:00:00Z")))?;
     match zone {
         None => Ok(Utc.from_utc_datetime(&naive)),
         Some(z) => {
             let tz: chrono_tz::Tz = z.parse().map_err(|_| {
-                FieldError::new(
-                    "time_zone",
-                    format!("'{z}' is not an IANA time zone such as Europe/Paris"),
-                )
+                FieldError::new("time_zone", format!("'{z}' is not an IANA time zone such as Europe/Paris"))
             })?;
             tz.from_local_datetime(&naive)
                 .earliest()
                 .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| {
-                    FieldError::new(
-                        field,
-                        format!("{s} does not exist in {z} (a daylight-saving gap)"),
-                    )
-                })
+                .ok_or_else(|| FieldError::new(field, format!("{s} does not exist in {z} (a daylight-saving gap)")))
         }
     }
 }
@@ -99,10 +74,7 @@ impl ScheduleRequest {
                     | "activation_email_override"
                     | "time_zone"
             ) {
-                errors.push(FieldError::new(
-                    k.clone(),
-                    "is not a field of a scheduled state change",
-                ));
+                errors.push(FieldError::new(k.clone(), "is not a field of a scheduled state change"));
             }
         }
         let user_ids = parse_user_ids(obj.get("user_ids")).unwrap_or_else(|e| {
@@ -121,20 +93,14 @@ impl ScheduleRequest {
             None | Some(Value::Null) => None,
             Some(Value::String(z)) => Some(z.as_str()),
             Some(_) => {
-                errors.push(FieldError::new(
-                    "time_zone",
-                    "must be an IANA time zone name",
-                ));
+                errors.push(FieldError::new("time_zone", "must be an IANA time zone name"));
                 None
             }
         };
         let at = match obj.get("start_date").and_then(Value::as_str) {
             Some(s) => match parse_instant(s, zone, "start_date") {
                 Ok(t) if t <= now => {
-                    errors.push(FieldError::new(
-                        "start_date",
-                        format!("{} is in the past", format_time(t)),
-                    ));
+                    errors.push(FieldError::new("start_date", format!("{} is in the past", format_time(t))));
                     None
                 }
                 Ok(t) => Some(t),
@@ -144,10 +110,7 @@ impl ScheduleRequest {
                 }
             },
             _ => {
-                errors.push(FieldError::new(
-                    "start_date",
-                    "is required (e.g. 2026-01-31T09:00:00Z)",
-                ));
+                errors.push(FieldError::new("start_date", "is required (e.g. 2026-01-31T09:00:00Z)"));
                 None
             }
         };
@@ -155,10 +118,7 @@ impl ScheduleRequest {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => {
-                errors.push(FieldError::new(
-                    "send_activation_emails",
-                    "must be true or false",
-                ));
+                errors.push(FieldError::new("send_activation_emails", "must be true or false"));
                 None
             }
         };
@@ -167,10 +127,7 @@ impl ScheduleRequest {
             Some(v) => match MailChoice::from_flag(Some(v), "activation_email_override") {
                 Ok(MailChoice::To(a)) => Some(a),
                 Ok(_) => {
-                    errors.push(FieldError::new(
-                        "activation_email_override",
-                        "must be an e-mail address",
-                    ));
+                    errors.push(FieldError::new("activation_email_override", "must be an e-mail address"));
                     None
                 }
                 Err(e) => {
@@ -180,22 +137,13 @@ impl ScheduleRequest {
             },
         };
         if override_to.is_some() && user_ids.len() > 1 {
-            errors.push(FieldError::new(
-                "activation_email_override",
-                "can only be used with a single user",
-            ));
+            errors.push(FieldError::new("activation_email_override", "can only be used with a single user"));
         }
         if override_to.is_some() && state == Some(State::Suspended) {
-            errors.push(FieldError::new(
-                "activation_email_override",
-                "applies to scheduled activations only",
-            ));
+            errors.push(FieldError::new("activation_email_override", "applies to scheduled activations only"));
         }
         if send.is_some() && state == Some(State::Suspended) {
-            errors.push(FieldError::new(
-                "send_activation_emails",
-                "applies to scheduled activations only",
-            ));
+            errors.push(FieldError::new("send_activation_emails", "applies to scheduled activations only"));
         }
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
@@ -206,12 +154,7 @@ impl ScheduleRequest {
             (_, Some(a)) => MailChoice::To(a),
             _ => MailChoice::Default,
         };
-        Ok(ScheduleRequest {
-            user_ids,
-            state: state.unwrap_or(State::Activated),
-            at: at.unwrap_or(now),
-            mail,
-        })
+        Ok(ScheduleRequest { user_ids, state: state.unwrap_or(State::Activated), at: at.unwrap_or(now), mail })
     }
 }
 
@@ -224,10 +167,7 @@ pub fn parse_user_ids(v: Option<&Value>) -> std::result::Result<Vec<String>, Fie
         return Err(FieldError::new("user_ids", "must name at least one user"));
     }
     if a.len() > MAX_SCHEDULE_USERS {
-        return Err(FieldError::new(
-            "user_ids",
-            format!("at most {MAX_SCHEDULE_USERS} users per request"),
-        ));
+        return Err(FieldError::new("user_ids", format!("at most {MAX_SCHEDULE_USERS} users per request")));
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(a.len());
@@ -243,15 +183,7 @@ pub fn parse_user_ids(v: Option<&Value>) -> std::result::Result<Vec<String>, Fie
 }
 
 fn scheduler_ctx() -> Ctx {
-    Ctx::new(
-        Actor {
-            kind: "scheduler".into(),
-            id: None,
-            name: Some("scheduler".into()),
-        },
-        "scheduler",
-        None,
-    )
+    Ctx::new(Actor { kind: "scheduler".into(), id: None, name: Some("scheduler".into()) }, "scheduler", None)
 }
 
 impl Directory {
@@ -277,12 +209,7 @@ impl Directory {
             };
             if let Some(old) = tx.db().pending_schedule(&user.id, req.state).await? {
                 tx.db()
-                    .finish_schedule(
-                        &old.id,
-                        ScheduleStatus::Replaced,
-                        now,
-                        Some("replaced by a newer schedule"),
-                    )
+                    .finish_schedule(&old.id, ScheduleStatus::Replaced, now, Some("replaced by a newer schedule"))
                     .await?;
                 let ev = self.event(
                     ctx,
@@ -340,19 +267,14 @@ impl Directory {
     /// schedule id is accepted too.
     pub async fn cancel_job(&self, ctx: &Ctx, job_id: &str) -> Result<usize> {
         let mut tx = self.store().begin().await?;
-        let (_, mut list) = tx
-            .db()
-            .pending_schedules(None, Some(job_id), i64::MAX, 0)
-            .await?;
+        let (_, mut list) = tx.db().pending_schedules(None, Some(job_id), i64::MAX, 0).await?;
         if list.is_empty() {
             // Also accept the id of a single schedule.
             let (_, all) = tx.db().pending_schedules(None, None, i64::MAX, 0).await?;
             list = all.into_iter().filter(|s| s.id == job_id).collect();
         }
         if list.is_empty() {
-            return Err(Error::NotFound(format!(
-                "no pending scheduled state change with id '{job_id}'"
-            )));
+            return Err(Error::NotFound(format!("no pending scheduled state change with id '{job_id}'")));
         }
         for s in &list {
             self.cancel_one(&mut tx.db(), ctx, s).await?;
@@ -362,23 +284,12 @@ impl Directory {
     }
 
     /// Cancels a user's pending schedules (of one target state, or all); how many.
-    pub async fn cancel_user_schedules(
-        &self,
-        ctx: &Ctx,
-        user_id: &str,
-        state: Option<State>,
-    ) -> Result<usize> {
+    pub async fn cancel_user_schedules(&self, ctx: &Ctx, user_id: &str, state: Option<State>) -> Result<usize> {
         let mut tx = self.store().begin().await?;
         load_user(&mut tx.db(), user_id).await?;
-        let (_, list) = tx
-            .db()
-            .pending_schedules(Some(user_id), None, i64::MAX, 0)
-            .await?;
+        let (_, list) = tx.db().pending_schedules(Some(user_id), None, i64::MAX, 0).await?;
         let mut n = 0;
-        for s in list
-            .iter()
-            .filter(|s| state.is_none_or(|st| s.target == st))
-        {
+        for s in list.iter().filter(|s| state.is_none_or(|st| s.target == st)) {
             self.cancel_one(&mut tx.db(), ctx, s).await?;
             n += 1;
         }
@@ -386,22 +297,10 @@ impl Directory {
         Ok(n)
     }
 
-    async fn cancel_one(
-        &self,
-        db: &mut cairn_store::Db<'_>,
-        ctx: &Ctx,
-        s: &Schedule,
-    ) -> Result<()> {
+    async fn cancel_one(&self, db: &mut cairn_store::Db<'_>, ctx: &Ctx, s: &Schedule) -> Result<()> {
         let now = self.now();
-        if db
-            .finish_schedule(&s.id, ScheduleStatus::Canceled, now, Some("canceled"))
-            .await?
-        {
-            let name = db
-                .get_user(&s.user_id)
-                .await?
-                .map(|u| u.username)
-                .unwrap_or_default();
+        if db.finish_schedule(&s.id, ScheduleStatus::Canceled, now, Some("canceled")).await? {
+            let name = db.get_user(&s.user_id).await?.map(|u| u.username).unwrap_or_default();
             let ev = self.event(
                 ctx,
                 "schedule_cancel",
@@ -451,44 +350,25 @@ impl Directory {
         });
         let skipped = match db.get_user(&s.user_id).await? {
             None => Some("the user was deleted".to_string()),
-            Some(user) => match self
-                .apply_state(db, ctx, user, s.target, s.email.clone(), detail.clone())
-                .await
-            {
+            Some(user) => match self.apply_state(db, ctx, user, s.target, s.email.clone(), detail.clone()).await {
                 Ok(StateOutcome::Changed(_)) => None,
-                Ok(StateOutcome::Unchanged(u)) => {
-                    Some(format!("{} is already {}", u.username, u.state))
-                }
+                Ok(StateOutcome::Unchanged(u)) => Some(format!("{} is already {}", u.username, u.state)),
                 // A rule refused it: recorded as skipped with the reason, never retried forever.
-                Err(e @ (Error::Conflict(_) | Error::Invalid(_) | Error::NotFound(_))) => {
-                    Some(e.to_string())
-                }
+                Err(e @ (Error::Conflict(_) | Error::Invalid(_) | Error::NotFound(_))) => Some(e.to_string()),
                 Err(e) => return Err(e),
             },
         };
         match skipped {
             None => {
-                db.finish_schedule(&s.id, ScheduleStatus::Fired, now, None)
-                    .await?;
+                db.finish_schedule(&s.id, ScheduleStatus::Fired, now, None).await?;
             }
             Some(reason) => {
-                db.finish_schedule(&s.id, ScheduleStatus::Skipped, now, Some(&reason))
-                    .await?;
-                let name = db
-                    .get_user(&s.user_id)
-                    .await?
-                    .map(|u| u.username)
-                    .unwrap_or_default();
+                db.finish_schedule(&s.id, ScheduleStatus::Skipped, now, Some(&reason)).await?;
+                let name = db.get_user(&s.user_id).await?.map(|u| u.username).unwrap_or_default();
                 let mut d = detail;
                 d["state"] = json!(s.target);
                 d["reason"] = json!(reason);
-                let mut ev = self.event(
-                    ctx,
-                    "schedule_skip",
-                    Some(("user", &s.user_id, &name)),
-                    vec![],
-                    d,
-                );
+                let mut ev = self.event(ctx, "schedule_skip", Some(("user", &s.user_id, &name)), vec![], d);
                 ev.outcome = "skipped".into();
                 db.insert_event(&ev).await?;
             }
@@ -536,22 +416,9 @@ mod tests {
             parse_instant("2026-07-01T09:00", Some("Europe/Paris"), "d").unwrap(),
             Utc.with_ymd_and_hms(2026, 7, 1, 7, 0, 0).unwrap()
         );
-        assert_eq!(
-            parse_instant("2026-07-01T09:00", Some("Mars/Olympus"), "d")
-                .unwrap_err()
-                .field,
-            "time_zone"
-        );
-        assert_eq!(
-            parse_instant("tomorrow", None, "start_date")
-                .unwrap_err()
-                .field,
-            "start_date"
-        );
-        assert!(
-            parse_instant("2026-03-29T02:30:00", Some("Europe/Paris"), "d").is_err(),
-            "DST gap"
-        );
+        assert_eq!(parse_instant("2026-07-01T09:00", Some("Mars/Olympus"), "d").unwrap_err().field, "time_zone");
+        assert_eq!(parse_instant("tomorrow", None, "start_date").unwrap_err().field, "start_date");
+        assert!(parse_instant("2026-03-29T02:30:00", Some("Europe/Paris"), "d").is_err(), "DST gap");
     }
 
     #[test]
@@ -577,21 +444,14 @@ mod tests {
             }
         };
         assert_eq!(
-            fields(
-                json!({"user_ids": ["a"], "state": "ACTIVATED", "start_date": "2025-01-01T00:00:00Z"})
-            ),
+            fields(json!({"user_ids": ["a"], "state": "ACTIVATED", "start_date": "2025-01-01T00:00:00Z"})),
             ["start_date"]
         );
         assert_eq!(
-            fields(
-                json!({"user_ids": ["a"], "state": "STAGED", "start_date": "2026-02-01T00:00:00Z"})
-            ),
+            fields(json!({"user_ids": ["a"], "state": "STAGED", "start_date": "2026-02-01T00:00:00Z"})),
             ["state"]
         );
-        assert_eq!(
-            fields(json!({"user_ids": ["a"], "state": "ACTIVATED", "start_date": "soon"})),
-            ["start_date"]
-        );
+        assert_eq!(fields(json!({"user_ids": ["a"], "state": "ACTIVATED", "start_date": "soon"})), ["start_date"]);
         assert_eq!(
             fields(
                 json!({"user_ids": ["a", "b"], "state": "ACTIVATED", "start_date": "2026-02-01T00:00:00Z", "activation_email_override": "x@y.io"})
@@ -599,9 +459,7 @@ mod tests {
             ["activation_email_override"]
         );
         assert_eq!(
-            fields(
-                json!({"user_ids": [], "state": "ACTIVATED", "start_date": "2026-02-01T00:00:00Z"})
-            ),
+            fields(json!({"user_ids": [], "state": "ACTIVATED", "start_date": "2026-02-01T00:00:00Z"})),
             ["user_ids"]
         );
         assert_eq!(

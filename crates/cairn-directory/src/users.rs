@@ -12,13 +12,7 @@ use crate::{Ctx, Directory, Organization};
 
 impl Directory {
     /// Creates a user from a JumpCloud `systemuserputpost` body.
-    pub async fn create_user(
-        &self,
-        ctx: &Ctx,
-        body: &Value,
-        source: CreationSource,
-        origin: &str,
-    ) -> Result<User> {
+    pub async fn create_user(&self, ctx: &Ctx, body: &Value, source: CreationSource, origin: &str) -> Result<User> {
         let input = parse_user_input(body, true)?;
         self.create_user_from(ctx, input, source, origin).await
     }
@@ -43,10 +37,7 @@ impl Directory {
         }
         if !profile.contains_key("restrictedFields") {
             if let Some(a) = org.settings.default_password_authority() {
-                profile.insert(
-                    "restrictedFields".into(),
-                    PasswordAuthority::restricted_fields(Some(a)),
-                );
+                profile.insert("restrictedFields".into(), PasswordAuthority::restricted_fields(Some(a)));
             }
         }
         let state = match (input.state, input.suspended) {
@@ -56,12 +47,8 @@ impl Directory {
         };
         let user = User {
             id: self.new_id(),
-            username: input
-                .username
-                .ok_or_else(|| Error::invalid("username", "is required"))?,
-            email: input
-                .email
-                .ok_or_else(|| Error::invalid("email", "is required"))?,
+            username: input.username.ok_or_else(|| Error::invalid("username", "is required"))?,
+            email: input.email.ok_or_else(|| Error::invalid("email", "is required"))?,
             state,
             created: now,
             updated: now,
@@ -83,11 +70,7 @@ impl Directory {
             .to_json(&org.id)
             .into_iter()
             .filter(|(k, v)| !v.is_null() && k != "_id" && k != "organization")
-            .map(|(k, v)| Change {
-                field: k,
-                old: Value::Null,
-                new: v,
-            })
+            .map(|(k, v)| Change { field: k, old: Value::Null, new: v })
             .collect();
         let ev = self.event(
             ctx,
@@ -109,12 +92,7 @@ impl Directory {
 
     /// Applies validated input; also says whether anything changed. A state change goes
     /// through the same path as activate and suspend (its own event, revocation).
-    pub async fn update_user_from(
-        &self,
-        ctx: &Ctx,
-        id: &str,
-        input: UserInput,
-    ) -> Result<(User, bool)> {
+    pub async fn update_user_from(&self, ctx: &Ctx, id: &str, input: UserInput) -> Result<(User, bool)> {
         let org = self.organization().await?;
         let mut tx = self.store().begin().await?;
         let old = load_user(&mut tx.db(), id).await?;
@@ -184,16 +162,7 @@ impl Directory {
             tx.db().insert_event(&ev).await?;
         }
         if let Some(to) = target {
-            let out = self
-                .apply_state(
-                    &mut tx.db(),
-                    ctx,
-                    user.clone(),
-                    to,
-                    MailChoice::Default,
-                    json!({}),
-                )
-                .await?;
+            let out = self.apply_state(&mut tx.db(), ctx, user.clone(), to, MailChoice::Default, json!({})).await?;
             if let StateOutcome::Changed(u) = out {
                 user = u;
                 changed = true;
@@ -233,26 +202,14 @@ impl Directory {
     }
 
     /// Checks the policy and hashes; `None` when no password was given.
-    async fn checked_hash(
-        &self,
-        org: &Organization,
-        pw: Option<&Secret>,
-    ) -> Result<Option<Secret>> {
+    async fn checked_hash(&self, org: &Organization, pw: Option<&Secret>) -> Result<Option<Secret>> {
         let Some(pw) = pw else { return Ok(None) };
-        check_password(&org.settings.password_policy, pw.expose())
-            .map_err(|m| Error::invalid("password", m))?;
+        check_password(&org.settings.password_policy, pw.expose()).map_err(|m| Error::invalid("password", m))?;
         Ok(Some(self.hasher().hash(pw).await?))
     }
 
     async fn check_unique(&self, db: &mut Db<'_>, u: &User) -> Result<()> {
-        let taken = db
-            .user_conflicts(
-                &u.username,
-                &u.email,
-                u.text("employeeIdentifier"),
-                Some(&u.id),
-            )
-            .await?;
+        let taken = db.user_conflicts(&u.username, &u.email, u.text("employeeIdentifier"), Some(&u.id)).await?;
         if taken.is_empty() {
             return Ok(());
         }
@@ -261,16 +218,10 @@ impl Directory {
             .map(|f| match *f {
                 "username" => format!("username '{}'", u.username),
                 "email" => format!("email '{}'", u.email),
-                _ => format!(
-                    "employeeIdentifier '{}'",
-                    u.text("employeeIdentifier").unwrap_or("")
-                ),
+                _ => format!("employeeIdentifier '{}'", u.text("employeeIdentifier").unwrap_or("")),
             })
             .collect();
-        Err(Error::Conflict(format!(
-            "a user with {} already exists",
-            what.join(" and ")
-        )))
+        Err(Error::Conflict(format!("a user with {} already exists", what.join(" and "))))
     }
 }
 
@@ -278,24 +229,16 @@ pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
     if !cairn_domain::id::is_object_id(id) {
         return Err(Error::NotFound(format!("no user with id '{id}'")));
     }
-    db.get_user(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
+    db.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
 }
 
 async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {
     if let Some(m) = u.text("manager").filter(|m| !m.is_empty()) {
         if m == u.id {
-            return Err(Error::Invalid(vec![FieldError::new(
-                "manager",
-                "a user cannot be their own manager",
-            )]));
+            return Err(Error::Invalid(vec![FieldError::new("manager", "a user cannot be their own manager")]));
         }
         if db.get_user(m).await?.is_none() {
-            return Err(Error::Invalid(vec![FieldError::new(
-                "manager",
-                format!("no user with id '{m}'"),
-            )]));
+            return Err(Error::Invalid(vec![FieldError::new("manager", format!("no user with id '{m}'"))]));
         }
     }
     Ok(())

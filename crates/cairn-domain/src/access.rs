@@ -86,22 +86,8 @@ mod tests {
     use PasswordStatus::*;
     use State::*;
 
-    fn req(
-        state: State,
-        password: PasswordStatus,
-        locked: bool,
-        mfa: (bool, bool),
-        granted: bool,
-    ) -> AccessRequest {
-        AccessRequest {
-            state,
-            password,
-            delegated: false,
-            locked,
-            mfa_required: mfa.0,
-            mfa_presented: mfa.1,
-            granted,
-        }
+    fn req(state: State, password: PasswordStatus, locked: bool, mfa: (bool, bool), granted: bool) -> AccessRequest {
+        AccessRequest { state, password, delegated: false, locked, mfa_required: mfa.0, mfa_presented: mfa.1, granted }
     }
 
     /// Every combination of state × password status × locked × MFA × granted, with the
@@ -142,23 +128,15 @@ mod tests {
 
     #[test]
     fn only_one_combination_per_state_and_password_is_allowed() {
-        let allowed = [
-            (Activated, Active, false, (false, false), true),
-            (Activated, Active, false, (true, true), true),
-        ];
+        let allowed =
+            [(Activated, Active, false, (false, false), true), (Activated, Active, false, (true, true), true)];
         for (s, p, l, m, g) in allowed {
             assert_eq!(decide(&req(s, p, l, m, g)), Ok(()));
         }
         // A staged user with a password and everything else in order still gets nothing.
-        assert_eq!(
-            decide(&req(Staged, Active, false, (false, false), true)),
-            Err(Denial::NotActive)
-        );
+        assert_eq!(decide(&req(Staged, Active, false, (false, false), true)), Err(Denial::NotActive));
         // A suspended user keeps a valid password but gets nothing.
-        assert_eq!(
-            decide(&req(Suspended, Active, false, (true, true), true)),
-            Err(Denial::NotActive)
-        );
+        assert_eq!(decide(&req(Suspended, Active, false, (true, true), true)), Err(Denial::NotActive));
     }
 
     #[test]

@@ -23,20 +23,10 @@ pub struct Field {
 }
 
 const fn text(name: &'static str, column: &'static str) -> Field {
-    Field {
-        name,
-        column,
-        kind: Kind::Text,
-        max_len: 1024,
-    }
+    Field { name, column, kind: Kind::Text, max_len: 1024 }
 }
 const fn of(name: &'static str, column: &'static str, kind: Kind) -> Field {
-    Field {
-        name,
-        column,
-        kind,
-        max_len: 0,
-    }
+    Field { name, column, kind, max_len: 0 }
 }
 
 /// Profile fields: accepted from clients as they are (JumpCloud `systemuserputpost`), stored
@@ -47,12 +37,7 @@ pub const PROFILE: &[Field] = &[
     text("middlename", "middlename"),
     text("lastname", "lastname"),
     text("displayname", "displayname"),
-    Field {
-        name: "employeeIdentifier",
-        column: "employeeidentifier",
-        kind: Kind::Text,
-        max_len: 256,
-    },
+    Field { name: "employeeIdentifier", column: "employeeidentifier", kind: Kind::Text, max_len: 256 },
     text("jobTitle", "jobtitle"),
     text("department", "department"),
     text("company", "company"),
@@ -60,46 +45,21 @@ pub const PROFILE: &[Field] = &[
     text("employeeType", "employeetype"),
     text("location", "location"),
     text("description", "description"),
-    Field {
-        name: "manager",
-        column: "manager",
-        kind: Kind::Text,
-        max_len: 24,
-    },
+    Field { name: "manager", column: "manager", kind: Kind::Text, max_len: 24 },
     text("external_dn", "external_dn"),
     text("external_source_type", "external_source_type"),
     text("managedAppleId", "managedappleid"),
-    Field {
-        name: "public_key",
-        column: "public_key",
-        kind: Kind::Text,
-        max_len: 16384,
-    },
-    text(
-        "external_password_expiration_date",
-        "external_password_expiration_date",
-    ),
+    Field { name: "public_key", column: "public_key", kind: Kind::Text, max_len: 16384 },
+    text("external_password_expiration_date", "external_password_expiration_date"),
     of("sudo", "sudo", Kind::Bool),
     of("passwordless_sudo", "passwordless_sudo", Kind::Bool),
     of("allow_public_key", "allow_public_key", Kind::Bool),
     of("enable_managed_uid", "enable_managed_uid", Kind::Bool),
-    of(
-        "enable_user_portal_multifactor",
-        "enable_user_portal_multifactor",
-        Kind::Bool,
-    ),
+    of("enable_user_portal_multifactor", "enable_user_portal_multifactor", Kind::Bool),
     of("ldap_binding_user", "ldap_binding_user", Kind::Bool),
     of("samba_service_user", "samba_service_user", Kind::Bool),
-    of(
-        "disableDeviceMaxLoginAttempts",
-        "disabledevicemaxloginattempts",
-        Kind::Bool,
-    ),
-    of(
-        "password_never_expires",
-        "password_never_expires",
-        Kind::Bool,
-    ),
+    of("disableDeviceMaxLoginAttempts", "disabledevicemaxloginattempts", Kind::Bool),
+    of("password_never_expires", "password_never_expires", Kind::Bool),
     of("unix_uid", "unix_uid", Kind::Int),
     of("unix_guid", "unix_guid", Kind::Int),
     of("addresses", "addresses", Kind::Json),
@@ -133,24 +93,12 @@ pub const CORE: &[Field] = &[
 
 /// Fields a client may send that are not profile fields: they drive lifecycle and
 /// credentials and are handled by name.
-pub const SPECIAL_INPUT: &[&str] = &[
-    "username",
-    "email",
-    "password",
-    "state",
-    "suspended",
-    "activated",
-    "account_locked",
-];
+pub const SPECIAL_INPUT: &[&str] =
+    &["username", "email", "password", "state", "suspended", "activated", "account_locked"];
 
 /// Fields only computed for output (accepted in `fields=` projections).
-pub const DERIVED: &[&str] = &[
-    "suspended",
-    "organization",
-    "password_expiration_date",
-    "mfaEnrollment",
-    "scheduledStateChanges",
-];
+pub const DERIVED: &[&str] =
+    &["suspended", "organization", "password_expiration_date", "mfaEnrollment", "scheduledStateChanges"];
 
 pub fn profile(name: &str) -> Option<&'static Field> {
     PROFILE.iter().find(|f| f.name == name)
@@ -158,9 +106,7 @@ pub fn profile(name: &str) -> Option<&'static Field> {
 
 /// A field that can be filtered or sorted on: a scalar with a column.
 pub fn queryable(name: &str) -> Option<&'static Field> {
-    CORE.iter()
-        .chain(PROFILE.iter())
-        .find(|f| f.name == name && f.kind != Kind::Json)
+    CORE.iter().chain(PROFILE.iter()).find(|f| f.name == name && f.kind != Kind::Json)
 }
 
 /// Every name a `fields=` projection may ask for.

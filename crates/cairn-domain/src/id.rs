@@ -12,9 +12,7 @@ pub fn format_object_id(unix_secs: u32, random: [u8; 5], counter: u32) -> String
 }
 
 pub fn is_object_id(s: &str) -> bool {
-    s.len() == 24
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 24 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

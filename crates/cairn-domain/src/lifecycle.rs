@@ -35,11 +35,7 @@ mod tests {
             (Activated, Staged, Err(())),
             (Suspended, Staged, Err(())),
         ] {
-            assert_eq!(
-                transition(from, to).map_err(|_| ()),
-                expect,
-                "{from} -> {to}"
-            );
+            assert_eq!(transition(from, to).map_err(|_| ()), expect, "{from} -> {to}");
         }
     }
 }
@@ -55,23 +51,17 @@ pub enum MailChoice {
 }
 
 impl MailChoice {
-    pub fn from_flag(
-        v: Option<&serde_json::Value>,
-        field: &str,
-    ) -> Result<MailChoice, crate::FieldError> {
+    pub fn from_flag(v: Option<&serde_json::Value>, field: &str) -> Result<MailChoice, crate::FieldError> {
         use serde_json::Value;
         match v {
             None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(MailChoice::Default),
             Some(Value::Bool(false)) => Ok(MailChoice::None),
             // JumpCloud's own samples send `{"email": {}}` for "default".
             Some(Value::Object(o)) if o.is_empty() => Ok(MailChoice::Default),
-            Some(Value::String(s)) => crate::user::normalize_email(s)
-                .map(MailChoice::To)
-                .map_err(|m| crate::FieldError::new(field, m)),
-            _ => Err(crate::FieldError::new(
-                field,
-                "must be true, false or an e-mail address",
-            )),
+            Some(Value::String(s)) => {
+                crate::user::normalize_email(s).map(MailChoice::To).map_err(|m| crate::FieldError::new(field, m))
+            }
+            _ => Err(crate::FieldError::new(field, "must be true, false or an e-mail address")),
         }
     }
 
@@ -151,33 +141,14 @@ mod mail_tests {
 
     #[test]
     fn the_email_flag() {
-        assert_eq!(
-            MailChoice::from_flag(None, "email"),
-            Ok(MailChoice::Default)
-        );
-        assert_eq!(
-            MailChoice::from_flag(Some(&json!(true)), "email"),
-            Ok(MailChoice::Default)
-        );
-        assert_eq!(
-            MailChoice::from_flag(Some(&json!({})), "email"),
-            Ok(MailChoice::Default)
-        );
-        assert_eq!(
-            MailChoice::from_flag(Some(&json!(false)), "email"),
-            Ok(MailChoice::None)
-        );
-        assert_eq!(
-            MailChoice::from_flag(Some(&json!("Alt@X.io")), "email"),
-            Ok(MailChoice::To("alt@x.io".into()))
-        );
+        assert_eq!(MailChoice::from_flag(None, "email"), Ok(MailChoice::Default));
+        assert_eq!(MailChoice::from_flag(Some(&json!(true)), "email"), Ok(MailChoice::Default));
+        assert_eq!(MailChoice::from_flag(Some(&json!({})), "email"), Ok(MailChoice::Default));
+        assert_eq!(MailChoice::from_flag(Some(&json!(false)), "email"), Ok(MailChoice::None));
+        assert_eq!(MailChoice::from_flag(Some(&json!("Alt@X.io")), "email"), Ok(MailChoice::To("alt@x.io".into())));
         assert!(MailChoice::from_flag(Some(&json!("nope")), "email").is_err());
         assert!(MailChoice::from_flag(Some(&json!(3)), "email").is_err());
-        for m in [
-            MailChoice::Default,
-            MailChoice::None,
-            MailChoice::To("a@b.c".into()),
-        ] {
+        for m in [MailChoice::Default, MailChoice::None, MailChoice::To("a@b.c".into())] {
             assert_eq!(MailChoice::decode(&m.encode()), m);
         }
     }

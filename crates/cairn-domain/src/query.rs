@@ -74,15 +74,8 @@ pub struct ListQuery {
 
 pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 1000;
-pub const SEARCH_FIELDS: &[&str] = &[
-    "username",
-    "email",
-    "firstname",
-    "lastname",
-    "displayname",
-    "employeeIdentifier",
-    "department",
-];
+pub const SEARCH_FIELDS: &[&str] =
+    &["username", "email", "firstname", "lastname", "displayname", "employeeIdentifier", "department"];
 
 impl Default for ListQuery {
     fn default() -> Self {
@@ -100,10 +93,7 @@ impl Default for ListQuery {
 }
 
 fn default_search_fields() -> Vec<&'static Field> {
-    SEARCH_FIELDS
-        .iter()
-        .filter_map(|n| fields::queryable(n))
-        .collect()
+    SEARCH_FIELDS.iter().filter_map(|n| fields::queryable(n)).collect()
 }
 
 impl ListQuery {
@@ -114,12 +104,8 @@ impl ListQuery {
         let mut errors = Vec::new();
         for (k, v) in pairs {
             let res = match k.as_str() {
-                "limit" => parse_int(v, 1, MAX_LIMIT)
-                    .map(|n| q.limit = n)
-                    .map_err(|m| FieldError::new("limit", m)),
-                "skip" => parse_int(v, 0, i64::MAX)
-                    .map(|n| q.skip = n)
-                    .map_err(|m| FieldError::new("skip", m)),
+                "limit" => parse_int(v, 1, MAX_LIMIT).map(|n| q.limit = n).map_err(|m| FieldError::new("limit", m)),
+                "skip" => parse_int(v, 0, i64::MAX).map(|n| q.skip = n).map_err(|m| FieldError::new("skip", m)),
                 "sort" => parse_sort(v).map(|s| q.sort = s),
                 "fields" => parse_fields(v).map(|f| q.fields = f),
                 "search" => {
@@ -158,20 +144,13 @@ impl ListQuery {
                 "filter" => {
                     let (list, or) = match v {
                         Value::Array(a) => (a.clone(), false),
-                        Value::Object(o) if o.len() == 1 && o.contains_key("and") => {
-                            (as_list(&o["and"]), false)
-                        }
-                        Value::Object(o) if o.len() == 1 && o.contains_key("or") => {
-                            (as_list(&o["or"]), true)
-                        }
+                        Value::Object(o) if o.len() == 1 && o.contains_key("and") => (as_list(&o["and"]), false),
+                        Value::Object(o) if o.len() == 1 && o.contains_key("or") => (as_list(&o["or"]), true),
                         Value::Object(_) => (vec![v.clone()], false),
                         _ => (vec![], false),
                     };
                     if !v.is_array() && !v.is_object() {
-                        Err(FieldError::new(
-                            "filter",
-                            "must be an object {and:[…]} / {or:[…]} or a list",
-                        ))
+                        Err(FieldError::new("filter", "must be an object {and:[…]} / {or:[…]} or a list"))
                     } else {
                         list.iter().try_for_each(|e| {
                             for c in body_conds(e)? {
@@ -189,27 +168,17 @@ impl ListQuery {
                     let term = v.get("searchTerm");
                     let terms: Vec<String> = match term {
                         Some(Value::String(s)) => vec![s.clone()],
-                        Some(Value::Array(a)) => a
-                            .iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect(),
+                        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
                         _ => vec![],
                     };
                     let mut res = Ok(());
                     if let Some(Value::Array(fs)) = v.get("fields") {
                         let mut out = vec![];
                         for f in fs {
-                            match f
-                                .as_str()
-                                .and_then(fields::queryable)
-                                .filter(|f| matches!(f.kind, Kind::Text))
-                            {
+                            match f.as_str().and_then(fields::queryable).filter(|f| matches!(f.kind, Kind::Text)) {
                                 Some(f) => out.push(f),
                                 None => {
-                                    res = Err(FieldError::new(
-                                        "searchFilter.fields",
-                                        format!("cannot search on {f}"),
-                                    ))
+                                    res = Err(FieldError::new("searchFilter.fields", format!("cannot search on {f}")))
                                 }
                             }
                         }
@@ -217,26 +186,19 @@ impl ListQuery {
                             self.search_fields = out;
                         }
                     }
-                    self.search
-                        .extend(terms.into_iter().filter(|t| !t.trim().is_empty()));
+                    self.search.extend(terms.into_iter().filter(|t| !t.trim().is_empty()));
                     res
                 }
                 "fields" => match v.as_str() {
                     Some(s) => parse_fields(s).map(|f| self.fields = f),
-                    None => Err(FieldError::new(
-                        "fields",
-                        "must be a space-separated string",
-                    )),
+                    None => Err(FieldError::new("fields", "must be a space-separated string")),
                 },
                 "limit" => match v.as_i64() {
                     Some(n) if (1..=MAX_LIMIT).contains(&n) => {
                         self.limit = n;
                         Ok(())
                     }
-                    _ => Err(FieldError::new(
-                        "limit",
-                        format!("must be a number from 1 to {MAX_LIMIT}"),
-                    )),
+                    _ => Err(FieldError::new("limit", format!("must be a number from 1 to {MAX_LIMIT}"))),
                 },
                 "skip" => match v.as_i64() {
                     Some(n) if n >= 0 => {
@@ -275,10 +237,7 @@ fn as_list(v: &Value) -> Vec<Value> {
 
 fn body_conds(entry: &Value) -> Result<Vec<Cond>, FieldError> {
     let Some(o) = entry.as_object() else {
-        return Err(FieldError::new(
-            "filter",
-            "each entry must be an object {field: value}",
-        ));
+        return Err(FieldError::new("filter", "each entry must be an object {field: value}"));
     };
     let mut out = vec![];
     for (name, v) in o {
@@ -292,18 +251,10 @@ fn body_conds(entry: &Value) -> Result<Vec<Cond>, FieldError> {
                             format!("unknown operator {op} (use $eq $ne $gt $gte $lt $lte)"),
                         )
                     })?;
-                    out.push(Cond {
-                        field,
-                        op,
-                        value: json_scalar(field, val)?,
-                    });
+                    out.push(Cond { field, op, value: json_scalar(field, val)? });
                 }
             }
-            _ => out.push(Cond {
-                field,
-                op: Op::Eq,
-                value: json_scalar(field, v)?,
-            }),
+            _ => out.push(Cond { field, op: Op::Eq, value: json_scalar(field, v)? }),
         }
     }
     Ok(out)
@@ -315,18 +266,14 @@ fn json_scalar(field: &'static Field, v: &Value) -> Result<Scalar, FieldError> {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         _ => {
-            return Err(FieldError::new(
-                format!("filter.{}", field.name),
-                "value must be a string, number or boolean",
-            ))
+            return Err(FieldError::new(format!("filter.{}", field.name), "value must be a string, number or boolean"))
         }
     };
     scalar(field, &text)
 }
 
 fn queryable(name: &str, param: &str) -> Result<&'static Field, FieldError> {
-    fields::queryable(name)
-        .ok_or_else(|| FieldError::new(param, format!("cannot filter or sort on '{name}'")))
+    fields::queryable(name).ok_or_else(|| FieldError::new(param, format!("cannot filter or sort on '{name}'")))
 }
 
 fn parse_int(v: &str, min: i64, max: i64) -> Result<i64, String> {
@@ -351,20 +298,13 @@ fn parse_sort(v: &str) -> Result<Vec<(&'static Field, bool)>, FieldError> {
 }
 
 fn parse_fields(v: &str) -> Result<Option<Vec<String>>, FieldError> {
-    let names: Vec<String> = v
-        .split([' ', ','])
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let names: Vec<String> = v.split([' ', ',']).filter(|s| !s.is_empty()).map(String::from).collect();
     if names.is_empty() {
         return Ok(None);
     }
     for n in &names {
         if !fields::is_output_field(n) {
-            return Err(FieldError::new(
-                "fields",
-                format!("'{n}' is not a field of a system user"),
-            ));
+            return Err(FieldError::new("fields", format!("'{n}' is not a field of a system user")));
         }
     }
     Ok(Some(names))
@@ -373,30 +313,20 @@ fn parse_fields(v: &str) -> Result<Option<Vec<String>>, FieldError> {
 /// `field:$op:value` or `field:value` (meaning `$eq`).
 fn parse_filter(v: &str) -> Result<Cond, FieldError> {
     let Some((name, rest)) = v.split_once(':') else {
-        return Err(FieldError::new(
-            "filter",
-            format!("'{v}' is not of the form field:$op:value"),
-        ));
+        return Err(FieldError::new("filter", format!("'{v}' is not of the form field:$op:value")));
     };
     let field = queryable(name, "filter")?;
     let (op, value) = match rest.strip_prefix('$') {
         Some(_) => {
             let (op, value) = rest.split_once(':').unwrap_or((rest, ""));
             let op = Op::parse(op).ok_or_else(|| {
-                FieldError::new(
-                    "filter",
-                    format!("unknown operator '{op}' in '{v}' (use $eq $ne $gt $gte $lt $lte)"),
-                )
+                FieldError::new("filter", format!("unknown operator '{op}' in '{v}' (use $eq $ne $gt $gte $lt $lte)"))
             })?;
             (op, value)
         }
         None => (Op::Eq, rest),
     };
-    Ok(Cond {
-        field,
-        op,
-        value: scalar(field, value)?,
-    })
+    Ok(Cond { field, op, value: scalar(field, value)? })
 }
 
 fn scalar(field: &'static Field, v: &str) -> Result<Scalar, FieldError> {
@@ -409,9 +339,7 @@ fn scalar(field: &'static Field, v: &str) -> Result<Scalar, FieldError> {
         },
         Kind::Int => Scalar::Int(v.parse().map_err(|_| bad("must be a whole number"))?),
         // Usernames and e-mails are stored lowercase: compare them that way.
-        Kind::Text if matches!(field.name, "username" | "email" | "alternateEmail") => {
-            Scalar::Text(v.to_lowercase())
-        }
+        Kind::Text if matches!(field.name, "username" | "email" | "alternateEmail") => Scalar::Text(v.to_lowercase()),
         Kind::Text | Kind::Time | Kind::Json => Scalar::Text(v.to_string()),
     })
 }
@@ -421,9 +349,7 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -487,11 +413,8 @@ mod tests {
         assert_eq!(q.any.len(), 2);
         assert_eq!(q.search_fields.len(), 1);
         let mut q = ListQuery::default();
-        q.apply_search_body(&serde_json::json!({"filter": [{"unix_uid": {"$gt": 10}}]}))
-            .unwrap();
+        q.apply_search_body(&serde_json::json!({"filter": [{"unix_uid": {"$gt": 10}}]})).unwrap();
         assert_eq!(q.all[0].op, Op::Gt);
-        assert!(ListQuery::default()
-            .apply_search_body(&serde_json::json!({"nope": 1}))
-            .is_err());
+        assert!(ListQuery::default().apply_search_body(&serde_json::json!({"nope": 1})).is_err());
     }
 }

@@ -31,25 +31,13 @@ pub struct Actor {
 
 impl Actor {
     pub fn system() -> Actor {
-        Actor {
-            kind: "system".into(),
-            id: None,
-            name: Some("cairn".into()),
-        }
+        Actor { kind: "system".into(), id: None, name: Some("cairn".into()) }
     }
     pub fn apikey(id: &str, name: &str) -> Actor {
-        Actor {
-            kind: "apikey".into(),
-            id: Some(id.into()),
-            name: Some(name.into()),
-        }
+        Actor { kind: "apikey".into(), id: Some(id.into()), name: Some(name.into()) }
     }
     pub fn admin(id: &str, email: &str) -> Actor {
-        Actor {
-            kind: "admin".into(),
-            id: Some(id.into()),
-            name: Some(email.into()),
-        }
+        Actor { kind: "admin".into(), id: Some(id.into()), name: Some(email.into()) }
     }
 }
 

@@ -177,11 +177,7 @@ impl OrgSettings {
         merge(&mut merged, patch);
         let settings: OrgSettings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "settings".to_string()
-            } else {
-                format!("settings.{path}")
-            };
+            let field = if path == "." { "settings".to_string() } else { format!("settings.{path}") };
             DomainError::field(field, e.inner().to_string())
         })?;
         settings.validate()?;
@@ -192,16 +188,10 @@ impl OrgSettings {
         let mut errors = Vec::new();
         let p = &self.password_policy;
         if !(8..=256).contains(&p.min_length) {
-            errors.push(crate::FieldError::new(
-                "settings.passwordPolicy.minLength",
-                "must be between 8 and 256",
-            ));
+            errors.push(crate::FieldError::new("settings.passwordPolicy.minLength", "must be between 8 and 256"));
         }
         if p.max_login_attempts == 0 {
-            errors.push(crate::FieldError::new(
-                "settings.passwordPolicy.maxLoginAttempts",
-                "must be at least 1",
-            ));
+            errors.push(crate::FieldError::new("settings.passwordPolicy.maxLoginAttempts", "must be at least 1"));
         }
         for f in &self.system_user_defaults.restricted_fields {
             if f.field != "password" || PasswordAuthority::parse(&f.kind).is_none() {
@@ -248,10 +238,7 @@ mod tests {
         assert_eq!(s.password_policy.max_login_attempts, 10);
         assert_eq!(s.password_policy.lockout_time_in_seconds, None);
         assert!(s.password_policy.disallow_commonly_used_passwords);
-        assert_eq!(
-            s.default_state(CreationSource::ManualEntry),
-            State::Activated
-        );
+        assert_eq!(s.default_state(CreationSource::ManualEntry), State::Activated);
         assert_eq!(s.default_password_authority(), None);
     }
 
@@ -261,14 +248,8 @@ mod tests {
             .apply_patch(&json!({"newSystemUserStateDefaults": {"csvImport": "STAGED"}}))
             .unwrap();
         assert_eq!(s.default_state(CreationSource::CsvImport), State::Staged);
-        assert_eq!(
-            s.default_state(CreationSource::ManualEntry),
-            State::Activated
-        );
-        assert_eq!(
-            s.default_state(CreationSource::ApplicationImport),
-            State::Activated
-        );
+        assert_eq!(s.default_state(CreationSource::ManualEntry), State::Activated);
+        assert_eq!(s.default_state(CreationSource::ApplicationImport), State::Activated);
     }
 
     #[test]
@@ -276,16 +257,9 @@ mod tests {
         let err = OrgSettings::default()
             .apply_patch(&json!({"newSystemUserStateDefaults": {"manualEntry": "SUSPENDED"}}))
             .unwrap_err();
-        let DomainError::Invalid(errs) = err else {
-            panic!()
-        };
-        assert_eq!(
-            errs[0].field,
-            "settings.newSystemUserStateDefaults.manualEntry"
-        );
-        let err = OrgSettings::default()
-            .apply_patch(&json!({"bogus": 1}))
-            .unwrap_err();
+        let DomainError::Invalid(errs) = err else { panic!() };
+        assert_eq!(errs[0].field, "settings.newSystemUserStateDefaults.manualEntry");
+        let err = OrgSettings::default().apply_patch(&json!({"bogus": 1})).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 
@@ -294,10 +268,7 @@ mod tests {
         let s = OrgSettings::default()
             .apply_patch(&json!({"systemUserDefaults": {"restrictedFields": [{"field": "password", "type": "scim"}]}}))
             .unwrap();
-        assert_eq!(
-            s.default_password_authority(),
-            Some(PasswordAuthority::Scim)
-        );
+        assert_eq!(s.default_password_authority(), Some(PasswordAuthority::Scim));
         assert!(OrgSettings::default()
             .apply_patch(&json!({"systemUserDefaults": {"restrictedFields": [{"field": "password", "type": "ldap"}]}}))
             .is_err());

@@ -122,16 +122,11 @@ impl User {
     }
 
     pub fn flag(&self, field: &str) -> bool {
-        self.profile
-            .get(field)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.profile.get(field).and_then(Value::as_bool).unwrap_or(false)
     }
 
     pub fn password_authority(&self) -> Option<crate::PasswordAuthority> {
-        self.profile
-            .get("restrictedFields")
-            .and_then(crate::PasswordAuthority::from_restricted_fields)
+        self.profile.get("restrictedFields").and_then(crate::PasswordAuthority::from_restricted_fields)
     }
 
     /// The JumpCloud `systemuserreturn` form. Secrets never appear here.
@@ -155,21 +150,11 @@ impl User {
         m.insert("password_expired".into(), self.password_expired.into());
         m.insert("password_date".into(), opt_time(self.password_date));
         m.insert("account_locked".into(), self.account_locked.into());
-        m.insert(
-            "account_locked_date".into(),
-            opt_time(self.account_locked_date),
-        );
+        m.insert("account_locked_date".into(), opt_time(self.account_locked_date));
         m.insert("badLoginAttempts".into(), self.bad_login_attempts.into());
         m.insert("totp_enabled".into(), self.totp_enabled.into());
-        let status = if self.totp_enabled {
-            "ENROLLED"
-        } else {
-            "NOT_ENROLLED"
-        };
-        m.insert(
-            "mfaEnrollment".into(),
-            serde_json::json!({ "totpStatus": status, "overallStatus": status }),
-        );
+        let status = if self.totp_enabled { "ENROLLED" } else { "NOT_ENROLLED" };
+        m.insert("mfaEnrollment".into(), serde_json::json!({ "totpStatus": status, "overallStatus": status }));
         if let Some(Value::Object(mfa)) = m.get_mut("mfa") {
             mfa.insert("configured".into(), self.totp_enabled.into());
         }
@@ -198,8 +183,7 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 }
 
 fn opt_time(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| Value::String(format_time(t)))
-        .unwrap_or(Value::Null)
+    t.map(|t| Value::String(format_time(t))).unwrap_or(Value::Null)
 }
 
 /// Keeps only the named fields (`fields=` projection); `_id` always stays.
@@ -254,10 +238,7 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
             },
             "state" => match value.as_str().and_then(State::parse) {
                 Some(s) => input.state = Some(s),
-                None => errors.push(FieldError::new(
-                    "state",
-                    "must be one of STAGED, ACTIVATED, SUSPENDED",
-                )),
+                None => errors.push(FieldError::new("state", "must be one of STAGED, ACTIVATED, SUSPENDED")),
             },
             "suspended" | "account_locked" | "activated" => match value {
                 Value::Bool(b) => match key.as_str() {
@@ -276,10 +257,9 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
                     }
                     Err(m) => errors.push(FieldError::new(name, m)),
                 },
-                None => errors.push(FieldError::new(
-                    name,
-                    "is not a field of a system user (JumpCloud systemuserputpost)",
-                )),
+                None => {
+                    errors.push(FieldError::new(name, "is not a field of a system user (JumpCloud systemuserputpost)"))
+                }
             },
         }
     }
@@ -302,9 +282,9 @@ pub fn normalize_username(s: &str) -> Result<String, String> {
     let u = s.trim().to_lowercase();
     let mut chars = u.chars();
     let ok = match chars.next() {
-        Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() => chars
-            .clone()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')),
+        Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() => {
+            chars.clone().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        }
         _ => false,
     };
     if u.is_empty() {
@@ -312,10 +292,7 @@ pub fn normalize_username(s: &str) -> Result<String, String> {
     } else if u.chars().count() > 64 {
         Err("must be at most 64 characters".into())
     } else if !ok {
-        Err(
-            "must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
-                .into(),
-        )
+        Err("must start with a letter or digit and contain only letters, digits, '.', '_' and '-'".into())
     } else {
         Ok(u)
     }
@@ -335,9 +312,7 @@ pub fn normalize_email(s: &str) -> Result<String, String> {
                 && local.len() <= 64
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && !local
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c))
+                && !local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c))
                 && domain.split('.').all(|label| {
                     !label.is_empty()
                         && !label.starts_with('-')
@@ -398,10 +373,7 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
         };
         for (k, v) in o {
             if !allowed.is_empty() && !allowed.contains(&k.as_str()) {
-                return Err(format!(
-                    "unknown property '{k}' (allowed: {})",
-                    allowed.join(", ")
-                ));
+                return Err(format!("unknown property '{k}' (allowed: {})", allowed.join(", ")));
             }
             if let Some(s) = v.as_str() {
                 if s.chars().count() > 1024 {
@@ -448,14 +420,8 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
             array(&["field", "type", "id"])?;
             for r in value.as_array().into_iter().flatten() {
                 let t = r.get("type").and_then(Value::as_str).unwrap_or("");
-                if !matches!(
-                    t,
-                    "active_directory" | "scim" | "federated_identity_provider"
-                ) {
-                    return Err(
-                        "'type' must be active_directory, scim or federated_identity_provider"
-                            .into(),
-                    );
+                if !matches!(t, "active_directory" | "scim" | "federated_identity_provider") {
+                    return Err("'type' must be active_directory, scim or federated_identity_provider".into());
                 }
             }
             Ok(())
@@ -467,10 +433,7 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
                 _ => Err("'name' must be \"ActiveDirectory\"".into()),
             }
         }
-        "mfa" => check_obj(
-            value,
-            &["configured", "exclusion", "exclusionDays", "exclusionUntil"],
-        ),
+        "mfa" => check_obj(value, &["configured", "exclusion", "exclusionDays", "exclusionUntil"]),
         "recoveryEmail" => check_obj(value, &["address"]),
         _ => check_obj(value, &[]),
     }
@@ -492,11 +455,7 @@ pub fn diff(old: &User, new: &User) -> Vec<Change> {
     let mut changes: Vec<Change> = b
         .iter()
         .filter(|(k, v)| a.get(*k) != Some(*v))
-        .map(|(k, v)| Change {
-            field: k.clone(),
-            old: a.get(k).cloned().unwrap_or(Value::Null),
-            new: v.clone(),
-        })
+        .map(|(k, v)| Change { field: k.clone(), old: a.get(k).cloned().unwrap_or(Value::Null), new: v.clone() })
         .collect();
     if old.password_hash != new.password_hash {
         changes.push(Change {
@@ -522,11 +481,7 @@ mod tests {
 
     #[test]
     fn username_and_email_are_lowercased_and_checked() {
-        let i = parse_user_input(
-            &json!({"username": " Ada.L ", "email": "Ada@Example.COM"}),
-            true,
-        )
-        .unwrap();
+        let i = parse_user_input(&json!({"username": " Ada.L ", "email": "Ada@Example.COM"}), true).unwrap();
         assert_eq!(i.username.as_deref(), Some("ada.l"));
         assert_eq!(i.email.as_deref(), Some("ada@example.com"));
         assert!(normalize_username("-bad").is_err());
@@ -541,18 +496,12 @@ mod tests {
 
     #[test]
     fn every_problem_is_named() {
-        let e = errs(
-            json!({"username": "ok", "bogus": 1, "sudo": "yes", "unix_uid": 0}),
-            true,
-        );
+        let e = errs(json!({"username": "ok", "bogus": 1, "sudo": "yes", "unix_uid": 0}), true);
         let names: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
         assert!(names.contains(&"bogus"));
         assert!(names.contains(&"sudo"));
         assert!(names.contains(&"unix_uid"));
-        assert!(
-            names.contains(&"email"),
-            "missing required email: {names:?}"
-        );
+        assert!(names.contains(&"email"), "missing required email: {names:?}");
     }
 
     #[test]
@@ -569,17 +518,10 @@ mod tests {
 
     #[test]
     fn field_lengths_are_enforced() {
-        let e = errs(
-            json!({"employeeIdentifier": "x".repeat(257), "firstname": "y".repeat(1025)}),
-            false,
-        );
+        let e = errs(json!({"employeeIdentifier": "x".repeat(257), "firstname": "y".repeat(1025)}), false);
         assert_eq!(e.len(), 2);
         let ok = parse_user_input(&json!({"employeeIdentifier": ""}), false).unwrap();
-        assert_eq!(
-            ok.profile["employeeIdentifier"],
-            Value::Null,
-            "empty id means none"
-        );
+        assert_eq!(ok.profile["employeeIdentifier"], Value::Null, "empty id means none");
     }
 
     #[test]

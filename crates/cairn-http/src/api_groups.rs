@@ -16,10 +16,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/v2/usergroups", get(list).post(create))
         .route("/v2/usergroups/{id}", get(show).put(update).delete(remove))
-        .route(
-            "/v2/usergroups/{id}/members",
-            get(members).post(change_members),
-        )
+        .route("/v2/usergroups/{id}/members", get(members).post(change_members))
         .route("/v2/usergroups/{id}/membership", get(membership))
         .route("/v2/users/{id}/memberof", get(memberof))
 }
@@ -37,10 +34,7 @@ fn name_filter(q: &QueryPairs) -> ApiResult<Option<String>> {
     };
     match f.splitn(3, ':').collect::<Vec<_>>().as_slice() {
         ["name", "eq" | "$eq", v] => Ok(Some(v.to_string())),
-        _ => Err(field_error(
-            "filter",
-            format!("'{f}' is not supported: use name:eq:VALUE"),
-        )),
+        _ => Err(field_error("filter", format!("'{f}' is not supported: use name:eq:VALUE"))),
     }
 }
 
@@ -52,20 +46,12 @@ async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<i
     Ok((total_header(total), Json(body)))
 }
 
-async fn create(
-    State(st): State<Shared>,
-    c: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<impl IntoResponse> {
+async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
     let g = st.dir.create_group(&c.ctx, &body).await?;
     Ok((StatusCode::CREATED, Json(group_json(&g))))
 }
 
-async fn show(
-    State(st): State<Shared>,
-    _: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn show(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&st.dir.get_group(&id).await?)))
 }
 
@@ -75,16 +61,10 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(group_json(
-        &st.dir.update_group(&c.ctx, &id, &body).await?,
-    )))
+    Ok(Json(group_json(&st.dir.update_group(&c.ctx, &id, &body).await?)))
 }
 
-async fn remove(
-    State(st): State<Shared>,
-    c: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&st.dir.delete_group(&c.ctx, &id).await?)))
 }
 
@@ -96,10 +76,8 @@ async fn members(
 ) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(10, 100)?;
     let (total, ids) = st.dir.group_members(&id, limit, skip).await?;
-    let body: Vec<Value> = ids
-        .iter()
-        .map(|u| json!({ "to": { "id": u, "type": "user" }, "attributes": null }))
-        .collect();
+    let body: Vec<Value> =
+        ids.iter().map(|u| json!({ "to": { "id": u, "type": "user" }, "attributes": null })).collect();
     Ok((total_header(total), Json(body)))
 }
 
@@ -113,45 +91,27 @@ async fn change_members(
     let mut errors = vec![];
     let op = body.get("op").and_then(Value::as_str);
     if !matches!(op, Some("add" | "remove")) {
-        errors.push(cairn_domain::FieldError::new(
-            "op",
-            "must be \"add\" or \"remove\"",
-        ));
+        errors.push(cairn_domain::FieldError::new("op", "must be \"add\" or \"remove\""));
     }
     if body.get("type").and_then(Value::as_str) != Some("user") {
-        errors.push(cairn_domain::FieldError::new(
-            "type",
-            "must be \"user\": user groups hold users",
-        ));
+        errors.push(cairn_domain::FieldError::new("type", "must be \"user\": user groups hold users"));
     }
     let user = body.get("id").and_then(Value::as_str);
     if user.is_none() {
-        errors.push(cairn_domain::FieldError::new(
-            "id",
-            "the user's id is required",
-        ));
+        errors.push(cairn_domain::FieldError::new("id", "the user's id is required"));
     }
     if let Some(o) = body.as_object() {
-        for k in o
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "op" | "type" | "id" | "attributes"))
-        {
-            errors.push(cairn_domain::FieldError::new(
-                k.clone(),
-                "is not a field of a membership operation",
-            ));
+        for k in o.keys().filter(|k| !matches!(k.as_str(), "op" | "type" | "id" | "attributes")) {
+            errors.push(cairn_domain::FieldError::new(k.clone(), "is not a field of a membership operation"));
         }
     }
     if !errors.is_empty() {
         return Err(cairn_directory::Error::Invalid(errors).into());
     }
-    st.dir
-        .change_membership(&c.ctx, &id, user.unwrap_or_default(), op == Some("add"))
-        .await
-        .map_err(|e| match e {
-            cairn_directory::Error::NotFound(m) => ApiError::not_found(m),
-            other => other.into(),
-        })?;
+    st.dir.change_membership(&c.ctx, &id, user.unwrap_or_default(), op == Some("add")).await.map_err(|e| match e {
+        cairn_directory::Error::NotFound(m) => ApiError::not_found(m),
+        other => other.into(),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,11 +131,7 @@ async fn membership(
     Ok((total_header(total), Json(body)))
 }
 
-async fn memberof(
-    State(st): State<Shared>,
-    _: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+async fn memberof(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let (user, groups) = st.dir.groups_of_user(&id).await?;
     let body: Vec<Value> = groups
         .iter()

@@ -21,10 +21,7 @@ pub fn routes() -> Router<Shared> {
         .route("/systemusers/{id}/state/activate", post(activate))
         .route("/systemusers/{id}/state/suspend", post(suspend))
         .route("/v2/users/actions", post(actions))
-        .route(
-            "/v2/bulk/userstates",
-            get(list_schedules).post(create_schedules),
-        )
+        .route("/v2/bulk/userstates", get(list_schedules).post(create_schedules))
         .route("/v2/bulk/userstates/eventlist/next", get(next_events))
         .route("/v2/bulk/userstates/{id}", delete(cancel_job))
 }
@@ -35,13 +32,8 @@ async fn state_answer(st: &Shared, out: StateOutcome, verb: &str) -> ApiResult<J
         StateOutcome::Changed(u) => ("done", format!("{} {verb}", u.username)),
         StateOutcome::Unchanged(u) => ("skipped", format!("{} is already {}", u.username, u.state)),
     };
-    let pending = st
-        .dir
-        .pending_schedules_of(std::slice::from_ref(&out.user().id))
-        .await?;
-    Ok(Json(
-        json!({ "outcome": outcome, "message": message, "user": user_json(out.user(), &org, None, &pending) }),
-    ))
+    let pending = st.dir.pending_schedules_of(std::slice::from_ref(&out.user().id)).await?;
+    Ok(Json(json!({ "outcome": outcome, "message": message, "user": user_json(out.user(), &org, None, &pending) })))
 }
 
 /// Body `{}` / `{"email": true|false|"address"}` (JumpCloud's email flag).
@@ -55,10 +47,7 @@ async fn activate(
         return Err(field_error("body", "must be a JSON object"));
     };
     if let Some(k) = o.keys().find(|k| *k != "email") {
-        return Err(field_error(
-            k,
-            "is not a parameter of activation (only \"email\")",
-        ));
+        return Err(field_error(k, "is not a parameter of activation (only \"email\")"));
     }
     let mail = MailChoice::from_flag(o.get("email"), "email")
         .map_err(|e| ApiError::from(cairn_directory::Error::Invalid(vec![e])))?;
@@ -80,11 +69,7 @@ async fn suspend(
 }
 
 /// `{action, user_ids[], …}` → one `{user_id, outcome, message}` per user.
-async fn actions(
-    State(st): State<Shared>,
-    c: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+async fn actions(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
     let (action, ids) = Action::parse(&body, st.dir.now())?;
     let results = st.dir.run_action(&c.ctx, &action, &ids).await?;
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
@@ -125,29 +110,15 @@ async fn create_schedules(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_schedules(
-    State(st): State<Shared>,
-    _: Caller,
-    q: QueryPairs,
-) -> ApiResult<impl IntoResponse> {
+async fn list_schedules(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(10, 100)?;
-    let (total, list) = st
-        .dir
-        .pending_schedules(q.get("userid"), limit, skip)
-        .await?;
+    let (total, list) = st.dir.pending_schedules(q.get("userid"), limit, skip).await?;
     let mut h = HeaderMap::new();
     h.insert("x-total-count", HeaderValue::from(total));
-    Ok((
-        h,
-        Json(Value::Array(list.iter().map(schedule_json).collect())),
-    ))
+    Ok((h, Json(Value::Array(list.iter().map(schedule_json).collect()))))
 }
 
-async fn cancel_job(
-    State(st): State<Shared>,
-    c: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn cancel_job(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     st.dir.cancel_job(&c.ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -156,17 +127,12 @@ async fn cancel_job(
 /// (`users=a&users=b` or `users=a,b`).
 async fn next_events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Json<Value>> {
     let (limit, skip) = q.page(10, 100)?;
-    let users: Vec<String> =
-        q.0.iter()
-            .filter(|(k, _)| k == "users" || k == "users[]")
-            .flat_map(|(_, v)| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+    let users: Vec<String> = q
+        .0
+        .iter()
+        .filter(|(k, _)| k == "users" || k == "users[]")
+        .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>())
+        .collect();
     if users.len() > 100 {
         return Err(field_error("users", "at most 100 users per request"));
     }
@@ -179,11 +145,6 @@ async fn next_events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiR
         .into_iter()
         .filter(|s| seen.insert((s.user_id.clone(), s.target)))
         .collect();
-    let page: Vec<Value> = next
-        .iter()
-        .skip(skip as usize)
-        .take(limit as usize)
-        .map(schedule_json)
-        .collect();
+    let page: Vec<Value> = next.iter().skip(skip as usize).take(limit as usize).map(schedule_json).collect();
     Ok(Json(json!({ "events_count": next.len(), "results": page })))
 }

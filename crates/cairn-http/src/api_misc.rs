@@ -40,16 +40,10 @@ async fn list_orgs(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>
     Ok(Json(json!({ "totalCount": 1, "results": [org_json(&o)] })))
 }
 
-async fn get_org(
-    State(st): State<Shared>,
-    _: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn get_org(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let o = st.dir.organization().await?;
     if o.id != id {
-        return Err(ApiError::not_found(format!(
-            "no organization with id '{id}'"
-        )));
+        return Err(ApiError::not_found(format!("no organization with id '{id}'")));
     }
     Ok(Json(org_json(&o)))
 }
@@ -62,31 +56,19 @@ async fn put_org(
 ) -> ApiResult<Json<Value>> {
     let o = st.dir.organization().await?;
     if o.id != id {
-        return Err(ApiError::not_found(format!(
-            "no organization with id '{id}'"
-        )));
+        return Err(ApiError::not_found(format!("no organization with id '{id}'")));
     }
     put_org_any(State(st), c, body).await
 }
 
 /// Body: `{"settings": {…}}` with any subset of the settings (JumpCloud organizationsettingsput).
-async fn put_org_any(
-    State(st): State<Shared>,
-    c: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+async fn put_org_any(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
     let Some(obj) = body.as_object() else {
         return Err(cairn_directory::Error::invalid("body", "must be a JSON object").into());
     };
     let mut errors = vec![];
-    for k in obj
-        .keys()
-        .filter(|k| !matches!(k.as_str(), "settings" | "_id" | "id"))
-    {
-        errors.push(FieldError::new(
-            k.clone(),
-            "cannot be changed here: send {\"settings\": {…}}",
-        ));
+    for k in obj.keys().filter(|k| !matches!(k.as_str(), "settings" | "_id" | "id")) {
+        errors.push(FieldError::new(k.clone(), "cannot be changed here: send {\"settings\": {…}}"));
     }
     let Some(settings) = obj.get("settings") else {
         errors.push(FieldError::new("settings", "is required"));
@@ -117,11 +99,7 @@ async fn list_keys(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>
 }
 
 /// `{name, role: admin|read-only}` → 201 with the key, shown this once.
-async fn create_key(
-    State(st): State<Shared>,
-    c: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<impl IntoResponse> {
+async fn create_key(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
     let mut errors = vec![];
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");
     if name.trim().is_empty() {
@@ -132,36 +110,23 @@ async fn create_key(
         Some(v) => v.as_str().and_then(Role::parse),
     };
     if role.is_none() {
-        errors.push(FieldError::new(
-            "role",
-            "must be \"admin\" or \"read-only\"",
-        ));
+        errors.push(FieldError::new("role", "must be \"admin\" or \"read-only\""));
     }
     if let Some(o) = body.as_object() {
         for k in o.keys().filter(|k| !matches!(k.as_str(), "name" | "role")) {
-            errors.push(FieldError::new(
-                k.clone(),
-                "is not a field of an API key (name, role)",
-            ));
+            errors.push(FieldError::new(k.clone(), "is not a field of an API key (name, role)"));
         }
     }
     if !errors.is_empty() {
         return Err(ApiError::from(cairn_directory::Error::Invalid(errors)));
     }
-    let new = st
-        .dir
-        .create_apikey(&c.ctx, name, role.unwrap_or(Role::Admin))
-        .await?;
+    let new = st.dir.create_apikey(&c.ctx, name, role.unwrap_or(Role::Admin)).await?;
     let mut v = key_json(&new.key);
     v["key"] = new.secret.expose().into();
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn delete_key(
-    State(st): State<Shared>,
-    c: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_key(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     st.dir.delete_apikey(&c.ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -185,22 +150,13 @@ fn parse_instant(field: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, 
     v.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                FieldError::new(
-                    field,
-                    format!("'{s}' is not an RFC 3339 time such as 2026-01-31T09:00:00Z"),
-                )
-            })
+            .map_err(|_| FieldError::new(field, format!("'{s}' is not an RFC 3339 time such as 2026-01-31T09:00:00Z")))
     })
     .transpose()
 }
 
 /// Newest first; `user_id`, `action`, `since`, `until`, `limit` (default 100, at most 1000), `skip`.
-async fn events(
-    State(st): State<Shared>,
-    _: Caller,
-    q: QueryPairs,
-) -> ApiResult<impl IntoResponse> {
+async fn events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(100, 1000)?;
     let mut errors = vec![];
     let since = parse_instant("since", q.get("since")).unwrap_or_else(|e| {
@@ -225,8 +181,5 @@ async fn events(
     let (total, events) = st.dir.list_events(&eq).await?;
     let mut h = HeaderMap::new();
     h.insert("x-total-count", HeaderValue::from(total));
-    Ok((
-        h,
-        Json(Value::Array(events.iter().map(event_json).collect())),
-    ))
+    Ok((h, Json(Value::Array(events.iter().map(event_json).collect()))))
 }

@@ -28,20 +28,12 @@ async fn org_id(st: &Shared) -> ApiResult<String> {
 /// The `systemuserreturn` JSON plus Cairn's `scheduledStateChanges` (pending schedules).
 pub fn user_json(u: &User, org: &str, fields: Option<&[String]>, pending: &[Schedule]) -> Value {
     let mut m = u.to_json(org);
-    let mine: Vec<Value> = pending
-        .iter()
-        .filter(|s| s.user_id == u.id)
-        .map(schedule_json)
-        .collect();
+    let mine: Vec<Value> = pending.iter().filter(|s| s.user_id == u.id).map(schedule_json).collect();
     m.insert("scheduledStateChanges".into(), Value::Array(mine));
     Value::Object(project(m, fields))
 }
 
-async fn pending_of(
-    st: &Shared,
-    users: &[User],
-    fields: Option<&[String]>,
-) -> ApiResult<Vec<Schedule>> {
+async fn pending_of(st: &Shared, users: &[User], fields: Option<&[String]>) -> ApiResult<Vec<Schedule>> {
     if fields.is_some_and(|f| !f.iter().any(|f| f == "scheduledStateChanges")) {
         return Ok(vec![]);
     }
@@ -58,10 +50,7 @@ async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
     let (total, users) = st.dir.list_users(q).await?;
     let org = org_id(st).await?;
     let pending = pending_of(st, &users, q.fields.as_deref()).await?;
-    let results: Vec<Value> = users
-        .iter()
-        .map(|u| user_json(u, &org, q.fields.as_deref(), &pending))
-        .collect();
+    let results: Vec<Value> = users.iter().map(|u| user_json(u, &org, q.fields.as_deref(), &pending)).collect();
     Ok(Json(json!({ "totalCount": total, "results": results })))
 }
 
@@ -81,38 +70,16 @@ async fn search(
     list_response(&st, &q).await
 }
 
-async fn create(
-    State(st): State<Shared>,
-    c: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
-    let u = st
-        .dir
-        .create_user(&c.ctx, &body, CreationSource::ManualEntry, "api")
-        .await?;
+async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+    let u = st.dir.create_user(&c.ctx, &body, CreationSource::ManualEntry, "api").await?;
     one(&st, &u).await
 }
 
-async fn show(
-    State(st): State<Shared>,
-    _: Caller,
-    Path(id): Path<String>,
-    q: QueryPairs,
-) -> ApiResult<Json<Value>> {
-    let fields = ListQuery::from_pairs(
-        &q.0.into_iter()
-            .filter(|(k, _)| k == "fields")
-            .collect::<Vec<_>>(),
-    )?
-    .fields;
+async fn show(State(st): State<Shared>, _: Caller, Path(id): Path<String>, q: QueryPairs) -> ApiResult<Json<Value>> {
+    let fields = ListQuery::from_pairs(&q.0.into_iter().filter(|(k, _)| k == "fields").collect::<Vec<_>>())?.fields;
     let u = st.dir.get_user(&id).await?;
     let pending = pending_of(&st, std::slice::from_ref(&u), fields.as_deref()).await?;
-    Ok(Json(user_json(
-        &u,
-        &org_id(&st).await?,
-        fields.as_deref(),
-        &pending,
-    )))
+    Ok(Json(user_json(&u, &org_id(&st).await?, fields.as_deref(), &pending)))
 }
 
 async fn update(
@@ -125,11 +92,7 @@ async fn update(
     one(&st, &u).await
 }
 
-async fn remove(
-    State(st): State<Shared>,
-    c: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let u = st.dir.delete_user(&c.ctx, &id).await?;
     Ok(Json(user_json(&u, &org_id(&st).await?, None, &[])))
 }

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            errors: vec![],
-        }
+        ApiError { status, message: message.into(), errors: vec![] }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -49,11 +45,7 @@ impl From<Error> for ApiError {
             Error::Invalid(v) => v,
             _ => vec![],
         };
-        ApiError {
-            status,
-            message,
-            errors,
-        }
+        ApiError { status, message, errors }
     }
 }
 

@@ -20,13 +20,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    status,
-                    format!(
-                        "request body is larger than the limit of {} bytes",
-                        crate::BODY_LIMIT
-                    ),
-                )
+                ApiError::new(status, format!("request body is larger than the limit of {} bytes", crate::BODY_LIMIT))
             } else {
                 ApiError::new(status, format!("could not read the request body: {e}"))
             }
@@ -35,11 +29,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             return Err(ApiError::bad_request("a JSON request body is required"));
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!(
-                "malformed JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
-            ))
+            ApiError::bad_request(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
         })
     }
 }
@@ -51,21 +41,15 @@ impl<S: Send + Sync> FromRequest<S> for OptJsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(e.status(), format!("could not read the request body: {e}"))
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), format!("could not read the request body: {e}")))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptJsonBody(Value::Object(Default::default())));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptJsonBody)
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "malformed JSON at line {}, column {}: {e}",
-                    e.line(),
-                    e.column()
-                ))
-            })
+        serde_json::from_slice(&bytes).map(OptJsonBody).map_err(|e| {
+            ApiError::bad_request(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
+        })
     }
 }
 
@@ -85,10 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
 impl QueryPairs {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// `limit` and `skip` for the v2 lists (JumpCloud: default 10, at most 100).
@@ -98,9 +79,7 @@ impl QueryPairs {
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| {
-                    field_error("limit", format!("must be a whole number from 1 to {max}"))
-                })?,
+                .ok_or_else(|| field_error("limit", format!("must be a whole number from 1 to {max}")))?,
             None => default,
         };
         let skip = match self.get("skip") {

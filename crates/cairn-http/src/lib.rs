@@ -62,36 +62,23 @@ pub fn router(state: AppState) -> Router {
 /// by read-only keys, and hands the caller to the handler.
 async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let presented = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(|s| s.trim().to_string())
-        });
+    let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|s| s.trim().to_string())
+    });
     let Some(presented) = presented.filter(|k| !k.is_empty()) else {
-        metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure")
-            .increment(1);
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "an API key is required: send it in the x-api-key header",
-        )
-        .into_response();
+        metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure").increment(1);
+        return ApiError::new(StatusCode::UNAUTHORIZED, "an API key is required: send it in the x-api-key header")
+            .into_response();
     };
     let key = match st.dir.authenticate_apikey(&presented).await {
         Ok(Some(k)) => k,
         Ok(None) => {
-            metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure")
-                .increment(1);
-            return ApiError::new(StatusCode::UNAUTHORIZED, "the API key is not valid")
-                .into_response();
+            metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure").increment(1);
+            return ApiError::new(StatusCode::UNAUTHORIZED, "the API key is not valid").into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -100,11 +87,8 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
         match st.dir.organization().await {
             Ok(o) if o.id == org => {}
             Ok(_) => {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("x-org-id '{org}' is not this organization"),
-                )
-                .into_response()
+                return ApiError::new(StatusCode::FORBIDDEN, format!("x-org-id '{org}' is not this organization"))
+                    .into_response()
             }
             Err(e) => return ApiError::from(e).into_response(),
         }
@@ -114,10 +98,7 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     if key.role == Role::ReadOnly && !reads {
         return ApiError::new(StatusCode::FORBIDDEN, "this API key is read-only").into_response();
     }
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let ctx = Ctx::new(Actor::apikey(&key.id, &key.name), "api", client);
     req.extensions_mut().insert(Caller { ctx });
     next.run(req).await
@@ -127,11 +108,7 @@ async fn readyz(State(st): State<Shared>) -> Response {
     match st.dir.store().ready().await {
         Ok(true) => (StatusCode::OK, "ready\n").into_response(),
         Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending\n").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unreachable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}\n")).into_response(),
     }
 }
 
@@ -144,33 +121,19 @@ async fn metrics(State(st): State<Shared>) -> Response {
     if let Ok(mut c) = st.dir.store().read().await {
         if let Ok(counts) = c.db().count_users_by_state().await {
             for s in ["STAGED", "ACTIVATED", "SUSPENDED"] {
-                let n = counts
-                    .iter()
-                    .find(|(k, _)| k == s)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
+                let n = counts.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
                 metrics::gauge!("cairn_users", "state" => s).set(n as f64);
             }
         }
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        handle.render(),
-    )
-        .into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     metrics::counter!("cairn_http_requests_total", "listener" => "http", "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -17,15 +17,8 @@ fn field_schema(kind: Kind, max_len: usize) -> Value {
 
 fn json_field_schema(name: &str) -> Value {
     let obj = |props: &[&str]| {
-        let p: Map<String, Value> = props
-            .iter()
-            .map(|k| {
-                (
-                    k.to_string(),
-                    json!({ "type": "string", "maxLength": 1024 }),
-                )
-            })
-            .collect();
+        let p: Map<String, Value> =
+            props.iter().map(|k| (k.to_string(), json!({ "type": "string", "maxLength": 1024 }))).collect();
         json!({ "type": "object", "properties": p, "additionalProperties": false })
     };
     match name {
@@ -54,31 +47,15 @@ fn json_field_schema(name: &str) -> Value {
 
 fn user_input_schema(required: bool) -> Value {
     let mut props = Map::new();
-    props.insert(
-        "username".into(),
-        json!({ "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" }),
-    );
-    props.insert(
-        "email".into(),
-        json!({ "type": "string", "format": "email", "maxLength": 254 }),
-    );
-    props.insert(
-        "password".into(),
-        json!({ "type": "string", "writeOnly": true, "maxLength": 256 }),
-    );
-    props.insert(
-        "state".into(),
-        json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }),
-    );
+    props.insert("username".into(), json!({ "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" }));
+    props.insert("email".into(), json!({ "type": "string", "format": "email", "maxLength": 254 }));
+    props.insert("password".into(), json!({ "type": "string", "writeOnly": true, "maxLength": 256 }));
+    props.insert("state".into(), json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }));
     for b in ["suspended", "activated", "account_locked"] {
         props.insert(b.into(), json!({ "type": "boolean" }));
     }
     for f in fields::PROFILE {
-        let s = if f.kind == Kind::Json {
-            json_field_schema(f.name)
-        } else {
-            field_schema(f.kind, f.max_len)
-        };
+        let s = if f.kind == Kind::Json { json_field_schema(f.name) } else { field_schema(f.kind, f.max_len) };
         props.insert(f.name.into(), s);
     }
     let mut s = json!({ "type": "object", "properties": props, "additionalProperties": false });
@@ -91,17 +68,10 @@ fn user_input_schema(required: bool) -> Value {
 fn user_schema() -> Value {
     let mut props = Map::new();
     for f in fields::CORE.iter().chain(fields::PROFILE) {
-        let s = if f.kind == Kind::Json {
-            json_field_schema(f.name)
-        } else {
-            field_schema(f.kind, 0)
-        };
+        let s = if f.kind == Kind::Json { json_field_schema(f.name) } else { field_schema(f.kind, 0) };
         props.insert(f.name.into(), s);
     }
-    props.insert(
-        "state".into(),
-        json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }),
-    );
+    props.insert("state".into(), json!({ "type": "string", "enum": ["STAGED", "ACTIVATED", "SUSPENDED"] }));
     props.insert("suspended".into(), json!({ "type": "boolean" }));
     props.insert("organization".into(), json!({ "type": "string" }));
     props.insert("mfaEnrollment".into(), json!({ "type": "object" }));
@@ -204,26 +174,10 @@ fn lifecycle() -> Value {
 
 fn core() -> Value {
     let list_params = json!([
-        q(
-            "limit",
-            json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 10 }),
-            "page size"
-        ),
-        q(
-            "skip",
-            json!({ "type": "integer", "minimum": 0, "default": 0 }),
-            "offset"
-        ),
-        q(
-            "sort",
-            json!({ "type": "string" }),
-            "space-separated fields, '-' for descending"
-        ),
-        q(
-            "fields",
-            json!({ "type": "string" }),
-            "space-separated projection"
-        ),
+        q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 10 }), "page size"),
+        q("skip", json!({ "type": "integer", "minimum": 0, "default": 0 }), "offset"),
+        q("sort", json!({ "type": "string" }), "space-separated fields, '-' for descending"),
+        q("fields", json!({ "type": "string" }), "space-separated projection"),
         q(
             "filter",
             json!({ "type": "string" }),
@@ -236,16 +190,8 @@ fn core() -> Value {
         ),
     ]);
     let page_params = json!([
-        q(
-            "limit",
-            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }),
-            "page size"
-        ),
-        q(
-            "skip",
-            json!({ "type": "integer", "minimum": 0, "default": 0 }),
-            "offset"
-        ),
+        q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }), "page size"),
+        q("skip", json!({ "type": "integer", "minimum": 0, "default": 0 }), "offset"),
     ]);
     let user_list = json!({ "type": "object", "properties": { "totalCount": { "type": "integer" }, "results": { "type": "array", "items": r("SystemUser") } } });
     json!({

@@ -97,16 +97,8 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
-            }
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }
@@ -114,13 +106,12 @@ impl Store {
     /// True when the database answers and every migration has been applied.
     pub async fn ready(&self) -> Result<bool> {
         let mut c = self.pool.acquire().await?;
-        let applied: i64 =
-            sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&mut *c)
-                .await
-                .ok()
-                .and_then(|r| rows::get_i64(&r, 0).ok())
-                .unwrap_or(0);
+        let applied: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&mut *c)
+            .await
+            .ok()
+            .and_then(|r| rows::get_i64(&r, 0).ok())
+            .unwrap_or(0);
         let known = match self.backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().count(),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().count(),
@@ -135,18 +126,12 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx {
-            tx,
-            backend: self.backend,
-        })
+        Ok(Tx { tx, backend: self.backend })
     }
 
     /// A pooled connection for reads.
     pub async fn read(&self) -> Result<Conn> {
-        Ok(Conn {
-            c: self.pool.acquire().await?,
-            backend: self.backend,
-        })
+        Ok(Conn { c: self.pool.acquire().await?, backend: self.backend })
     }
 
     pub async fn close(&self) {
@@ -161,10 +146,7 @@ pub struct Tx {
 
 impl Tx {
     pub fn db(&mut self) -> Db<'_> {
-        Db {
-            c: &mut self.tx,
-            b: self.backend,
-        }
+        Db { c: &mut self.tx, b: self.backend }
     }
     pub async fn commit(self) -> Result<()> {
         Ok(self.tx.commit().await?)
@@ -178,10 +160,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn db(&mut self) -> Db<'_> {
-        Db {
-            c: &mut self.c,
-            b: self.backend,
-        }
+        Db { c: &mut self.c, b: self.backend }
     }
 }
 
@@ -249,10 +228,7 @@ fn map_unique(e: sqlx::Error) -> StoreError {
             for (needles, field) in [
                 (["users.username", "users_username_uq"], "username"),
                 (["users.email", "users_email_uq"], "email"),
-                (
-                    ["users.employeeidentifier", "users_employeeidentifier_uq"],
-                    "employeeIdentifier",
-                ),
+                (["users.employeeidentifier", "users_employeeidentifier_uq"], "employeeIdentifier"),
                 (["usergroups.name_key", "usergroups_name_uq"], "name"),
                 (["admins.email", "admins_email_uq"], "email"),
                 (["apikeys.key_hash", "apikeys_hash_uq"], "key"),
@@ -289,15 +265,8 @@ impl Db<'_> {
             cols.push(col);
             vals.push(push_value(&mut a, v));
         });
-        let sql = format!(
-            "INSERT INTO users ({}) VALUES ({})",
-            cols.join(", "),
-            vals.join(", ")
-        );
-        sqlx::query_with(&sql, a.build())
-            .execute(&mut *self.c)
-            .await
-            .map_err(map_unique)?;
+        let sql = format!("INSERT INTO users ({}) VALUES ({})", cols.join(", "), vals.join(", "));
+        sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await.map_err(map_unique)?;
         Ok(())
     }
 
@@ -312,22 +281,13 @@ impl Db<'_> {
         });
         let p = a.push(u.id.clone());
         let sql = format!("UPDATE users SET {} WHERE id = {p}", sets.join(", "));
-        let r = sqlx::query_with(&sql, a.build())
-            .execute(&mut *self.c)
-            .await
-            .map_err(map_unique)?;
+        let r = sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await.map_err(map_unique)?;
         Ok(r.rows_affected() == 1)
     }
 
     pub async fn delete_user(&mut self, id: &str) -> Result<bool> {
-        sqlx::query("DELETE FROM group_members WHERE user_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *self.c)
-            .await?;
-        let r = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *self.c)
-            .await?;
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -345,10 +305,7 @@ impl Db<'_> {
 
     async fn user_where(&mut self, col: &'static str, v: &str) -> Result<Option<User>> {
         let sql = format!("SELECT * FROM users WHERE {col} = $1");
-        let row = sqlx::query(&sql)
-            .bind(v.to_string())
-            .fetch_optional(&mut *self.c)
-            .await?;
+        let row = sqlx::query(&sql).bind(v.to_string()).fetch_optional(&mut *self.c).await?;
         row.map(|r| rows::user_from_row(&r)).transpose()
     }
 
@@ -378,9 +335,7 @@ impl Db<'_> {
             if rows::get_opt_text(&r, "email")?.as_deref() == Some(email) {
                 out.push("email");
             }
-            if employee_id.is_some()
-                && rows::get_opt_text(&r, "employeeidentifier")?.as_deref() == employee_id
-            {
+            if employee_id.is_some() && rows::get_opt_text(&r, "employeeidentifier")?.as_deref() == employee_id {
                 out.push("employeeIdentifier");
             }
         }
@@ -393,39 +348,26 @@ impl Db<'_> {
         let mut a = Args::default();
         let where_sql = self.user_where_clause(q, &mut a);
         let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
-        let total = rows::get_i64(
-            &sqlx::query_with(&count_sql, a.build())
-                .fetch_one(&mut *self.c)
-                .await?,
-            0,
-        )?;
-        let mut order: Vec<String> = q
-            .sort
-            .iter()
-            .map(|(f, desc)| {
-                if *desc {
-                    format!("{} DESC NULLS LAST", f.column)
-                } else {
-                    format!("{} ASC NULLS FIRST", f.column)
-                }
-            })
-            .collect();
+        let total = rows::get_i64(&sqlx::query_with(&count_sql, a.build()).fetch_one(&mut *self.c).await?, 0)?;
+        let mut order: Vec<String> =
+            q.sort
+                .iter()
+                .map(|(f, desc)| {
+                    if *desc {
+                        format!("{} DESC NULLS LAST", f.column)
+                    } else {
+                        format!("{} ASC NULLS FIRST", f.column)
+                    }
+                })
+                .collect();
         if !q.sort.iter().any(|(f, _)| f.column == "id") {
             order.push("id ASC".into());
         }
         let lim = a.push(q.limit);
         let off = a.push(q.skip);
-        let sql = format!(
-            "SELECT * FROM users{where_sql} ORDER BY {} LIMIT {lim} OFFSET {off}",
-            order.join(", ")
-        );
-        let rows = sqlx::query_with(&sql, a.build())
-            .fetch_all(&mut *self.c)
-            .await?;
-        let users = rows
-            .iter()
-            .map(rows::user_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {} LIMIT {lim} OFFSET {off}", order.join(", "));
+        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
+        let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
         Ok((total, users))
     }
 
@@ -445,11 +387,8 @@ impl Db<'_> {
             };
             let pattern = format!("%{}%", escape_like(term));
             let p = a.push(pattern);
-            let ors: Vec<String> = q
-                .search_fields
-                .iter()
-                .map(|f| format!("{} {like} {p} ESCAPE '\\'", f.column))
-                .collect();
+            let ors: Vec<String> =
+                q.search_fields.iter().map(|f| format!("{} {like} {p} ESCAPE '\\'", f.column)).collect();
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         if clauses.is_empty() {
@@ -460,12 +399,8 @@ impl Db<'_> {
     }
 
     pub async fn count_users_by_state(&mut self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM users GROUP BY state")
-            .fetch_all(&mut *self.c)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((rows::get_text(r, "state")?, rows::get_i64(r, "n")?)))
-            .collect()
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM users GROUP BY state").fetch_all(&mut *self.c).await?;
+        rows.iter().map(|r| Ok((rows::get_text(r, "state")?, rows::get_i64(r, "n")?))).collect()
     }
 
     // ---- groups ------------------------------------------------------------------------
@@ -512,14 +447,8 @@ impl Db<'_> {
     }
 
     pub async fn delete_group(&mut self, id: &str) -> Result<bool> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *self.c)
-            .await?;
-        let r = sqlx::query("DELETE FROM usergroups WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *self.c)
-            .await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        let r = sqlx::query("DELETE FROM usergroups WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -540,12 +469,7 @@ impl Db<'_> {
     }
 
     /// Groups ordered by name; `name` filters on an exact (case-insensitive) name.
-    pub async fn list_groups(
-        &mut self,
-        name: Option<&str>,
-        limit: i64,
-        skip: i64,
-    ) -> Result<(i64, Vec<Group>)> {
+    pub async fn list_groups(&mut self, name: Option<&str>, limit: i64, skip: i64) -> Result<(i64, Vec<Group>)> {
         let key = name.map(str::to_lowercase);
         let total = rows::get_i64(
             &sqlx::query("SELECT COUNT(*) FROM usergroups WHERE ($1 IS NULL OR name_key = $1)")
@@ -554,33 +478,27 @@ impl Db<'_> {
                 .await?,
             0,
         )?;
-        let rows = sqlx::query("SELECT * FROM usergroups WHERE ($1 IS NULL OR name_key = $1) ORDER BY name_key, id LIMIT $2 OFFSET $3")
-            .bind(key)
-            .bind(limit)
-            .bind(skip)
-            .fetch_all(&mut *self.c)
-            .await?;
-        Ok((
-            total,
-            rows.iter()
-                .map(rows::group_from_row)
-                .collect::<Result<_>>()?,
-        ))
+        let rows = sqlx::query(
+            "SELECT * FROM usergroups WHERE ($1 IS NULL OR name_key = $1) ORDER BY name_key, id LIMIT $2 OFFSET $3",
+        )
+        .bind(key)
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(&mut *self.c)
+        .await?;
+        Ok((total, rows.iter().map(rows::group_from_row).collect::<Result<_>>()?))
     }
 
     /// Adds a member; false when it already was one.
-    pub async fn add_member(
-        &mut self,
-        group_id: &str,
-        user_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let r = sqlx::query("INSERT INTO group_members (group_id, user_id, added) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(group_id.to_string())
-            .bind(user_id.to_string())
-            .bind(time_text(now))
-            .execute(&mut *self.c)
-            .await?;
+    pub async fn add_member(&mut self, group_id: &str, user_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, added) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(group_id.to_string())
+        .bind(user_id.to_string())
+        .bind(time_text(now))
+        .execute(&mut *self.c)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -594,12 +512,7 @@ impl Db<'_> {
     }
 
     /// Member user ids of a group, in the order they were added.
-    pub async fn group_members(
-        &mut self,
-        group_id: &str,
-        limit: i64,
-        skip: i64,
-    ) -> Result<(i64, Vec<String>)> {
+    pub async fn group_members(&mut self, group_id: &str, limit: i64, skip: i64) -> Result<(i64, Vec<String>)> {
         let total = rows::get_i64(
             &sqlx::query("SELECT COUNT(*) FROM group_members WHERE group_id = $1")
                 .bind(group_id.to_string())
@@ -607,18 +520,15 @@ impl Db<'_> {
                 .await?,
             0,
         )?;
-        let rows = sqlx::query("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY added, user_id LIMIT $2 OFFSET $3")
-            .bind(group_id.to_string())
-            .bind(limit)
-            .bind(skip)
-            .fetch_all(&mut *self.c)
-            .await?;
-        Ok((
-            total,
-            rows.iter()
-                .map(|r| rows::get_text(r, "user_id"))
-                .collect::<Result<_>>()?,
-        ))
+        let rows = sqlx::query(
+            "SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY added, user_id LIMIT $2 OFFSET $3",
+        )
+        .bind(group_id.to_string())
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(&mut *self.c)
+        .await?;
+        Ok((total, rows.iter().map(|r| rows::get_text(r, "user_id")).collect::<Result<_>>()?))
     }
 
     pub async fn groups_of_user(&mut self, user_id: &str) -> Result<Vec<Group>> {
@@ -673,40 +583,23 @@ impl Db<'_> {
         if let Some(t) = q.until {
             clauses.push(format!("time <= {}", a.push(time_text(t))));
         }
-        let w = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
+        let w = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
         let total = rows::get_i64(
-            &sqlx::query_with(&format!("SELECT COUNT(*) FROM events{w}"), a.build())
-                .fetch_one(&mut *self.c)
-                .await?,
+            &sqlx::query_with(&format!("SELECT COUNT(*) FROM events{w}"), a.build()).fetch_one(&mut *self.c).await?,
             0,
         )?;
         let lim = a.push(q.limit);
         let off = a.push(q.skip);
         let sql = format!("SELECT * FROM events{w} ORDER BY id DESC LIMIT {lim} OFFSET {off}");
-        let rows = sqlx::query_with(&sql, a.build())
-            .fetch_all(&mut *self.c)
-            .await?;
-        Ok((
-            total,
-            rows.iter()
-                .map(rows::event_from_row)
-                .collect::<Result<_>>()?,
-        ))
+        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
+        Ok((total, rows.iter().map(rows::event_from_row).collect::<Result<_>>()?))
     }
 
     // ---- organization ------------------------------------------------------------------
 
     /// `(id, name, settings JSON, created)` of the one organization, once it exists.
-    pub async fn organization(
-        &mut self,
-    ) -> Result<Option<(String, String, String, DateTime<Utc>)>> {
-        let row = sqlx::query("SELECT * FROM organization ORDER BY id LIMIT 1")
-            .fetch_optional(&mut *self.c)
-            .await?;
+    pub async fn organization(&mut self) -> Result<Option<(String, String, String, DateTime<Utc>)>> {
+        let row = sqlx::query("SELECT * FROM organization ORDER BY id LIMIT 1").fetch_optional(&mut *self.c).await?;
         row.map(|r| {
             Ok((
                 rows::get_text(&r, "id")?,
@@ -759,9 +652,7 @@ impl Db<'_> {
     }
 
     pub async fn list_apikeys(&mut self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT * FROM apikeys ORDER BY id")
-            .fetch_all(&mut *self.c)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM apikeys ORDER BY id").fetch_all(&mut *self.c).await?;
         rows.iter().map(rows::apikey_from_row).collect()
     }
 
@@ -782,10 +673,7 @@ impl Db<'_> {
     }
 
     pub async fn delete_apikey(&mut self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM apikeys WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *self.c)
-            .await?;
+        let r = sqlx::query("DELETE FROM apikeys WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -799,16 +687,18 @@ impl Db<'_> {
     }
 
     pub async fn insert_admin(&mut self, a: &Admin) -> Result<()> {
-        sqlx::query("INSERT INTO admins (id, email, password_hash, role, created, updated) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(a.id.clone())
-            .bind(a.email.clone())
-            .bind(a.password_hash.expose().to_string())
-            .bind(a.role.as_str())
-            .bind(time_text(a.created))
-            .bind(time_text(a.updated))
-            .execute(&mut *self.c)
-            .await
-            .map_err(map_unique)?;
+        sqlx::query(
+            "INSERT INTO admins (id, email, password_hash, role, created, updated) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(a.id.clone())
+        .bind(a.email.clone())
+        .bind(a.password_hash.expose().to_string())
+        .bind(a.role.as_str())
+        .bind(time_text(a.created))
+        .bind(time_text(a.updated))
+        .execute(&mut *self.c)
+        .await
+        .map_err(map_unique)?;
         Ok(())
     }
 
@@ -821,21 +711,11 @@ impl Db<'_> {
     }
 
     pub async fn count_admins(&mut self) -> Result<i64> {
-        rows::get_i64(
-            &sqlx::query("SELECT COUNT(*) FROM admins")
-                .fetch_one(&mut *self.c)
-                .await?,
-            0,
-        )
+        rows::get_i64(&sqlx::query("SELECT COUNT(*) FROM admins").fetch_one(&mut *self.c).await?, 0)
     }
 
     pub async fn count_apikeys(&mut self) -> Result<i64> {
-        rows::get_i64(
-            &sqlx::query("SELECT COUNT(*) FROM apikeys")
-                .fetch_one(&mut *self.c)
-                .await?,
-            0,
-        )
+        rows::get_i64(&sqlx::query("SELECT COUNT(*) FROM apikeys").fetch_one(&mut *self.c).await?, 0)
     }
 }
 
@@ -864,16 +744,13 @@ impl Db<'_> {
         Ok(())
     }
 
-    pub async fn pending_schedule(
-        &mut self,
-        user_id: &str,
-        target: State,
-    ) -> Result<Option<Schedule>> {
-        let row = sqlx::query("SELECT * FROM schedules WHERE user_id = $1 AND target_state = $2 AND status = 'pending'")
-            .bind(user_id.to_string())
-            .bind(target.as_str())
-            .fetch_optional(&mut *self.c)
-            .await?;
+    pub async fn pending_schedule(&mut self, user_id: &str, target: State) -> Result<Option<Schedule>> {
+        let row =
+            sqlx::query("SELECT * FROM schedules WHERE user_id = $1 AND target_state = $2 AND status = 'pending'")
+                .bind(user_id.to_string())
+                .bind(target.as_str())
+                .fetch_optional(&mut *self.c)
+                .await?;
         row.map(|r| rows::schedule_from_row(&r)).transpose()
     }
 
@@ -902,11 +779,7 @@ impl Db<'_> {
     /// another process is firing are skipped, not waited for; on SQLite the transaction
     /// already holds the write lock. Either way a schedule is claimed by one transaction only,
     /// and it fires in that same transaction: exactly once.
-    pub async fn claim_due_schedules(
-        &mut self,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<Schedule>> {
+    pub async fn claim_due_schedules(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Schedule>> {
         let lock = match self.b {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -915,15 +788,8 @@ impl Db<'_> {
             "UPDATE schedules SET status = 'firing' WHERE id IN \
              (SELECT id FROM schedules WHERE status = 'pending' AND due <= $1 ORDER BY due, id LIMIT $2{lock}) RETURNING *"
         );
-        let rows = sqlx::query(&sql)
-            .bind(time_text(now))
-            .bind(limit)
-            .fetch_all(&mut *self.c)
-            .await?;
-        let mut v = rows
-            .iter()
-            .map(rows::schedule_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(&sql).bind(time_text(now)).bind(limit).fetch_all(&mut *self.c).await?;
+        let mut v = rows.iter().map(rows::schedule_from_row).collect::<Result<Vec<_>>>()?;
         v.sort_by(|a, b| (a.due, &a.id).cmp(&(b.due, &b.id)));
         Ok(v)
     }
@@ -933,9 +799,7 @@ impl Db<'_> {
         let row = sqlx::query("SELECT MIN(due) AS due FROM schedules WHERE status = 'pending'")
             .fetch_one(&mut *self.c)
             .await?;
-        rows::get_opt_text(&row, "due")?
-            .map(|s| rows::parse_time(&s))
-            .transpose()
+        rows::get_opt_text(&row, "due")?.map(|s| rows::parse_time(&s)).transpose()
     }
 
     /// Pending schedules, soonest first; optionally of one user or one job.
@@ -946,8 +810,7 @@ impl Db<'_> {
         limit: i64,
         skip: i64,
     ) -> Result<(i64, Vec<Schedule>)> {
-        let w =
-            "status = 'pending' AND ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR job_id = $2)";
+        let w = "status = 'pending' AND ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR job_id = $2)";
         let total = rows::get_i64(
             &sqlx::query(&format!("SELECT COUNT(*) FROM schedules WHERE {w}"))
                 .bind(user_id.map(str::to_string))
@@ -956,21 +819,14 @@ impl Db<'_> {
                 .await?,
             0,
         )?;
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM schedules WHERE {w} ORDER BY due, id LIMIT $3 OFFSET $4"
-        ))
-        .bind(user_id.map(str::to_string))
-        .bind(job_id.map(str::to_string))
-        .bind(limit)
-        .bind(skip)
-        .fetch_all(&mut *self.c)
-        .await?;
-        Ok((
-            total,
-            rows.iter()
-                .map(rows::schedule_from_row)
-                .collect::<Result<_>>()?,
-        ))
+        let rows = sqlx::query(&format!("SELECT * FROM schedules WHERE {w} ORDER BY due, id LIMIT $3 OFFSET $4"))
+            .bind(user_id.map(str::to_string))
+            .bind(job_id.map(str::to_string))
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&mut *self.c)
+            .await?;
+        Ok((total, rows.iter().map(rows::schedule_from_row).collect::<Result<_>>()?))
     }
 
     /// Pending schedules of several users at once (for the `scheduledStateChanges` of a page).
@@ -984,9 +840,7 @@ impl Db<'_> {
             "SELECT * FROM schedules WHERE status = 'pending' AND user_id IN ({}) ORDER BY due, id",
             ps.join(", ")
         );
-        let rows = sqlx::query_with(&sql, a.build())
-            .fetch_all(&mut *self.c)
-            .await?;
+        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
         rows.iter().map(rows::schedule_from_row).collect()
     }
 
@@ -1036,9 +890,7 @@ impl Db<'_> {
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 fn cond_sql(c: &Cond, a: &mut Args) -> String {
@@ -1049,9 +901,7 @@ fn cond_sql(c: &Cond, a: &mut Args) -> String {
     };
     let col = c.field.column;
     // `$ne` also matches users without a value, as an admin reading "not X" expects.
-    if c.op == cairn_domain::query::Op::Ne
-        && matches!(c.field.kind, Kind::Text | Kind::Int | Kind::Time)
-    {
+    if c.op == cairn_domain::query::Op::Ne && matches!(c.field.kind, Kind::Text | Kind::Int | Kind::Time) {
         format!("({col} <> {p} OR {col} IS NULL)")
     } else {
         format!("{col} {} {p}", c.op.sql())

@@ -34,35 +34,22 @@ pub(crate) fn get_opt_text<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
     r: &AnyRow,
     i: I,
 ) -> Result<Option<String>> {
-    r.try_get::<Option<String>, _>(i)
-        .map_err(|e| corrupt(&format!("{i:?}"), e))
+    r.try_get::<Option<String>, _>(i).map_err(|e| corrupt(&format!("{i:?}"), e))
 }
 
-pub(crate) fn get_text<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
-    r: &AnyRow,
-    i: I,
-) -> Result<String> {
+pub(crate) fn get_text<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(r: &AnyRow, i: I) -> Result<String> {
     get_opt_text(r, i)?.ok_or_else(|| StoreError::Corrupt(format!("column {i:?} is NULL")))
 }
 
-pub(crate) fn get_opt_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
-    r: &AnyRow,
-    i: I,
-) -> Result<Option<i64>> {
+pub(crate) fn get_opt_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(r: &AnyRow, i: I) -> Result<Option<i64>> {
     match r.try_get::<Option<i64>, _>(i) {
         Ok(v) => Ok(v),
         // PostgreSQL answers COUNT(*) and INTEGER columns in narrower types.
-        Err(_) => r
-            .try_get::<Option<i32>, _>(i)
-            .map(|v| v.map(i64::from))
-            .map_err(|e| corrupt(&format!("{i:?}"), e)),
+        Err(_) => r.try_get::<Option<i32>, _>(i).map(|v| v.map(i64::from)).map_err(|e| corrupt(&format!("{i:?}"), e)),
     }
 }
 
-pub(crate) fn get_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(
-    r: &AnyRow,
-    i: I,
-) -> Result<i64> {
+pub(crate) fn get_i64<I: ColumnIndex<AnyRow> + std::fmt::Debug + Copy>(r: &AnyRow, i: I) -> Result<i64> {
     Ok(get_opt_i64(r, i)?.unwrap_or(0))
 }
 
@@ -86,21 +73,12 @@ pub(crate) fn bind_user(u: &User, f: &mut dyn FnMut(&'static str, Value)) {
     f("state", Value::Text(Some(u.state.as_str().to_string())));
     f("created", Value::Text(Some(time_text(u.created))));
     f("updated", Value::Text(Some(time_text(u.updated))));
-    f(
-        "creationsource",
-        Value::Text(Some(u.creation_source.clone())),
-    );
-    f(
-        "password_hash",
-        Value::Text(u.password_hash.as_ref().map(|s| s.expose().to_string())),
-    );
+    f("creationsource", Value::Text(Some(u.creation_source.clone())));
+    f("password_hash", Value::Text(u.password_hash.as_ref().map(|s| s.expose().to_string())));
     f("password_expired", Value::Bool(u.password_expired));
     f("password_date", Value::Text(u.password_date.map(time_text)));
     f("account_locked", Value::Bool(u.account_locked));
-    f(
-        "account_locked_date",
-        Value::Text(u.account_locked_date.map(time_text)),
-    );
+    f("account_locked_date", Value::Text(u.account_locked_date.map(time_text)));
     f("badloginattempts", Value::Int(Some(u.bad_login_attempts)));
     f("totp_enabled", Value::Bool(u.totp_enabled));
     for field in fields::PROFILE {
@@ -119,16 +97,13 @@ pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
     let mut profile = Map::new();
     for field in fields::PROFILE {
         let v = match field.kind {
-            Kind::Text | Kind::Time => {
-                get_opt_text(r, field.column)?.map(serde_json::Value::String)
-            }
+            Kind::Text | Kind::Time => get_opt_text(r, field.column)?.map(serde_json::Value::String),
             Kind::Bool => get_bool(r, field.column)?.then_some(serde_json::Value::Bool(true)),
             Kind::Int => get_opt_i64(r, field.column)?.map(serde_json::Value::from),
             Kind::Json => match get_opt_text(r, field.column)? {
-                Some(s) => Some(
-                    serde_json::from_str(&s)
-                        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", field.column)))?,
-                ),
+                Some(s) => {
+                    Some(serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{}: {e}", field.column)))?)
+                }
                 None => None,
             },
         };
@@ -141,8 +116,7 @@ pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
         id: get_text(r, "id")?,
         username: get_text(r, "username")?,
         email: get_text(r, "email")?,
-        state: State::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("state '{state}'")))?,
+        state: State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state '{state}'")))?,
         created: parse_time(&get_text(r, "created")?)?,
         updated: parse_time(&get_text(r, "updated")?)?,
         creation_source: get_text(r, "creationsource")?,
@@ -173,9 +147,7 @@ pub(crate) fn group_from_row(r: &AnyRow) -> Result<Group> {
 
 pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event> {
     let json = |col: &str| -> Result<serde_json::Value> {
-        Ok(get_opt_text(r, col)?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(serde_json::Value::Null))
+        Ok(get_opt_text(r, col)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null))
     };
     Ok(Event {
         id: get_text(r, "id")?,
@@ -236,14 +208,12 @@ pub(crate) fn schedule_from_row(r: &AnyRow) -> Result<cairn_domain::lifecycle::S
         id: get_text(r, "id")?,
         job_id: get_text(r, "job_id")?,
         user_id: get_text(r, "user_id")?,
-        target: State::parse(&target)
-            .ok_or_else(|| StoreError::Corrupt(format!("target_state '{target}'")))?,
+        target: State::parse(&target).ok_or_else(|| StoreError::Corrupt(format!("target_state '{target}'")))?,
         due: parse_time(&get_text(r, "due")?)?,
         email: MailChoice::decode(&get_text(r, "email")?),
         created: parse_time(&get_text(r, "created")?)?,
         created_by,
-        status: ScheduleStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+        status: ScheduleStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
         finished: opt_time(r, "finished")?,
         message: get_opt_text(r, "message")?,
     })

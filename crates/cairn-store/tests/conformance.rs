@@ -37,10 +37,7 @@ fn user(n: u32, username: &str, profile: Value) -> User {
 }
 
 fn q(pairs: &[(&str, &str)]) -> ListQuery {
-    let p: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let p: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     ListQuery::from_pairs(&p).unwrap()
 }
 
@@ -81,23 +78,12 @@ async fn users_round_trip(store: &Store) {
     let mut c = store.read().await.unwrap();
     let got = c.db().get_user(&u.id).await.unwrap().expect("stored");
     assert_eq!(got.username, "ada");
-    assert_eq!(
-        got.profile, u.profile,
-        "every profile kind survives the round trip"
-    );
+    assert_eq!(got.profile, u.profile, "every profile kind survives the round trip");
     assert_eq!(got.password_hash, u.password_hash);
     assert_eq!(got.password_date, Some(t(5)));
     assert_eq!(got.created, u.created);
-    assert!(
-        c.db().user_by_username("ADA").await.unwrap().is_some(),
-        "lookups are case-insensitive"
-    );
-    assert!(c
-        .db()
-        .user_by_email("Ada@Example.com")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(c.db().user_by_username("ADA").await.unwrap().is_some(), "lookups are case-insensitive");
+    assert!(c.db().user_by_email("Ada@Example.com").await.unwrap().is_some());
     drop(c);
 
     let mut changed = got.clone();
@@ -112,11 +98,7 @@ async fn users_round_trip(store: &Store) {
     let mut c = store.read().await.unwrap();
     let got = c.db().get_user(&u.id).await.unwrap().unwrap();
     assert_eq!(got.state, State::Suspended);
-    assert_eq!(
-        got.profile.get("sudo"),
-        None,
-        "false booleans read back as absent"
-    );
+    assert_eq!(got.profile.get("sudo"), None, "false booleans read back as absent");
     assert_eq!(got.profile["department"], json!("Ops"));
     assert!(got.account_locked);
     assert_eq!(got.bad_login_attempts, 3);
@@ -125,40 +107,21 @@ async fn users_round_trip(store: &Store) {
 async fn uniqueness(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     let dup_name = user(2, "ada", json!({}));
-    match tx
-        .db()
-        .insert_user(&User {
-            email: "other@example.com".into(),
-            ..dup_name
-        })
-        .await
-    {
+    match tx.db().insert_user(&User { email: "other@example.com".into(), ..dup_name }).await {
         Err(StoreError::Conflict(f)) => assert_eq!(f, "username"),
         other => panic!("expected a username conflict, got {other:?}"),
     }
     drop(tx);
     let mut tx = store.begin().await.unwrap();
-    match tx
-        .db()
-        .insert_user(&user(3, "ada2", json!({"employeeIdentifier": "E1"})))
-        .await
-    {
+    match tx.db().insert_user(&user(3, "ada2", json!({"employeeIdentifier": "E1"}))).await {
         Err(StoreError::Conflict(f)) => assert_eq!(f, "employeeIdentifier"),
         other => panic!("expected an employeeIdentifier conflict, got {other:?}"),
     }
     drop(tx);
     let mut c = store.read().await.unwrap();
-    let taken = c
-        .db()
-        .user_conflicts("ada", "ada@example.com", Some("E1"), Some("nobody"))
-        .await
-        .unwrap();
+    let taken = c.db().user_conflicts("ada", "ada@example.com", Some("E1"), Some("nobody")).await.unwrap();
     assert_eq!(taken, vec!["username", "email", "employeeIdentifier"]);
-    let none = c
-        .db()
-        .user_conflicts("ada", "ada@example.com", None, Some(&id(1)))
-        .await
-        .unwrap();
+    let none = c.db().user_conflicts("ada", "ada@example.com", None, Some(&id(1))).await.unwrap();
     assert!(none.is_empty(), "a user does not conflict with itself");
 }
 
@@ -192,61 +155,23 @@ async fn listing(store: &Store) {
 
     let (total, page) = db.list_users(&q(&[("limit", "2")])).await.unwrap();
     assert_eq!(total, 5);
-    assert_eq!(
-        names(&page),
-        ["ada", "bob"],
-        "default order is creation order"
-    );
+    assert_eq!(names(&page), ["ada", "bob"], "default order is creation order");
 
-    let (total, page) = db
-        .list_users(&q(&[
-            ("filter", "department:$eq:Sales"),
-            ("sort", "-username"),
-        ]))
-        .await
-        .unwrap();
+    let (total, page) = db.list_users(&q(&[("filter", "department:$eq:Sales"), ("sort", "-username")])).await.unwrap();
     assert_eq!((total, names(&page)), (2, vec!["carol", "bob"]));
 
-    let (_, page) = db
-        .list_users(&q(&[("filter", "department:$ne:Sales")]))
-        .await
-        .unwrap();
-    assert_eq!(
-        names(&page),
-        ["ada", "dave", "erin_x"],
-        "$ne includes users without a value"
-    );
+    let (_, page) = db.list_users(&q(&[("filter", "department:$ne:Sales")])).await.unwrap();
+    assert_eq!(names(&page), ["ada", "dave", "erin_x"], "$ne includes users without a value");
 
-    let (_, page) = db
-        .list_users(&q(&[
-            ("filter", "unix_uid:$gte:1500"),
-            ("sort", "unix_uid"),
-        ]))
-        .await
-        .unwrap();
+    let (_, page) = db.list_users(&q(&[("filter", "unix_uid:$gte:1500"), ("sort", "unix_uid")])).await.unwrap();
     assert_eq!(names(&page), ["erin_x", "carol"]);
 
-    let (_, page) = db
-        .list_users(&q(&[
-            ("filter[or][0]", "username:bob"),
-            ("filter[or][1]", "state:STAGED"),
-        ]))
-        .await
-        .unwrap();
+    let (_, page) =
+        db.list_users(&q(&[("filter[or][0]", "username:bob"), ("filter[or][1]", "state:STAGED")])).await.unwrap();
     assert_eq!(names(&page), ["bob", "dave"]);
 
-    let (_, page) = db
-        .list_users(&q(&[
-            ("filter", "sudo:false"),
-            ("filter", "state:$eq:ACTIVATED"),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!(
-        names(&page),
-        ["bob", "carol", "erin_x"],
-        "booleans compare alike; ada is suspended"
-    );
+    let (_, page) = db.list_users(&q(&[("filter", "sudo:false"), ("filter", "state:$eq:ACTIVATED")])).await.unwrap();
+    assert_eq!(names(&page), ["bob", "carol", "erin_x"], "booleans compare alike; ada is suspended");
 
     // Byte order, NULLs first ascending and last descending, on both databases.
     let (_, page) = db.list_users(&q(&[("sort", "lastname")])).await.unwrap();
@@ -255,38 +180,18 @@ async fn listing(store: &Store) {
     assert_eq!(names(&page), ["carol", "erin_x", "ada", "bob", "dave"]);
 
     let (total, page) = db.list_users(&q(&[("search", "SAL")])).await.unwrap();
-    assert_eq!(
-        (total, names(&page)),
-        (2, vec!["bob", "carol"]),
-        "search is a case-insensitive substring"
-    );
+    assert_eq!((total, names(&page)), (2, vec!["bob", "carol"]), "search is a case-insensitive substring");
     let (_, page) = db.list_users(&q(&[("search", "n_x")])).await.unwrap();
-    assert_eq!(
-        names(&page),
-        ["erin_x"],
-        "LIKE wildcards in the term are literal"
-    );
+    assert_eq!(names(&page), ["erin_x"], "LIKE wildcards in the term are literal");
     let (_, page) = db.list_users(&q(&[("search", "%")])).await.unwrap();
     assert!(page.is_empty());
 
-    let (total, page) = db
-        .list_users(&q(&[("skip", "4"), ("limit", "10")]))
-        .await
-        .unwrap();
+    let (total, page) = db.list_users(&q(&[("skip", "4"), ("limit", "10")])).await.unwrap();
     assert_eq!((total, page.len()), (5, 1));
 
     let counts = db.count_users_by_state().await.unwrap();
-    let get = |s: &str| {
-        counts
-            .iter()
-            .find(|(k, _)| k == s)
-            .map(|(_, n)| *n)
-            .unwrap_or(0)
-    };
-    assert_eq!(
-        (get("ACTIVATED"), get("STAGED"), get("SUSPENDED")),
-        (3, 1, 1)
-    );
+    let get = |s: &str| counts.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
+    assert_eq!((get("ACTIVATED"), get("STAGED"), get("SUSPENDED")), (3, 1, 1));
 }
 
 async fn groups(store: &Store) {
@@ -304,22 +209,13 @@ async fn groups(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     tx.db().insert_group(&g).await.unwrap();
     assert!(tx.db().add_member(&g.id, &id(10), t(101)).await.unwrap());
-    assert!(
-        !tx.db().add_member(&g.id, &id(10), t(102)).await.unwrap(),
-        "adding twice changes nothing"
-    );
+    assert!(!tx.db().add_member(&g.id, &id(10), t(102)).await.unwrap(), "adding twice changes nothing");
     assert!(tx.db().add_member(&g.id, &id(11), t(103)).await.unwrap());
     tx.commit().await.unwrap();
 
     let mut tx = store.begin().await.unwrap();
-    let dup = Group {
-        id: id(101),
-        name: "ENGINEERING".into(),
-        ..g.clone()
-    };
-    assert!(
-        matches!(tx.db().insert_group(&dup).await, Err(StoreError::Conflict(f)) if f == "name")
-    );
+    let dup = Group { id: id(101), name: "ENGINEERING".into(), ..g.clone() };
+    assert!(matches!(tx.db().insert_group(&dup).await, Err(StoreError::Conflict(f)) if f == "name"));
     drop(tx);
 
     let mut c = store.read().await.unwrap();
@@ -328,11 +224,7 @@ async fn groups(store: &Store) {
     let (n, members) = c.db().group_members(&g.id, 10, 0).await.unwrap();
     assert_eq!((n, members), (2, vec![id(10), id(11)]));
     assert_eq!(c.db().groups_of_user(&id(11)).await.unwrap().len(), 1);
-    let (n, list) = c
-        .db()
-        .list_groups(Some("engineering"), 10, 0)
-        .await
-        .unwrap();
+    let (n, list) = c.db().list_groups(Some("engineering"), 10, 0).await.unwrap();
     assert_eq!((n, list.len()), (1, 1));
     drop(c);
 
@@ -352,11 +244,7 @@ async fn groups(store: &Store) {
 
 async fn events_and_keys(store: &Store) {
     let mut tx = store.begin().await.unwrap();
-    for (n, action, target) in [
-        (200, "user_create", "u1"),
-        (201, "user_update", "u1"),
-        (202, "user_create", "u2"),
-    ] {
+    for (n, action, target) in [(200, "user_create", "u1"), (201, "user_update", "u1"), (202, "user_create", "u2")] {
         tx.db()
             .insert_event(&Event {
                 id: id(n),
@@ -375,14 +263,8 @@ async fn events_and_keys(store: &Store) {
             .await
             .unwrap();
     }
-    tx.db()
-        .put_organization(&id(300), "Org", "{}", t(0))
-        .await
-        .unwrap();
-    tx.db()
-        .put_organization(&id(300), "Org", "{\"a\":1}", t(0))
-        .await
-        .unwrap();
+    tx.db().put_organization(&id(300), "Org", "{}", t(0)).await.unwrap();
+    tx.db().put_organization(&id(300), "Org", "{\"a\":1}", t(0)).await.unwrap();
     let key = ApiKey {
         id: id(400),
         name: "ci".into(),
@@ -407,22 +289,11 @@ async fn events_and_keys(store: &Store) {
     let (n, evs) = db.list_events(&eq(Some("u1"), None)).await.unwrap();
     assert_eq!(n, 2);
     assert_eq!(evs[0].action, "user_update", "newest first");
-    assert_eq!(
-        evs[0].changes,
-        json!([{"field": "x", "old": null, "new": 1}])
-    );
-    let (n, _) = db
-        .list_events(&eq(None, Some("user_create")))
-        .await
-        .unwrap();
+    assert_eq!(evs[0].changes, json!([{"field": "x", "old": null, "new": 1}]));
+    let (n, _) = db.list_events(&eq(None, Some("user_create"))).await.unwrap();
     assert_eq!(n, 2);
     let (n, _) = db
-        .list_events(&EventQuery {
-            since: Some(t(201)),
-            until: Some(t(201)),
-            limit: 10,
-            ..Default::default()
-        })
+        .list_events(&EventQuery { since: Some(t(201)), until: Some(t(201)), limit: 10, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -431,35 +302,24 @@ async fn events_and_keys(store: &Store) {
     let k = db.apikey_by_hash("abc").await.unwrap().unwrap();
     assert_eq!((k.role, k.last_used), (Role::ReadOnly, None));
     db.touch_apikey(&k.id, t(9)).await.unwrap();
-    assert_eq!(
-        db.get_apikey(&k.id).await.unwrap().unwrap().last_used,
-        Some(t(9))
-    );
+    assert_eq!(db.get_apikey(&k.id).await.unwrap().unwrap().last_used, Some(t(9)));
     assert!(db.delete_apikey(&k.id).await.unwrap());
     assert!(db.apikey_by_hash("abc").await.unwrap().is_none());
 }
 
 async fn rollback(store: &Store) {
     let mut tx = store.begin().await.unwrap();
-    tx.db()
-        .insert_user(&user(500, "ghost", json!({})))
-        .await
-        .unwrap();
+    tx.db().insert_user(&user(500, "ghost", json!({}))).await.unwrap();
     drop(tx); // never committed
     let mut c = store.read().await.unwrap();
-    assert!(
-        c.db().user_by_username("ghost").await.unwrap().is_none(),
-        "an uncommitted change leaves nothing"
-    );
+    assert!(c.db().user_by_username("ghost").await.unwrap().is_none(), "an uncommitted change leaves nothing");
     let _ = Duration::zero();
 }
 
 #[tokio::test]
 async fn conformance_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&testing::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let store = Store::connect(&testing::sqlite_url(dir.path())).await.unwrap();
     suite(store).await;
 }
 

@@ -64,31 +64,22 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read configuration file {}", p.display()))?;
-                toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("configuration file {}: {}", p.display(), e.message())
-                })?
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("configuration file {}: {}", p.display(), e.message()))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = PathBuf::from(
-            env("CAIRN_DATA_DIR")
-                .or(fc.data_dir)
-                .unwrap_or_else(|| "./cairn-data".into()),
-        );
+        let data_dir = PathBuf::from(env("CAIRN_DATA_DIR").or(fc.data_dir).unwrap_or_else(|| "./cairn-data".into()));
         let database_url = env("CAIRN_DATABASE_URL")
             .or(fc.database_url)
             .unwrap_or_else(|| format!("sqlite://{}/cairn.db", data_dir.display()));
-        let http_addr = env("CAIRN_HTTP_ADDR")
-            .or(fc.http_addr)
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_addr = env("CAIRN_HTTP_ADDR").or(fc.http_addr).unwrap_or_else(|| "127.0.0.1:8080".into());
         let base_url = env("CAIRN_BASE_URL")
             .or(fc.base_url)
             .unwrap_or_else(|| format!("http://{http_addr}"))
             .trim_end_matches('/')
             .to_string();
-        let log_format = env("CAIRN_LOG_FORMAT")
-            .or(fc.log_format)
-            .unwrap_or_else(|| "text".into());
+        let log_format = env("CAIRN_LOG_FORMAT").or(fc.log_format).unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
             bail!("CAIRN_LOG_FORMAT must be text or json, not '{log_format}'");
         }
@@ -96,26 +87,18 @@ impl Config {
             || database_url.starts_with("postgres:")
             || database_url.starts_with("postgresql:"))
         {
-            bail!(
-                "CAIRN_DATABASE_URL must start with sqlite:// or postgres://, not '{database_url}'"
-            );
+            bail!("CAIRN_DATABASE_URL must start with sqlite:// or postgres://, not '{database_url}'");
         }
         Ok(Config {
             data_dir,
             database_url,
             http_addr,
             base_url,
-            ldap_addr: off(env("CAIRN_LDAP_ADDR")
-                .or(fc.ldap_addr)
-                .unwrap_or_else(|| "127.0.0.1:3389".into())),
+            ldap_addr: off(env("CAIRN_LDAP_ADDR").or(fc.ldap_addr).unwrap_or_else(|| "127.0.0.1:3389".into())),
             ldaps_addr: env("CAIRN_LDAPS_ADDR").or(fc.ldaps_addr).and_then(off),
-            radius_addr: off(env("CAIRN_RADIUS_ADDR")
-                .or(fc.radius_addr)
-                .unwrap_or_else(|| "127.0.0.1:1812".into())),
+            radius_addr: off(env("CAIRN_RADIUS_ADDR").or(fc.radius_addr).unwrap_or_else(|| "127.0.0.1:1812".into())),
             smtp_url: env("CAIRN_SMTP_URL").or(fc.smtp_url),
-            mail_from: env("CAIRN_MAIL_FROM")
-                .or(fc.mail_from)
-                .unwrap_or_else(|| "Cairn <noreply@localhost>".into()),
+            mail_from: env("CAIRN_MAIL_FROM").or(fc.mail_from).unwrap_or_else(|| "Cairn <noreply@localhost>".into()),
             bootstrap_api_key: env("CAIRN_BOOTSTRAP_API_KEY").or(fc.bootstrap_api_key),
             log: env("CAIRN_LOG").or(fc.log).unwrap_or_else(|| "info".into()),
             log_format,

@@ -16,11 +16,7 @@ use clap::{Parser, Subcommand};
 use config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "cairn",
-    version,
-    about = "Cairn: the self-hosted directory with a lifecycle"
-)]
+#[command(name = "cairn", version, about = "Cairn: the self-hosted directory with a lifecycle")]
 struct Cli {
     /// Configuration file (default: ./cairn.toml when present). CAIRN_* variables win.
     #[arg(long, global = true, value_name = "FILE")]
@@ -85,10 +81,7 @@ fn main() {
         eprintln!("error: internal error ({msg}); please report it");
     }));
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
@@ -96,18 +89,13 @@ fn main() {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }
 
 fn init_logging(cfg: &Config) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
-        .map_err(|e| anyhow!("CAIRN_LOG '{}': {e}", cfg.log))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| anyhow!("CAIRN_LOG '{}': {e}", cfg.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         builder.json().init();
     } else {
@@ -118,12 +106,8 @@ fn init_logging(cfg: &Config) -> Result<()> {
 
 async fn open(cfg: &Config) -> Result<Directory> {
     if cfg.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                cfg.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
     }
     let store = Store::connect(&cfg.database_url)
         .await
@@ -158,10 +142,7 @@ struct FileClock(PathBuf);
 
 impl Clock for FileClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        let offset = std::fs::read_to_string(&self.0)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+        let offset = std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
         chrono::Utc::now() + chrono::Duration::seconds(offset)
     }
 }
@@ -182,31 +163,15 @@ async fn run(cli: Cli) -> Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::Apikey {
-            command: ApikeyCommand::Create { name, role },
-        } => {
+        Command::Apikey { command: ApikeyCommand::Create { name, role } } => {
             let role = parse_role(&role)?;
             let dir = open(&cfg).await?;
-            let k = dir
-                .create_apikey(&Ctx::cli(), &name, role)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let k = dir.create_apikey(&Ctx::cli(), &name, role).await.map_err(|e| anyhow!("{e}"))?;
             println!("{}", k.secret.expose());
-            eprintln!(
-                "API key '{}' ({}) created; it is shown only this once.",
-                k.key.name,
-                role.as_str()
-            );
+            eprintln!("API key '{}' ({}) created; it is shown only this once.", k.key.name, role.as_str());
             Ok(())
         }
-        Command::Admin {
-            command:
-                AdminCommand::Create {
-                    email,
-                    password,
-                    role,
-                },
-        } => {
+        Command::Admin { command: AdminCommand::Create { email, password, role } } => {
             let role = parse_role(&role)?;
             let password = match password {
                 Some(p) => Some(Secret::new(p)),
@@ -214,10 +179,8 @@ async fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let dir = open(&cfg).await?;
-            let (admin, generated) = dir
-                .create_admin(&Ctx::cli(), &email, password, role)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let (admin, generated) =
+                dir.create_admin(&Ctx::cli(), &email, password, role).await.map_err(|e| anyhow!("{e}"))?;
             println!("administrator {} created ({})", admin.email, role.as_str());
             if let Some(pw) = generated {
                 println!("password: {}", pw.expose());
@@ -249,21 +212,14 @@ async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on CAIRN_HTTP_ADDR {}", cfg.http_addr))?;
     let addr = listener.local_addr()?;
-    if let (Some(email), Some(pw), Some(key)) =
-        (&boot.admin_email, &boot.admin_password, &boot.api_key)
-    {
-        println!(
-            "First start: created the administrator and an API key. They are shown only this once."
-        );
+    if let (Some(email), Some(pw), Some(key)) = (&boot.admin_email, &boot.admin_password, &boot.api_key) {
+        println!("First start: created the administrator and an API key. They are shown only this once.");
         println!("  portal:   {}/admin", cfg.base_url);
         println!("  admin:    {email}");
         println!("  password: {}", pw.expose());
         println!("  API key:  {}", key.expose());
     }
-    println!(
-        "Cairn is listening on http://{addr} (API at {}/api)",
-        cfg.base_url
-    );
+    println!("Cairn is listening on http://{addr} (API at {}/api)", cfg.base_url);
     tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
     // The scheduler runs in every process; claiming makes each schedule fire once.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -271,17 +227,11 @@ async fn serve(cfg: Config) -> Result<()> {
         let dir = dir.clone();
         tokio::spawn(async move { dir.run_scheduler(stop_rx).await })
     };
-    let app = cairn_http::router(cairn_http::AppState {
-        dir: dir.clone(),
-        metrics: Some(metrics),
-    });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .context("HTTP server failed");
+    let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics) });
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("HTTP server failed");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     served?;
@@ -296,8 +246,7 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -18,103 +18,50 @@ fn first_start_prints_an_admin_password_and_an_api_key_once() {
         .find_map(|l| l.trim().strip_prefix("API key:"))
         .map(|k| k.trim().to_string())
         .unwrap_or_else(|| panic!("no key printed:\n{out}"));
-    assert!(
-        out.lines().any(|l| l.trim().starts_with("password:")),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.trim().starts_with("password:")), "{out}");
     let (st, _) = s.req("GET", "/api/systemusers", Some(&key), None);
     assert_eq!(st, 200, "the printed key works");
 
     s.stdout.lock().unwrap().clear();
     s.restart();
     let out = s.stdout.lock().unwrap().clone();
-    assert!(
-        !out.contains("API key:") && !out.contains("password:"),
-        "printed only once:\n{out}"
-    );
+    assert!(!out.contains("API key:") && !out.contains("password:"), "printed only once:\n{out}");
 }
 
 #[test]
 fn apikey_and_admin_commands_work_from_the_shell() {
     let s = Server::start(&Db::Sqlite);
-    let out = s
-        .command()
-        .args(["apikey", "create", "--name", "ci", "--role", "read-only"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = s.command().args(["apikey", "create", "--name", "ci", "--role", "read-only"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let (st, _) = s.req("GET", "/api/systemusers", Some(&key), None);
     assert_eq!(st, 200);
-    let (st, _) = s.req(
-        "POST",
-        "/api/systemusers",
-        Some(&key),
-        Some(&json!({"username": "x", "email": "x@example.com"})),
-    );
+    let (st, _) =
+        s.req("POST", "/api/systemusers", Some(&key), Some(&json!({"username": "x", "email": "x@example.com"})));
     assert_eq!(st, 403);
 
-    let out = s
-        .command()
-        .args(["admin", "create", "--email", "Boss@Example.com"])
-        .output()
-        .unwrap();
+    let out = s.command().args(["admin", "create", "--email", "Boss@Example.com"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("boss@example.com") && text.contains("password:"),
-        "{text}"
-    );
+    assert!(text.contains("boss@example.com") && text.contains("password:"), "{text}");
     let out = s
         .command()
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "boss@example.com",
-            "--password",
-            "a long enough password",
-        ])
+        .args(["admin", "create", "--email", "boss@example.com", "--password", "a long enough password"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "duplicate admin");
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with("error: ") && err.contains("already exists") && err.lines().count() == 1,
-        "{err}"
-    );
-    let out = s
-        .command()
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "x@example.com",
-            "--password",
-            "short",
-        ])
-        .output()
-        .unwrap();
+    assert!(err.starts_with("error: ") && err.contains("already exists") && err.lines().count() == 1, "{err}");
+    let out =
+        s.command().args(["admin", "create", "--email", "x@example.com", "--password", "short"]).output().unwrap();
     assert!(!out.status.success());
 
-    let out = s
-        .command()
-        .args(["apikey", "create", "--name", "x", "--role", "god"])
-        .output()
-        .unwrap();
+    let out = s.command().args(["apikey", "create", "--name", "x", "--role", "god"]).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success() && err.contains("--role"), "{err}");
 
     let out = s.command().arg("migrate").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let (_, evs) = s.get("/api/v2/events?action=admin_create");
     assert_eq!(evs[0]["source"], "cli");
@@ -125,38 +72,21 @@ fn bad_configuration_is_one_line_and_a_failure_status() {
     let dir = tempfile::tempdir().unwrap();
     let run = |env: &[(&str, &str)], args: &[&str]| {
         let mut c = Command::new(bin());
-        c.env_clear()
-            .current_dir(dir.path())
-            .env("CAIRN_DATA_DIR", dir.path().join("d"));
+        c.env_clear().current_dir(dir.path()).env("CAIRN_DATA_DIR", dir.path().join("d"));
         for (k, v) in env {
             c.env(k, v);
         }
         let out = c.args(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let (ok, err) = run(&[("CAIRN_DATABASE_URL", "mysql://x")], &["migrate"]);
-    assert!(
-        !ok && err.starts_with("error: ") && err.contains("CAIRN_DATABASE_URL"),
-        "{err}"
-    );
+    assert!(!ok && err.starts_with("error: ") && err.contains("CAIRN_DATABASE_URL"), "{err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"));
-    let (ok, err) = run(
-        &[("CAIRN_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
-        &["migrate"],
-    );
-    assert!(
-        !ok && err.starts_with("error: cannot open the database"),
-        "{err}"
-    );
+    let (ok, err) = run(&[("CAIRN_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")], &["migrate"]);
+    assert!(!ok && err.starts_with("error: cannot open the database"), "{err}");
     std::fs::write(dir.path().join("bad.toml"), "http_adr = 1").unwrap();
     let (ok, err) = run(&[], &["--config", "bad.toml", "migrate"]);
-    assert!(
-        !ok && err.contains("bad.toml") && err.contains("http_adr"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("bad.toml") && err.contains("http_adr"), "{err}");
     let (ok, err) = run(&[("CAIRN_HTTP_ADDR", "not-an-address")], &["serve"]);
     assert!(!ok && err.contains("CAIRN_HTTP_ADDR"), "{err}");
 }
@@ -186,10 +116,8 @@ fn the_toml_file_configures_and_variables_win() {
     let start = Instant::now();
     let client = reqwest::blocking::Client::new();
     let ok = loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/api/systemusers"))
-            .header("x-api-key", common::KEY)
-            .send()
+        if let Ok(r) =
+            client.get(format!("http://127.0.0.1:{port}/api/systemusers")).header("x-api-key", common::KEY).send()
         {
             break r.status() == 200;
         }
@@ -200,9 +128,6 @@ fn the_toml_file_configures_and_variables_win() {
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        ok,
-        "the variable's address and the file's key and data dir were used"
-    );
+    assert!(ok, "the variable's address and the file's key and data dir were used");
     assert!(dir.path().join("d").join("cairn.db").exists());
 }

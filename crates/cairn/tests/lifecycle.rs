@@ -9,10 +9,8 @@ use common::{Db, Server};
 use serde_json::{json, Value};
 
 fn staged(s: &Server, name: &str) -> String {
-    let (st, v) = s.post(
-        "/api/systemusers",
-        json!({"username": name, "email": format!("{name}@example.com"), "state": "STAGED"}),
-    );
+    let (st, v) = s
+        .post("/api/systemusers", json!({"username": name, "email": format!("{name}@example.com"), "state": "STAGED"}));
     assert_eq!(st, 200, "{v}");
     v["_id"].as_str().unwrap().to_string()
 }
@@ -21,10 +19,7 @@ fn staged(s: &Server, name: &str) -> String {
 fn with_clock(db: &Db, clock: &std::path::Path) -> Server {
     Server::start_with(
         db,
-        &[
-            ("CAIRN_BOOTSTRAP_API_KEY", common::KEY),
-            ("CAIRN_TEST_CLOCK_FILE", clock.to_str().unwrap()),
-        ],
+        &[("CAIRN_BOOTSTRAP_API_KEY", common::KEY), ("CAIRN_TEST_CLOCK_FILE", clock.to_str().unwrap())],
     )
 }
 
@@ -45,27 +40,15 @@ fn in_an_hour() -> String {
 fn activate_and_suspend_now_with_the_email_flag() {
     let s = Server::start(&Db::Sqlite);
     let id = staged(&s, "ada");
-    let (st, v) = s.post(
-        &format!("/api/systemusers/{id}/state/activate"),
-        json!({"email": "alt@example.com"}),
-    );
+    let (st, v) = s.post(&format!("/api/systemusers/{id}/state/activate"), json!({"email": "alt@example.com"}));
     assert_eq!(st, 200, "{v}");
-    assert_eq!(
-        (v["outcome"].as_str(), v["user"]["state"].as_str()),
-        (Some("done"), Some("ACTIVATED"))
-    );
+    assert_eq!((v["outcome"].as_str(), v["user"]["state"].as_str()), (Some("done"), Some("ACTIVATED")));
     let (_, v) = s.post(&format!("/api/systemusers/{id}/state/activate"), json!({}));
     assert_eq!(v["outcome"], "skipped", "a no-op is reported as skipped");
-    let (st, v) = s.post(
-        &format!("/api/systemusers/{id}/state/activate"),
-        json!({"email": 12}),
-    );
+    let (st, v) = s.post(&format!("/api/systemusers/{id}/state/activate"), json!({"email": 12}));
     assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some("email")));
     let (_, evs) = s.get(&format!("/api/v2/events?user_id={id}&action=user_activate"));
-    assert_eq!(
-        evs[0]["detail"]["email"],
-        json!({"mail": "to", "to": "alt@example.com"})
-    );
+    assert_eq!(evs[0]["detail"]["email"], json!({"mail": "to", "to": "alt@example.com"}));
 
     // An empty body (curl -X POST with no data) is the default flag.
     let r = s
@@ -76,25 +59,13 @@ fn activate_and_suspend_now_with_the_email_flag() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let (_, v) = s.get(&format!("/api/systemusers/{id}"));
-    assert_eq!(
-        (v["state"].as_str(), v["suspended"].as_bool()),
-        (Some("SUSPENDED"), Some(true))
-    );
-    let (st, v) = s.put(
-        &format!("/api/systemusers/{id}"),
-        json!({"state": "STAGED"}),
-    );
+    assert_eq!((v["state"].as_str(), v["suspended"].as_bool()), (Some("SUSPENDED"), Some(true)));
+    let (st, v) = s.put(&format!("/api/systemusers/{id}"), json!({"state": "STAGED"}));
     assert_eq!(st, 409, "{v}");
     assert!(v["message"].as_str().unwrap().contains("STAGED"));
-    let (st, v) = s.put(
-        &format!("/api/systemusers/{id}"),
-        json!({"state": "ACTIVATED"}),
-    );
+    let (st, v) = s.put(&format!("/api/systemusers/{id}"), json!({"state": "ACTIVATED"}));
     assert_eq!((st, v["state"].as_str()), (200, Some("ACTIVATED")));
-    let (st, _) = s.post(
-        "/api/systemusers/0123456789abcdef01234567/state/activate",
-        json!({}),
-    );
+    let (st, _) = s.post("/api/systemusers/0123456789abcdef01234567/state/activate", json!({}));
     assert_eq!(st, 404);
 }
 
@@ -103,34 +74,17 @@ fn bulk_actions_answer_per_user_and_never_fail_the_batch() {
     let s = Server::start(&Db::Sqlite);
     let a = staged(&s, "ada");
     let b = staged(&s, "bob");
-    let (st, v) = s.post(
-        "/api/v2/users/actions",
-        json!({"action": "activate", "email": false, "user_ids": [a, b, "bogus"]}),
-    );
+    let (st, v) =
+        s.post("/api/v2/users/actions", json!({"action": "activate", "email": false, "user_ids": [a, b, "bogus"]}));
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["counts"], json!({"done": 2, "skipped": 0, "error": 1}));
-    assert_eq!(
-        v["results"][2],
-        json!({"user_id": "bogus", "outcome": "error", "message": "no user with id 'bogus'"})
-    );
-    let (_, v) = s.post(
-        "/api/v2/users/actions",
-        json!({"action": "suspend", "user_ids": [a]}),
-    );
+    assert_eq!(v["results"][2], json!({"user_id": "bogus", "outcome": "error", "message": "no user with id 'bogus'"}));
+    let (_, v) = s.post("/api/v2/users/actions", json!({"action": "suspend", "user_ids": [a]}));
     assert_eq!(v["results"][0]["outcome"], "done");
-    let (_, v) = s.post(
-        "/api/v2/users/actions",
-        json!({"action": "suspend", "user_ids": [a]}),
-    );
+    let (_, v) = s.post("/api/v2/users/actions", json!({"action": "suspend", "user_ids": [a]}));
     assert_eq!(v["results"][0]["outcome"], "skipped");
-    let (st, v) = s.post(
-        "/api/v2/users/actions",
-        json!({"action": "teleport", "user_ids": [a]}),
-    );
-    assert_eq!(
-        (st, v["errors"][0]["field"].as_str()),
-        (400, Some("action"))
-    );
+    let (st, v) = s.post("/api/v2/users/actions", json!({"action": "teleport", "user_ids": [a]}));
+    assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some("action")));
     let (st, v) = s.post(
         "/api/v2/users/actions",
         json!({"action": "add_to_group", "group_id": "0123456789abcdef01234567", "user_ids": [a]}),
@@ -160,24 +114,13 @@ fn scheduled_changes_are_listed_validated_canceled_and_shown_on_the_user() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (_, u) = s.get(&format!("/api/systemusers/{a}"));
     assert_eq!(u["scheduledStateChanges"][0]["scheduledJobId"], job);
-    let (_, next) = s.get(&format!(
-        "/api/v2/bulk/userstates/eventlist/next?users={a},{b}"
-    ));
+    let (_, next) = s.get(&format!("/api/v2/bulk/userstates/eventlist/next?users={a},{b}"));
     assert_eq!(next["events_count"], 2);
 
     for (body, field) in [
-        (
-            json!({"user_ids": [a], "state": "ACTIVATED", "start_date": "2001-01-01T00:00:00Z"}),
-            "start_date",
-        ),
-        (
-            json!({"user_ids": [a], "state": "ACTIVATED", "start_date": "next tuesday"}),
-            "start_date",
-        ),
-        (
-            json!({"user_ids": [a], "state": "STAGED", "start_date": at}),
-            "state",
-        ),
+        (json!({"user_ids": [a], "state": "ACTIVATED", "start_date": "2001-01-01T00:00:00Z"}), "start_date"),
+        (json!({"user_ids": [a], "state": "ACTIVATED", "start_date": "next tuesday"}), "start_date"),
+        (json!({"user_ids": [a], "state": "STAGED", "start_date": at}), "state"),
         (
             json!({"user_ids": [a, b], "state": "ACTIVATED", "start_date": at, "activation_email_override": "x@example.com"}),
             "activation_email_override",
@@ -188,11 +131,7 @@ fn scheduled_changes_are_listed_validated_canceled_and_shown_on_the_user() {
         ),
     ] {
         let (st, v) = s.post("/api/v2/bulk/userstates", body.clone());
-        assert_eq!(
-            (st, v["errors"][0]["field"].as_str()),
-            (400, Some(field)),
-            "{body} -> {v}"
-        );
+        assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some(field)), "{body} -> {v}");
     }
 
     let (st, _) = s.delete(&format!("/api/v2/bulk/userstates/{job}"));
@@ -209,19 +148,14 @@ fn a_schedule_fires_when_its_time_comes_and_names_who_scheduled_it() {
     let clock = tmp.path().join("clock");
     let s = with_clock(&Db::Sqlite, &clock);
     let a = staged(&s, "ada");
-    let (st, v) = s.post(
-        "/api/v2/bulk/userstates",
-        json!({"user_ids": [a], "state": "ACTIVATED", "start_date": in_an_hour()}),
-    );
+    let (st, v) =
+        s.post("/api/v2/bulk/userstates", json!({"user_ids": [a], "state": "ACTIVATED", "start_date": in_an_hour()}));
     assert_eq!(st, 201, "{v}");
     std::fs::write(&clock, "3601").unwrap();
     let took = wait_for("the activation", Duration::from_secs(10), || {
         s.get(&format!("/api/systemusers/{a}")).1["state"] == "ACTIVATED"
     });
-    assert!(
-        took < Duration::from_secs(2),
-        "fired {took:?} after its instant"
-    );
+    assert!(took < Duration::from_secs(2), "fired {took:?} after its instant");
     let (_, evs) = s.get(&format!("/api/v2/events?user_id={a}&action=user_activate"));
     assert_eq!(evs.as_array().unwrap().len(), 1);
     assert_eq!(evs[0]["actor"]["kind"], "scheduler");
@@ -237,10 +171,8 @@ fn a_schedule_due_while_the_server_was_killed_fires_once_at_restart() {
     let mut s = with_clock(&Db::Sqlite, &clock);
     let a = staged(&s, "ada");
     let b = staged(&s, "bob");
-    let (st, _) = s.post(
-        "/api/v2/bulk/userstates",
-        json!({"user_ids": [a, b], "state": "ACTIVATED", "start_date": in_an_hour()}),
-    );
+    let (st, _) = s
+        .post("/api/v2/bulk/userstates", json!({"user_ids": [a, b], "state": "ACTIVATED", "start_date": in_an_hour()}));
     assert_eq!(st, 201);
     s.kill();
     std::fs::write(&clock, "7200").unwrap();
@@ -252,85 +184,44 @@ fn a_schedule_due_while_the_server_was_killed_fires_once_at_restart() {
     s.restart();
     std::thread::sleep(Duration::from_millis(600));
     let (_, evs) = s.get("/api/v2/events?action=user_activate");
-    assert_eq!(
-        evs.as_array().unwrap().len(),
-        2,
-        "each fired exactly once across restarts"
-    );
+    assert_eq!(evs.as_array().unwrap().len(), 2, "each fired exactly once across restarts");
 }
 
 fn total(s: &Server, path: &str) -> i64 {
-    let r = s
-        .raw()
-        .get(format!("{}{}", s.base, path))
-        .header("x-api-key", common::KEY)
-        .send()
-        .unwrap();
-    r.headers()["x-total-count"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let r = s.raw().get(format!("{}{}", s.base, path)).header("x-api-key", common::KEY).send().unwrap();
+    r.headers()["x-total-count"].to_str().unwrap().parse().unwrap()
 }
 
 #[test]
 fn two_servers_on_one_postgresql_fire_a_thousand_schedules_exactly_once() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(url) = rt.block_on(cairn_store::testing::fresh_postgres_url(
-        "two-process scheduler on PostgreSQL",
-    )) else {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Some(url) = rt.block_on(cairn_store::testing::fresh_postgres_url("two-process scheduler on PostgreSQL")) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let clock = tmp.path().join("clock");
     let one = with_clock(&Db::Postgres(url.clone()), &clock);
     let two = with_clock(&Db::Postgres(url), &clock);
-    let ids: Vec<String> = (0..1000)
-        .map(|i| staged(if i % 2 == 0 { &one } else { &two }, &format!("user{i:04}")))
-        .collect();
-    let (st, v) = one.post(
-        "/api/v2/bulk/userstates",
-        json!({"user_ids": ids, "state": "ACTIVATED", "start_date": in_an_hour()}),
-    );
+    let ids: Vec<String> =
+        (0..1000).map(|i| staged(if i % 2 == 0 { &one } else { &two }, &format!("user{i:04}"))).collect();
+    let (st, v) =
+        one.post("/api/v2/bulk/userstates", json!({"user_ids": ids, "state": "ACTIVATED", "start_date": in_an_hour()}));
     assert_eq!(st, 201);
-    assert!(v
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|r| r.get("error").is_none()));
+    assert!(v.as_array().unwrap().iter().all(|r| r.get("error").is_none()));
     std::fs::write(&clock, "3700").unwrap();
     wait_for("1,000 activations", Duration::from_secs(60), || {
         one.get("/api/systemusers?filter=state:ACTIVATED&limit=1").1["totalCount"] == 1000
     });
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        total(&one, "/api/v2/events?action=user_activate&limit=1"),
-        1000,
-        "1,000 events, none twice"
-    );
-    assert_eq!(
-        total(&two, "/api/v2/events?action=schedule_skip&limit=1"),
-        0
-    );
+    assert_eq!(total(&one, "/api/v2/events?action=user_activate&limit=1"), 1000, "1,000 events, none twice");
+    assert_eq!(total(&two, "/api/v2/events?action=schedule_skip&limit=1"), 0);
     let (_, evs) = one.get("/api/v2/events?action=user_activate&limit=1000");
-    let mut targets: Vec<&str> = evs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["target"]["id"].as_str().unwrap())
-        .collect();
+    let mut targets: Vec<&str> = evs.as_array().unwrap().iter().map(|e| e["target"]["id"].as_str().unwrap()).collect();
     targets.sort();
     targets.dedup();
     assert_eq!(targets.len(), 1000, "every user activated once");
-    let nodes: std::collections::HashSet<i64> = evs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["detail"]["node"].as_i64().unwrap())
-        .collect();
+    let nodes: std::collections::HashSet<i64> =
+        evs.as_array().unwrap().iter().map(|e| e["detail"]["node"].as_i64().unwrap()).collect();
     eprintln!("schedules were fired by {} process(es)", nodes.len());
     let (_, pending) = two.get("/api/v2/bulk/userstates");
     assert_eq!(pending, Value::Array(vec![]));

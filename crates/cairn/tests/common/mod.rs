@@ -18,11 +18,7 @@ pub fn bin() -> &'static str {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Which database a test server uses.
@@ -36,10 +32,7 @@ impl Db {
     /// SQLite, plus PostgreSQL when `CAIRN_TEST_DATABASE_URL` is set (a fresh database each).
     pub fn all(what: &str) -> Vec<Db> {
         let mut v = vec![Db::Sqlite];
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         if let Some(url) = rt.block_on(cairn_store::testing::fresh_postgres_url(what)) {
             v.push(Db::Postgres(url));
         }
@@ -80,15 +73,9 @@ impl Server {
             port: 0,
             stdout: Default::default(),
             stderr: Default::default(),
-            env: env
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            env: env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             _tmp: Some(tmp),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
         };
         s.launch();
         s
@@ -122,10 +109,7 @@ impl Server {
             .spawn()
             .expect("start cairn");
         for (pipe, sink) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-                self.stdout.clone(),
-            ),
+            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, self.stdout.clone()),
             (Box::new(child.stderr.take().unwrap()), self.stderr.clone()),
         ] {
             std::thread::spawn(move || {
@@ -140,10 +124,7 @@ impl Server {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "cairn exited with {status} before it was ready:\n{}",
-                    self.stderr.lock().unwrap()
-                );
+                panic!("cairn exited with {status} before it was ready:\n{}", self.stderr.lock().unwrap());
             }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send() {
                 if r.status() == 200 {
@@ -151,10 +132,7 @@ impl Server {
                 }
             }
             if start.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "cairn did not become ready:\n{}",
-                    self.stderr.lock().unwrap()
-                );
+                panic!("cairn did not become ready:\n{}", self.stderr.lock().unwrap());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -177,31 +155,19 @@ impl Server {
         &self.data_dir
     }
 
-    pub fn req(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
+    pub fn req(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let mut r = self.http.request(method.parse().unwrap(), url);
         if let Some(k) = key {
             r = r.header("x-api-key", k);
         }
         if let Some(b) = body {
-            r = r
-                .header("content-type", "application/json")
-                .body(b.to_string());
+            r = r.header("content-type", "application/json").body(b.to_string());
         }
         let res = r.send().expect("request");
         let status = res.status().as_u16();
         let text = res.text().unwrap_or_default();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, v)
     }
 
@@ -231,10 +197,5 @@ impl Drop for Server {
 
 /// `results[*].username` of a list answer.
 pub fn usernames(v: &Value) -> Vec<String> {
-    v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap().to_string())
-        .collect()
+    v["results"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect()
 }
