@@ -25,6 +25,11 @@ pub enum Action {
     SetPasswordAuthority { authority: Option<PasswordAuthority> },
     SetDelegatedAuthority { authority: Option<Value> },
     Delete,
+    SendActivationEmail,
+    SendPasswordResetEmail,
+    ForcePasswordChange,
+    Unlock,
+    SendTotpResetEmail,
 }
 
 pub const ACTIONS: &[&str] = &[
@@ -38,6 +43,11 @@ pub const ACTIONS: &[&str] = &[
     "set_password_authority",
     "set_delegated_authority",
     "delete",
+    "send_activation_email",
+    "send_password_reset_email",
+    "force_password_change",
+    "unlock",
+    "send_totp_reset_email",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +112,11 @@ impl Action {
                 .ok(),
             "suspend" => Some(Action::Suspend),
             "delete" => Some(Action::Delete),
+            "send_activation_email" => Some(Action::SendActivationEmail),
+            "send_password_reset_email" => Some(Action::SendPasswordResetEmail),
+            "force_password_change" => Some(Action::ForcePasswordChange),
+            "unlock" => Some(Action::Unlock),
+            "send_totp_reset_email" => Some(Action::SendTotpResetEmail),
             "schedule_state" => {
                 let mut b = o.clone();
                 b.remove("action");
@@ -281,6 +296,33 @@ impl Directory {
                     done(uid, format!("delegated authority of {} updated", u.username))
                 } else {
                     skipped(uid, format!("delegated authority of {} unchanged", u.username))
+                }
+            }
+            Action::SendActivationEmail => match self.send_activation_email(ctx, uid).await? {
+                Ok(kind) => done(uid, format!("{} e-mail queued", kind.as_str().replace('_', " "))),
+                Err(why) => skipped(uid, why),
+            },
+            Action::SendPasswordResetEmail => match self.send_password_reset_email(ctx, uid).await? {
+                Ok(_) => done(uid, "password reset e-mail queued"),
+                Err(why) => skipped(uid, why),
+            },
+            Action::ForcePasswordChange => match self.expire_password(ctx, uid).await? {
+                (u, true) => done(uid, format!("{} must change the password at next login", u.username)),
+                (u, false) if u.password_hash.is_none() => skipped(uid, format!("{} has no password yet", u.username)),
+                (u, false) => skipped(uid, format!("the password of {} is already expired", u.username)),
+            },
+            Action::Unlock => match self.unlock(ctx, uid).await? {
+                (u, true) => done(uid, format!("{} unlocked", u.username)),
+                (u, false) => skipped(uid, format!("{} was not locked", u.username)),
+            },
+            Action::SendTotpResetEmail => {
+                let (u, changed) = self.reset_mfa(ctx, uid).await?;
+                match (changed, u.state == State::Activated) {
+                    (_, false) => {
+                        skipped(uid, format!("{} is {}: TOTP cleared but no mail is sent", u.username, u.state))
+                    }
+                    (true, true) => done(uid, format!("TOTP of {} reset; e-mail queued", u.username)),
+                    (false, true) => done(uid, format!("{} had no TOTP enrolled; e-mail queued", u.username)),
                 }
             }
             Action::ScheduleState(_) => {

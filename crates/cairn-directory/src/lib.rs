@@ -4,12 +4,16 @@
 
 mod actions;
 mod clock;
+mod config;
+mod credentials;
 mod error;
 mod groups;
 mod keys;
 mod lifecycle;
+mod mailer;
 mod password;
 mod scheduler;
+mod secretbox;
 mod users;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,10 +31,13 @@ pub use actions::{Action, ActionResult, Outcome, ACTIONS};
 pub use cairn_domain as domain;
 pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, Smtp, Tls};
+pub use credentials::{totp_code, LoginStep, LOGIN_REFUSED};
 pub use error::{Error, Result};
 pub use groups::{group_json, GroupInput};
 pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
+pub use mailer::scrub as scrub_tokens;
 pub use password::Hasher;
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 
@@ -68,6 +75,7 @@ pub struct Directory {
 
 struct Inner {
     store: Store,
+    config: config::Config,
     clock: Arc<dyn Clock>,
     hasher: Hasher,
     id_random: [u8; 5],
@@ -76,17 +84,26 @@ struct Inner {
 
 impl Directory {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Directory {
+        Directory::with_config(store, clock, config::Config::default())
+    }
+
+    pub fn with_config(store: Store, clock: Arc<dyn Clock>, config: config::Config) -> Directory {
         let mut id_random = [0u8; 5];
         rand::thread_rng().fill_bytes(&mut id_random);
         Directory {
             inner: Arc::new(Inner {
                 store,
+                config,
                 clock,
                 hasher: Hasher::new(),
                 id_random,
                 id_counter: AtomicU32::new(rand::random::<u32>() & 0xff_ffff),
             }),
         }
+    }
+
+    pub fn config(&self) -> &config::Config {
+        &self.inner.config
     }
 
     pub fn store(&self) -> &Store {

@@ -70,6 +70,12 @@ impl Directory {
         detail["to"] = json!(to);
         if to == State::Activated {
             detail["email"] = serde_json::to_value(&mail).expect("mail choice serializes");
+            // §3.3: a reactivated (formerly suspended) user gets mail only when asked.
+            let asked = !(from == State::Suspended && mail == MailChoice::Default);
+            if let Some((kind, to_addr)) = cairn_domain::mail::on_activation(&new, &mail).filter(|_| asked) {
+                self.mail_user(db, &new, kind, &to_addr).await?;
+                detail["mail"] = json!({ "type": kind, "to": to_addr });
+            }
         }
         if to == State::Suspended {
             detail["revoked_sessions_and_tokens"] = json!(revoked);

@@ -152,7 +152,8 @@ impl ScheduleRequest {
         let mail = match (send, override_to) {
             (Some(false), _) => MailChoice::None,
             (_, Some(a)) => MailChoice::To(a),
-            _ => MailChoice::Default,
+            (Some(true), None) => MailChoice::Yes,
+            (None, None) => MailChoice::Default,
         };
         Ok(ScheduleRequest { user_ids, state: state.unwrap_or(State::Activated), at: at.unwrap_or(now), mail })
     }

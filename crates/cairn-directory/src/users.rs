@@ -14,7 +14,20 @@ impl Directory {
     /// Creates a user from a JumpCloud `systemuserputpost` body.
     pub async fn create_user(&self, ctx: &Ctx, body: &Value, source: CreationSource, origin: &str) -> Result<User> {
         let input = parse_user_input(body, true)?;
-        self.create_user_from(ctx, input, source, origin).await
+        self.create_user_from(ctx, input, source, origin, MailChoice::Default).await
+    }
+
+    /// As `create_user`, with the caller's mail choice for a user created ACTIVATED.
+    pub async fn create_user_mail(
+        &self,
+        ctx: &Ctx,
+        body: &Value,
+        source: CreationSource,
+        origin: &str,
+        mail: MailChoice,
+    ) -> Result<User> {
+        let input = parse_user_input(body, true)?;
+        self.create_user_from(ctx, input, source, origin, mail).await
     }
 
     /// Creates a user from validated input. The state is the request's, else the default for
@@ -25,6 +38,7 @@ impl Directory {
         input: UserInput,
         source: CreationSource,
         origin: &str,
+        mail: MailChoice,
     ) -> Result<User> {
         let org = self.organization().await?;
         let hash = self.checked_hash(&org, input.password.as_ref()).await?;
@@ -60,6 +74,7 @@ impl Directory {
             account_locked_date: input.account_locked.filter(|l| *l).map(|_| now),
             bad_login_attempts: 0,
             totp_enabled: false,
+            totp_secret: None,
             profile,
         };
         let mut tx = self.store().begin().await?;
@@ -72,13 +87,13 @@ impl Directory {
             .filter(|(k, v)| !v.is_null() && k != "_id" && k != "organization")
             .map(|(k, v)| Change { field: k, old: Value::Null, new: v })
             .collect();
-        let ev = self.event(
-            ctx,
-            "user_create",
-            Some(("user", &user.id, &user.username)),
-            changes,
-            json!({ "state": user.state, "creationSource": origin }),
-        );
+        let mut detail = json!({ "state": user.state, "creationSource": origin });
+        // Creation in ACTIVATED mails as an activation does (§3.2, §5.2); STAGED sends nothing.
+        if let Some((kind, to)) = cairn_domain::mail::on_activation(&user, &mail) {
+            self.mail_user(&mut tx.db(), &user, kind, &to).await?;
+            detail["mail"] = json!({ "type": kind, "to": to });
+        }
+        let ev = self.event(ctx, "user_create", Some(("user", &user.id, &user.username)), changes, detail);
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(user)

@@ -79,7 +79,8 @@ async fn transitions_follow_the_table_and_suspension_revokes_sessions() {
         let mut c = d.store().read().await.unwrap();
         assert_eq!(c.db().count_sessions(&id).await.unwrap(), 0);
         drop(c);
-        assert_eq!(events(&d, &id, "user_suspend").await[0].detail["revoked_sessions_and_tokens"], 2);
+        // Two sessions and the activation link mailed at activation.
+        assert_eq!(events(&d, &id, "user_suspend").await[0].detail["revoked_sessions_and_tokens"], 3);
 
         let err = d.update_user(&admin(), &id, &json!({"state": "STAGED"})).await.unwrap_err();
         assert!(matches!(err, cairn_directory::Error::Conflict(_)), "{err}");

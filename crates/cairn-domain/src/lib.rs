@@ -5,6 +5,7 @@ pub mod error;
 pub mod fields;
 pub mod id;
 pub mod lifecycle;
+pub mod mail;
 pub mod password;
 pub mod query;
 pub mod records;
@@ -12,6 +13,6 @@ pub mod settings;
 pub mod user;
 
 pub use error::{DomainError, FieldError};
-pub use records::{Actor, Admin, ApiKey, Event, Group, Role};
+pub use records::{Actor, Admin, ApiKey, Event, Group, OutboxMessage, Role, Session};
 pub use settings::{OrgSettings, PasswordAuthority};
 pub use user::{CreationSource, Secret, State, User};

@@ -46,6 +46,8 @@ mod tests {
 #[serde(tag = "mail", content = "to", rename_all = "snake_case")]
 pub enum MailChoice {
     Default,
+    /// Explicitly asked for (`true`): also mails a user reactivated from SUSPENDED.
+    Yes,
     None,
     To(String),
 }
@@ -54,7 +56,8 @@ impl MailChoice {
     pub fn from_flag(v: Option<&serde_json::Value>, field: &str) -> Result<MailChoice, crate::FieldError> {
         use serde_json::Value;
         match v {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(MailChoice::Default),
+            None | Some(Value::Null) => Ok(MailChoice::Default),
+            Some(Value::Bool(true)) => Ok(MailChoice::Yes),
             Some(Value::Bool(false)) => Ok(MailChoice::None),
             // JumpCloud's own samples send `{"email": {}}` for "default".
             Some(Value::Object(o)) if o.is_empty() => Ok(MailChoice::Default),
@@ -69,6 +72,7 @@ impl MailChoice {
     pub fn encode(&self) -> String {
         match self {
             MailChoice::Default => "default".into(),
+            MailChoice::Yes => "yes".into(),
             MailChoice::None => "none".into(),
             MailChoice::To(a) => format!("to:{a}"),
         }
@@ -77,6 +81,7 @@ impl MailChoice {
     pub fn decode(s: &str) -> MailChoice {
         match s {
             "none" => MailChoice::None,
+            "yes" => MailChoice::Yes,
             s => match s.strip_prefix("to:") {
                 Some(a) => MailChoice::To(a.to_string()),
                 None => MailChoice::Default,
@@ -142,13 +147,13 @@ mod mail_tests {
     #[test]
     fn the_email_flag() {
         assert_eq!(MailChoice::from_flag(None, "email"), Ok(MailChoice::Default));
-        assert_eq!(MailChoice::from_flag(Some(&json!(true)), "email"), Ok(MailChoice::Default));
+        assert_eq!(MailChoice::from_flag(Some(&json!(true)), "email"), Ok(MailChoice::Yes));
         assert_eq!(MailChoice::from_flag(Some(&json!({})), "email"), Ok(MailChoice::Default));
         assert_eq!(MailChoice::from_flag(Some(&json!(false)), "email"), Ok(MailChoice::None));
         assert_eq!(MailChoice::from_flag(Some(&json!("Alt@X.io")), "email"), Ok(MailChoice::To("alt@x.io".into())));
         assert!(MailChoice::from_flag(Some(&json!("nope")), "email").is_err());
         assert!(MailChoice::from_flag(Some(&json!(3)), "email").is_err());
-        for m in [MailChoice::Default, MailChoice::None, MailChoice::To("a@b.c".into())] {
+        for m in [MailChoice::Default, MailChoice::Yes, MailChoice::None, MailChoice::To("a@b.c".into())] {
             assert_eq!(MailChoice::decode(&m.encode()), m);
         }
     }

@@ -106,3 +106,34 @@ pub struct Admin {
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
+
+/// A message in the outbox (§5.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: String,
+    pub created: DateTime<Utc>,
+    /// `welcome`, `activation`, `password_reset`, `totp_reset`.
+    pub kind: String,
+    pub to: String,
+    pub user_id: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// `queued`, `sending`, `sent`, `failed`, `logged`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt: DateTime<Utc>,
+    pub sent: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// A portal session, stored by the hash of its cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub data: Value,
+}

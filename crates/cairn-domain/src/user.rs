@@ -90,6 +90,8 @@ pub struct User {
     pub account_locked_date: Option<DateTime<Utc>>,
     pub bad_login_attempts: i64,
     pub totp_enabled: bool,
+    /// The TOTP secret, encrypted at rest (never leaves the server).
+    pub totp_secret: Option<Secret>,
     /// Profile fields (`fields::PROFILE`), only those with a value.
     pub profile: Map<String, Value>,
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cairn_domain::lifecycle::Schedule;
+use cairn_domain::lifecycle::{MailChoice, Schedule};
 use cairn_domain::query::ListQuery;
 use cairn_domain::user::project;
 use cairn_domain::{CreationSource, User};
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::api_lifecycle::schedule_json;
 use crate::error::ApiResult;
-use crate::extract::{Caller, JsonBody, QueryPairs};
+use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {
@@ -70,8 +70,19 @@ async fn search(
     list_response(&st, &q).await
 }
 
-async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
-    let u = st.dir.create_user(&c.ctx, &body, CreationSource::ManualEntry, "api").await?;
+/// `?suppressEmail=true` creates an ACTIVATED user without the welcome or activation mail.
+async fn create(
+    State(st): State<Shared>,
+    c: Caller,
+    q: QueryPairs,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let mail = match q.get("suppressEmail") {
+        None | Some("false") => MailChoice::Default,
+        Some("true") => MailChoice::None,
+        Some(v) => return Err(field_error("suppressEmail", format!("must be true or false, not '{v}'"))),
+    };
+    let u = st.dir.create_user_mail(&c.ctx, &body, CreationSource::ManualEntry, "api", mail).await?;
     one(&st, &u).await
 }
 

@@ -103,6 +103,7 @@ pub fn field_error(field: &str, message: impl Into<String>) -> ApiError {
 #[derive(Clone)]
 pub struct Caller {
     pub ctx: Ctx,
+    pub role: cairn_domain::Role,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

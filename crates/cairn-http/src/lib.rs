@@ -1,6 +1,7 @@
 //! Cairn's HTTP front end: the JumpCloud-compatible REST API under `/api`, health and metrics.
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
+mod api_credentials;
 mod api_groups;
 mod api_lifecycle;
 mod api_misc;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(api_users::routes())
         .merge(api_lifecycle::routes())
+        .merge(api_credentials::routes())
         .merge(api_groups::routes())
         .merge(api_misc::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
@@ -100,7 +102,7 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     }
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let ctx = Ctx::new(Actor::apikey(&key.id, &key.name), "api", client);
-    req.extensions_mut().insert(Caller { ctx });
+    req.extensions_mut().insert(Caller { ctx, role: key.role });
     next.run(req).await
 }
 

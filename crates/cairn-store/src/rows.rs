@@ -81,6 +81,7 @@ pub(crate) fn bind_user(u: &User, f: &mut dyn FnMut(&'static str, Value)) {
     f("account_locked_date", Value::Text(u.account_locked_date.map(time_text)));
     f("badloginattempts", Value::Int(Some(u.bad_login_attempts)));
     f("totp_enabled", Value::Bool(u.totp_enabled));
+    f("totp_secret", Value::Text(u.totp_secret.as_ref().map(|s| s.expose().to_string())));
     for field in fields::PROFILE {
         let v = u.profile.get(field.name).filter(|v| !v.is_null());
         let value = match field.kind {
@@ -127,6 +128,7 @@ pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
         account_locked_date: opt_time(r, "account_locked_date")?,
         bad_login_attempts: get_i64(r, "badloginattempts")?,
         totp_enabled: get_bool(r, "totp_enabled")?,
+        totp_secret: get_opt_text(r, "totp_secret")?.map(Secret::new),
         profile,
     })
 }

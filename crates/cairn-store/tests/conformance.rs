@@ -32,6 +32,7 @@ fn user(n: u32, username: &str, profile: Value) -> User {
         account_locked_date: None,
         bad_login_attempts: 0,
         totp_enabled: false,
+        totp_secret: None,
         profile,
     }
 }

@@ -29,17 +29,15 @@ pub struct Config {
     pub database_url: String,
     pub http_addr: String,
     pub base_url: String,
-    // Listener and mail settings are parsed and checked now; their listeners and workers
-    // read them as they land (LDAP, RADIUS, SMTP).
+    // LDAP and RADIUS settings are parsed and checked now; their listeners read them when
+    // they land.
     #[allow(dead_code)]
     pub ldap_addr: Option<String>,
     #[allow(dead_code)]
     pub ldaps_addr: Option<String>,
     #[allow(dead_code)]
     pub radius_addr: Option<String>,
-    #[allow(dead_code)]
     pub smtp_url: Option<String>,
-    #[allow(dead_code)]
     pub mail_from: String,
     pub bootstrap_api_key: Option<String>,
     pub log: String,

@@ -105,16 +105,51 @@ fn init_logging(cfg: &Config) -> Result<()> {
 }
 
 async fn open(cfg: &Config) -> Result<Directory> {
-    if cfg.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
-    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
+    let smtp = cfg.smtp_url.as_deref().map(cairn_directory::Smtp::parse).transpose().map_err(|e| anyhow!(e))?;
+    let secret_key = Some(secret_key(&cfg.data_dir)?);
     let store = Store::connect(&cfg.database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&cfg.database_url)))?;
-    let dir = Directory::new(store, clock());
+    let config =
+        cairn_directory::Config { base_url: cfg.base_url.clone(), smtp, mail_from: cfg.mail_from.clone(), secret_key };
+    let dir = Directory::with_config(store, clock(), config);
     dir.migrate().await.context("cannot migrate the database")?;
     Ok(dir)
+}
+
+/// The key for secrets at rest, `secret.key` in the data directory, created on first start.
+/// Several processes sharing one PostgreSQL database must share this file too.
+fn secret_key(data_dir: &std::path::Path) -> Result<[u8; 32]> {
+    let path = data_dir.join("secret.key");
+    if !path.exists() {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+        let mut f = std::fs::OpenOptions::new();
+        f.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+        match f.open(&path) {
+            Ok(mut file) => {
+                file.write_all(hex_encode(&k).as_bytes()).with_context(|| format!("cannot write {}", path.display()))?
+            }
+            // Another process created it first: read theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes: Vec<u8> = (0..text.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.trim().get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| anyhow!("{} is not a 64-character hex key", path.display()))?;
+    bytes.try_into().map_err(|_| anyhow!("{} is not a 64-character hex key", path.display()))
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Hides a password in a database URL before printing it.
@@ -225,7 +260,12 @@ async fn serve(cfg: Config) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = {
         let dir = dir.clone();
-        tokio::spawn(async move { dir.run_scheduler(stop_rx).await })
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { dir.run_scheduler(stop).await })
+    };
+    let mailer = {
+        let dir = dir.clone();
+        tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
     let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics) });
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -234,6 +274,7 @@ async fn serve(cfg: Config) -> Result<()> {
         .context("HTTP server failed");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = mailer.await;
     served?;
     dir.store().close().await;
     tracing::info!("stopped");

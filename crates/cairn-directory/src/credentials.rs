@@ -1,0 +1,712 @@
+//! Credentials (§3.5): logins with lockout counted across protocols, one-time activation and
+//! reset links, forced change, TOTP, and the mail each of these sends (§5.2).
+//!
+//! Lockout, as a state machine (counted for every protocol that checks a password):
+//! ```text
+//!            wrong password (n+1 < max)                    success
+//!   open(n) ─────────────────────────────▶ open(n+1)  open(n) ──────▶ open(0)
+//!   open(n) ── wrong password (n+1 = max) ──▶ locked(t)
+//!   locked(t) ── admin unlock ──────────────────────────▶ open(0)   (password_expired kept)
+//!   locked(t) ── now ≥ t + lockoutTimeInSeconds (if set) ──▶ open(0)
+//!   locked(t) ── any password, right or wrong ──▶ locked(t)   (refused, not counted)
+//! ```
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use cairn_domain::access::{decide, AccessRequest, Denial};
+use cairn_domain::mail::{compose, MailKind};
+use cairn_domain::password::check_password;
+use cairn_domain::user::PasswordStatus;
+use cairn_domain::{OutboxMessage, Secret, Session, State, User};
+use cairn_store::Db;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::users::load_user;
+use crate::{Ctx, Directory};
+
+pub const ACTIVATION_VALIDITY: Duration = Duration::days(7);
+pub const RESET_VALIDITY: Duration = Duration::hours(1);
+pub const SESSION_VALIDITY: Duration = Duration::hours(8);
+
+/// The one message a person sees for any failed login, whatever the reason (§8).
+pub const LOGIN_REFUSED: &str = "The username or password is incorrect, or the account cannot sign in.";
+
+/// What a correct password leads to.
+#[derive(Debug, Clone)]
+pub enum LoginStep {
+    /// Fully signed in.
+    Done(User),
+    /// The password must be changed before anything else (`password_expired`).
+    ChangePassword(User),
+    /// A TOTP code is needed.
+    Totp(User),
+    /// MFA is required and no authenticator is enrolled yet: enrol first.
+    EnrollTotp(User),
+}
+
+impl LoginStep {
+    pub fn user(&self) -> &User {
+        match self {
+            LoginStep::Done(u) | LoginStep::ChangePassword(u) | LoginStep::Totp(u) | LoginStep::EnrollTotp(u) => u,
+        }
+    }
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    B64URL.encode(b)
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn mfa_needed(u: &User) -> bool {
+    u.flag("enable_user_portal_multifactor") || u.totp_enabled
+}
+
+impl Directory {
+    // ---- mail ---------------------------------------------------------------------------
+
+    /// Writes a message to the outbox in the caller's transaction: `queued` when SMTP is
+    /// configured, `logged` otherwise.
+    pub(crate) async fn queue_mail(
+        &self,
+        db: &mut Db<'_>,
+        org: &str,
+        kind: MailKind,
+        user: &User,
+        to: &str,
+        link: &str,
+    ) -> Result<()> {
+        let valid = match kind {
+            MailKind::Activation => "7 days",
+            MailKind::PasswordReset => "1 hour",
+            _ => "",
+        };
+        let m = compose(kind, org, user, link, valid);
+        let now = self.now();
+        let status = if self.config().smtp.is_some() { "queued" } else { "logged" };
+        db.insert_message(&OutboxMessage {
+            id: self.new_id(),
+            created: now,
+            kind: kind.as_str().into(),
+            to: to.into(),
+            user_id: Some(user.id.clone()),
+            subject: m.subject,
+            text: m.text,
+            html: m.html,
+            status: status.into(),
+            attempts: 0,
+            next_attempt: now,
+            sent: None,
+            last_error: None,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Issues a one-time token (replacing the user's earlier ones of the kind) and returns the
+    /// portal link that carries it.
+    pub(crate) async fn issue_link(&self, db: &mut Db<'_>, user: &User, kind: MailKind) -> Result<String> {
+        let (token_kind, valid, path) = match kind {
+            MailKind::Activation => ("activation", ACTIVATION_VALIDITY, "activate"),
+            MailKind::PasswordReset => ("reset", RESET_VALIDITY, "reset"),
+            MailKind::Welcome | MailKind::TotpReset => return Ok(format!("{}/portal/login", self.config().base_url)),
+        };
+        let token = random_token();
+        let now = self.now();
+        db.delete_tokens(&user.id, token_kind).await?;
+        db.insert_token(&token_hash(&token), &user.id, token_kind, now, now + valid).await?;
+        Ok(format!("{}/portal/{path}?token={token}", self.config().base_url))
+    }
+
+    /// Sends `kind` to `to` with a fresh link, in the caller's transaction.
+    pub(crate) async fn mail_user(&self, db: &mut Db<'_>, user: &User, kind: MailKind, to: &str) -> Result<()> {
+        let org = crate::org_of(db).await?;
+        let link = self.issue_link(db, user, kind).await?;
+        self.queue_mail(db, &org.settings.name, kind, user, to, &link).await
+    }
+
+    // ---- logins -------------------------------------------------------------------------
+
+    /// Checks a password for `login` (username or e-mail) as every protocol does: lockout,
+    /// auto-unlock, the access decision, and an event for success and failure alike. The
+    /// error never says why, to the person; the event does.
+    pub async fn login(&self, ctx: &Ctx, login: &str, password: &Secret) -> Result<LoginStep> {
+        let login = login.trim().to_lowercase();
+        let found = {
+            let mut c = self.store().read().await?;
+            match c.db().user_by_username(&login).await? {
+                Some(u) => Some(u),
+                None => c.db().user_by_email(&login).await?,
+            }
+        };
+        let Some(user) = found else {
+            // Spend the same time as a real check, so timing does not reveal the account.
+            let _ = self.hasher().verify(password, &dummy_hash()).await;
+            self.login_event(ctx, None, &login, false, "no such user").await?;
+            return Err(Error::Unauthorized(LOGIN_REFUSED.into()));
+        };
+        self.check_password_for(ctx, user, password).await
+    }
+
+    /// The password check proper, for a known user (also used by LDAP and RADIUS binds).
+    pub async fn check_password_for(&self, ctx: &Ctx, user: User, password: &Secret) -> Result<LoginStep> {
+        let org = self.organization().await?;
+        let policy = &org.settings.password_policy;
+        let now = self.now();
+        let verified = match &user.password_hash {
+            Some(h) => self.hasher().verify(password, h).await?,
+            None => {
+                let _ = self.hasher().verify(password, &dummy_hash()).await;
+                false
+            }
+        };
+        let mut tx = self.store().begin().await?;
+        let mut u = load_user(&mut tx.db(), &user.id).await?;
+        // Auto-unlock once the lockout time has passed.
+        if u.account_locked {
+            if let (Some(secs), Some(at)) = (policy.lockout_time_in_seconds, u.account_locked_date) {
+                if now >= at + Duration::seconds(secs as i64) {
+                    let old = u.clone();
+                    u.account_locked = false;
+                    u.account_locked_date = None;
+                    u.bad_login_attempts = 0;
+                    tx.db().update_user(&u).await?;
+                    let sys = Ctx::new(cairn_domain::Actor::system(), "system", None);
+                    let ev = self.event(
+                        &sys,
+                        "user_unlock",
+                        Some(("user", &u.id, &u.username)),
+                        cairn_domain::user::diff(&old, &u),
+                        json!({ "reason": "lockout time elapsed" }),
+                    );
+                    tx.db().insert_event(&ev).await?;
+                }
+            }
+        }
+        let reason = if u.account_locked {
+            Some(Denial::Locked.reason().to_string())
+        } else if !verified {
+            let old = u.clone();
+            u.bad_login_attempts += 1;
+            if u.bad_login_attempts >= i64::from(policy.max_login_attempts) {
+                u.account_locked = true;
+                u.account_locked_date = Some(now);
+            }
+            tx.db().update_user(&u).await?;
+            if u.account_locked {
+                let ev = self.event(
+                    ctx,
+                    "user_lock",
+                    Some(("user", &u.id, &u.username)),
+                    cairn_domain::user::diff(&old, &u),
+                    json!({ "after_failures": u.bad_login_attempts }),
+                );
+                tx.db().insert_event(&ev).await?;
+            }
+            Some(if u.password_hash.is_none() {
+                Denial::PasswordPending.reason().to_string()
+            } else {
+                "wrong password".to_string()
+            })
+        } else {
+            if u.bad_login_attempts > 0 {
+                u.bad_login_attempts = 0;
+                tx.db().update_user(&u).await?;
+            }
+            // Expiry and MFA are steps of the portal login, not refusals.
+            let access = AccessRequest {
+                state: u.state,
+                password: if u.password_status() == PasswordStatus::Expired {
+                    PasswordStatus::Active
+                } else {
+                    u.password_status()
+                },
+                delegated: false,
+                locked: u.account_locked,
+                mfa_required: false,
+                mfa_presented: false,
+                granted: true,
+            };
+            decide(&access).err().map(|d| d.reason().to_string())
+        };
+        let ok = reason.is_none();
+        let ev = self.login_event_for(ctx, Some(&u), &u.username, ok, reason.as_deref().unwrap_or("password verified"));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        metrics::counter!("cairn_auth_total", "protocol" => ctx.source.clone(), "outcome" => if ok { "success" } else { "failure" }).increment(1);
+        if !ok {
+            return Err(Error::Unauthorized(LOGIN_REFUSED.into()));
+        }
+        Ok(if u.password_expired {
+            LoginStep::ChangePassword(u)
+        } else if u.totp_enabled {
+            LoginStep::Totp(u)
+        } else if mfa_needed(&u) {
+            LoginStep::EnrollTotp(u)
+        } else {
+            LoginStep::Done(u)
+        })
+    }
+
+    fn login_event_for(
+        &self,
+        ctx: &Ctx,
+        user: Option<&User>,
+        login: &str,
+        ok: bool,
+        reason: &str,
+    ) -> cairn_domain::Event {
+        let target = user.map(|u| ("user", u.id.as_str(), u.username.as_str()));
+        let mut ev = self.event(
+            ctx,
+            if ok { "login_success" } else { "login_failure" },
+            target,
+            vec![],
+            json!({ "login": login, "reason": reason }),
+        );
+        ev.outcome = if ok { "success".into() } else { "failure".into() };
+        ev
+    }
+
+    async fn login_event(&self, ctx: &Ctx, user: Option<&User>, login: &str, ok: bool, reason: &str) -> Result<()> {
+        let ev = self.login_event_for(ctx, user, login, ok, reason);
+        let mut tx = self.store().begin().await?;
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        metrics::counter!("cairn_auth_total", "protocol" => ctx.source.clone(), "outcome" => if ok { "success" } else { "failure" }).increment(1);
+        Ok(())
+    }
+
+    /// Checks a TOTP code for a user who passed the password step. Wrong codes count toward
+    /// lockout like wrong passwords.
+    pub async fn verify_totp(&self, ctx: &Ctx, user_id: &str, code: &str) -> Result<User> {
+        let user = self.get_user(user_id).await?;
+        let ok = match &user.totp_secret {
+            Some(sealed) => {
+                let secret = crate::secretbox::open(self.secret_key()?, sealed.expose())?;
+                totp_check(&secret, code, self.now())
+            }
+            None => false,
+        };
+        let mut tx = self.store().begin().await?;
+        let mut u = load_user(&mut tx.db(), user_id).await?;
+        if !ok {
+            let policy = crate::org_of(&mut tx.db()).await?.settings.password_policy;
+            u.bad_login_attempts += 1;
+            if u.bad_login_attempts >= i64::from(policy.max_login_attempts) {
+                u.account_locked = true;
+                u.account_locked_date = Some(self.now());
+            }
+            tx.db().update_user(&u).await?;
+        }
+        let ev =
+            self.login_event_for(ctx, Some(&u), &u.username, ok, if ok { "TOTP verified" } else { "wrong TOTP code" });
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        if ok && u.state == State::Activated && !u.account_locked {
+            Ok(u)
+        } else {
+            Err(Error::Unauthorized("The code is not valid. Try the current code from your authenticator app.".into()))
+        }
+    }
+
+    // ---- passwords ----------------------------------------------------------------------
+
+    /// Sets a password in the caller's transaction: authority, policy, hash, and the record.
+    async fn write_password(
+        &self,
+        db: &mut Db<'_>,
+        ctx: &Ctx,
+        mut user: User,
+        new: &Secret,
+        action: &str,
+    ) -> Result<User> {
+        if let Some(a) = user.password_authority() {
+            return Err(Error::Conflict(format!(
+                "The password of this account is managed by an external directory ({}) and cannot be changed here.",
+                a.as_str()
+            )));
+        }
+        let org = crate::org_of(db).await?;
+        check_password(&org.settings.password_policy, new.expose())
+            .map_err(|m| Error::invalid("password", format!("The new password {m}.")))?;
+        let hash = self.hasher().hash(new).await?;
+        let old = user.clone();
+        let now = self.now();
+        user.password_hash = Some(hash);
+        user.password_date = Some(now);
+        user.password_expired = false;
+        user.updated = now;
+        db.update_user(&user).await?;
+        let ev = self.event(
+            ctx,
+            action,
+            Some(("user", &user.id, &user.username)),
+            cairn_domain::user::diff(&old, &user),
+            json!({}),
+        );
+        db.insert_event(&ev).await?;
+        Ok(user)
+    }
+
+    /// The user a one-time link belongs to, if it is still valid (the page shows a form).
+    pub async fn link_user(&self, token: &str, kind: &str) -> Result<Option<User>> {
+        let mut c = self.store().read().await?;
+        match c.db().token_user(&token_hash(token), kind, self.now()).await? {
+            Some(id) => Ok(c.db().get_user(&id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the password from an activation or reset link; the link is consumed.
+    pub async fn set_password_with_link(&self, ctx: &Ctx, token: &str, kind: &str, new: &Secret) -> Result<User> {
+        let invalid = || Error::NotFound("This link is not valid: it has expired or has already been used.".into());
+        let mut tx = self.store().begin().await?;
+        let id = tx.db().token_user(&token_hash(token), kind, self.now()).await?.ok_or_else(invalid)?;
+        let user = load_user(&mut tx.db(), &id).await?;
+        if user.state != State::Activated {
+            return Err(invalid());
+        }
+        let action = if kind == "activation" { "password_set" } else { "password_reset" };
+        let user = self.write_password(&mut tx.db(), ctx, user, new, action).await?;
+        tx.db().take_token(&token_hash(token), kind, self.now()).await?.ok_or_else(invalid)?;
+        tx.db().delete_tokens(&user.id, "reset").await?;
+        tx.db().delete_tokens(&user.id, "activation").await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Changes one's own password, knowing the current one.
+    pub async fn change_own_password(&self, ctx: &Ctx, user_id: &str, current: &Secret, new: &Secret) -> Result<User> {
+        let user = self.get_user(user_id).await?;
+        if let Some(a) = user.password_authority() {
+            return Err(Error::Conflict(format!(
+                "The password of this account is managed by an external directory ({}) and cannot be changed here.",
+                a.as_str()
+            )));
+        }
+        let ok = match &user.password_hash {
+            Some(h) => self.hasher().verify(current, h).await?,
+            None => false,
+        };
+        if !ok {
+            return Err(Error::invalid("current_password", "The current password is not correct."));
+        }
+        self.set_password_after_login(ctx, user_id, new).await
+    }
+
+    /// Sets the password of a user who has just proved it (the forced-change step).
+    pub async fn set_password_after_login(&self, ctx: &Ctx, user_id: &str, new: &Secret) -> Result<User> {
+        let mut tx = self.store().begin().await?;
+        let user = load_user(&mut tx.db(), user_id).await?;
+        if user.state != State::Activated {
+            return Err(Error::Unauthorized(LOGIN_REFUSED.into()));
+        }
+        let user = self.write_password(&mut tx.db(), ctx, user, new, "password_change").await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    // ---- admin credential actions ---------------------------------------------------------
+
+    /// Forces a password change: expired, sessions and tokens revoked.
+    pub async fn expire_password(&self, ctx: &Ctx, id: &str) -> Result<(User, bool)> {
+        let mut tx = self.store().begin().await?;
+        let user = load_user(&mut tx.db(), id).await?;
+        if user.password_hash.is_none() {
+            return Ok((user, false));
+        }
+        let old = user.clone();
+        let mut u = user;
+        u.password_expired = true;
+        u.updated = self.now();
+        tx.db().update_user(&u).await?;
+        let revoked = tx.db().revoke_user_access(&u.id).await?;
+        let ev = self.event(
+            ctx,
+            "password_expire",
+            Some(("user", &u.id, &u.username)),
+            cairn_domain::user::diff(&old, &u),
+            json!({ "revoked_sessions_and_tokens": revoked }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok((u, !old.password_expired))
+    }
+
+    /// Clears the lock and the failure counter; `password_expired` stays.
+    pub async fn unlock(&self, ctx: &Ctx, id: &str) -> Result<(User, bool)> {
+        let mut tx = self.store().begin().await?;
+        let old = load_user(&mut tx.db(), id).await?;
+        if !old.account_locked && old.bad_login_attempts == 0 {
+            return Ok((old, false));
+        }
+        let mut u = old.clone();
+        u.account_locked = false;
+        u.account_locked_date = None;
+        u.bad_login_attempts = 0;
+        u.updated = self.now();
+        tx.db().update_user(&u).await?;
+        let ev = self.event(
+            ctx,
+            "user_unlock",
+            Some(("user", &u.id, &u.username)),
+            cairn_domain::user::diff(&old, &u),
+            json!({}),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok((u, old.account_locked))
+    }
+
+    /// Clears TOTP, ends every session, and mails the user (never a staged one).
+    pub async fn reset_mfa(&self, ctx: &Ctx, id: &str) -> Result<(User, bool)> {
+        let mut tx = self.store().begin().await?;
+        let old = load_user(&mut tx.db(), id).await?;
+        let mut u = old.clone();
+        u.totp_enabled = false;
+        u.totp_secret = None;
+        u.updated = self.now();
+        let changed = old.totp_enabled || old.totp_secret.is_some();
+        if changed {
+            tx.db().update_user(&u).await?;
+        }
+        let revoked = tx.db().revoke_user_access(&u.id).await?;
+        let mailed = u.state == State::Activated;
+        if mailed {
+            let to = u.email.clone();
+            self.mail_user(&mut tx.db(), &u, MailKind::TotpReset, &to).await?;
+        }
+        let ev = self.event(
+            ctx,
+            "mfa_reset",
+            Some(("user", &u.id, &u.username)),
+            cairn_domain::user::diff(&old, &u),
+            json!({ "revoked_sessions_and_tokens": revoked, "mailed": mailed }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok((u, changed))
+    }
+
+    /// "Send Activation Email": activation mail while the password is pending, a reset mail
+    /// once it is set; nothing to staged or suspended users (the reason is returned).
+    pub async fn send_activation_email(&self, ctx: &Ctx, id: &str) -> Result<std::result::Result<MailKind, String>> {
+        let mut tx = self.store().begin().await?;
+        let u = load_user(&mut tx.db(), id).await?;
+        if u.state != State::Activated {
+            return Ok(Err(format!("{} is {}: only ACTIVATED users receive mail", u.username, u.state)));
+        }
+        let (kind, to) = if u.activated() {
+            (MailKind::PasswordReset, u.email.clone())
+        } else {
+            (MailKind::Activation, u.text("alternateEmail").filter(|a| !a.is_empty()).unwrap_or(&u.email).to_string())
+        };
+        self.mail_user(&mut tx.db(), &u, kind, &to).await?;
+        let ev =
+            self.event(ctx, "mail_send", Some(("user", &u.id, &u.username)), vec![], json!({ "type": kind, "to": to }));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(Ok(kind))
+    }
+
+    /// "Send Password Reset Email": ACTIVATED users with a password only.
+    pub async fn send_password_reset_email(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+    ) -> Result<std::result::Result<MailKind, String>> {
+        let mut tx = self.store().begin().await?;
+        let u = load_user(&mut tx.db(), id).await?;
+        if u.state != State::Activated {
+            return Ok(Err(format!("{} is {}: only ACTIVATED users receive mail", u.username, u.state)));
+        }
+        if !u.activated() {
+            return Ok(Err(format!("{} has no password yet: send an activation e-mail instead", u.username)));
+        }
+        if u.password_authority().is_some() {
+            return Ok(Err(format!("the password of {} is managed by an external directory", u.username)));
+        }
+        let to = u.email.clone();
+        self.mail_user(&mut tx.db(), &u, MailKind::PasswordReset, &to).await?;
+        let ev = self.event(
+            ctx,
+            "mail_send",
+            Some(("user", &u.id, &u.username)),
+            vec![],
+            json!({ "type": MailKind::PasswordReset, "to": to }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(Ok(MailKind::PasswordReset))
+    }
+
+    /// A user's own reset request from the portal. Answers the same whether or not the
+    /// address exists; mails only an ACTIVATED user with a password Cairn holds.
+    pub async fn request_password_reset(&self, ctx: &Ctx, login: &str) -> Result<()> {
+        let login = login.trim().to_lowercase();
+        let found = {
+            let mut c = self.store().read().await?;
+            match c.db().user_by_email(&login).await? {
+                Some(u) => Some(u),
+                None => c.db().user_by_username(&login).await?,
+            }
+        };
+        let mut tx = self.store().begin().await?;
+        let (target, outcome) = match &found {
+            Some(u) if u.state == State::Activated && u.activated() && u.password_authority().is_none() => {
+                let to = u.email.clone();
+                self.mail_user(&mut tx.db(), u, MailKind::PasswordReset, &to).await?;
+                (Some(("user", u.id.as_str(), u.username.as_str())), "mailed")
+            }
+            Some(u) => (Some(("user", u.id.as_str(), u.username.as_str())), "not eligible"),
+            None => (None, "no such user"),
+        };
+        let ev =
+            self.event(ctx, "password_reset_request", target, vec![], json!({ "login": login, "result": outcome }));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- TOTP ---------------------------------------------------------------------------
+
+    fn secret_key(&self) -> Result<&[u8; 32]> {
+        self.config().secret_key.as_ref().ok_or_else(|| Error::Internal("no secrets key is configured".into()))
+    }
+
+    /// A new TOTP secret for enrolment: the sealed secret (kept in the session until
+    /// confirmed), the otpauth URI and its QR code as SVG.
+    pub async fn new_totp(&self, user: &User) -> Result<(String, String, String)> {
+        let mut secret = [0u8; 20];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let org = self.organization().await?.settings.name;
+        let b32 = totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string();
+        let label = format!("{}:{}", pct(&org), pct(&user.username));
+        let uri = format!("otpauth://totp/{label}?secret={b32}&issuer={}&algorithm=SHA1&digits=6&period=30", pct(&org));
+        let svg = qrcode::QrCode::new(uri.as_bytes())
+            .map_err(|e| Error::Internal(format!("QR code: {e}")))?
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(200, 200)
+            .build();
+        Ok((crate::secretbox::seal(self.secret_key()?, &secret), uri, svg))
+    }
+
+    /// Confirms enrolment with a code from the new authenticator.
+    pub async fn confirm_totp(&self, ctx: &Ctx, user_id: &str, sealed: &str, code: &str) -> Result<User> {
+        let secret = crate::secretbox::open(self.secret_key()?, sealed)?;
+        if !totp_check(&secret, code, self.now()) {
+            return Err(Error::invalid(
+                "code",
+                "The code does not match. Check the time on your phone and try the current code.",
+            ));
+        }
+        let mut tx = self.store().begin().await?;
+        let old = load_user(&mut tx.db(), user_id).await?;
+        let mut u = old.clone();
+        u.totp_secret = Some(Secret::new(sealed));
+        u.totp_enabled = true;
+        u.updated = self.now();
+        tx.db().update_user(&u).await?;
+        let ev = self.event(
+            ctx,
+            "mfa_enroll",
+            Some(("user", &u.id, &u.username)),
+            cairn_domain::user::diff(&old, &u),
+            json!({}),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    // ---- sessions -----------------------------------------------------------------------
+
+    /// Starts a portal session; returns the cookie value (only its hash is stored).
+    pub async fn start_session(&self, user_id: &str, kind: &str, data: Value) -> Result<String> {
+        let token = random_token();
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        tx.db()
+            .put_session(&Session {
+                id: token_hash(&token),
+                user_id: user_id.into(),
+                kind: kind.into(),
+                created: now,
+                expires: now + SESSION_VALIDITY,
+                data,
+            })
+            .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    pub async fn session(&self, cookie: &str) -> Result<Option<Session>> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().get_session(&token_hash(cookie), self.now()).await?)
+    }
+
+    pub async fn update_session(&self, s: &Session) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.db().put_session(s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn end_session(&self, cookie: &str) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.db().delete_session(&token_hash(cookie)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Outbox listing.
+    pub async fn list_messages(&self, q: &cairn_store::OutboxQuery) -> Result<(i64, Vec<OutboxMessage>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().list_messages(q).await?)
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// RFC 6238 with one step of clock skew either way.
+fn totp_check(secret: &[u8], code: &str, now: DateTime<Utc>) -> bool {
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let t = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec());
+    t.check(&code, now.timestamp().max(0) as u64)
+}
+
+/// Generates a current code (tests and the admin's own enrolment check).
+pub fn totp_code(secret: &[u8], now: DateTime<Utc>) -> String {
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec())
+        .generate(now.timestamp().max(0) as u64)
+}
+
+/// A valid Argon2id hash of a random string, checked against when there is no user, so a
+/// missing account costs the same time as a wrong password.
+fn dummy_hash() -> Secret {
+    static H: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        Secret::new(crate::password::argon2().hash_password(b"no such user", &salt).expect("hash").to_string())
+    });
+    H.clone()
+}
