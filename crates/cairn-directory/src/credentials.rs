@@ -583,13 +583,19 @@ impl Directory {
         self.config().secret_key.as_ref().ok_or_else(|| Error::Internal("no secrets key is configured".into()))
     }
 
-    /// A new TOTP secret for enrolment: the sealed secret (kept in the session until
-    /// confirmed), the otpauth URI and its QR code as SVG.
-    pub async fn new_totp(&self, user: &User) -> Result<(String, String, String)> {
+    /// A new TOTP secret for enrolment, sealed; the portal keeps it in the session until the
+    /// user confirms it with a code (`totp_enrollment` shows it).
+    pub fn new_totp_secret(&self) -> Result<String> {
         let mut secret = [0u8; 20];
         rand::thread_rng().fill_bytes(&mut secret);
+        Ok(crate::secretbox::seal(self.secret_key()?, &secret))
+    }
+
+    /// The base32 key, otpauth URI and QR code (SVG) of a sealed pending secret.
+    pub async fn totp_enrollment(&self, user: &User, sealed: &str) -> Result<(String, String, String)> {
+        let secret = crate::secretbox::open(self.secret_key()?, sealed)?;
         let org = self.organization().await?.settings.name;
-        let b32 = totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string();
+        let b32 = totp_rs::Secret::Raw(secret).to_encoded().to_string();
         let label = format!("{}:{}", pct(&org), pct(&user.username));
         let uri = format!("otpauth://totp/{label}?secret={b32}&issuer={}&algorithm=SHA1&digits=6&period=30", pct(&org));
         let svg = qrcode::QrCode::new(uri.as_bytes())
@@ -597,7 +603,7 @@ impl Directory {
             .render::<qrcode::render::svg::Color>()
             .min_dimensions(200, 200)
             .build();
-        Ok((crate::secretbox::seal(self.secret_key()?, &secret), uri, svg))
+        Ok((b32, uri, svg))
     }
 
     /// Confirms enrolment with a code from the new authenticator.

@@ -130,7 +130,7 @@ async fn schedules_fire_once_when_time_comes_and_are_skipped_when_moot() {
         assert_eq!(ev.actor.kind, "scheduler");
         assert_eq!(ev.source, "scheduler");
         assert_eq!(ev.detail["scheduled_by"]["name"], "boss@example.com", "the event names who scheduled it");
-        assert_eq!(ev.detail["job_id"].as_str().is_some(), true);
+        assert!(ev.detail["job_id"].as_str().is_some());
         let _ = job;
     }
 }

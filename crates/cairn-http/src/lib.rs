@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod openapi;
 mod openapi_doc;
+mod portal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(portal::routes())
+        .route("/static/cairn.css", get(stylesheet))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }
@@ -104,6 +107,16 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     let ctx = Ctx::new(Actor::apikey(&key.id, &key.name), "api", client);
     req.extensions_mut().insert(Caller { ctx, role: key.role });
     next.run(req).await
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/cairn.css"),
+    )
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {

@@ -199,3 +199,163 @@ impl Drop for Server {
 pub fn usernames(v: &Value) -> Vec<String> {
     v["results"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect()
 }
+
+/// A real SMTP server (aiosmtpd, run by Python) that records what it receives.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    file: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start() -> Option<SmtpSink> {
+        let ok = Command::new("python3").args(["-c", "import aiosmtpd"]).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            cairn_store::testing::skip(
+                "SMTP end-to-end tests",
+                "python3 with aiosmtpd is not installed (pip install aiosmtpd)",
+            );
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("mail.jsonl");
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .args([script, &port.to_string(), file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the SMTP sink");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "SMTP sink did not start");
+        Some(SmtpSink { child, port, file, _tmp: tmp })
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits for a message to `to` (the n-th one to that address, counting from 1).
+    pub fn wait_for(&self, to: &str, n: usize) -> Value {
+        let start = Instant::now();
+        loop {
+            let mine: Vec<Value> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m["rcpt_to"].as_array().unwrap().iter().any(|r| r == to))
+                .collect();
+            if mine.len() >= n {
+                return mine[n - 1].clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no message #{n} to {to}; received: {:?}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first `http…` link in a text that contains `needle`.
+pub fn link_in(text: &str, needle: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.starts_with("http") && w.contains(needle))
+        .unwrap_or_else(|| panic!("no link with {needle} in:\n{text}"))
+        .to_string()
+}
+
+/// A browser-like HTTP client: keeps cookies, does not follow redirects, and fills in the
+/// CSRF field from the last page it saw.
+pub struct Browser {
+    http: reqwest::blocking::Client,
+    base: String,
+    csrf: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Browser {
+        let http = reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Browser { http, base: base.to_string(), csrf: String::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    fn page(&mut self, r: reqwest::blocking::Response) -> Page {
+        let status = r.status().as_u16();
+        let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+        let body = r.text().unwrap_or_default();
+        if let Some(i) = body.find("name=\"csrf\" value=\"") {
+            let rest = &body[i + 19..];
+            self.csrf = rest[..rest.find('"').unwrap()].to_string();
+        }
+        Page { status, location, body }
+    }
+
+    pub fn get(&mut self, path: &str) -> Page {
+        let r = self.http.get(self.url(path)).send().unwrap();
+        self.page(r)
+    }
+
+    /// Posts a form with the current CSRF token.
+    pub fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut form: Vec<(String, String)> = fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        form.push(("csrf".into(), self.csrf.clone()));
+        let r = self.http.post(self.url(path)).form(&form).send().unwrap();
+        self.page(r)
+    }
+
+    /// Follows redirects from a page until one answers with content.
+    pub fn follow(&mut self, mut p: Page) -> (String, Page) {
+        let mut at = String::new();
+        while let Some(loc) = p.location.clone() {
+            at = loc.clone();
+            p = self.get(&loc);
+        }
+        (at, p)
+    }
+
+    /// Signs in; returns where the login led.
+    pub fn login(&mut self, login: &str, password: &str) -> (String, Page) {
+        self.get("/portal/login");
+        let p = self.post("/portal/login", &[("login", login), ("password", password)]);
+        self.follow(p)
+    }
+}
