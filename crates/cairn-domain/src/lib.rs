@@ -1,6 +1,7 @@
 //! Cairn's rules, free of I/O, async and clocks: callers pass the current time in.
 
 pub mod access;
+pub mod csv_import;
 pub mod error;
 pub mod fields;
 pub mod id;
@@ -9,6 +10,7 @@ pub mod mail;
 pub mod password;
 pub mod query;
 pub mod records;
+pub mod scim;
 pub mod settings;
 pub mod user;
 

@@ -67,8 +67,10 @@ pub struct ListQuery {
     pub all: Vec<Cond>,
     /// … and, when non-empty, at least one of these.
     pub any: Vec<Cond>,
-    /// Case-insensitive substring over `SEARCH_FIELDS` (or the fields given).
+    /// Case-insensitive search over `SEARCH_FIELDS` (or the fields given): by prefix, served
+    /// by indexes (`search=`), or by substring (JumpCloud's `searchFilter`), a scan.
     pub search: Vec<String>,
+    pub search_substring: bool,
     pub search_fields: Vec<&'static Field>,
 }
 
@@ -87,6 +89,7 @@ impl Default for ListQuery {
             all: vec![],
             any: vec![],
             search: vec![],
+            search_substring: false,
             search_fields: default_search_fields(),
         }
     }
@@ -187,6 +190,7 @@ impl ListQuery {
                         }
                     }
                     self.search.extend(terms.into_iter().filter(|t| !t.trim().is_empty()));
+                    self.search_substring = true;
                     res
                 }
                 "fields" => match v.as_str() {

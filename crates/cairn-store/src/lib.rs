@@ -5,6 +5,7 @@
 //! migrations. The directory layer opens a `Tx`, calls the query methods of `Db`, and commits;
 //! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
+mod bulk;
 mod credentials;
 mod rows;
 pub mod testing;
@@ -20,6 +21,7 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
+pub use bulk::{Job, JobResult};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
 
@@ -175,12 +177,12 @@ pub struct Db<'c> {
 /// Bound arguments with their `$n` placeholders; kept as values so that one WHERE clause
 /// can serve both the count and the page query.
 #[derive(Default, Clone)]
-struct Args {
+pub(crate) struct Args {
     vals: Vec<Arg>,
 }
 
 #[derive(Clone)]
-enum Arg {
+pub(crate) enum Arg {
     Text(Option<String>),
     Bool(bool),
     Int(Option<i64>),
@@ -222,7 +224,7 @@ impl Args {
     }
 }
 
-fn map_unique(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
     if let Some(db) = e.as_database_error() {
         if db.is_unique_violation() {
             let msg = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
@@ -383,14 +385,29 @@ impl Db<'_> {
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         for term in &q.search {
-            let like = match self.b {
-                Backend::Sqlite => "LIKE",
-                Backend::Postgres => "ILIKE",
+            let ors: Vec<String> = if q.search_substring {
+                let like = match self.b {
+                    Backend::Sqlite => "LIKE",
+                    Backend::Postgres => "ILIKE",
+                };
+                let p = a.push(format!("%{}%", escape_like(term)));
+                q.search_fields.iter().map(|f| format!("{} {like} {p} ESCAPE '\\'", f.column)).collect()
+            } else {
+                // A prefix as a range over lowercase values: every branch is an index range.
+                let t = term.to_lowercase();
+                let lo = a.push(t.clone());
+                let hi = a.push(format!("{t}\u{10FFFF}"));
+                q.search_fields
+                    .iter()
+                    .map(|f| {
+                        let expr = match f.column {
+                            "username" | "email" => f.column.to_string(),
+                            c => format!("lower({c})"),
+                        };
+                        format!("({expr} >= {lo} AND {expr} < {hi})")
+                    })
+                    .collect()
             };
-            let pattern = format!("%{}%", escape_like(term));
-            let p = a.push(pattern);
-            let ors: Vec<String> =
-                q.search_fields.iter().map(|f| format!("{} {like} {p} ESCAPE '\\'", f.column)).collect();
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         if clauses.is_empty() {

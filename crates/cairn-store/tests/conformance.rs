@@ -182,8 +182,16 @@ async fn listing(store: &Store) {
 
     let (total, page) = db.list_users(&q(&[("search", "SAL")])).await.unwrap();
     assert_eq!((total, names(&page)), (2, vec!["bob", "carol"]), "search is a case-insensitive substring");
-    let (_, page) = db.list_users(&q(&[("search", "n_x")])).await.unwrap();
-    assert_eq!(names(&page), ["erin_x"], "LIKE wildcards in the term are literal");
+    let (_, page) = db.list_users(&q(&[("search", "erin_")])).await.unwrap();
+    assert_eq!(names(&page), ["erin_x"], "search= is a prefix");
+    let (_, page) = db.list_users(&q(&[("search", "rin")])).await.unwrap();
+    assert!(page.is_empty(), "not a substring");
+    let mut sub = q(&[]);
+    sub.apply_search_body(&json!({"searchFilter": {"searchTerm": "n_x"}})).unwrap();
+    let (_, page) = db.list_users(&sub).await.unwrap();
+    assert_eq!(names(&page), ["erin_x"], "searchFilter is a substring; LIKE wildcards in it are literal");
+    sub.search = vec!["%".into()];
+    assert!(db.list_users(&sub).await.unwrap().1.is_empty());
     let (_, page) = db.list_users(&q(&[("search", "%")])).await.unwrap();
     assert!(page.is_empty());
 

@@ -1,0 +1,296 @@
+//! Many rows at once (imports, bulk jobs): multi-row INSERTs, and the jobs with their results.
+
+use cairn_domain::{Event, User};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+
+use crate::rows::{self, get_i64, get_opt_text, get_text, parse_time};
+use crate::{map_unique, time_text, Arg, Args, Db, Result};
+
+/// Rows per INSERT statement: under SQLite's 32,766 bound parameters for the widest table.
+const USERS_PER_INSERT: usize = 400;
+const EVENTS_PER_INSERT: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    pub created_by: Value,
+    pub params: Value,
+    pub total: i64,
+    pub processed: i64,
+    pub counts: Value,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub seq: i64,
+    pub username: Option<String>,
+    pub user_id: Option<String>,
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+fn job_from_row(r: &AnyRow) -> Result<Job> {
+    let json = |c: &str| -> Result<Value> { Ok(serde_json::from_str(&get_text(r, c)?).unwrap_or(Value::Null)) };
+    Ok(Job {
+        id: get_text(r, "id")?,
+        kind: get_text(r, "kind")?,
+        status: get_text(r, "status")?,
+        created: parse_time(&get_text(r, "created")?)?,
+        updated: parse_time(&get_text(r, "updated")?)?,
+        created_by: json("created_by")?,
+        params: json("params")?,
+        total: get_i64(r, "total")?,
+        processed: get_i64(r, "processed")?,
+        counts: json("counts")?,
+        message: get_opt_text(r, "message")?,
+    })
+}
+
+impl Db<'_> {
+    /// Inserts many users with multi-row statements.
+    pub async fn insert_users(&mut self, users: &[User]) -> Result<()> {
+        for chunk in users.chunks(USERS_PER_INSERT) {
+            let mut a = Args::default();
+            let mut cols: Vec<&'static str> = Vec::new();
+            let mut rows_sql = Vec::with_capacity(chunk.len());
+            for (i, u) in chunk.iter().enumerate() {
+                let mut ps = Vec::new();
+                rows::bind_user(u, &mut |col, v| {
+                    if i == 0 {
+                        cols.push(col);
+                    }
+                    ps.push(a.push(match v {
+                        rows::Value::Text(t) => Arg::Text(t),
+                        rows::Value::Bool(b) => Arg::Bool(b),
+                        rows::Value::Int(n) => Arg::Int(n),
+                    }));
+                });
+                rows_sql.push(format!("({})", ps.join(", ")));
+            }
+            let sql = format!("INSERT INTO users ({}) VALUES {}", cols.join(", "), rows_sql.join(", "));
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await.map_err(map_unique)?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        for chunk in events.chunks(EVENTS_PER_INSERT) {
+            let mut a = Args::default();
+            let mut rows_sql = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let ps = [
+                    a.push(e.id.clone()),
+                    a.push(time_text(e.time)),
+                    a.push(e.actor.kind.clone()),
+                    a.push(Arg::Text(e.actor.id.clone())),
+                    a.push(Arg::Text(e.actor.name.clone())),
+                    a.push(e.action.clone()),
+                    a.push(Arg::Text(e.target_kind.clone())),
+                    a.push(Arg::Text(e.target_id.clone())),
+                    a.push(Arg::Text(e.target_name.clone())),
+                    a.push(e.source.clone()),
+                    a.push(Arg::Text(e.client_addr.clone())),
+                    a.push(e.outcome.clone()),
+                    a.push(e.changes.to_string()),
+                    a.push(e.detail.to_string()),
+                ];
+                rows_sql.push(format!("({})", ps.join(", ")));
+            }
+            let sql = format!(
+                "INSERT INTO events (id, time, actor_kind, actor_id, actor_name, action, target_kind, target_id, target_name, \
+                 source, client_addr, outcome, changes, detail) VALUES {}",
+                rows_sql.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    /// Existing users among these usernames and e-mails (both lowercase).
+    pub async fn users_matching(&mut self, usernames: &[String], emails: &[String]) -> Result<Vec<User>> {
+        let mut out = Vec::new();
+        for (col, vals) in [("username", usernames), ("email", emails)] {
+            for chunk in vals.chunks(500) {
+                if chunk.is_empty() {
+                    continue;
+                }
+                let mut a = Args::default();
+                let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+                let sql = format!("SELECT * FROM users WHERE {col} IN ({})", ps.join(", "));
+                for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
+                    out.push(rows::user_from_row(&r)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    /// Existing employee identifiers among these.
+    pub async fn employee_ids_taken(&mut self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut a = Args::default();
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!(
+                "SELECT employeeidentifier, username FROM users WHERE employeeidentifier IN ({})",
+                ps.join(", ")
+            );
+            for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
+                out.push((get_text(&r, "employeeidentifier")?, get_text(&r, "username")?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_members(&mut self, pairs: &[(String, String)], now: DateTime<Utc>) -> Result<()> {
+        for chunk in pairs.chunks(1000) {
+            let mut a = Args::default();
+            let t = a.push(time_text(now));
+            let vals: Vec<String> =
+                chunk.iter().map(|(g, u)| format!("({}, {}, {t})", a.push(g.clone()), a.push(u.clone()))).collect();
+            let sql = format!(
+                "INSERT INTO group_members (group_id, user_id, added) VALUES {} ON CONFLICT DO NOTHING",
+                vals.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    // ---- jobs ---------------------------------------------------------------------------
+
+    pub async fn insert_job(&mut self, j: &Job) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, status, created, updated, created_by, params, total, processed, counts, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(j.id.clone())
+        .bind(j.kind.clone())
+        .bind(j.status.clone())
+        .bind(time_text(j.created))
+        .bind(time_text(j.updated))
+        .bind(j.created_by.to_string())
+        .bind(j.params.to_string())
+        .bind(j.total)
+        .bind(j.processed)
+        .bind(j.counts.to_string())
+        .bind(j.message.clone())
+        .execute(&mut *self.c)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_job(
+        &mut self,
+        id: &str,
+        status: &str,
+        processed: i64,
+        total: i64,
+        counts: &Value,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE jobs SET status = $2, processed = $3, total = $4, counts = $5, message = $6, updated = $7 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(status.to_string())
+            .bind(processed)
+            .bind(total)
+            .bind(counts.to_string())
+            .bind(message.map(str::to_string))
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&mut self, id: &str) -> Result<Option<Job>> {
+        let row =
+            sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.to_string()).fetch_optional(&mut *self.c).await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Jobs that were queued or running when their process stopped.
+    pub async fn interrupt_jobs(&mut self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'interrupted', updated = $1, message = 'the server stopped while this job ran: \
+             re-run the same input to finish (nothing is created twice)' WHERE status IN ('queued', 'running')",
+        )
+        .bind(time_text(now))
+        .execute(&mut *self.c)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
+        for chunk in results.chunks(1000) {
+            let mut a = Args::default();
+            let j = a.push(job_id.to_string());
+            let vals: Vec<String> = chunk
+                .iter()
+                .map(|r| {
+                    format!(
+                        "({j}, {}, {}, {}, {}, {})",
+                        a.push(r.seq),
+                        a.push(Arg::Text(r.username.clone())),
+                        a.push(Arg::Text(r.user_id.clone())),
+                        a.push(r.outcome.clone()),
+                        a.push(Arg::Text(r.message.clone()))
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_results (job_id, seq, username, user_id, outcome, message) VALUES {}",
+                vals.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    /// Results in record order; `outcome` filters.
+    pub async fn job_results(
+        &mut self,
+        job_id: &str,
+        outcome: Option<&str>,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<JobResult>)> {
+        let total = get_i64(
+            &sqlx::query("SELECT COUNT(*) FROM job_results WHERE job_id = $1 AND ($2 IS NULL OR outcome = $2)")
+                .bind(job_id.to_string())
+                .bind(outcome.map(str::to_string))
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
+        let rows = sqlx::query("SELECT * FROM job_results WHERE job_id = $1 AND ($2 IS NULL OR outcome = $2) ORDER BY seq LIMIT $3 OFFSET $4")
+            .bind(job_id.to_string())
+            .bind(outcome.map(str::to_string))
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&mut *self.c)
+            .await?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(JobResult {
+                    seq: get_i64(r, "seq")?,
+                    username: get_opt_text(r, "username")?,
+                    user_id: get_opt_text(r, "user_id")?,
+                    outcome: get_text(r, "outcome")?,
+                    message: get_opt_text(r, "message")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((total, list))
+    }
+}
