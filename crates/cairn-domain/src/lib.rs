@@ -10,7 +10,6 @@ pub mod mail;
 pub mod password;
 pub mod query;
 pub mod records;
-pub mod scim;
 pub mod settings;
 pub mod user;
 
