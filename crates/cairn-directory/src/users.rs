@@ -42,51 +42,12 @@ impl Directory {
     ) -> Result<User> {
         let org = self.organization().await?;
         let hash = self.checked_hash(&org, input.password.as_ref()).await?;
-        let now = self.now();
-        let mut profile = serde_json::Map::new();
-        for (k, v) in input.profile {
-            if !v.is_null() {
-                profile.insert(k, v);
-            }
-        }
-        if !profile.contains_key("restrictedFields") {
-            if let Some(a) = org.settings.default_password_authority() {
-                profile.insert("restrictedFields".into(), PasswordAuthority::restricted_fields(Some(a)));
-            }
-        }
-        let state = match (input.state, input.suspended) {
-            (Some(s), _) => s,
-            (None, Some(true)) => State::Suspended,
-            _ => org.settings.default_state(source),
-        };
-        let user = User {
-            id: self.new_id(),
-            username: input.username.ok_or_else(|| Error::invalid("username", "is required"))?,
-            email: input.email.ok_or_else(|| Error::invalid("email", "is required"))?,
-            state,
-            created: now,
-            updated: now,
-            creation_source: origin.to_string(),
-            password_date: hash.as_ref().map(|_| now),
-            password_hash: hash,
-            password_expired: false,
-            account_locked: input.account_locked.unwrap_or(false),
-            account_locked_date: input.account_locked.filter(|l| *l).map(|_| now),
-            bad_login_attempts: 0,
-            totp_enabled: false,
-            totp_secret: None,
-            profile,
-        };
+        let user = self.new_user(&org, input, source, origin, hash)?;
         let mut tx = self.store().begin().await?;
         self.check_unique(&mut tx.db(), &user).await?;
         check_manager(&mut tx.db(), &user).await?;
         tx.db().insert_user(&user).await?;
-        let changes: Vec<Change> = user
-            .to_json(&org.id)
-            .into_iter()
-            .filter(|(k, v)| !v.is_null() && k != "_id" && k != "organization")
-            .map(|(k, v)| Change { field: k, old: Value::Null, new: v })
-            .collect();
+        let changes = creation_changes(&user);
         let mut detail = json!({ "state": user.state, "creationSource": origin });
         // Creation in ACTIVATED mails as an activation does (§3.2, §5.2); STAGED sends nothing.
         if let Some((kind, to)) = cairn_domain::mail::on_activation(&user, &mail) {
@@ -216,8 +177,55 @@ impl Directory {
         Ok(c.db().list_users(q).await?)
     }
 
+    /// A new user from validated input, in memory: the state is the request's, else the
+    /// default for the creation source (§3.2); the password authority is the settings' default.
+    pub(crate) fn new_user(
+        &self,
+        org: &Organization,
+        input: UserInput,
+        source: CreationSource,
+        origin: &str,
+        hash: Option<Secret>,
+    ) -> Result<User> {
+        let now = self.now();
+        let mut profile = serde_json::Map::new();
+        for (k, v) in input.profile {
+            if !v.is_null() {
+                profile.insert(k, v);
+            }
+        }
+        if !profile.contains_key("restrictedFields") {
+            if let Some(a) = org.settings.default_password_authority() {
+                profile.insert("restrictedFields".into(), PasswordAuthority::restricted_fields(Some(a)));
+            }
+        }
+        let state = match (input.state, input.suspended) {
+            (Some(s), _) => s,
+            (None, Some(true)) => State::Suspended,
+            _ => org.settings.default_state(source),
+        };
+        Ok(User {
+            id: self.new_id(),
+            username: input.username.ok_or_else(|| Error::invalid("username", "is required"))?,
+            email: input.email.ok_or_else(|| Error::invalid("email", "is required"))?,
+            state,
+            created: now,
+            updated: now,
+            creation_source: origin.to_string(),
+            password_date: hash.as_ref().map(|_| now),
+            password_hash: hash,
+            password_expired: false,
+            account_locked: input.account_locked.unwrap_or(false),
+            account_locked_date: input.account_locked.filter(|l| *l).map(|_| now),
+            bad_login_attempts: 0,
+            totp_enabled: false,
+            totp_secret: None,
+            profile,
+        })
+    }
+
     /// Checks the policy and hashes; `None` when no password was given.
-    async fn checked_hash(&self, org: &Organization, pw: Option<&Secret>) -> Result<Option<Secret>> {
+    pub(crate) async fn checked_hash(&self, org: &Organization, pw: Option<&Secret>) -> Result<Option<Secret>> {
         let Some(pw) = pw else { return Ok(None) };
         check_password(&org.settings.password_policy, pw.expose()).map_err(|m| Error::invalid("password", m))?;
         Ok(Some(self.hasher().hash(pw).await?))
@@ -245,6 +253,22 @@ pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
         return Err(Error::NotFound(format!("no user with id '{id}'")));
     }
     db.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
+}
+
+/// The fields a new user was given, as audit changes (defaults left out).
+pub(crate) fn creation_changes(user: &User) -> Vec<Change> {
+    user.to_json("")
+        .into_iter()
+        .filter(|(k, v)| {
+            !matches!(k.as_str(), "_id" | "organization" | "mfaEnrollment" | "created")
+                && !v.is_null()
+                && *v != Value::Bool(false)
+                && *v != json!("")
+                && *v != json!([])
+                && *v != json!(0)
+        })
+        .map(|(k, v)| Change { field: k, old: Value::Null, new: v })
+        .collect()
 }
 
 async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Cairn's HTTP front end: the JumpCloud-compatible REST API under `/api`, health and metrics.
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
+mod api_bulk;
 mod api_credentials;
 mod api_groups;
 mod api_lifecycle;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_users::routes())
         .merge(api_lifecycle::routes())
         .merge(api_credentials::routes())
+        .merge(api_bulk::routes())
         .merge(api_groups::routes())
         .merge(api_misc::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })

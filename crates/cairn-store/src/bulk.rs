@@ -113,6 +113,27 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Sends every user matching `q` (no paging) down `tx`, streaming from the database so
+    /// memory stays flat however many there are. Stops early when the receiver is gone.
+    pub async fn each_user(
+        &mut self,
+        q: &cairn_domain::query::ListQuery,
+        tx: &tokio::sync::mpsc::Sender<Result<User>>,
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let mut a = Args::default();
+        let where_sql = self.user_where_clause(q, &mut a);
+        let order = crate::order_by(q);
+        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {order}");
+        let mut rows = sqlx::query_with(&sql, a.build()).fetch(&mut *self.c);
+        while let Some(r) = rows.try_next().await? {
+            if tx.send(rows::user_from_row(&r)).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Existing users among these usernames and e-mails (both lowercase).
     pub async fn users_matching(&mut self, usernames: &[String], emails: &[String]) -> Result<Vec<User>> {
         let mut out = Vec::new();
@@ -218,13 +239,15 @@ impl Db<'_> {
         row.map(|r| job_from_row(&r)).transpose()
     }
 
-    /// Jobs that were queued or running when their process stopped.
-    pub async fn interrupt_jobs(&mut self, now: DateTime<Utc>) -> Result<u64> {
+    /// Jobs still queued or running whose last progress is older than `cutoff`: their process
+    /// stopped (running jobs record progress after every batch).
+    pub async fn interrupt_jobs(&mut self, now: DateTime<Utc>, cutoff: DateTime<Utc>) -> Result<u64> {
         let r = sqlx::query(
             "UPDATE jobs SET status = 'interrupted', updated = $1, message = 'the server stopped while this job ran: \
-             re-run the same input to finish (nothing is created twice)' WHERE status IN ('queued', 'running')",
+             re-run the same input to finish (nothing is created twice)' WHERE status IN ('queued', 'running') AND updated <= $2",
         )
         .bind(time_text(now))
+        .bind(time_text(cutoff))
         .execute(&mut *self.c)
         .await?;
         Ok(r.rows_affected())

@@ -353,29 +353,16 @@ impl Db<'_> {
         let where_sql = self.user_where_clause(q, &mut a);
         let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
         let total = rows::get_i64(&sqlx::query_with(&count_sql, a.build()).fetch_one(&mut *self.c).await?, 0)?;
-        let mut order: Vec<String> =
-            q.sort
-                .iter()
-                .map(|(f, desc)| {
-                    if *desc {
-                        format!("{} DESC NULLS LAST", f.column)
-                    } else {
-                        format!("{} ASC NULLS FIRST", f.column)
-                    }
-                })
-                .collect();
-        if !q.sort.iter().any(|(f, _)| f.column == "id") {
-            order.push("id ASC".into());
-        }
+        let order = order_by(q);
         let lim = a.push(q.limit);
         let off = a.push(q.skip);
-        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {} LIMIT {lim} OFFSET {off}", order.join(", "));
+        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {order} LIMIT {lim} OFFSET {off}");
         let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
         let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
         Ok((total, users))
     }
 
-    fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
+    pub(crate) fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
         let mut clauses = Vec::new();
         for c in &q.all {
             clauses.push(cond_sql(c, a));
@@ -906,6 +893,28 @@ impl Db<'_> {
             .await?;
         Ok(a.rows_affected() + b.rows_affected())
     }
+}
+
+/// ORDER BY for a list query: NULLs first ascending and last descending on both databases,
+/// the id last so pages are stable.
+pub(crate) fn order_by(q: &ListQuery) -> String {
+    let mut order: Vec<String> = q
+        .sort
+        .iter()
+        .map(
+            |(f, desc)| {
+                if *desc {
+                    format!("{} DESC NULLS LAST", f.column)
+                } else {
+                    format!("{} ASC NULLS FIRST", f.column)
+                }
+            },
+        )
+        .collect();
+    if !q.sort.iter().any(|(f, _)| f.column == "id") {
+        order.push("id ASC".into());
+    }
+    order.join(", ")
 }
 
 fn escape_like(s: &str) -> String {

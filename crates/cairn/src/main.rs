@@ -41,6 +41,43 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Import or export users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Import users from a CSV file (JumpCloud template columns), with a progress bar.
+    Import {
+        file: PathBuf,
+        /// Validate every record and report what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Update existing users matched by Username; never create.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Export users to standard output.
+    Export {
+        /// csv or json
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// field:$op:value, repeatable (all must hold)
+        #[arg(long)]
+        filter: Vec<String>,
+        /// prefix search over names, username, e-mail, department
+        #[arg(long)]
+        search: Option<String>,
+        /// space-separated fields, '-' for descending
+        #[arg(long)]
+        sort: Option<String>,
+        /// space-separated fields to export
+        #[arg(long)]
+        fields: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +243,34 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("API key '{}' ({}) created; it is shown only this once.", k.key.name, role.as_str());
             Ok(())
         }
+        Command::Users { command: UsersCommand::Import { file, dry_run, update } } => {
+            import(cfg, &file, dry_run, update).await
+        }
+        Command::Users { command: UsersCommand::Export { format, filter, search, sort, fields } } => {
+            let format = cairn_directory::ExportFormat::parse(&format)
+                .ok_or_else(|| anyhow!("--format must be csv or json, not '{format}'"))?;
+            let mut pairs: Vec<(String, String)> = filter.into_iter().map(|f| ("filter".to_string(), f)).collect();
+            pairs.extend(search.map(|s| ("search".to_string(), s)));
+            pairs.extend(sort.map(|s| ("sort".to_string(), s)));
+            pairs.extend(fields.map(|s| ("fields".to_string(), s)));
+            let q = cairn_domain::query::ListQuery::from_pairs(&pairs).map_err(|e| anyhow!("{e}"))?;
+            let dir = open(&cfg).await?;
+            let org = dir.organization().await.map_err(|e| anyhow!("{e}"))?.id;
+            let mut ex = cairn_directory::Exporter::new(format, q.fields.clone(), org);
+            let mut rx = dir.export_users(q);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            out.write_all(ex.header().as_bytes())?;
+            let mut n = 0;
+            while let Some(u) = rx.recv().await {
+                out.write_all(ex.row(&u.map_err(|e| anyhow!("{e}"))?).as_bytes())?;
+                n += 1;
+            }
+            out.write_all(ex.footer().as_bytes())?;
+            out.flush()?;
+            eprintln!("exported {n} users");
+            Ok(())
+        }
         Command::Admin { command: AdminCommand::Create { email, password, role } } => {
             let role = parse_role(&role)?;
             let password = match password {
@@ -225,6 +290,64 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let dir = open(&cfg).await?;
+    let ctx = Ctx { source: "csv".into(), ..Ctx::cli() };
+    let opts = cairn_directory::ImportOptions { dry_run, update };
+    let job = dir
+        .create_job(
+            &ctx,
+            "csv_import",
+            serde_json::json!({ "dry_run": dry_run, "update": update, "file": file.display().to_string() }),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
+        )
+        .expect("progress template")
+        .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let progress = move |done: usize, total: usize| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+    };
+    let counts = dir.run_csv_import(&ctx, &job, &bytes, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    let (_, errors) = dir.job_results(&job, Some("error"), 50, 0).await.map_err(|e| anyhow!("{e}"))?;
+    let info = dir.job(&job).await.map_err(|e| anyhow!("{e}"))?;
+    println!("{} {} (job {job})", if dry_run { "Dry run of" } else { "Imported" }, file.display());
+    println!("  created  {:>8}", counts.created);
+    println!("  updated  {:>8}", counts.updated);
+    println!("  exists   {:>8}", counts.exists);
+    println!("  error    {:>8}", counts.error);
+    if let Some(m) = info.message {
+        println!("note: {m}");
+    }
+    if !errors.is_empty() {
+        println!("\n  row  username              problem");
+        for r in &errors {
+            println!(
+                "  {:>4}  {:<20}  {}",
+                r.seq,
+                r.username.clone().unwrap_or_default(),
+                r.message.clone().unwrap_or_default()
+            );
+        }
+        if counts.error as usize > errors.len() {
+            println!("  … {} more: GET /api/v2/users/import/{job}?outcome=error", counts.error as usize - errors.len());
+        }
+    }
+    if counts.error > 0 {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
 fn prompt_password() -> Result<Option<Secret>> {
     eprint!("Password (leave empty to generate one): ");
     std::io::stderr().flush().ok();
@@ -236,6 +359,11 @@ fn prompt_password() -> Result<Option<Secret>> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let dir = open(&cfg).await?;
+    match dir.interrupt_stale_jobs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "marked jobs left unfinished by a stopped server as interrupted"),
+        Err(e) => return Err(anyhow!("cannot check unfinished jobs: {e}")),
+    }
     let boot = dir
         .bootstrap(cfg.bootstrap_api_key.as_deref())
         .await

@@ -1,0 +1,435 @@
+//! SCIM 2.0 use cases (§9): bearer tokens for identity providers, and user and group changes
+//! that go through the same methods as every other interface, so the lifecycle rules, the mail
+//! rules and the audit log apply unchanged. Every event carries the caller's source (`scim`).
+
+use cairn_domain::lifecycle::MailChoice;
+use cairn_domain::password::check_password;
+use cairn_domain::user::{normalize_username, Change, UserInput};
+use cairn_domain::{Actor, CreationSource, PasswordAuthority, Secret, State, User};
+use cairn_store::{ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::keys::hash_key;
+use crate::users::load_user;
+use crate::{Ctx, Directory};
+
+/// A SCIM token as shown once at creation.
+pub struct NewScimToken {
+    pub token: ScimToken,
+    pub secret: Secret,
+}
+
+/// What a SCIM create or replace asks of a user, beyond the JumpCloud-shaped `input`.
+#[derive(Debug, Default, Clone)]
+pub struct ScimUserChange {
+    /// Profile fields (and `email`); on replace every SCIM-mapped field is present, `Null`
+    /// clearing it.
+    pub input: UserInput,
+    /// The provider's `userName`, as sent.
+    pub user_name: Option<String>,
+    pub external_id: Option<Option<String>>,
+    pub active: Option<bool>,
+    pub password: Option<Secret>,
+}
+
+/// A group change: name, externalId, and the complete member list when given.
+#[derive(Debug, Default, Clone)]
+pub struct ScimGroupChange {
+    pub display_name: Option<String>,
+    pub external_id: Option<Option<String>>,
+    pub members: Option<Vec<String>>,
+}
+
+fn generate_token() -> String {
+    let mut b = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("cairn_scim_{}", hex::encode(b))
+}
+
+/// The Cairn username for a SCIM `userName`, and whether the `userName` must be kept beside
+/// it (when it is not itself a valid username, e.g. an e-mail address).
+fn username_for(user_name: &str) -> Result<(String, bool)> {
+    let trimmed = user_name.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid("userName", "must not be empty"));
+    }
+    if trimmed.chars().count() > 256 {
+        return Err(Error::invalid("userName", "must be at most 256 characters"));
+    }
+    if let Ok(u) = normalize_username(trimmed) {
+        if u == trimmed {
+            return Ok((u, false));
+        }
+    }
+    Ok((sanitize(trimmed), true))
+}
+
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-') { c } else { '.' })
+        .collect();
+    while out.starts_with(['.', '_', '-']) {
+        out.remove(0);
+    }
+    if out.is_empty() {
+        out = "user".into();
+    }
+    out.chars().take(64).collect()
+}
+
+impl Directory {
+    // ---- tokens -------------------------------------------------------------------------
+
+    pub async fn create_scim_token(&self, ctx: &Ctx, name: &str) -> Result<NewScimToken> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 255 {
+            return Err(Error::invalid("name", "must be 1 to 255 characters"));
+        }
+        let secret = generate_token();
+        let token = ScimToken {
+            id: self.new_id(),
+            name: name.to_string(),
+            token_hash: hash_key(&secret),
+            prefix: secret.chars().take(15).collect(),
+            created: self.now(),
+            created_by: ctx.actor.name.clone(),
+            last_used: None,
+        };
+        let mut tx = self.store().begin().await?;
+        tx.db().insert_scim_token(&token).await?;
+        let ev = self.event(
+            ctx,
+            "scim_token_create",
+            Some(("scim_token", &token.id, &token.name)),
+            vec![],
+            json!({ "prefix": token.prefix }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(NewScimToken { token, secret: Secret::new(secret) })
+    }
+
+    pub async fn list_scim_tokens(&self) -> Result<Vec<ScimToken>> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().list_scim_tokens().await?)
+    }
+
+    pub async fn delete_scim_token(&self, ctx: &Ctx, id: &str) -> Result<ScimToken> {
+        let mut tx = self.store().begin().await?;
+        let t = tx
+            .db()
+            .get_scim_token(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no SCIM token with id '{id}'")))?;
+        tx.db().delete_scim_token(id).await?;
+        let ev = self.event(ctx, "scim_token_delete", Some(("scim_token", &t.id, &t.name)), vec![], json!({}));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    /// The SCIM token that `presented` is, if any (API keys are not SCIM tokens). `last used`
+    /// is written at most once a minute.
+    pub async fn authenticate_scim_token(&self, presented: &str) -> Result<Option<ScimToken>> {
+        let mut c = self.store().read().await?;
+        let Some(t) = c.db().scim_token_by_hash(&hash_key(presented)).await? else {
+            return Ok(None);
+        };
+        drop(c);
+        let now = self.now();
+        if t.last_used.is_none_or(|u| (now - u).num_seconds() >= 60) {
+            let mut tx = self.store().begin().await?;
+            tx.db().touch_scim_token(&t.id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(Some(t))
+    }
+
+    /// The actor a SCIM token acts as.
+    pub fn scim_actor(t: &ScimToken) -> Actor {
+        Actor { kind: "scim_token".into(), id: Some(t.id.clone()), name: Some(t.name.clone()) }
+    }
+
+    // ---- users --------------------------------------------------------------------------
+
+    pub async fn scim_user(&self, id: &str) -> Result<ScimUserRow> {
+        let mut c = self.store().read().await?;
+        if !cairn_domain::id::is_object_id(id) {
+            return Err(Error::NotFound(format!("no user with id '{id}'")));
+        }
+        c.db().scim_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
+    }
+
+    pub async fn scim_list_users(&self, w: &ScimWhere, start: i64, count: i64) -> Result<(i64, Vec<ScimUserRow>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().scim_list_users(w, start, count).await?)
+    }
+
+    /// `(id, name)` of each group of a user.
+    pub async fn scim_user_groups(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().scim_user_groups(id).await?)
+    }
+
+    async fn check_scim_name(&self, user_name: &str, except: Option<&str>) -> Result<(String, Option<String>)> {
+        let (mut username, keep) = username_for(user_name)?;
+        let mut c = self.store().read().await?;
+        if let Some(other) = c.db().scim_user_by_name(user_name).await? {
+            if Some(other.user.id.as_str()) != except {
+                return Err(Error::Conflict(format!("a user with userName '{user_name}' already exists")));
+            }
+        }
+        if keep {
+            // Prefer the local part of an address; fall back to the whole name when taken.
+            let local = sanitize(user_name.split('@').next().unwrap_or(user_name));
+            let taken = |u: Option<User>| u.is_some_and(|u| Some(u.id.as_str()) != except);
+            username = if !taken(c.db().user_by_username(&local).await?) { local } else { username };
+        }
+        Ok((username, keep.then(|| user_name.trim().to_string())))
+    }
+
+    /// Creates a user: STAGED when `active` is false, else the `manualEntry` default (§9).
+    pub async fn scim_create_user(&self, ctx: &Ctx, change: ScimUserChange) -> Result<ScimUserRow> {
+        let user_name = change.user_name.clone().ok_or_else(|| Error::invalid("userName", "is required"))?;
+        let (username, keep) = self.check_scim_name(&user_name, None).await?;
+        let mut input = change.input;
+        input.username = Some(username);
+        if input.email.is_none() {
+            return Err(Error::invalid("emails", "Cairn needs an e-mail address for every user"));
+        }
+        if change.active == Some(false) {
+            input.state = Some(State::Staged);
+        }
+        if change.password.is_some() {
+            let org = self.organization().await?;
+            if org.settings.default_password_authority() == Some(PasswordAuthority::ActiveDirectory) {
+                return Err(Error::Forbidden("new users' passwords are held by Active Directory".into()));
+            }
+        }
+        input.password = change.password;
+        let user = self.create_user_from(ctx, input, CreationSource::ManualEntry, "scim", MailChoice::Default).await?;
+        let ext = change.external_id.flatten();
+        if ext.is_some() || keep.is_some() {
+            self.write_scim_columns(ctx, &user, None, ext.as_deref(), keep.as_deref()).await?;
+        }
+        self.scim_user(&user.id).await
+    }
+
+    async fn write_scim_columns(
+        &self,
+        ctx: &Ctx,
+        user: &User,
+        old: Option<&ScimUserRow>,
+        ext: Option<&str>,
+        user_name: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.db().set_scim_user_columns(&user.id, ext, user_name).await?;
+        let mut changes = vec![];
+        let old_ext = old.and_then(|o| o.external_id.clone());
+        if old_ext.as_deref() != ext {
+            changes.push(Change { field: "externalId".into(), old: json!(old_ext), new: json!(ext) });
+        }
+        let old_name = old.and_then(|o| o.user_name.clone());
+        if old_name.as_deref() != user_name {
+            changes.push(Change { field: "scimUserName".into(), old: json!(old_name), new: json!(user_name) });
+        }
+        if !changes.is_empty() {
+            let ev = self.event(ctx, "user_update", Some(("user", &user.id, &user.username)), changes, json!({}));
+            tx.db().insert_event(&ev).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies a SCIM replace (PUT, or PATCH already applied to the resource): profile
+    /// fields through `update_user_from`, `active` through activate / suspend, `password` only
+    /// where the user's authority is SCIM or none.
+    pub async fn scim_update_user(&self, ctx: &Ctx, id: &str, change: ScimUserChange) -> Result<ScimUserRow> {
+        let old = self.scim_user(id).await?;
+        let mut input = change.input;
+        let mut keep = old.user_name.clone();
+        if let Some(n) = &change.user_name {
+            let current = old.user_name.clone().unwrap_or_else(|| old.user.username.clone());
+            if n.trim() != current {
+                let (username, k) = self.check_scim_name(n, Some(id)).await?;
+                if username != old.user.username {
+                    input.username = Some(username);
+                }
+                keep = k;
+            }
+        }
+        if let Some(pw) = &change.password {
+            self.scim_check_password(&old.user, pw)?;
+        }
+        input.password = None;
+        input.state = None;
+        input.suspended = None;
+        let (user, _) = self.update_user_from(ctx, id, input).await?;
+        if let Some(pw) = change.password {
+            self.scim_set_password(ctx, id, pw).await?;
+        }
+        let ext = change.external_id.unwrap_or(old.external_id.clone());
+        if ext != old.external_id || keep != old.user_name {
+            self.write_scim_columns(ctx, &user, Some(&old), ext.as_deref(), keep.as_deref()).await?;
+        }
+        match change.active {
+            Some(true) if user.state != State::Activated => {
+                self.activate(ctx, id, MailChoice::Default).await?;
+            }
+            Some(false) if user.state == State::Activated => {
+                self.suspend(ctx, id).await?;
+            }
+            _ => {}
+        }
+        self.scim_user(id).await
+    }
+
+    fn scim_check_password(&self, user: &User, _pw: &Secret) -> Result<()> {
+        match user.password_authority() {
+            None | Some(PasswordAuthority::Scim) => Ok(()),
+            Some(a) => Err(Error::Forbidden(format!(
+                "the password of {} is held by {} and cannot be set through SCIM",
+                user.username,
+                a.as_str()
+            ))),
+        }
+    }
+
+    /// Sets a password through SCIM: allowed only where the authority is SCIM or none (§3.5).
+    async fn scim_set_password(&self, ctx: &Ctx, id: &str, pw: Secret) -> Result<()> {
+        let org = self.organization().await?;
+        check_password(&org.settings.password_policy, pw.expose()).map_err(|m| Error::invalid("password", m))?;
+        let hash = self.hasher().hash(&pw).await?;
+        let mut tx = self.store().begin().await?;
+        let mut user = load_user(&mut tx.db(), id).await?;
+        self.scim_check_password(&user, &pw)?;
+        let now = self.now();
+        user.password_hash = Some(hash);
+        user.password_date = Some(now);
+        user.password_expired = false;
+        user.updated = now;
+        tx.db().update_user(&user).await?;
+        let changes = vec![Change { field: "password".into(), old: json!("(secret)"), new: json!("(secret)") }];
+        let ev = self.event(ctx, "user_password_set", Some(("user", &user.id, &user.username)), changes, json!({}));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- groups -------------------------------------------------------------------------
+
+    pub async fn scim_group(&self, id: &str) -> Result<ScimGroupRow> {
+        if !cairn_domain::id::is_object_id(id) {
+            return Err(Error::NotFound(format!("no group with id '{id}'")));
+        }
+        let mut c = self.store().read().await?;
+        c.db().scim_group(id).await?.ok_or_else(|| Error::NotFound(format!("no group with id '{id}'")))
+    }
+
+    pub async fn scim_list_groups(&self, w: &ScimWhere, start: i64, count: i64) -> Result<(i64, Vec<ScimGroupRow>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().scim_list_groups(w, start, count).await?)
+    }
+
+    /// `(user id, display)` of every member.
+    pub async fn scim_group_members(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().scim_group_members(id).await?)
+    }
+
+    async fn check_members(&self, members: &[String]) -> Result<()> {
+        let mut c = self.store().read().await?;
+        let valid: Vec<String> = members.iter().filter(|m| cairn_domain::id::is_object_id(m)).cloned().collect();
+        let found = c.db().existing_user_ids(&valid).await?;
+        if let Some(missing) = members.iter().find(|m| !found.contains(m)) {
+            return Err(Error::invalid("members", format!("no user with id '{missing}'")));
+        }
+        Ok(())
+    }
+
+    pub async fn scim_create_group(&self, ctx: &Ctx, change: ScimGroupChange) -> Result<ScimGroupRow> {
+        let name = change.display_name.clone().ok_or_else(|| Error::invalid("displayName", "is required"))?;
+        if let Some(m) = &change.members {
+            self.check_members(m).await?;
+        }
+        let g = self.create_group(ctx, &json!({ "name": name })).await?;
+        if let Some(ext) = change.external_id.clone().flatten() {
+            let mut tx = self.store().begin().await?;
+            tx.db().set_scim_group_external_id(&g.id, Some(&ext)).await?;
+            tx.commit().await?;
+        }
+        if let Some(m) = change.members {
+            self.set_members(ctx, &g.id, &m).await?;
+        }
+        self.scim_group(&g.id).await
+    }
+
+    /// Brings the members to exactly `members`, one membership change (and event) each.
+    async fn set_members(&self, ctx: &Ctx, group_id: &str, members: &[String]) -> Result<()> {
+        let current: Vec<String> = self.scim_group_members(group_id).await?.into_iter().map(|m| m.0).collect();
+        let mut changed = false;
+        for m in members {
+            if !current.contains(m) {
+                changed |= self.change_membership(ctx, group_id, m, true).await?;
+            }
+        }
+        for m in &current {
+            if !members.contains(m) {
+                changed |= self.change_membership(ctx, group_id, m, false).await?;
+            }
+        }
+        if changed {
+            let mut tx = self.store().begin().await?;
+            tx.db().touch_group(group_id, self.now()).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn scim_update_group(&self, ctx: &Ctx, id: &str, change: ScimGroupChange) -> Result<ScimGroupRow> {
+        let old = self.scim_group(id).await?;
+        if let Some(m) = &change.members {
+            self.check_members(m).await?;
+        }
+        if let Some(n) = &change.display_name {
+            if n != &old.group.name {
+                self.update_group(ctx, id, &json!({ "name": n })).await?;
+            }
+        }
+        if let Some(ext) = &change.external_id {
+            if ext != &old.external_id {
+                let mut tx = self.store().begin().await?;
+                tx.db().set_scim_group_external_id(id, ext.as_deref()).await?;
+                tx.db().touch_group(id, self.now()).await?;
+                let changes = vec![Change { field: "externalId".into(), old: json!(old.external_id), new: json!(ext) }];
+                let ev = self.event(ctx, "group_update", Some(("group", id, &old.group.name)), changes, json!({}));
+                tx.db().insert_event(&ev).await?;
+                tx.commit().await?;
+            }
+        }
+        if let Some(m) = change.members {
+            self.set_members(ctx, id, &m).await?;
+        }
+        self.scim_group(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_for_scim_names() {
+        assert_eq!(username_for("bjensen").unwrap(), ("bjensen".into(), false));
+        assert_eq!(username_for("BJensen").unwrap(), ("bjensen".into(), true));
+        assert_eq!(username_for("b.jensen-1").unwrap(), ("b.jensen-1".into(), false));
+        assert_eq!(username_for("bjensen@example.com").unwrap(), ("bjensen.example.com".into(), true));
+        assert_eq!(username_for("@@x").unwrap().0, "x");
+        assert!(username_for("  ").is_err());
+    }
+}

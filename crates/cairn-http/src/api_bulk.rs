@@ -1,0 +1,256 @@
+//! CSV import, JSON bulk jobs (§4.2 `bulk/users`) and streamed export (§4.3).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_directory::{ExportFormat, Exporter, ImportOptions, MAX_IMPORT_BYTES};
+use cairn_domain::lifecycle::MailChoice;
+use cairn_domain::query::ListQuery;
+use cairn_domain::user::format_time;
+use cairn_domain::CreationSource;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v2/users/import", post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)))
+        .route("/v2/users/import/{id}", get(import_status))
+        .route("/v2/bulk/users", post(bulk_create).patch(bulk_update).layer(DefaultBodyLimit::max(64 * 1024 * 1024)))
+        .route("/v2/bulk/users/{id}/results", get(bulk_results))
+        .route("/v2/users/export", get(export))
+}
+
+fn flag(q: &QueryPairs, name: &str) -> ApiResult<bool> {
+    match q.get(name) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(v) => Err(field_error(name, format!("must be true or false, not '{v}'"))),
+    }
+}
+
+/// `text/csv` body → 202 `{jobId}`; `?dry_run=true`, `?update=true`.
+async fn import(
+    State(st): State<Shared>,
+    c: Caller,
+    q: QueryPairs,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                format!("the CSV file is larger than the limit of {} MiB", MAX_IMPORT_BYTES / (1024 * 1024)),
+            )
+        } else {
+            ApiError::new(status, format!("could not read the upload: {e}"))
+        }
+    })?;
+    let opts = ImportOptions { dry_run: flag(&q, "dry_run")?, update: flag(&q, "update")? };
+    if body.is_empty() {
+        return Err(field_error("body", "send the CSV file as the request body (Content-Type: text/csv)"));
+    }
+    if let Some((n, _)) =
+        body.split(|b| *b == b'\n').enumerate().find(|(_, l)| l.len() > cairn_domain::csv_import::MAX_RECORD_BYTES)
+    {
+        return Err(field_error(
+            "body",
+            format!("line {} is longer than {} bytes", n + 1, cairn_domain::csv_import::MAX_RECORD_BYTES),
+        ));
+    }
+    let ctx = cairn_directory::Ctx { source: "csv".into(), ..c.ctx };
+    let job = st.dir.start_csv_import(&ctx, body.to_vec(), opts).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v2/users/import/{job}"))],
+        Json(json!({ "jobId": job })),
+    )
+        .into_response())
+}
+
+/// Status, counts and one result per record (`row` counts records, the header being 1);
+/// `?outcome=error` filters, `limit`/`skip` page the results (all by default).
+async fn import_status(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let job = st.dir.job(&id).await?;
+    let limit = match q.get("limit") {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| field_error("limit", "must be a whole number of at least 1"))?,
+        None => i64::MAX,
+    };
+    let skip = match q.get("skip") {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| field_error("skip", "must be a whole number of at least 0"))?,
+        None => 0,
+    };
+    let (matched, results) = st.dir.job_results(&id, q.get("outcome"), limit, skip).await?;
+    let status = match job.status.as_str() {
+        "interrupted" => "failed",
+        s => s,
+    };
+    Ok(Json(json!({
+        "jobId": job.id,
+        "kind": job.kind,
+        "status": status,
+        "interrupted": job.status == "interrupted",
+        "dryRun": job.params["dry_run"],
+        "update": job.params["update"],
+        "total": job.total,
+        "processed": job.processed,
+        "counts": job.counts,
+        "message": job.message,
+        "created": format_time(job.created),
+        "updated": format_time(job.updated),
+        "resultCount": matched,
+        "results": results.iter().map(|r| json!({ "row": r.seq, "username": r.username, "userId": r.user_id, "outcome": r.outcome, "message": r.message.clone().unwrap_or_default() })).collect::<Vec<_>>(),
+    })))
+}
+
+/// JumpCloud `creation-source`: `jumpcloud:bulk` (default) picks the csvImport default state,
+/// any other known source applicationImport; anything else is refused.
+fn creation_source(h: &HeaderMap) -> ApiResult<(CreationSource, String)> {
+    let Some(v) = h.get("creation-source") else {
+        return Ok((CreationSource::CsvImport, "jumpcloud:bulk".into()));
+    };
+    let v = v.to_str().map_err(|_| field_error("creation-source", "must be text"))?.trim().to_lowercase();
+    const KNOWN: &[&str] = &[
+        "jumpcloud:gapps",
+        "jumpcloud:o365",
+        "jumpcloud:workday",
+        "jumpcloud:scim",
+        "jumpcloud:bulk",
+        "jumpcloud:custom_integration",
+    ];
+    match v.as_str() {
+        "jumpcloud:bulk" => Ok((CreationSource::CsvImport, v)),
+        s if KNOWN.contains(&s) => Ok((CreationSource::ApplicationImport, v)),
+        _ => Err(field_error("creation-source", format!("'{v}' is not one of {}", KNOWN.join(", ")))),
+    }
+}
+
+fn users_array(body: Value) -> ApiResult<Vec<Value>> {
+    match body {
+        Value::Array(a) if a.is_empty() => Err(field_error("body", "the list of users is empty")),
+        Value::Array(a) if a.len() > 100_000 => Err(field_error("body", "at most 100,000 users per job")),
+        Value::Array(a) => Ok(a),
+        _ => Err(field_error("body", "must be a JSON array of users")),
+    }
+}
+
+async fn bulk_create(
+    State(st): State<Shared>,
+    c: Caller,
+    h: HeaderMap,
+    q: QueryPairs,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let (source, origin) = creation_source(&h)?;
+    let mail = if flag(&q, "suppressEmail")? { MailChoice::None } else { MailChoice::Default };
+    let users = users_array(body)?;
+    let job = st.dir.start_bulk_users(&c.ctx, users, false, source, origin, mail).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "jobId": job }))).into_response())
+}
+
+async fn bulk_update(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let users = users_array(body)?;
+    let job = st
+        .dir
+        .start_bulk_users(&c.ctx, users, true, CreationSource::CsvImport, "jumpcloud:bulk".into(), MailChoice::None)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "jobId": job }))).into_response())
+}
+
+/// JumpCloud `job-workresult` per record.
+async fn bulk_results(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let job = st.dir.job(&id).await?;
+    let (_, results) = st.dir.job_results(&id, None, i64::MAX, 0).await?;
+    Ok(Json(Value::Array(
+        results
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": format!("{}-{}", job.id, r.seq),
+                    "createdAt": format_time(job.created),
+                    "updatedAt": format_time(job.updated),
+                    "status": if r.outcome == "error" { "failed" } else { "finished" },
+                    "statusMsg": r.message.clone().unwrap_or_else(|| r.outcome.clone()),
+                    "meta": { "row": r.seq, "username": r.username, "outcome": r.outcome, "jobStatus": job.status },
+                    "persistedFields": { "id": r.user_id, "username": r.username },
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// Every user matching the list parameters, streamed as CSV (default) or JSON.
+async fn export(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Response> {
+    let format = match q.get("format") {
+        None => ExportFormat::Csv,
+        Some(f) => ExportFormat::parse(f).ok_or_else(|| field_error("format", "must be csv or json"))?,
+    };
+    let pairs: Vec<(String, String)> =
+        q.0.iter().filter(|(k, _)| !matches!(k.as_str(), "format" | "limit" | "skip")).cloned().collect();
+    let lq = ListQuery::from_pairs(&pairs)?;
+    let org = st.dir.organization().await?.id;
+    let mut exporter = Exporter::new(format, lq.fields.clone(), org);
+    let mut rx = st.dir.export_users(lq);
+    let stream = async_stream(move |tx| async move {
+        let _ = tx.send(Ok(Bytes::from(exporter.header()))).await;
+        let mut buf = String::new();
+        while let Some(r) = rx.recv().await {
+            match r {
+                Ok(u) => {
+                    buf.push_str(&exporter.row(&u));
+                    if buf.len() > 64 * 1024 {
+                        if tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed midway");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+        buf.push_str(&exporter.footer());
+        let _ = tx.send(Ok(Bytes::from(buf))).await;
+    });
+    let ext = if format == ExportFormat::Csv { "csv" } else { "json" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"users.{ext}\"")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A body stream fed by a task through a small channel (back-pressure keeps memory flat).
+fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
