@@ -123,6 +123,7 @@ fn r(name: &str) -> Value {
 pub fn build() -> Value {
     let mut doc = core();
     extend(&mut doc, lifecycle());
+    extend(&mut doc, credentials_and_bulk());
     doc
 }
 
@@ -168,6 +169,59 @@ fn lifecycle() -> Value {
                 "group_id": { "type": "string" }, "required": { "type": "boolean" }, "authority": { "nullable": true } } },
             "ActionResults": { "type": "object", "properties": { "action": { "type": "string" }, "counts": { "type": "object" },
                 "results": { "type": "array", "items": { "type": "object", "properties": { "user_id": { "type": "string" }, "outcome": { "type": "string", "enum": ["done", "skipped", "error"] }, "message": { "type": "string" } } } } } }
+        }
+    })
+}
+
+fn credentials_and_bulk() -> Value {
+    let outcome = json!({ "type": "object", "properties": { "outcome": { "type": "string", "enum": ["done", "skipped"] }, "message": { "type": "string" }, "user": r("SystemUser") } });
+    let job_id = json!({ "type": "object", "properties": { "jobId": { "type": "string" } } });
+    let csv_body = json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string", "description": "UTF-8 CSV with a header row (JumpCloud template columns: Username, Email, FirstName, …)" } } } });
+    let flag = |name: &str, d: &str| q(name, json!({ "type": "boolean" }), d);
+    let mut accepted = errors();
+    accepted["202"] = json!({ "description": "the import job started", "content": { "application/json": { "schema": job_id.clone() } } });
+    let mut export_ok = errors();
+    export_ok["200"] = json!({ "description": "every matching user, streamed", "content": {
+        "text/csv": { "schema": { "type": "string" } }, "application/json": { "schema": { "type": "array", "items": r("SystemUser") } } } });
+    json!({
+        "paths": {
+            "/systemusers/{id}/expire": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_expire", "responses": ok("200", outcome.clone()) } },
+            "/systemusers/{id}/unlock": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_unlock", "responses": ok("200", outcome.clone()) } },
+            "/systemusers/{id}/resetmfa": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_resetmfa", "responses": ok("200", outcome) } },
+            "/v2/emails": { "get": { "operationId": "emails_list", "parameters": [
+                q("to", json!({ "type": "string" }), "recipient"), q("type", json!({ "type": "string", "enum": ["welcome", "activation", "password_reset", "totp_reset"] }), "message kind"),
+                q("status", json!({ "type": "string", "enum": ["queued", "sending", "sent", "failed", "logged"] }), "delivery status"), q("user_id", json!({ "type": "string" }), "the user it is about"),
+                q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000 }), "page size"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+                "responses": ok("200", json!({ "type": "array", "items": r("OutboxMessage") })) } },
+            "/v2/users/import": { "post": { "operationId": "users_import", "parameters": [flag("dry_run", "validate only, change nothing"), flag("update", "update users matched by Username; never create")],
+                "requestBody": csv_body, "responses": accepted } },
+            "/v2/users/import/{id}": { "parameters": [id_param("id")], "get": { "operationId": "users_import_status", "parameters": [
+                q("outcome", json!({ "type": "string", "enum": ["created", "updated", "exists", "error"] }), "only these results"),
+                q("limit", json!({ "type": "integer", "minimum": 1 }), "results per page (all by default)"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+                "responses": ok("200", r("ImportJob")) } },
+            "/v2/bulk/users": {
+                "post": { "operationId": "bulk_users_create", "parameters": [
+                    { "name": "creation-source", "in": "header", "required": false, "schema": { "type": "string", "default": "jumpcloud:bulk", "enum": ["jumpcloud:gapps", "jumpcloud:o365", "jumpcloud:workday", "jumpcloud:scim", "jumpcloud:bulk", "jumpcloud:custom_integration"] } },
+                    flag("suppressEmail", "no welcome or activation mail")],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": r("SystemUserPost") } } } }, "responses": ok("201", job_id.clone()) },
+                "patch": { "operationId": "bulk_users_update", "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object", "required": ["id"] } } } } }, "responses": ok("201", job_id) }
+            },
+            "/v2/bulk/users/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "bulk_users_results", "responses": ok("200", json!({ "type": "array", "items": { "type": "object" } })) } },
+            "/v2/users/export": { "get": { "operationId": "users_export", "parameters": [
+                q("format", json!({ "type": "string", "enum": ["csv", "json"], "default": "csv" }), "file format"),
+                q("fields", json!({ "type": "string" }), "space-separated columns"), q("filter", json!({ "type": "string" }), "as for /systemusers"),
+                q("search", json!({ "type": "string" }), "prefix search"), q("sort", json!({ "type": "string" }), "as for /systemusers")],
+                "responses": export_ok } }
+        },
+        "schemas": {
+            "OutboxMessage": { "type": "object", "properties": { "id": { "type": "string" }, "created": { "type": "string" }, "type": { "type": "string" }, "to": { "type": "string" },
+                "user_id": { "type": "string", "nullable": true }, "subject": { "type": "string" }, "text": { "type": "string" }, "html": { "type": "string" },
+                "status": { "type": "string" }, "attempts": { "type": "integer" }, "sent": { "type": "string", "nullable": true }, "error": { "type": "string", "nullable": true } } },
+            "ImportJob": { "type": "object", "properties": { "jobId": { "type": "string" }, "status": { "type": "string", "enum": ["queued", "running", "done", "failed"] },
+                "interrupted": { "type": "boolean" }, "total": { "type": "integer" }, "processed": { "type": "integer" }, "message": { "type": "string", "nullable": true },
+                "counts": { "type": "object", "properties": { "created": { "type": "integer" }, "updated": { "type": "integer" }, "exists": { "type": "integer" }, "error": { "type": "integer" } } },
+                "results": { "type": "array", "items": { "type": "object", "properties": { "row": { "type": "integer" }, "username": { "type": "string", "nullable": true },
+                    "outcome": { "type": "string", "enum": ["created", "updated", "exists", "error"] }, "message": { "type": "string" } } } } } }
         }
     })
 }

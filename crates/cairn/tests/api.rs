@@ -371,6 +371,15 @@ fn health_metrics_and_openapi_answer() {
         "/v2/bulk/userstates",
         "/v2/bulk/userstates/{id}",
         "/v2/bulk/userstates/eventlist/next",
+        "/systemusers/{id}/expire",
+        "/systemusers/{id}/unlock",
+        "/systemusers/{id}/resetmfa",
+        "/v2/emails",
+        "/v2/users/import",
+        "/v2/users/import/{id}",
+        "/v2/bulk/users",
+        "/v2/bulk/users/{id}/results",
+        "/v2/users/export",
     ] {
         assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
     }
