@@ -293,7 +293,10 @@ fn describe(e: &DomainError, header: &Header) -> String {
 
 /// Reads the whole file into records. A malformed file (no header, bad UTF-8 in the header)
 /// is an error for the file; a bad record is an error for that record only.
-pub fn read(bytes: &[u8]) -> Result<(Header, Vec<(usize, Result<Vec<String>, String>)>), String> {
+/// A record: its number (the header being 1) and its cells, or why it cannot be read.
+pub type RawRecord = (usize, Result<Vec<String>, String>);
+
+pub fn read(bytes: &[u8]) -> Result<(Header, Vec<RawRecord>), String> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
     let mut records = rdr.byte_records();
