@@ -3,7 +3,6 @@
 //! the scheduler) calls these methods and nothing else.
 
 mod actions;
-mod admins;
 mod clock;
 mod config;
 mod credentials;
@@ -16,6 +15,7 @@ mod lifecycle;
 mod mailer;
 mod password;
 mod scheduler;
+mod scim;
 mod secretbox;
 mod users;
 
@@ -31,7 +31,6 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 pub use actions::{Action, ActionResult, Outcome, ACTIONS};
-pub use admins::{AdminStep, ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
 pub use cairn_domain as domain;
 pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -46,6 +45,7 @@ pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use password::Hasher;
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
+pub use scim::{NewScimToken, ScimGroupChange, ScimUserChange};
 
 /// Who asks, through which interface, from where: recorded on every event.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod mail;
 pub mod password;
 pub mod query;
 pub mod records;
+pub mod scim;
 pub mod settings;
 pub mod user;
 

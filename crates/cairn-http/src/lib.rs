@@ -12,6 +12,7 @@ mod extract;
 mod openapi;
 mod openapi_doc;
 mod portal;
+mod scim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,12 +51,14 @@ pub fn router(state: AppState) -> Router {
         .merge(api_bulk::routes())
         .merge(api_groups::routes())
         .merge(api_misc::routes())
+        .merge(scim::api_routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .nest("/api", api)
+        .nest("/scim/v2", scim::routes(state.clone()).layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -124,6 +124,7 @@ pub fn build() -> Value {
     let mut doc = core();
     extend(&mut doc, lifecycle());
     extend(&mut doc, credentials_and_bulk());
+    extend(&mut doc, crate::scim::openapi_paths());
     doc
 }
 

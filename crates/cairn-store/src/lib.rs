@@ -5,10 +5,10 @@
 //! migrations. The directory layer opens a `Tx`, calls the query methods of `Db`, and commits;
 //! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
-mod admins;
 mod bulk;
 mod credentials;
 mod rows;
+mod scim;
 pub mod testing;
 
 use std::time::Duration;
@@ -22,10 +22,10 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
-pub use admins::{AdminExtras, AdminSession};
 pub use bulk::{Job, JobResult};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
+pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
