@@ -8,7 +8,7 @@ use cairn_domain::csv_import::{self, Header, Parsed};
 use cairn_domain::lifecycle::MailChoice;
 use cairn_domain::user::UserInput;
 use cairn_domain::{CreationSource, User};
-use cairn_store::{Job, JobResult};
+use cairn_store::{Job, JobResult, JobUpdate};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -133,7 +133,13 @@ impl Directory {
         message: Option<&str>,
     ) -> Result<()> {
         let mut tx = self.store().begin().await?;
-        tx.db().update_job(id, status, done as i64, total as i64, &counts.json(), message, self.now()).await?;
+        tx.db()
+            .update_job(
+                id,
+                &JobUpdate { status, processed: done as i64, total: total as i64, counts: &counts.json(), message },
+                self.now(),
+            )
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -278,7 +284,19 @@ impl Directory {
         }
         let mut tx = self.store().begin().await?;
         tx.db().insert_job_results(job, &results).await?;
-        tx.db().update_job(job, "done", total as i64, total as i64, &counts.json(), None, self.now()).await?;
+        tx.db()
+            .update_job(
+                job,
+                &JobUpdate {
+                    status: "done",
+                    processed: total as i64,
+                    total: total as i64,
+                    counts: &counts.json(),
+                    message: None,
+                },
+                self.now(),
+            )
+            .await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -348,7 +366,17 @@ impl Directory {
             progress(done, total);
             let mut tx = self.store().begin().await?;
             tx.db()
-                .update_job(job, "running", done as i64, total as i64, &counts.json(), note.as_deref(), self.now())
+                .update_job(
+                    job,
+                    &JobUpdate {
+                        status: "running",
+                        processed: done as i64,
+                        total: total as i64,
+                        counts: &counts.json(),
+                        message: note.as_deref(),
+                    },
+                    self.now(),
+                )
                 .await?;
             tx.commit().await?;
         }

@@ -43,7 +43,7 @@ pub use import::{Counts, ImportOptions, MAX_IMPORT_BYTES};
 pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
-pub use password::Hasher;
+pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 pub use scim::{NewScimToken, ScimGroupChange, ScimUserChange};
 

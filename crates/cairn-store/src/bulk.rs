@@ -27,6 +27,16 @@ pub struct Job {
     pub message: Option<String>,
 }
 
+/// A job's progress, as written after every batch.
+#[derive(Debug, Clone, Copy)]
+pub struct JobUpdate<'a> {
+    pub status: &'a str,
+    pub processed: i64,
+    pub total: i64,
+    pub counts: &'a Value,
+    pub message: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobResult {
     pub seq: i64,
@@ -210,23 +220,14 @@ impl Db<'_> {
         Ok(())
     }
 
-    pub async fn update_job(
-        &mut self,
-        id: &str,
-        status: &str,
-        processed: i64,
-        total: i64,
-        counts: &Value,
-        message: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    pub async fn update_job(&mut self, id: &str, u: &JobUpdate<'_>, now: DateTime<Utc>) -> Result<()> {
         sqlx::query("UPDATE jobs SET status = $2, processed = $3, total = $4, counts = $5, message = $6, updated = $7 WHERE id = $1")
             .bind(id.to_string())
-            .bind(status.to_string())
-            .bind(processed)
-            .bind(total)
-            .bind(counts.to_string())
-            .bind(message.map(str::to_string))
+            .bind(u.status.to_string())
+            .bind(u.processed)
+            .bind(u.total)
+            .bind(u.counts.to_string())
+            .bind(u.message.map(str::to_string))
             .bind(time_text(now))
             .execute(&mut *self.c)
             .await?;

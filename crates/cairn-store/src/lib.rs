@@ -22,7 +22,7 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
-pub use bulk::{Job, JobResult};
+pub use bulk::{Job, JobResult, JobUpdate};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
