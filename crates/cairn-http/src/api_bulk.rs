@@ -217,10 +217,8 @@ async fn export(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult
             match r {
                 Ok(u) => {
                     buf.push_str(&exporter.row(&u));
-                    if buf.len() > 64 * 1024 {
-                        if tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
-                            return;
-                        }
+                    if buf.len() > 64 * 1024 && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
+                        return;
                     }
                 }
                 Err(e) => {
