@@ -3,6 +3,7 @@
 //! the scheduler) calls these methods and nothing else.
 
 mod actions;
+mod admins;
 mod clock;
 mod config;
 mod credentials;
@@ -31,6 +32,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 pub use actions::{Action, ActionResult, Outcome, ACTIONS};
+pub use admins::{AdminStep, ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
 pub use cairn_domain as domain;
 pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,6 +1,7 @@
 //! Cairn's HTTP front end: the JumpCloud-compatible REST API under `/api`, health and metrics.
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
+mod admin;
 mod api_bulk;
 mod api_credentials;
 mod api_groups;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(portal::routes())
+        .merge(admin::routes())
         .route("/static/cairn.css", get(stylesheet))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)

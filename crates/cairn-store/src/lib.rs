@@ -5,6 +5,7 @@
 //! migrations. The directory layer opens a `Tx`, calls the query methods of `Db`, and commits;
 //! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
+mod admins;
 mod bulk;
 mod credentials;
 mod rows;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
+pub use admins::{AdminExtras, AdminSession};
 pub use bulk::{Job, JobResult, JobUpdate};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;

@@ -1,0 +1,143 @@
+//! Queries for the admin portal (§7): administrators' sessions, TOTP secrets and remembered
+//! columns, and the Users page's group filter.
+
+use cairn_domain::query::ListQuery;
+use cairn_domain::{Admin, User};
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+
+use crate::rows::{self, get_bool, get_opt_text, get_text, parse_time};
+use crate::{order_by, time_text, Args, Db, Result};
+
+/// An administrator's portal session, stored by the hash of its cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSession {
+    pub id: String,
+    pub admin_id: String,
+    /// `admin` (signed in) or `admin_totp` (password checked, TOTP code pending).
+    pub kind: String,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// What the portal keeps about an administrator beside the `Admin` record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdminExtras {
+    /// Sealed TOTP secret, when enrolled.
+    pub totp_secret: Option<String>,
+    pub mfa_required: bool,
+    /// JSON list of the Users page's columns, in order.
+    pub user_columns: Option<String>,
+}
+
+fn admin_session_from_row(r: &AnyRow) -> Result<AdminSession> {
+    Ok(AdminSession {
+        id: get_text(r, "id")?,
+        admin_id: get_text(r, "admin_id")?,
+        kind: get_text(r, "kind")?,
+        created: parse_time(&get_text(r, "created")?)?,
+        expires: parse_time(&get_text(r, "expires")?)?,
+        data: get_opt_text(r, "data")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+impl Db<'_> {
+    pub async fn get_admin(&mut self, id: &str) -> Result<Option<Admin>> {
+        let row =
+            sqlx::query("SELECT * FROM admins WHERE id = $1").bind(id.to_string()).fetch_optional(&mut *self.c).await?;
+        row.map(|r| rows::admin_from_row(&r)).transpose()
+    }
+
+    pub async fn admin_extras(&mut self, id: &str) -> Result<AdminExtras> {
+        let row = sqlx::query("SELECT totp_secret, mfa_required, user_columns FROM admins WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        match row {
+            None => Ok(AdminExtras::default()),
+            Some(r) => Ok(AdminExtras {
+                totp_secret: get_opt_text(&r, "totp_secret")?,
+                mfa_required: get_bool(&r, "mfa_required")?,
+                user_columns: get_opt_text(&r, "user_columns")?,
+            }),
+        }
+    }
+
+    pub async fn set_admin_totp(&mut self, id: &str, sealed: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query("UPDATE admins SET totp_secret = $2, updated = $3 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(sealed.map(str::to_string))
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn set_admin_columns(&mut self, id: &str, columns_json: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE admins SET user_columns = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(columns_json.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn put_admin_session(&mut self, s: &AdminSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO admin_sessions (id, admin_id, kind, created, expires, data) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, expires = excluded.expires, data = excluded.data",
+        )
+        .bind(s.id.clone())
+        .bind(s.admin_id.clone())
+        .bind(s.kind.clone())
+        .bind(time_text(s.created))
+        .bind(time_text(s.expires))
+        .bind(s.data.to_string())
+        .execute(&mut *self.c)
+        .await?;
+        Ok(())
+    }
+
+    /// The session with this id, unless it has expired.
+    pub async fn get_admin_session(&mut self, id: &str, now: DateTime<Utc>) -> Result<Option<AdminSession>> {
+        let row = sqlx::query("SELECT * FROM admin_sessions WHERE id = $1 AND expires > $2")
+            .bind(id.to_string())
+            .bind(time_text(now))
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| admin_session_from_row(&r)).transpose()
+    }
+
+    pub async fn delete_admin_session(&mut self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        Ok(())
+    }
+
+    /// Removes expired sessions; the number removed.
+    pub async fn purge_admin_sessions(&mut self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM admin_sessions WHERE expires <= $1")
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// As `list_users`, restricted to the members of one group.
+    pub async fn list_users_in_group(&mut self, q: &ListQuery, group_id: &str) -> Result<(i64, Vec<User>)> {
+        let mut a = Args::default();
+        let base = self.user_where_clause(q, &mut a);
+        let g = a.push(group_id.to_string());
+        let member = format!("id IN (SELECT user_id FROM group_members WHERE group_id = {g})");
+        let where_sql = if base.is_empty() { format!(" WHERE {member}") } else { format!("{base} AND {member}") };
+        let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
+        let total = rows::get_i64(&sqlx::query_with(&count_sql, a.build()).fetch_one(&mut *self.c).await?, 0)?;
+        let order = order_by(q);
+        let lim = a.push(q.limit);
+        let off = a.push(q.skip);
+        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {order} LIMIT {lim} OFFSET {off}");
+        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
+        let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
+        Ok((total, users))
+    }
+}
