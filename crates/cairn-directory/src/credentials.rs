@@ -35,6 +35,14 @@ pub const SESSION_VALIDITY: Duration = Duration::hours(8);
 /// The one message a person sees for any failed login, whatever the reason (§8).
 pub const LOGIN_REFUSED: &str = "The username or password is incorrect, or the account cannot sign in.";
 
+/// Mail prepared in memory, written in one go (`Directory::send_prepared`).
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    /// (hash, user id, kind, created, expires)
+    tokens: Vec<(String, String, String, DateTime<Utc>, DateTime<Utc>)>,
+    messages: Vec<OutboxMessage>,
+}
+
 /// What a correct password leads to.
 #[derive(Debug, Clone)]
 pub enum LoginStep {
@@ -73,26 +81,27 @@ fn mfa_needed(u: &User) -> bool {
 impl Directory {
     // ---- mail ---------------------------------------------------------------------------
 
-    /// Writes a message to the outbox in the caller's transaction: `queued` when SMTP is
-    /// configured, `logged` otherwise.
-    pub(crate) async fn queue_mail(
-        &self,
-        db: &mut Db<'_>,
-        org: &str,
-        kind: MailKind,
-        user: &User,
-        to: &str,
-        link: &str,
-    ) -> Result<()> {
-        let valid = match kind {
-            MailKind::Activation => "7 days",
-            MailKind::PasswordReset => "1 hour",
-            _ => "",
-        };
-        let m = compose(kind, org, user, link, valid);
+    /// Composes a message (and the one-time link it carries) into `out`, in memory; many can
+    /// be prepared and then written together by `send_prepared`.
+    pub(crate) fn prepare_mail(&self, out: &mut Outgoing, org: &str, kind: MailKind, user: &User, to: &str) {
         let now = self.now();
+        let base = &self.config().base_url;
+        let (link, valid) = match kind {
+            MailKind::Activation | MailKind::PasswordReset => {
+                let (token_kind, validity, path, valid) = if kind == MailKind::Activation {
+                    ("activation", ACTIVATION_VALIDITY, "activate", "7 days")
+                } else {
+                    ("reset", RESET_VALIDITY, "reset", "1 hour")
+                };
+                let token = random_token();
+                out.tokens.push((token_hash(&token), user.id.clone(), token_kind.to_string(), now, now + validity));
+                (format!("{base}/portal/{path}?token={token}"), valid)
+            }
+            MailKind::Welcome | MailKind::TotpReset => (format!("{base}/portal/login"), ""),
+        };
+        let m = compose(kind, org, user, &link, valid);
         let status = if self.config().smtp.is_some() { "queued" } else { "logged" };
-        db.insert_message(&OutboxMessage {
+        out.messages.push(OutboxMessage {
             id: self.new_id(),
             created: now,
             kind: kind.as_str().into(),
@@ -106,31 +115,29 @@ impl Directory {
             next_attempt: now,
             sent: None,
             last_error: None,
-        })
-        .await?;
-        Ok(())
+        });
     }
 
-    /// Issues a one-time token (replacing the user's earlier ones of the kind) and returns the
-    /// portal link that carries it.
-    pub(crate) async fn issue_link(&self, db: &mut Db<'_>, user: &User, kind: MailKind) -> Result<String> {
-        let (token_kind, valid, path) = match kind {
-            MailKind::Activation => ("activation", ACTIVATION_VALIDITY, "activate"),
-            MailKind::PasswordReset => ("reset", RESET_VALIDITY, "reset"),
-            MailKind::Welcome | MailKind::TotpReset => return Ok(format!("{}/portal/login", self.config().base_url)),
-        };
-        let token = random_token();
-        let now = self.now();
-        db.delete_tokens(&user.id, token_kind).await?;
-        db.insert_token(&token_hash(&token), &user.id, token_kind, now, now + valid).await?;
-        Ok(format!("{}/portal/{path}?token={token}", self.config().base_url))
+    /// Writes prepared mail in the caller's transaction: each new link replaces the user's
+    /// earlier ones of its kind; messages go to the outbox (`queued` with SMTP, else `logged`).
+    pub(crate) async fn send_prepared(&self, db: &mut Db<'_>, out: Outgoing) -> Result<()> {
+        for kind in ["activation", "reset"] {
+            let users: Vec<String> = out.tokens.iter().filter(|t| t.2 == kind).map(|t| t.1.clone()).collect();
+            if !users.is_empty() {
+                db.delete_tokens_of(&users, kind).await?;
+            }
+        }
+        db.insert_tokens(&out.tokens).await?;
+        db.insert_messages(&out.messages).await?;
+        Ok(())
     }
 
     /// Sends `kind` to `to` with a fresh link, in the caller's transaction.
     pub(crate) async fn mail_user(&self, db: &mut Db<'_>, user: &User, kind: MailKind, to: &str) -> Result<()> {
         let org = crate::org_of(db).await?;
-        let link = self.issue_link(db, user, kind).await?;
-        self.queue_mail(db, &org.settings.name, kind, user, to, &link).await
+        let mut out = Outgoing::default();
+        self.prepare_mail(&mut out, &org.settings.name, kind, user, to);
+        self.send_prepared(db, out).await
     }
 
     // ---- logins -------------------------------------------------------------------------

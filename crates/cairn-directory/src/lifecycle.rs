@@ -46,7 +46,7 @@ impl Directory {
     }
 
     /// The one place a state changes: checks the transition, writes the user, revokes access
-    /// on suspension, and records the event, all in the caller's transaction.
+    /// on suspension, mails per §5.2 and records the event, all in the caller's transaction.
     pub(crate) async fn apply_state(
         &self,
         db: &mut Db<'_>,
@@ -56,34 +56,79 @@ impl Directory {
         mail: MailChoice,
         detail: Value,
     ) -> Result<StateOutcome> {
-        if !transition(user.state, to)? {
-            return Ok(StateOutcome::Unchanged(user));
-        }
-        let from = user.state;
-        let mut new = user.clone();
-        new.state = to;
-        new.updated = self.now();
-        db.update_user(&new).await?;
-        let revoked = if to == State::Suspended { db.revoke_user_access(&new.id).await? } else { 0 };
-        let mut detail = detail;
-        detail["from"] = json!(from);
-        detail["to"] = json!(to);
-        if to == State::Activated {
-            detail["email"] = serde_json::to_value(&mail).expect("mail choice serializes");
-            // §3.3: a reactivated (formerly suspended) user gets mail only when asked.
-            let asked = !(from == State::Suspended && mail == MailChoice::Default);
-            if let Some((kind, to_addr)) = cairn_domain::mail::on_activation(&new, &mail).filter(|_| asked) {
-                self.mail_user(db, &new, kind, &to_addr).await?;
-                detail["mail"] = json!({ "type": kind, "to": to_addr });
+        let mut out = self.apply_states(db, ctx, vec![StateChange { user, to, mail, detail }]).await?;
+        Ok(out.pop().expect("one outcome per change"))
+    }
+
+    /// `apply_state` for many users at once with a few statements in all (the scheduler
+    /// fires its batches through here). Refuses the whole batch if one transition is refused.
+    pub(crate) async fn apply_states(
+        &self,
+        db: &mut Db<'_>,
+        ctx: &Ctx,
+        changes: Vec<StateChange>,
+    ) -> Result<Vec<StateOutcome>> {
+        let now = self.now();
+        let mut result: Vec<Option<StateOutcome>> = Vec::with_capacity(changes.len());
+        // (position in the result, user, target, mail choice, event detail)
+        let mut moved: Vec<(usize, User, State, MailChoice, Value)> = vec![];
+        for (i, c) in changes.into_iter().enumerate() {
+            if transition(c.user.state, c.to)? {
+                moved.push((i, c.user, c.to, c.mail, c.detail));
+                result.push(None);
+            } else {
+                result.push(Some(StateOutcome::Unchanged(c.user)));
             }
         }
-        if to == State::Suspended {
-            detail["revoked_sessions_and_tokens"] = json!(revoked);
+        for to in [State::Activated, State::Suspended] {
+            let ids: Vec<String> = moved.iter().filter(|m| m.2 == to).map(|m| m.1.id.clone()).collect();
+            if !ids.is_empty() {
+                db.set_users_state(&ids, to, now).await?;
+            }
         }
-        let action = if to == State::Activated { "user_activate" } else { "user_suspend" };
-        let changes = vec![Change { field: "state".into(), old: json!(from), new: json!(to) }];
-        let ev = self.event(ctx, action, Some(("user", &new.id, &new.username)), changes, detail);
-        db.insert_event(&ev).await?;
-        Ok(StateOutcome::Changed(new))
+        let suspended: Vec<String> = moved.iter().filter(|m| m.2 == State::Suspended).map(|m| m.1.id.clone()).collect();
+        let revoked =
+            if suspended.is_empty() { Default::default() } else { db.revoke_users_access(&suspended).await? };
+        let org = if moved.iter().any(|m| m.2 == State::Activated) {
+            Some(crate::org_of(db).await?.settings.name)
+        } else {
+            None
+        };
+        let mut mail_out = crate::credentials::Outgoing::default();
+        let mut events = Vec::with_capacity(moved.len());
+        for (pos, user, to, mail, mut detail) in moved {
+            let from = user.state;
+            let mut new = user;
+            new.state = to;
+            new.updated = now;
+            detail["from"] = json!(from);
+            detail["to"] = json!(to);
+            if to == State::Activated {
+                detail["email"] = serde_json::to_value(&mail).expect("mail choice serializes");
+                // §3.3: a reactivated (formerly suspended) user gets mail only when asked.
+                let asked = !(from == State::Suspended && mail == MailChoice::Default);
+                if let Some((kind, to_addr)) = cairn_domain::mail::on_activation(&new, &mail).filter(|_| asked) {
+                    self.prepare_mail(&mut mail_out, org.as_deref().unwrap_or("Cairn"), kind, &new, &to_addr);
+                    detail["mail"] = json!({ "type": kind, "to": to_addr });
+                }
+            } else {
+                detail["revoked_sessions_and_tokens"] = json!(revoked.get(&new.id).copied().unwrap_or(0));
+            }
+            let action = if to == State::Activated { "user_activate" } else { "user_suspend" };
+            let changes = vec![Change { field: "state".into(), old: json!(from), new: json!(to) }];
+            events.push(self.event(ctx, action, Some(("user", &new.id, &new.username)), changes, detail));
+            result[pos] = Some(StateOutcome::Changed(new));
+        }
+        self.send_prepared(db, mail_out).await?;
+        db.insert_events(&events).await?;
+        Ok(result.into_iter().map(|o| o.expect("every change has an outcome")).collect())
     }
+}
+
+/// One state change for `apply_states`.
+pub(crate) struct StateChange {
+    pub user: User,
+    pub to: State,
+    pub mail: MailChoice,
+    pub detail: Value,
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::lifecycle::StateOutcome;
+use crate::lifecycle::{StateChange, StateOutcome};
 use crate::users::load_user;
 use crate::{Ctx, Directory};
 
@@ -183,6 +183,17 @@ pub fn parse_user_ids(v: Option<&Value>) -> std::result::Result<Vec<String>, Fie
     Ok(out)
 }
 
+/// What a fired schedule's events say about it.
+fn fire_detail(s: &Schedule) -> Value {
+    json!({
+        "schedule_id": s.id,
+        "job_id": s.job_id,
+        "scheduled_by": s.created_by,
+        "due": format_time(s.due),
+        "node": std::process::id(),
+    })
+}
+
 fn scheduler_ctx() -> Ctx {
     Ctx::new(Actor { kind: "scheduler".into(), id: None, name: Some("scheduler".into()) }, "scheduler", None)
 }
@@ -325,11 +336,8 @@ impl Directory {
                 return Ok(handled);
             }
             let ctx = scheduler_ctx();
-            let mut max_lag = 0.0f64;
-            for s in &batch {
-                max_lag = max_lag.max((now - s.due).num_milliseconds() as f64 / 1000.0);
-                self.fire(&mut tx.db(), &ctx, s).await?;
-            }
+            let max_lag = batch.iter().map(|s| (now - s.due).num_milliseconds() as f64 / 1000.0).fold(0.0, f64::max);
+            self.fire_batch(&mut tx.db(), &ctx, &batch).await?;
             tx.commit().await?;
             metrics::gauge!("cairn_scheduler_lag_seconds").set(max_lag);
             metrics::counter!("cairn_scheduler_fired_total").increment(batch.len() as u64);
@@ -340,15 +348,36 @@ impl Directory {
         }
     }
 
+    /// Fires a claimed batch: the common case (each user once, not yet in the target state) in
+    /// one `apply_states` call; the rest one by one.
+    async fn fire_batch(&self, db: &mut cairn_store::Db<'_>, ctx: &Ctx, batch: &[Schedule]) -> Result<()> {
+        let ids: Vec<String> = batch.iter().map(|s| s.user_id.clone()).collect();
+        let users: std::collections::HashMap<String, cairn_domain::User> =
+            db.users_by_ids(&ids).await?.into_iter().map(|u| (u.id.clone(), u)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let (mut together, mut alone) = (vec![], vec![]);
+        for s in batch {
+            match users.get(&s.user_id) {
+                Some(u) if u.state != s.target && seen.insert(&s.user_id) => together.push((s, u.clone())),
+                _ => alone.push(s),
+            }
+        }
+        let changes = together
+            .iter()
+            .map(|(s, u)| StateChange { user: u.clone(), to: s.target, mail: s.email.clone(), detail: fire_detail(s) })
+            .collect();
+        self.apply_states(db, ctx, changes).await?;
+        let fired: Vec<String> = together.iter().map(|(s, _)| s.id.clone()).collect();
+        db.finish_schedules_fired(&fired, self.now()).await?;
+        for s in alone {
+            self.fire(db, ctx, s).await?;
+        }
+        Ok(())
+    }
+
     async fn fire(&self, db: &mut cairn_store::Db<'_>, ctx: &Ctx, s: &Schedule) -> Result<()> {
         let now = self.now();
-        let detail = json!({
-            "schedule_id": s.id,
-            "job_id": s.job_id,
-            "scheduled_by": s.created_by,
-            "due": format_time(s.due),
-            "node": std::process::id(),
-        });
+        let detail = fire_detail(s);
         let skipped = match db.get_user(&s.user_id).await? {
             None => Some("the user was deleted".to_string()),
             Some(user) => match self.apply_state(db, ctx, user, s.target, s.email.clone(), detail.clone()).await {

@@ -318,3 +318,140 @@ impl Db<'_> {
         Ok((total, list))
     }
 }
+
+impl Db<'_> {
+    /// Users by id, in no particular order; missing ids are simply absent.
+    pub async fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<User>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut a = Args::default();
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!("SELECT * FROM users WHERE id IN ({})", ps.join(", "));
+            for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
+                out.push(rows::user_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves these users to `state` in one statement per chunk.
+    pub async fn set_users_state(
+        &mut self,
+        ids: &[String],
+        state: cairn_domain::State,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let mut a = Args::default();
+            let s = a.push(state.as_str().to_string());
+            let t = a.push(time_text(now));
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!("UPDATE users SET state = {s}, updated = {t} WHERE id IN ({})", ps.join(", "));
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the sessions and one-time tokens of these users; how many each had.
+    pub async fn revoke_users_access(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>> {
+        let mut counts = std::collections::HashMap::new();
+        for table in ["sessions", "user_tokens"] {
+            for chunk in ids.chunks(500) {
+                let mut a = Args::default();
+                let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+                let sql = format!("DELETE FROM {table} WHERE user_id IN ({}) RETURNING user_id", ps.join(", "));
+                for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
+                    *counts.entry(get_text(&r, "user_id")?).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Deletes these users' one-time tokens of one kind.
+    pub async fn delete_tokens_of(&mut self, ids: &[String], kind: &str) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let mut a = Args::default();
+            let k = a.push(kind.to_string());
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!("DELETE FROM user_tokens WHERE kind = {k} AND user_id IN ({})", ps.join(", "));
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    /// One-time tokens: (hash, user id, kind, created, expires).
+    pub async fn insert_tokens(
+        &mut self,
+        tokens: &[(String, String, String, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<()> {
+        for chunk in tokens.chunks(1000) {
+            let mut a = Args::default();
+            let vals: Vec<String> = chunk
+                .iter()
+                .map(|(h, u, k, c, e)| {
+                    format!(
+                        "({}, {}, {}, {}, {})",
+                        a.push(h.clone()),
+                        a.push(u.clone()),
+                        a.push(k.clone()),
+                        a.push(time_text(*c)),
+                        a.push(time_text(*e))
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO user_tokens (token_hash, user_id, kind, created, expires) VALUES {}",
+                vals.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_messages(&mut self, msgs: &[cairn_domain::OutboxMessage]) -> Result<()> {
+        for chunk in msgs.chunks(500) {
+            let mut a = Args::default();
+            let vals: Vec<String> = chunk
+                .iter()
+                .map(|m| {
+                    let ps = [
+                        a.push(m.id.clone()),
+                        a.push(time_text(m.created)),
+                        a.push(m.kind.clone()),
+                        a.push(m.to.clone()),
+                        a.push(Arg::Text(m.user_id.clone())),
+                        a.push(m.subject.clone()),
+                        a.push(m.text.clone()),
+                        a.push(m.html.clone()),
+                        a.push(m.status.clone()),
+                        a.push(m.attempts),
+                        a.push(time_text(m.next_attempt)),
+                    ];
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt) VALUES {}",
+                vals.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks these (claimed) schedules fired.
+    pub async fn finish_schedules_fired(&mut self, ids: &[String], at: DateTime<Utc>) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let mut a = Args::default();
+            let t = a.push(time_text(at));
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!(
+                "UPDATE schedules SET status = 'fired', finished = {t} WHERE status IN ('pending', 'firing') AND id IN ({})",
+                ps.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+}
