@@ -92,6 +92,14 @@ fn gid_of(attributes: &Option<Value>) -> Option<i64> {
 
 impl Directory {
     pub async fn create_group(&self, ctx: &Ctx, body: &Value) -> Result<Group> {
+        let mut tx = self.store().begin().await?;
+        let g = self.create_group_in(&mut tx.db(), ctx, body).await?;
+        tx.commit().await?;
+        Ok(g)
+    }
+
+    /// `create_group` in the caller's transaction.
+    pub(crate) async fn create_group_in(&self, db: &mut cairn_store::Db<'_>, ctx: &Ctx, body: &Value) -> Result<Group> {
         let input = GroupInput::parse(body, true)?;
         let now = self.now();
         let attributes = input.attributes.flatten();
@@ -106,24 +114,35 @@ impl Directory {
             created: now,
             updated: now,
         };
-        let mut tx = self.store().begin().await?;
-        if tx.db().group_by_name(&g.name).await?.is_some() {
+        if db.group_by_name(&g.name).await?.is_some() {
             return Err(Error::Conflict(format!("a group named '{}' already exists", g.name)));
         }
-        tx.db().insert_group(&g).await?;
+        db.insert_group(&g).await?;
         let ev = self.event(ctx, "group_create", Some(("group", &g.id, &g.name)), vec![], group_json(&g));
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
+        db.insert_event(&ev).await?;
         Ok(g)
     }
 
     pub async fn update_group(&self, ctx: &Ctx, id: &str, body: &Value) -> Result<Group> {
-        let input = GroupInput::parse(body, false)?;
         let mut tx = self.store().begin().await?;
-        let old = load_group(&mut tx.db(), id).await?;
+        let g = self.update_group_in(&mut tx.db(), ctx, id, body).await?;
+        tx.commit().await?;
+        Ok(g)
+    }
+
+    /// `update_group` in the caller's transaction.
+    pub(crate) async fn update_group_in(
+        &self,
+        db: &mut cairn_store::Db<'_>,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> Result<Group> {
+        let input = GroupInput::parse(body, false)?;
+        let old = load_group(db, id).await?;
         let mut g = old.clone();
         if let Some(n) = input.name {
-            if n.to_lowercase() != old.name.to_lowercase() && tx.db().group_by_name(&n).await?.is_some() {
+            if n.to_lowercase() != old.name.to_lowercase() && db.group_by_name(&n).await?.is_some() {
                 return Err(Error::Conflict(format!("a group named '{n}' already exists")));
             }
             g.name = n;
@@ -146,10 +165,9 @@ impl Directory {
             return Ok(old);
         }
         g.updated = self.now();
-        tx.db().update_group(&g).await?;
+        db.update_group(&g).await?;
         let ev = self.event(ctx, "group_update", Some(("group", &g.id, &g.name)), changes, json!({}));
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
+        db.insert_event(&ev).await?;
         Ok(g)
     }
 
@@ -177,24 +195,31 @@ impl Directory {
     /// remove is not an error.
     pub async fn change_membership(&self, ctx: &Ctx, group_id: &str, user_id: &str, add: bool) -> Result<bool> {
         let mut tx = self.store().begin().await?;
-        let g = load_group(&mut tx.db(), group_id).await?;
-        let u = load_user(&mut tx.db(), user_id).await?;
-        let changed = if add {
-            tx.db().add_member(&g.id, &u.id, self.now()).await?
-        } else {
-            tx.db().remove_member(&g.id, &u.id).await?
-        };
+        let changed = self.change_membership_in(&mut tx.db(), ctx, group_id, user_id, add).await?;
+        if changed {
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+
+    /// `change_membership` in the caller's transaction.
+    pub(crate) async fn change_membership_in(
+        &self,
+        db: &mut cairn_store::Db<'_>,
+        ctx: &Ctx,
+        group_id: &str,
+        user_id: &str,
+        add: bool,
+    ) -> Result<bool> {
+        let g = load_group(db, group_id).await?;
+        let u = load_user(db, user_id).await?;
+        let changed =
+            if add { db.add_member(&g.id, &u.id, self.now()).await? } else { db.remove_member(&g.id, &u.id).await? };
         if changed {
             let action = if add { "group_member_add" } else { "group_member_remove" };
-            let ev = self.event(
-                ctx,
-                action,
-                Some(("user", &u.id, &u.username)),
-                vec![],
-                json!({ "group_id": g.id, "group_name": g.name }),
-            );
-            tx.db().insert_event(&ev).await?;
-            tx.commit().await?;
+            let detail = json!({ "group_id": g.id, "group_name": g.name });
+            let ev = self.event(ctx, action, Some(("user", &u.id, &u.username)), vec![], detail);
+            db.insert_event(&ev).await?;
         }
         Ok(changed)
     }

@@ -3,7 +3,6 @@
 //! rules and the audit log apply unchanged. Every event carries the caller's source (`scim`).
 
 use cairn_domain::lifecycle::MailChoice;
-use cairn_domain::password::check_password;
 use cairn_domain::user::{normalize_username, Change, UserInput};
 use cairn_domain::{Actor, CreationSource, PasswordAuthority, Secret, State, User};
 use cairn_store::{ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
@@ -12,7 +11,6 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::keys::hash_key;
-use crate::users::load_user;
 use crate::{Ctx, Directory};
 
 /// A SCIM token as shown once at creation.
@@ -210,25 +208,31 @@ impl Directory {
                 return Err(Error::Forbidden("new users' passwords are held by Active Directory".into()));
             }
         }
-        input.password = change.password;
-        let user = self.create_user_from(ctx, input, CreationSource::ManualEntry, "scim", MailChoice::Default).await?;
+        let org = self.organization().await?;
+        let hash = self.checked_hash(&org, change.password.as_ref()).await?;
+        input.password = None;
+        let user = self.new_user(&org, input, CreationSource::ManualEntry, "scim", hash)?;
+        // The user and its SCIM columns in one transaction: all of the request or none.
+        let mut tx = self.store().begin().await?;
+        self.insert_new_user(&mut tx.db(), ctx, &user, "scim", &MailChoice::Default).await?;
         let ext = change.external_id.flatten();
         if ext.is_some() || keep.is_some() {
-            self.write_scim_columns(ctx, &user, None, ext.as_deref(), keep.as_deref()).await?;
+            self.write_scim_columns(&mut tx.db(), ctx, &user, None, ext.as_deref(), keep.as_deref()).await?;
         }
+        tx.commit().await?;
         self.scim_user(&user.id).await
     }
 
     async fn write_scim_columns(
         &self,
+        db: &mut cairn_store::Db<'_>,
         ctx: &Ctx,
         user: &User,
         old: Option<&ScimUserRow>,
         ext: Option<&str>,
         user_name: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.store().begin().await?;
-        tx.db().set_scim_user_columns(&user.id, ext, user_name).await?;
+        db.set_scim_user_columns(&user.id, ext, user_name).await?;
         let mut changes = vec![];
         let old_ext = old.and_then(|o| o.external_id.clone());
         if old_ext.as_deref() != ext {
@@ -240,9 +244,8 @@ impl Directory {
         }
         if !changes.is_empty() {
             let ev = self.event(ctx, "user_update", Some(("user", &user.id, &user.username)), changes, json!({}));
-            tx.db().insert_event(&ev).await?;
+            db.insert_event(&ev).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -266,25 +269,25 @@ impl Directory {
         if let Some(pw) = &change.password {
             self.scim_check_password(&old.user, pw)?;
         }
-        input.password = None;
-        input.state = None;
+        input.password = change.password;
+        // `active` is the lifecycle: true activates, false suspends an active user (a staged
+        // user stays staged until an admin activates it).
+        input.state = match change.active {
+            Some(true) => Some(State::Activated),
+            Some(false) if old.user.state == State::Activated => Some(State::Suspended),
+            _ => None,
+        };
         input.suspended = None;
-        let (user, _) = self.update_user_from(ctx, id, input).await?;
-        if let Some(pw) = change.password {
-            self.scim_set_password(ctx, id, pw).await?;
-        }
+        // Profile, password, state and SCIM columns in one transaction: all or nothing.
+        let mut tx = self.store().begin().await?;
+        let (user, mut changed) = self.update_user_in(&mut tx.db(), ctx, id, input, true).await?;
         let ext = change.external_id.unwrap_or(old.external_id.clone());
         if ext != old.external_id || keep != old.user_name {
-            self.write_scim_columns(ctx, &user, Some(&old), ext.as_deref(), keep.as_deref()).await?;
+            self.write_scim_columns(&mut tx.db(), ctx, &user, Some(&old), ext.as_deref(), keep.as_deref()).await?;
+            changed = true;
         }
-        match change.active {
-            Some(true) if user.state != State::Activated => {
-                self.activate(ctx, id, MailChoice::Default).await?;
-            }
-            Some(false) if user.state == State::Activated => {
-                self.suspend(ctx, id).await?;
-            }
-            _ => {}
+        if changed {
+            tx.commit().await?;
         }
         self.scim_user(id).await
     }
@@ -298,27 +301,6 @@ impl Directory {
                 a.as_str()
             ))),
         }
-    }
-
-    /// Sets a password through SCIM: allowed only where the authority is SCIM or none (§3.5).
-    async fn scim_set_password(&self, ctx: &Ctx, id: &str, pw: Secret) -> Result<()> {
-        let org = self.organization().await?;
-        check_password(&org.settings.password_policy, pw.expose()).map_err(|m| Error::invalid("password", m))?;
-        let hash = self.hasher().hash(&pw).await?;
-        let mut tx = self.store().begin().await?;
-        let mut user = load_user(&mut tx.db(), id).await?;
-        self.scim_check_password(&user, &pw)?;
-        let now = self.now();
-        user.password_hash = Some(hash);
-        user.password_date = Some(now);
-        user.password_expired = false;
-        user.updated = now;
-        tx.db().update_user(&user).await?;
-        let changes = vec![Change { field: "password".into(), old: json!("(secret)"), new: json!("(secret)") }];
-        let ev = self.event(ctx, "user_password_set", Some(("user", &user.id, &user.username)), changes, json!({}));
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     // ---- groups -------------------------------------------------------------------------
@@ -357,36 +339,42 @@ impl Directory {
         if let Some(m) = &change.members {
             self.check_members(m).await?;
         }
-        let g = self.create_group(ctx, &json!({ "name": name })).await?;
+        // The group, its external id and its members in one transaction.
+        let mut tx = self.store().begin().await?;
+        let g = self.create_group_in(&mut tx.db(), ctx, &json!({ "name": name })).await?;
         if let Some(ext) = change.external_id.clone().flatten() {
-            let mut tx = self.store().begin().await?;
             tx.db().set_scim_group_external_id(&g.id, Some(&ext)).await?;
-            tx.commit().await?;
         }
         if let Some(m) = change.members {
-            self.set_members(ctx, &g.id, &m).await?;
+            self.set_members(&mut tx.db(), ctx, &g.id, &m).await?;
         }
+        tx.commit().await?;
         self.scim_group(&g.id).await
     }
 
-    /// Brings the members to exactly `members`, one membership change (and event) each.
-    async fn set_members(&self, ctx: &Ctx, group_id: &str, members: &[String]) -> Result<()> {
-        let current: Vec<String> = self.scim_group_members(group_id).await?.into_iter().map(|m| m.0).collect();
+    /// Brings the members to exactly `members`, one membership change (and event) each, in the
+    /// caller's transaction.
+    async fn set_members(
+        &self,
+        db: &mut cairn_store::Db<'_>,
+        ctx: &Ctx,
+        group_id: &str,
+        members: &[String],
+    ) -> Result<()> {
+        let current: Vec<String> = db.scim_group_members(group_id).await?.into_iter().map(|m| m.0).collect();
         let mut changed = false;
         for m in members {
             if !current.contains(m) {
-                changed |= self.change_membership(ctx, group_id, m, true).await?;
+                changed |= self.change_membership_in(db, ctx, group_id, m, true).await?;
             }
         }
         for m in &current {
             if !members.contains(m) {
-                changed |= self.change_membership(ctx, group_id, m, false).await?;
+                changed |= self.change_membership_in(db, ctx, group_id, m, false).await?;
             }
         }
         if changed {
-            let mut tx = self.store().begin().await?;
-            tx.db().touch_group(group_id, self.now()).await?;
-            tx.commit().await?;
+            db.touch_group(group_id, self.now()).await?;
         }
         Ok(())
     }
@@ -396,25 +384,26 @@ impl Directory {
         if let Some(m) = &change.members {
             self.check_members(m).await?;
         }
+        // Name, external id and members in one transaction.
+        let mut tx = self.store().begin().await?;
         if let Some(n) = &change.display_name {
             if n != &old.group.name {
-                self.update_group(ctx, id, &json!({ "name": n })).await?;
+                self.update_group_in(&mut tx.db(), ctx, id, &json!({ "name": n })).await?;
             }
         }
         if let Some(ext) = &change.external_id {
             if ext != &old.external_id {
-                let mut tx = self.store().begin().await?;
                 tx.db().set_scim_group_external_id(id, ext.as_deref()).await?;
                 tx.db().touch_group(id, self.now()).await?;
                 let changes = vec![Change { field: "externalId".into(), old: json!(old.external_id), new: json!(ext) }];
                 let ev = self.event(ctx, "group_update", Some(("group", id, &old.group.name)), changes, json!({}));
                 tx.db().insert_event(&ev).await?;
-                tx.commit().await?;
             }
         }
         if let Some(m) = change.members {
-            self.set_members(ctx, id, &m).await?;
+            self.set_members(&mut tx.db(), ctx, id, &m).await?;
         }
+        tx.commit().await?;
         self.scim_group(id).await
     }
 }

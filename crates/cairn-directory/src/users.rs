@@ -44,20 +44,33 @@ impl Directory {
         let hash = self.checked_hash(&org, input.password.as_ref()).await?;
         let user = self.new_user(&org, input, source, origin, hash)?;
         let mut tx = self.store().begin().await?;
-        self.check_unique(&mut tx.db(), &user).await?;
-        check_manager(&mut tx.db(), &user).await?;
-        tx.db().insert_user(&user).await?;
-        let changes = creation_changes(&user);
+        self.insert_new_user(&mut tx.db(), ctx, &user, origin, &mail).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Writes a built user with its checks, mail and event in the caller's transaction.
+    pub(crate) async fn insert_new_user(
+        &self,
+        db: &mut Db<'_>,
+        ctx: &Ctx,
+        user: &User,
+        origin: &str,
+        mail: &MailChoice,
+    ) -> Result<()> {
+        self.check_unique(db, user).await?;
+        check_manager(db, user).await?;
+        db.insert_user(user).await?;
+        let changes = creation_changes(user);
         let mut detail = json!({ "state": user.state, "creationSource": origin });
         // Creation in ACTIVATED mails as an activation does (§3.2, §5.2); STAGED sends nothing.
-        if let Some((kind, to)) = cairn_domain::mail::on_activation(&user, &mail) {
-            self.mail_user(&mut tx.db(), &user, kind, &to).await?;
+        if let Some((kind, to)) = cairn_domain::mail::on_activation(user, mail) {
+            self.mail_user(db, user, kind, &to).await?;
             detail["mail"] = json!({ "type": kind, "to": to });
         }
         let ev = self.event(ctx, "user_create", Some(("user", &user.id, &user.username)), changes, detail);
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        Ok(user)
+        db.insert_event(&ev).await?;
+        Ok(())
     }
 
     /// Applies a partial JumpCloud `systemuserput` body: only the fields given change.
@@ -69,11 +82,34 @@ impl Directory {
     /// Applies validated input; also says whether anything changed. A state change goes
     /// through the same path as activate and suspend (its own event, revocation).
     pub async fn update_user_from(&self, ctx: &Ctx, id: &str, input: UserInput) -> Result<(User, bool)> {
-        let org = self.organization().await?;
         let mut tx = self.store().begin().await?;
-        let old = load_user(&mut tx.db(), id).await?;
+        let out = self.update_user_in(&mut tx.db(), ctx, id, input, false).await?;
+        if out.1 {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// `update_user_from` in the caller's transaction, so a front end can join other writes
+    /// to it (SCIM's own columns). `scim_password`: SCIM may set a password whose authority
+    /// is SCIM (§3.5).
+    pub(crate) async fn update_user_in(
+        &self,
+        db: &mut Db<'_>,
+        ctx: &Ctx,
+        id: &str,
+        input: UserInput,
+        scim_password: bool,
+    ) -> Result<(User, bool)> {
+        let org = crate::org_of(db).await?;
+        let old = load_user(db, id).await?;
+        let allowed = match old.password_authority() {
+            None => true,
+            Some(PasswordAuthority::Scim) => scim_password,
+            Some(_) => false,
+        };
         let hash = match &input.password {
-            Some(_) if old.password_authority().is_some() => {
+            Some(_) if !allowed => {
                 return Err(Error::Conflict(format!(
                     "the password of {} is held by an external authority ({}) and cannot be set in Cairn",
                     old.username,
@@ -130,22 +166,19 @@ impl Directory {
         let mut changed = !changes.is_empty();
         if changed {
             user.updated = now;
-            self.check_unique(&mut tx.db(), &user).await?;
-            check_manager(&mut tx.db(), &user).await?;
-            tx.db().update_user(&user).await?;
+            self.check_unique(db, &user).await?;
+            check_manager(db, &user).await?;
+            db.update_user(&user).await?;
             let target = Some(("user", user.id.as_str(), user.username.as_str()));
             let ev = self.event(ctx, "user_update", target, changes, json!({}));
-            tx.db().insert_event(&ev).await?;
+            db.insert_event(&ev).await?;
         }
         if let Some(to) = target {
-            let out = self.apply_state(&mut tx.db(), ctx, user.clone(), to, MailChoice::Default, json!({})).await?;
+            let out = self.apply_state(db, ctx, user.clone(), to, MailChoice::Default, json!({})).await?;
             if let StateOutcome::Changed(u) = out {
                 user = u;
                 changed = true;
             }
-        }
-        if changed {
-            tx.commit().await?;
         }
         Ok((user, changed))
     }
