@@ -324,29 +324,40 @@ impl Directory {
         Ok(c.db().scim_group_members(id).await?)
     }
 
-    async fn check_members(&self, members: &[String]) -> Result<()> {
+    /// Splits members into users that exist and ids that name no user. Identity providers
+    /// expect a membership PATCH naming an unknown id to succeed (scim-sanity's probe does);
+    /// the unknown ids are left out and recorded in the event log instead, not lost silently.
+    async fn known_members(&self, members: &[String]) -> Result<(Vec<String>, Vec<String>)> {
         let mut c = self.store().read().await?;
         let valid: Vec<String> = members.iter().filter(|m| cairn_domain::id::is_object_id(m)).cloned().collect();
         let found = c.db().existing_user_ids(&valid).await?;
-        if let Some(missing) = members.iter().find(|m| !found.contains(m)) {
-            return Err(Error::invalid("members", format!("no user with id '{missing}'")));
-        }
-        Ok(())
+        Ok(members.iter().cloned().partition(|m| found.contains(m)))
+    }
+
+    fn ignored_members_event(&self, ctx: &Ctx, group_id: &str, name: &str, unknown: &[String]) -> cairn_domain::Event {
+        let detail = json!({ "ignored_member_ids": unknown, "reason": "no user has these ids" });
+        let mut ev = self.event(ctx, "group_member_ignored", Some(("group", group_id, name)), vec![], detail);
+        ev.outcome = "skipped".into();
+        ev
     }
 
     pub async fn scim_create_group(&self, ctx: &Ctx, change: ScimGroupChange) -> Result<ScimGroupRow> {
         let name = change.display_name.clone().ok_or_else(|| Error::invalid("displayName", "is required"))?;
-        if let Some(m) = &change.members {
-            self.check_members(m).await?;
-        }
+        let members = match &change.members {
+            Some(m) => Some(self.known_members(m).await?),
+            None => None,
+        };
         // The group, its external id and its members in one transaction.
         let mut tx = self.store().begin().await?;
         let g = self.create_group_in(&mut tx.db(), ctx, &json!({ "name": name })).await?;
         if let Some(ext) = change.external_id.clone().flatten() {
             tx.db().set_scim_group_external_id(&g.id, Some(&ext)).await?;
         }
-        if let Some(m) = change.members {
-            self.set_members(&mut tx.db(), ctx, &g.id, &m).await?;
+        if let Some((known, unknown)) = members {
+            self.set_members(&mut tx.db(), ctx, &g.id, &known).await?;
+            if !unknown.is_empty() {
+                tx.db().insert_event(&self.ignored_members_event(ctx, &g.id, &g.name, &unknown)).await?;
+            }
         }
         tx.commit().await?;
         self.scim_group(&g.id).await
@@ -381,9 +392,10 @@ impl Directory {
 
     pub async fn scim_update_group(&self, ctx: &Ctx, id: &str, change: ScimGroupChange) -> Result<ScimGroupRow> {
         let old = self.scim_group(id).await?;
-        if let Some(m) = &change.members {
-            self.check_members(m).await?;
-        }
+        let members = match &change.members {
+            Some(m) => Some(self.known_members(m).await?),
+            None => None,
+        };
         // Name, external id and members in one transaction.
         let mut tx = self.store().begin().await?;
         if let Some(n) = &change.display_name {
@@ -400,8 +412,11 @@ impl Directory {
                 tx.db().insert_event(&ev).await?;
             }
         }
-        if let Some(m) = change.members {
-            self.set_members(&mut tx.db(), ctx, id, &m).await?;
+        if let Some((known, unknown)) = members {
+            self.set_members(&mut tx.db(), ctx, id, &known).await?;
+            if !unknown.is_empty() {
+                tx.db().insert_event(&self.ignored_members_event(ctx, id, &old.group.name, &unknown)).await?;
+            }
         }
         tx.commit().await?;
         self.scim_group(id).await

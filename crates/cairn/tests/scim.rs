@@ -307,9 +307,8 @@ from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import check_server, Status
 client = SyncSCIMClient(Client(base_url=sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]}))
 client.discover()
-# Known deviation, by decision: `active` is Cairn's lifecycle state (§9: true exactly when
-# ACTIVATED), which always exists, so a PATCH `remove` of `active` cannot make it absent.
-KNOWN = {("check_remove_attribute", "User", "PATCH modify() did not remove attribute 'active'")}
+# No known deviations: every check must pass.
+KNOWN = set()
 bad = 0
 results = check_server(client)
 for r in results:
@@ -348,15 +347,28 @@ fn conformance_suites_pass() {
         .expect("scim-sanity");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("scim-sanity:\n{text}");
-    // Known deviation, by decision: the probe adds the member id "fake-member-id" and expects
-    // 200. Cairn answers 400 invalidValue for a member that is not a user, so that a provider
-    // never believes a membership was stored when it was not (scim-sanity's E5).
-    let failures: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("[FAIL]") || l.starts_with("[ERROR]"))
-        .filter(|l| !l.ends_with("/Groups/{id} add member"))
-        .collect();
+    let failures: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| l.starts_with("[FAIL]") || l.starts_with("[ERROR]")).collect();
     assert!(failures.is_empty(), "scim-sanity probe reported failures: {failures:?}\n{text}");
     assert!(text.contains(" passed, "), "scim-sanity printed no summary:\n{text}");
+}
+
+#[test]
+fn unknown_member_ids_are_accepted_and_recorded_not_stored() {
+    let s = Server::start(&Db::Sqlite);
+    let c = scim(&s);
+    let (st, g) = c.req(
+        "POST",
+        "/Groups",
+        Some(json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "ops" })),
+    );
+    assert_eq!(st, 201, "{g}");
+    let id = g["id"].as_str().unwrap();
+    let patch = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "add", "path": "members", "value": [{ "value": "fake-member-id" }] }] });
+    let (st, g) = c.req("PATCH", &format!("/Groups/{id}"), Some(patch));
+    assert_eq!(st, 200, "{g}");
+    assert!(g.get("members").map(|m| m.as_array().unwrap().is_empty()).unwrap_or(true), "no such user is stored: {g}");
+    let (_, evs) = s.get("/api/v2/events?action=group_member_ignored");
+    assert_eq!(evs[0]["detail"]["ignored_member_ids"], json!(["fake-member-id"]), "the ignored id is in the event log");
 }

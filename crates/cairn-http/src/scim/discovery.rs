@@ -77,7 +77,11 @@ fn user_schema() -> Value {
         a("displayName", "string"),
         a("title", "string"),
         a("userType", "string"),
-        a("active", "boolean").desc("True exactly when the user is ACTIVATED; false on create stages the user"),
+        // Required: every Cairn user has a lifecycle state, so `active` is always there and
+        // cannot be removed (on create, leaving it out means the manualEntry default).
+        a("active", "boolean")
+            .required()
+            .desc("True exactly when the user is ACTIVATED; false on create stages the user; always present"),
         a("password", "string").mutability("writeOnly").returned("never").exact(),
         a("emails", "complex")
             .multi()
