@@ -38,8 +38,7 @@ pub const LOGIN_REFUSED: &str = "The username or password is incorrect, or the a
 /// Mail prepared in memory, written in one go (`Directory::send_prepared`).
 #[derive(Default)]
 pub(crate) struct Outgoing {
-    /// (hash, user id, kind, created, expires)
-    tokens: Vec<(String, String, String, DateTime<Utc>, DateTime<Utc>)>,
+    tokens: Vec<cairn_store::NewToken>,
     messages: Vec<OutboxMessage>,
 }
 

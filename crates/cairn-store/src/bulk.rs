@@ -27,6 +27,9 @@ pub struct Job {
     pub message: Option<String>,
 }
 
+/// A one-time token to store: (hash, user id, kind, created, expires).
+pub type NewToken = (String, String, String, DateTime<Utc>, DateTime<Utc>);
+
 /// A job's progress, as written after every batch.
 #[derive(Debug, Clone, Copy)]
 pub struct JobUpdate<'a> {
@@ -67,7 +70,7 @@ impl Db<'_> {
     /// Inserts many users with multi-row statements.
     pub async fn insert_users(&mut self, users: &[User]) -> Result<()> {
         for chunk in users.chunks(USERS_PER_INSERT) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let mut cols: Vec<&'static str> = Vec::new();
             let mut rows_sql = Vec::with_capacity(chunk.len());
             for (i, u) in chunk.iter().enumerate() {
@@ -92,7 +95,7 @@ impl Db<'_> {
 
     pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         for chunk in events.chunks(EVENTS_PER_INSERT) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let mut rows_sql = Vec::with_capacity(chunk.len());
             for e in chunk {
                 let ps = [
@@ -152,7 +155,7 @@ impl Db<'_> {
                 if chunk.is_empty() {
                     continue;
                 }
-                let mut a = Args::default();
+                let mut a = Args::positional(self.b);
                 let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
                 let sql = format!("SELECT * FROM users WHERE {col} IN ({})", ps.join(", "));
                 for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
@@ -169,7 +172,7 @@ impl Db<'_> {
     pub async fn employee_ids_taken(&mut self, ids: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
             let sql = format!(
                 "SELECT employeeidentifier, username FROM users WHERE employeeidentifier IN ({})",
@@ -184,10 +187,11 @@ impl Db<'_> {
 
     pub async fn add_members(&mut self, pairs: &[(String, String)], now: DateTime<Utc>) -> Result<()> {
         for chunk in pairs.chunks(1000) {
-            let mut a = Args::default();
-            let t = a.push(time_text(now));
-            let vals: Vec<String> =
-                chunk.iter().map(|(g, u)| format!("({}, {}, {t})", a.push(g.clone()), a.push(u.clone()))).collect();
+            let mut a = Args::positional(self.b);
+            let vals: Vec<String> = chunk
+                .iter()
+                .map(|(g, u)| format!("({}, {}, {})", a.push(g.clone()), a.push(u.clone()), a.push(time_text(now))))
+                .collect();
             let sql = format!(
                 "INSERT INTO group_members (group_id, user_id, added) VALUES {} ON CONFLICT DO NOTHING",
                 vals.join(", ")
@@ -256,13 +260,14 @@ impl Db<'_> {
 
     pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
         for chunk in results.chunks(1000) {
-            let mut a = Args::default();
-            let j = a.push(job_id.to_string());
+            let mut a = Args::positional(self.b);
+
             let vals: Vec<String> = chunk
                 .iter()
                 .map(|r| {
                     format!(
-                        "({j}, {}, {}, {}, {}, {})",
+                        "({}, {}, {}, {}, {}, {})",
+                        a.push(job_id.to_string()),
                         a.push(r.seq),
                         a.push(Arg::Text(r.username.clone())),
                         a.push(Arg::Text(r.user_id.clone())),
@@ -324,7 +329,7 @@ impl Db<'_> {
     pub async fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<User>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
             let sql = format!("SELECT * FROM users WHERE id IN ({})", ps.join(", "));
             for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
@@ -342,7 +347,7 @@ impl Db<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         for chunk in ids.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let s = a.push(state.as_str().to_string());
             let t = a.push(time_text(now));
             let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
@@ -357,7 +362,7 @@ impl Db<'_> {
         let mut counts = std::collections::HashMap::new();
         for table in ["sessions", "user_tokens"] {
             for chunk in ids.chunks(500) {
-                let mut a = Args::default();
+                let mut a = Args::positional(self.b);
                 let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
                 let sql = format!("DELETE FROM {table} WHERE user_id IN ({}) RETURNING user_id", ps.join(", "));
                 for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
@@ -371,7 +376,7 @@ impl Db<'_> {
     /// Deletes these users' one-time tokens of one kind.
     pub async fn delete_tokens_of(&mut self, ids: &[String], kind: &str) -> Result<()> {
         for chunk in ids.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let k = a.push(kind.to_string());
             let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
             let sql = format!("DELETE FROM user_tokens WHERE kind = {k} AND user_id IN ({})", ps.join(", "));
@@ -386,7 +391,7 @@ impl Db<'_> {
         tokens: &[(String, String, String, DateTime<Utc>, DateTime<Utc>)],
     ) -> Result<()> {
         for chunk in tokens.chunks(1000) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let vals: Vec<String> = chunk
                 .iter()
                 .map(|(h, u, k, c, e)| {
@@ -411,7 +416,7 @@ impl Db<'_> {
 
     pub async fn insert_messages(&mut self, msgs: &[cairn_domain::OutboxMessage]) -> Result<()> {
         for chunk in msgs.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let vals: Vec<String> = chunk
                 .iter()
                 .map(|m| {
@@ -443,7 +448,7 @@ impl Db<'_> {
     /// Marks these (claimed) schedules fired.
     pub async fn finish_schedules_fired(&mut self, ids: &[String], at: DateTime<Utc>) -> Result<()> {
         for chunk in ids.chunks(500) {
-            let mut a = Args::default();
+            let mut a = Args::positional(self.b);
             let t = a.push(time_text(at));
             let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
             let sql = format!(

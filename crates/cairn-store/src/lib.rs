@@ -24,7 +24,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
 pub use admins::{AdminExtras, AdminSession};
-pub use bulk::{Job, JobResult, JobUpdate};
+pub use bulk::{Job, JobResult, JobUpdate, NewToken};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
@@ -183,6 +183,9 @@ pub struct Db<'c> {
 #[derive(Default, Clone)]
 pub(crate) struct Args {
     vals: Vec<Arg>,
+    /// Anonymous `?` placeholders (each used once): SQLite resolves a named `$N` parameter
+    /// by a linear scan, so binding thousands of them is quadratic; `?` binds by position.
+    anon: bool,
 }
 
 #[derive(Clone)]
@@ -209,8 +212,16 @@ impl From<i64> for Arg {
 }
 
 impl Args {
+    /// For statements with many parameters, each placeholder used exactly once.
+    pub(crate) fn positional(b: Backend) -> Args {
+        Args { vals: Vec::new(), anon: b == Backend::Sqlite }
+    }
+
     fn push(&mut self, v: impl Into<Arg>) -> String {
         self.vals.push(v.into());
+        if self.anon {
+            return "?".into();
+        }
         format!("${}", self.vals.len())
     }
 

@@ -1,0 +1,146 @@
+//! Issue 5 benchmark: import the same 100,000-row CSV (no passwords) into Cairn on SQLite with
+//! `cairn users import`, and with `sqlite3 .import` into a table with the same unique indexes,
+//! side by side; Cairn's peak RSS during the import; then an export of the 100,000 users.
+//! Two Cairn runs: new users STAGED (no mail, the usual onboarding import) and ACTIVATED
+//! (the default setting: every user without a password gets an activation mail and link).
+//!
+//! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin import
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const N: usize = 100_000;
+
+fn cairn() -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/../target", env!("CARGO_MANIFEST_DIR")));
+    PathBuf::from(dir).join("release/cairn")
+}
+
+/// Runs a command, sampling its peak RSS (VmHWM) until it exits; (seconds, peak MiB).
+fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64, String)> {
+    let start = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let mut peak_kb = 0u64;
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| child.wait_with_output());
+        while !h.is_finished() {
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(v) = st
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    peak_kb = peak_kb.max(v);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        h.join().expect("waiter")
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() && out.status.code() != Some(2) {
+        anyhow::bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((secs, peak_kb as f64 / 1024.0, String::from_utf8_lossy(&out.stdout).to_string()))
+}
+
+fn write_csv(path: &Path) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "Username,Email,FirstName,LastName,Department,jobTitle,employeeIdentifier,location")?;
+    for i in 0..N {
+        writeln!(
+            f,
+            "user{i:06},user{i:06}@example.com,First{i},Last{i},Dept {:02},Engineer,E{i:06},Site {}",
+            i % 50,
+            i % 7
+        )?;
+    }
+    Ok(())
+}
+
+fn cairn_import(csv: &Path, state: &str) -> anyhow::Result<(f64, f64, PathBuf)> {
+    let data = tempfile::tempdir()?.keep();
+    // Settings first (a tiny import-free command): the default state for CSV imports.
+    let cfg = data.join("cairn.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n", data.display()))?;
+    let mut migrate = Command::new(cairn());
+    migrate.args(["--config", cfg.to_str().unwrap(), "migrate"]);
+    timed(migrate)?;
+    sqlx_settings(&data, state)?;
+    let mut cmd = Command::new(cairn());
+    cmd.args(["--config", cfg.to_str().unwrap(), "users", "import", csv.to_str().unwrap()]).env("CAIRN_LOG", "warn");
+    let (secs, peak, out) = timed(cmd)?;
+    assert!(out.contains(&format!("created  {N:>8}")), "{out}");
+    Ok((secs, peak, data))
+}
+
+/// Sets newSystemUserStateDefaults.csvImport through SQL (the bench has no server running).
+fn sqlx_settings(data: &Path, state: &str) -> anyhow::Result<()> {
+    let db = data.join("cairn.db");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("UPDATE organization SET settings = json_set(settings, '$.newSystemUserStateDefaults.csvImport', '{state}');"))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn sqlite_import(csv: &Path) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("ref.db");
+    let schema = "CREATE TABLE users (username TEXT NOT NULL, email TEXT NOT NULL, firstname TEXT, lastname TEXT, department TEXT, \
+                  jobtitle TEXT, employeeidentifier TEXT, location TEXT); \
+                  CREATE UNIQUE INDEX u1 ON users (username); CREATE UNIQUE INDEX u2 ON users (email); \
+                  CREATE UNIQUE INDEX u3 ON users (employeeidentifier); PRAGMA journal_mode=WAL;";
+    let out = Command::new("sqlite3").arg(&db).arg(schema).output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let start = Instant::now();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .args([".mode csv", &format!(".import --skip 1 {} users", csv.display())])
+        .output()?;
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n = Command::new("sqlite3").arg(&db).arg("SELECT COUNT(*) FROM users").output()?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&n.stdout).trim() == N.to_string(),
+        "sqlite3 imported {}",
+        String::from_utf8_lossy(&n.stdout)
+    );
+    Ok(secs)
+}
+
+fn main() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cairn().exists(),
+        "build the server first: cargo build --release -p cairn ({} missing)",
+        cairn().display()
+    );
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("people.csv");
+    write_csv(&csv)?;
+    let reference = sqlite_import(&csv)?;
+    println!("sqlite3 .import of {N} rows (3 unique indexes): {reference:.2} s");
+    for state in ["STAGED", "ACTIVATED"] {
+        let (secs, peak, data) = cairn_import(&csv, state)?;
+        println!(
+            "cairn users import, new users {state}: {secs:.2} s ({:.0} rows/s), ratio {:.2}, peak RSS {peak:.0} MiB",
+            N as f64 / secs,
+            secs / reference
+        );
+        if state == "STAGED" {
+            let cfg = data.join("cairn.toml");
+            let mut cmd = Command::new(cairn());
+            cmd.args(["--config", cfg.to_str().unwrap(), "users", "export", "--format", "csv"]);
+            let (secs, peak, out) = timed(cmd)?;
+            anyhow::ensure!(out.lines().count() == N + 1, "export had {} lines", out.lines().count());
+            println!("cairn users export of {N} users (CSV): {secs:.2} s, peak RSS {peak:.0} MiB");
+        }
+        let _ = std::fs::remove_dir_all(data);
+    }
+    Ok(())
+}
