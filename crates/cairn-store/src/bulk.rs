@@ -386,10 +386,7 @@ impl Db<'_> {
     }
 
     /// One-time tokens: (hash, user id, kind, created, expires).
-    pub async fn insert_tokens(
-        &mut self,
-        tokens: &[NewToken],
-    ) -> Result<()> {
+    pub async fn insert_tokens(&mut self, tokens: &[NewToken]) -> Result<()> {
         for chunk in tokens.chunks(1000) {
             let mut a = Args::positional(self.b);
             let vals: Vec<String> = chunk
