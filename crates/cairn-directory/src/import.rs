@@ -51,6 +51,12 @@ impl Counts {
 /// Called with (records done, records in all) as the import goes.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Send + Sync);
 
+/// How CSV cells become records (for imports; JSON bulk jobs arrive parsed).
+struct Mapping<'a> {
+    header: &'a Header,
+    groups: &'a HashMap<String, String>,
+}
+
 /// One record on its way: where it is from, what it asks, what became of it.
 struct Item {
     seq: usize,
@@ -59,6 +65,11 @@ struct Item {
     result: Option<(String, Option<String>, String)>, // outcome, user id, message
     /// Its result row is already stored (with the user it created).
     written: bool,
+    /// CSV cells not yet mapped: records are mapped batch by batch, so memory holds the raw
+    /// cells of the file, not every parsed record at once.
+    cells: Option<csv::StringRecord>,
+    /// (what, normalized value) of the unique keys, for duplicates inside the file.
+    keys: Vec<(&'static str, String)>,
 }
 
 impl Item {
@@ -175,17 +186,41 @@ impl Directory {
         let groups = self.group_names().await?;
         let unknown = header.unknown(&groups);
         let note = (!unknown.is_empty()).then(|| format!("ignored unknown columns: {}", unknown.join(", ")));
+        let col = |name: &'static str| header.columns.iter().position(|c| *c == csv_import::Column::Field(name));
+        let (ucol, ecol, icol) = (col("username"), col("email"), col("employeeIdentifier"));
+        let cell = |cells: &csv::StringRecord, i: Option<usize>| {
+            i.and_then(|i| cells.get(i)).map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty())
+        };
         let items: Vec<Item> = records
             .into_iter()
             .map(|(row, cells)| {
-                let mut item = Item { seq: row, username: None, parsed: None, result: None, written: false };
+                let mut item = Item {
+                    seq: row,
+                    username: None,
+                    parsed: None,
+                    result: None,
+                    written: false,
+                    cells: None,
+                    keys: vec![],
+                };
                 match cells {
                     Ok(cells) => {
-                        item.username = username_cell(&header, &cells);
-                        match csv_import::map_record(&header, &cells, &groups, !opts.update) {
-                            Ok(p) => item.parsed = Some(p),
-                            Err(m) => item.done("error", None, m),
-                        }
+                        item.username = cell(&cells, ucol);
+                        item.keys = [
+                            ("username", cell(&cells, ucol)),
+                            ("email", cell(&cells, ecol)),
+                            (
+                                "employeeIdentifier",
+                                cells
+                                    .get(icol.unwrap_or(usize::MAX))
+                                    .map(|c| c.trim().to_string())
+                                    .filter(|c| !c.is_empty()),
+                            ),
+                        ]
+                        .into_iter()
+                        .filter_map(|(w, v)| v.map(|v| (w, v)))
+                        .collect();
+                        item.cells = Some(cells);
                     }
                     Err(m) => item.done("error", None, m),
                 }
@@ -193,7 +228,8 @@ impl Directory {
             })
             .collect();
         let source = CreationSource::CsvImport;
-        self.run_items(ctx, job, items, opts, source, "csv", MailChoice::Default, note, progress).await
+        let mapping = Mapping { header: &header, groups: &groups };
+        self.run_items(ctx, job, items, opts, source, "csv", MailChoice::Default, note, Some(mapping), progress).await
     }
 
     /// Starts a JSON bulk job (`POST|PATCH /api/v2/bulk/users`).
@@ -241,16 +277,31 @@ impl Directory {
                     parsed: None,
                     result: None,
                     written: false,
+                    cells: None,
+                    keys: vec![],
                 };
                 match cairn_domain::user::parse_user_input(&v, true) {
-                    Ok(input) => item.parsed = Some(Parsed { input, body: v, groups: vec![], manager: None }),
+                    Ok(input) => {
+                        item.keys = [
+                            ("username", input.username.clone()),
+                            ("email", input.email.clone()),
+                            (
+                                "employeeIdentifier",
+                                input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
+                            ),
+                        ]
+                        .into_iter()
+                        .filter_map(|(w, v)| v.map(|v| (w, v)))
+                        .collect();
+                        item.parsed = Some(Parsed { input, groups: vec![], manager: None });
+                    }
                     Err(e) => item.done("error", None, e.to_string()),
                 }
                 item
             })
             .collect();
         let ctx = Ctx { source: "bulk_api".into(), ..ctx.clone() };
-        self.run_items(&ctx, job, items, ImportOptions::default(), source, origin, mail, None, &|_, _| {}).await
+        self.run_items(&ctx, job, items, ImportOptions::default(), source, origin, mail, None, None, &|_, _| {}).await
     }
 
     /// Updates by `id` (JumpCloud `bulk-user-update`), each user in its own transaction.
@@ -318,6 +369,7 @@ impl Directory {
         origin: &str,
         mail: MailChoice,
         note: Option<String>,
+        mapping: Option<Mapping<'_>>,
         progress: Progress<'_>,
     ) -> Result<Counts> {
         let total = items.len();
@@ -329,35 +381,36 @@ impl Directory {
             groups.into_iter().map(|g| (g.name, g.id)).collect()
         };
         // Duplicates inside the file: the later record is the error.
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for it in items.iter_mut() {
-            let Some(p) = &it.parsed else { continue };
-            let mut keys = vec![];
-            if let Some(u) = &it.username {
-                keys.push(("username", format!("u:{u}"), u.clone()));
-            }
-            if !opts.update {
-                if let Some(e) = &p.input.email {
-                    keys.push(("email", format!("e:{e}"), e.clone()));
-                }
-                if let Some(Value::String(x)) = p.input.profile.get("employeeIdentifier") {
-                    keys.push(("employeeIdentifier", format!("i:{x}"), x.clone()));
-                }
-            }
-            if let Some((what, _, v)) = keys.iter().find(|(_, k, _)| seen.contains_key(k)) {
-                let first = seen[&keys.iter().find(|(w, _, _)| w == what).unwrap().1];
+        let mut seen: HashMap<(&'static str, String), usize> = HashMap::new();
+        for it in items.iter_mut().filter(|it| it.result.is_none()) {
+            // Update mode matches by username only: the other keys may repeat.
+            let keys: Vec<(&'static str, String)> =
+                it.keys.drain(..).filter(|(w, _)| !opts.update || *w == "username").collect();
+            if let Some(((what, v), first)) = keys.iter().find_map(|k| seen.get(k).map(|f| (k, *f))) {
                 it.parsed = None;
+                it.cells = None;
                 it.done("error", None, format!("duplicate {what} '{v}': already in row {first} of this file"));
                 continue;
             }
-            for (_, k, _) in keys {
+            for k in keys {
                 seen.insert(k, it.seq);
             }
         }
+        drop(seen);
         let mut done = 0;
         let mut new_ids: HashMap<String, String> = HashMap::new();
         for chunk in items.chunks_mut(BATCH) {
             let n = chunk.len();
+            if let Some(m) = &mapping {
+                for it in chunk.iter_mut() {
+                    if let Some(cells) = it.cells.take() {
+                        match csv_import::map_record(m.header, &cells, m.groups, !opts.update) {
+                            Ok(p) => it.parsed = Some(p),
+                            Err(e) => it.done("error", None, e),
+                        }
+                    }
+                }
+            }
             self.run_batch(ctx, job, chunk, opts, source, origin, &mail, &org, &group_ids, &mut new_ids).await?;
             for it in chunk.iter() {
                 counts.add(it.result.as_ref().map(|r| r.0.as_str()).unwrap_or("error"));
@@ -647,9 +700,4 @@ fn first_message(e: &Error) -> String {
         Error::Invalid(v) => v.first().map(|f| f.message.clone()).unwrap_or_default(),
         other => other.to_string(),
     }
-}
-
-fn username_cell(h: &Header, cells: &[String]) -> Option<String> {
-    let i = h.columns.iter().position(|c| *c == csv_import::Column::Field("username"))?;
-    cells.get(i).map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty())
 }

@@ -288,20 +288,29 @@ pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
     db.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
 }
 
-/// The fields a new user was given, as audit changes (defaults left out).
+/// The fields a new user was given, as audit changes (defaults left out). Built from the
+/// record directly: imports write one per user, so this stays cheap.
 pub(crate) fn creation_changes(user: &User) -> Vec<Change> {
-    user.to_json("")
-        .into_iter()
-        .filter(|(k, v)| {
-            !matches!(k.as_str(), "_id" | "organization" | "mfaEnrollment" | "created")
-                && !v.is_null()
-                && *v != Value::Bool(false)
-                && *v != json!("")
-                && *v != json!([])
-                && *v != json!(0)
-        })
-        .map(|(k, v)| Change { field: k, old: Value::Null, new: v })
-        .collect()
+    let set = |field: &str, v: Value| Change { field: field.to_string(), old: Value::Null, new: v };
+    let mut out = vec![
+        set("username", json!(user.username)),
+        set("email", json!(user.email)),
+        set("state", json!(user.state)),
+        set("creationSource", json!(user.creation_source)),
+    ];
+    if user.password_hash.is_some() {
+        out.push(set("password", json!("***")));
+    }
+    for (k, v) in &user.profile {
+        let empty = v.is_null()
+            || *v == Value::Bool(false)
+            || v.as_str() == Some("")
+            || v.as_array().is_some_and(|a| a.is_empty());
+        if !empty {
+            out.push(set(k, v.clone()));
+        }
+    }
+    out
 }
 
 async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {

@@ -15,6 +15,11 @@ use clap::{Parser, Subcommand};
 
 use config::Config;
 
+// Imports and bulk jobs allocate and free many small values; mimalloc does that several times
+// faster than the system allocator and returns memory promptly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Cairn: the self-hosted directory with a lifecycle")]
 struct Cli {
