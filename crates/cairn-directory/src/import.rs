@@ -632,10 +632,13 @@ impl Directory {
             creates.iter().flat_map(|(_, u, gs)| gs.iter().map(move |g| (g.clone(), u.id.clone()))).collect();
         tx.db().add_members(&pairs, now).await?;
         let mut events = Vec::with_capacity(users.len());
+        // Mail for the whole batch is prepared in memory and written with a few statements.
+        let org = crate::org_of(&mut tx.db()).await?.settings.name;
+        let mut outgoing = crate::credentials::Outgoing::default();
         for u in &users {
             let mut detail = json!({ "job_id": job, "state": u.state, "creationSource": origin });
             if let Some((kind, to)) = cairn_domain::mail::on_activation(u, mail) {
-                self.mail_user(&mut tx.db(), u, kind, &to).await?;
+                self.prepare_mail(&mut outgoing, &org, kind, u, &to);
                 detail["mail"] = json!({ "type": kind, "to": to });
             }
             events.push(self.event(
@@ -646,6 +649,7 @@ impl Directory {
                 detail,
             ));
         }
+        self.send_prepared(&mut tx.db(), outgoing).await?;
         tx.db().insert_events(&events).await?;
         let results: Vec<JobResult> = creates
             .iter()
