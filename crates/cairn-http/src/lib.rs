@@ -147,6 +147,10 @@ async fn metrics(State(st): State<Shared>) -> Response {
                 metrics::gauge!("cairn_users", "state" => s).set(n as f64);
             }
         }
+        // Outbox depth: messages waiting for (or in) delivery.
+        let queued =
+            c.db().count_messages("queued").await.unwrap_or(0) + c.db().count_messages("sending").await.unwrap_or(0);
+        metrics::gauge!("cairn_outbox_depth").set(queued as f64);
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

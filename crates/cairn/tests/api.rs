@@ -346,6 +346,7 @@ fn health_metrics_and_openapi_answer() {
     assert!(text.contains("cairn_http_requests_total"), "{text}");
     assert!(text.contains("cairn_users{state=\"ACTIVATED\"} 1"), "{text}");
     assert!(text.contains("cairn_auth_total"), "{text}");
+    assert!(text.contains("cairn_outbox_depth"), "{text}");
 
     let (st, doc) = s.req("GET", "/api/openapi.json", None, None);
     assert_eq!(st, 200);

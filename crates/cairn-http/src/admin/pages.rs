@@ -330,6 +330,9 @@ struct MessageRow {
     attempts: i64,
     error: String,
     user_id: String,
+    /// The plain-text body: without SMTP this is how an admin hands out an activation link.
+    /// Read-only admins see it with its one-time links removed.
+    text: String,
 }
 
 #[derive(Template)]
@@ -385,6 +388,11 @@ pub(super) async fn outbox(State(st): State<Shared>, s: Signed, Query(q): Query<
             attempts: m.attempts,
             error: m.last_error.clone().unwrap_or_default(),
             user_id: m.user_id.clone().unwrap_or_default(),
+            text: if s.admin.role == cairn_domain::Role::Admin {
+                m.text.clone()
+            } else {
+                cairn_directory::scrub_tokens(&m.text)
+            },
         })
         .collect();
     let body = render(&OutboxPage {
