@@ -40,7 +40,8 @@ pub fn routes() -> Router<Shared> {
 
 // ---- plumbing -----------------------------------------------------------------------------
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A cookie's value from the request (shared with the admin portal).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -52,7 +53,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn random() -> String {
+/// 48 hex characters of randomness: CSRF tokens (shared with the admin portal).
+pub(crate) fn random() -> String {
     let mut b = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -14,16 +14,15 @@ use std::net::SocketAddr;
 
 use askama::Template;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
-use axum::http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{self, post};
 use axum::Router;
 use cairn_directory::{Ctx, Error};
 use cairn_domain::{Actor, Admin, Role};
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 
 use crate::Shared;
 
@@ -84,23 +83,7 @@ pub(crate) fn all<'a>(pairs: &'a Pairs, k: &str) -> Vec<&'a str> {
     pairs.iter().filter(|(a, _)| a == k).map(|(_, v)| v.as_str()).collect()
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn random() -> String {
-    let mut b = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::portal::{cookie, random};
 
 pub(crate) fn render<T: Template>(t: &T) -> String {
     t.render().unwrap_or_else(|e| {
