@@ -401,6 +401,9 @@ fn admin_runs_onboarding_and_offboarding_in_a_browser() {
         assert!(body_text(&c).await.contains("Current State"));
         open_menu(&c, "Change").await;
         button(&c, "Schedule Activation").await;
+        // The click navigates: wait for the schedule form before filling it.
+        css(&c, "#date").await;
+        css(&c, "#time").await;
         c.execute(
             "document.getElementById('date').value = arguments[0]; document.getElementById('time').value = '09:30';",
             vec![json!(tomorrow)],
