@@ -37,12 +37,14 @@ pub enum AdminStep {
     Done(Admin),
     /// A code from the administrator's authenticator is needed.
     Totp(Admin),
+    /// MFA is required of this administrator and no authenticator is enrolled: enrol first.
+    Enroll(Admin),
 }
 
 impl AdminStep {
     pub fn admin(&self) -> &Admin {
         match self {
-            AdminStep::Done(a) | AdminStep::Totp(a) => a,
+            AdminStep::Done(a) | AdminStep::Totp(a) | AdminStep::Enroll(a) => a,
         }
     }
 }
@@ -105,6 +107,8 @@ impl Directory {
             Some(a) if ok => {
                 if extras.totp_secret.is_some() {
                     AdminStep::Totp(a)
+                } else if extras.mfa_required {
+                    AdminStep::Enroll(a)
                 } else {
                     AdminStep::Done(a)
                 }
@@ -114,8 +118,12 @@ impl Directory {
                 return Err(Error::Unauthorized(ADMIN_LOGIN_REFUSED.into()));
             }
         };
-        if let AdminStep::Done(a) = &step {
-            self.admin_login_event(ctx, Some(a), &email, true, "password").await?;
+        match &step {
+            AdminStep::Done(a) => self.admin_login_event(ctx, Some(a), &email, true, "password").await?,
+            AdminStep::Enroll(a) => {
+                self.admin_login_event(ctx, Some(a), &email, true, "password; MFA enrolment required").await?
+            }
+            AdminStep::Totp(_) => {}
         }
         Ok(step)
     }
@@ -204,9 +212,38 @@ impl Directory {
         Ok(())
     }
 
-    /// Removes the administrator's authenticator.
+    /// Requires (or stops requiring) MFA of an administrator (§7.1): one who has no
+    /// authenticator yet must enrol one at the next sign-in before anything else.
+    pub async fn set_admin_mfa_required(&self, ctx: &Ctx, admin_id: &str, required: bool) -> Result<()> {
+        let admin = self.get_admin(admin_id).await?;
+        let mut tx = self.store().begin().await?;
+        tx.db().set_admin_mfa_required(admin_id, required).await?;
+        let ev = self.event(
+            ctx,
+            "admin_update",
+            Some(("admin", &admin.id, &admin.email)),
+            vec![],
+            json!({ "mfa_required": required }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether MFA is required of this administrator.
+    pub async fn admin_mfa_required(&self, admin_id: &str) -> Result<bool> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().admin_extras(admin_id).await?.mfa_required)
+    }
+
+    /// Removes the administrator's authenticator (refused while MFA is required of them).
     pub async fn admin_remove_totp(&self, ctx: &Ctx, admin_id: &str) -> Result<()> {
         let admin = self.get_admin(admin_id).await?;
+        if self.admin_mfa_required(admin_id).await? {
+            return Err(Error::Conflict(
+                "MFA is required for this administrator: the authenticator cannot be removed.".into(),
+            ));
+        }
         let mut tx = self.store().begin().await?;
         tx.db().set_admin_totp(admin_id, None, self.now()).await?;
         let ev = self.event(ctx, "admin_mfa_reset", Some(("admin", &admin.id, &admin.email)), vec![], json!({}));
@@ -220,6 +257,16 @@ impl Directory {
     /// Starts an administrator session of `kind` (`admin` or `admin_totp`); returns the cookie
     /// value, of which only the hash is stored.
     pub async fn start_admin_session(&self, admin_id: &str, kind: &str) -> Result<String> {
+        self.start_admin_session_with(admin_id, kind, json!({})).await
+    }
+
+    /// `start_admin_session` with session data (e.g. `{"enroll": true}`).
+    pub async fn start_admin_session_with(
+        &self,
+        admin_id: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<String> {
         let token = random_token();
         let now = self.now();
         let valid = if kind == "admin" { ADMIN_SESSION_VALIDITY } else { TOTP_STEP_VALIDITY };
@@ -232,7 +279,7 @@ impl Directory {
                 kind: kind.into(),
                 created: now,
                 expires: now + valid,
-                data: json!({}),
+                data,
             })
             .await?;
         tx.commit().await?;

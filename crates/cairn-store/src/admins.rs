@@ -64,6 +64,15 @@ impl Db<'_> {
         }
     }
 
+    pub async fn set_admin_mfa_required(&mut self, id: &str, required: bool) -> Result<bool> {
+        let r = sqlx::query("UPDATE admins SET mfa_required = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(required)
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     pub async fn set_admin_totp(&mut self, id: &str, sealed: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
         let r = sqlx::query("UPDATE admins SET totp_secret = $2, updated = $3 WHERE id = $1")
             .bind(id.to_string())

@@ -108,6 +108,9 @@ enum AdminCommand {
         /// admin or read-only
         #[arg(long, default_value = "admin")]
         role: String,
+        /// Require an authenticator (TOTP): enrolled at the first sign-in, asked at every one.
+        #[arg(long)]
+        require_mfa: bool,
     },
 }
 
@@ -276,7 +279,7 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("exported {n} users");
             Ok(())
         }
-        Command::Admin { command: AdminCommand::Create { email, password, role } } => {
+        Command::Admin { command: AdminCommand::Create { email, password, role, require_mfa } } => {
             let role = parse_role(&role)?;
             let password = match password {
                 Some(p) => Some(Secret::new(p)),
@@ -286,7 +289,15 @@ async fn run(cli: Cli) -> Result<()> {
             let dir = open(&cfg).await?;
             let (admin, generated) =
                 dir.create_admin(&Ctx::cli(), &email, password, role).await.map_err(|e| anyhow!("{e}"))?;
-            println!("administrator {} created ({})", admin.email, role.as_str());
+            if require_mfa {
+                dir.set_admin_mfa_required(&Ctx::cli(), &admin.id, true).await.map_err(|e| anyhow!("{e}"))?;
+            }
+            println!(
+                "administrator {} created ({}{})",
+                admin.email,
+                role.as_str(),
+                if require_mfa { ", MFA required" } else { "" }
+            );
             if let Some(pw) = generated {
                 println!("password: {}", pw.expose());
             }

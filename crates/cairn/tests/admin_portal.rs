@@ -511,3 +511,44 @@ fn admin_runs_onboarding_and_offboarding_in_a_browser() {
     eprintln!("screenshots in {}", shots_dir().display());
     drop(driver);
 }
+
+#[test]
+fn an_administrator_required_to_use_mfa_enrols_before_anything_else() {
+    let s = Server::start(&Db::Sqlite);
+    let out = s
+        .command()
+        .args(["admin", "create", "--email", "strict@example.com", "--password", ADMIN_PW, "--require-mfa"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MFA required"));
+    let mut b = Browser::new(&s.base);
+    let (at, page) = admin_login(&mut b, "strict@example.com");
+    assert_eq!(at, "/admin/account?m=enroll", "{}", page.body);
+    assert!(page.body.contains("required for your account"), "{}", page.body);
+    let p = b.get("/admin/users");
+    assert_eq!(p.location.as_deref(), Some("/admin/account?m=enroll"), "held on the account page");
+
+    let p = b.post("/admin/account/totp", &[]);
+    let (_, page) = b.follow(p);
+    let marker = "<code class=\"secret\">";
+    let start = page.body.find(marker).unwrap_or_else(|| panic!("no key shown:\n{}", page.body)) + marker.len();
+    let b32 = &page.body[start..start + page.body[start..].find('<').unwrap()];
+    let secret = totp_rs::Secret::Encoded(b32.to_string()).to_bytes().unwrap();
+    let code = cairn_directory::totp_code(&secret, chrono::Utc::now());
+    let p = b.post("/admin/account/totp/confirm", &[("code", &code)]);
+    b.follow(p);
+    assert_eq!(b.get("/admin/users").status, 200, "enrolled: the portal opens");
+    let p = b.post("/admin/account/totp/remove", &[]);
+    let (_, page) = b.follow(p);
+    assert!(page.body.contains("cannot be removed") || p_status_is_refusal(&page), "{}", page.body);
+
+    // The next sign-in asks for a code.
+    let mut b2 = Browser::new(&s.base);
+    let (at, _) = admin_login(&mut b2, "strict@example.com");
+    assert_eq!(at, "/admin/totp");
+}
+
+fn p_status_is_refusal(p: &common::Page) -> bool {
+    p.status == 400 || p.status == 409
+}

@@ -76,10 +76,22 @@ pub(super) async fn login_page(State(st): State<Shared>, headers: HeaderMap, Que
 }
 
 async fn begin(st: &Shared, p: &P, headers: &HeaderMap, admin_id: &str, kind: &str, to: &str) -> Response {
+    begin_with(st, p, headers, admin_id, kind, to, json!({})).await
+}
+
+async fn begin_with(
+    st: &Shared,
+    p: &P,
+    headers: &HeaderMap,
+    admin_id: &str,
+    kind: &str,
+    to: &str,
+    data: serde_json::Value,
+) -> Response {
     if let Some(c) = cookie(headers, SESSION_COOKIE) {
         let _ = st.dir.end_admin_session(&c).await;
     }
-    match st.dir.start_admin_session(admin_id, kind).await {
+    match st.dir.start_admin_session_with(admin_id, kind, data).await {
         Ok(token) => {
             let mut r = p.redirect(to);
             r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
@@ -107,6 +119,10 @@ pub(super) async fn login_submit(
     match st.dir.admin_login(&anon_ctx(&p), &email, &password).await {
         Ok(AdminStep::Done(a)) => begin(&st, &p, headers, &a.id, "admin", "/admin/users").await,
         Ok(AdminStep::Totp(a)) => begin(&st, &p, headers, &a.id, "admin_totp", "/admin/totp").await,
+        // Signed in, but held on the account page until an authenticator is enrolled.
+        Ok(AdminStep::Enroll(a)) => {
+            begin_with(&st, &p, headers, &a.id, "admin", "/admin/account?m=enroll", json!({ "enroll": true })).await
+        }
         Err(Error::Unauthorized(m)) => p.html(
             StatusCode::UNAUTHORIZED,
             render(&LoginPage { org: &p.org, csrf: &p.csrf, notice: "", error: &m, email: &email }),

@@ -195,6 +195,13 @@ impl FromRequestParts<Shared> for Signed {
         };
         match session {
             Some((s, admin)) if s.kind == "admin" => {
+                // An administrator who must enrol an authenticator sees only the account page.
+                let path = parts.uri.path();
+                if s.data.get("enroll") == Some(&serde_json::Value::Bool(true))
+                    && !(path.starts_with("/admin/account") || path == "/admin/logout")
+                {
+                    return Err(p.redirect("/admin/account?m=enroll"));
+                }
                 let ctx = Ctx::new(Actor::admin(&admin.id, &admin.email), "manual", p.addr.clone());
                 Ok(Signed { p, admin, ctx })
             }
@@ -273,6 +280,9 @@ pub(crate) fn notice(q: &Pairs) -> &'static str {
         Some("members") => "The membership was changed.",
         Some("totp") => "Your authenticator is enrolled: sign-ins will ask for a code.",
         Some("totp-removed") => "Your authenticator was removed.",
+        Some("enroll") => {
+            "Multi-factor authentication is required for your account: enrol an authenticator app to continue."
+        }
         _ => "",
     }
 }
