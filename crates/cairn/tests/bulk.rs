@@ -162,7 +162,7 @@ fn a_crash_in_the_middle_of_a_large_import_then_a_rerun_gives_exactly_one_of_eac
     // Staged, as a typical onboarding import is: no mail to write for 20,000 users.
     s.put("/api/organizations", json!({"settings": {"newSystemUserStateDefaults": {"csvImport": "STAGED"}}}));
     let mut csv = String::from("Username,Email,FirstName,LastName,Department\n");
-    let n = 20_000;
+    let n = 40_000;
     for i in 0..n {
         csv.push_str(&format!("user{i:05},user{i:05}@example.com,First{i},Last{i},Dept {}\n", i % 40));
     }
@@ -199,10 +199,10 @@ fn a_crash_in_the_middle_of_a_large_import_then_a_rerun_gives_exactly_one_of_eac
         .unwrap();
     let total: i64 = r.headers()["x-total-count"].to_str().unwrap().parse().unwrap();
     assert_eq!(total, n, "one creation event per user, none for a half-written one: {events}");
-    let (_, last) = s.get("/api/systemusers?filter=username:user19999");
+    let (_, last) = s.get("/api/systemusers?filter=username:user39999");
     assert_eq!(
         (last["results"][0]["firstname"].as_str(), last["results"][0]["department"].as_str()),
-        (Some("First19999"), Some("Dept 39"))
+        (Some("First39999"), Some("Dept 39"))
     );
 }
 
