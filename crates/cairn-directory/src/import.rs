@@ -157,6 +157,10 @@ impl Directory {
 
     /// Starts a CSV import in the background; returns the job id at once.
     pub async fn start_csv_import(&self, ctx: &Ctx, bytes: Vec<u8>, opts: ImportOptions) -> Result<String> {
+        if bytes.is_empty() {
+            return Err(Error::invalid("body", "the CSV file is empty"));
+        }
+        csv_import::check_line_lengths(&bytes).map_err(|m| Error::invalid("body", m))?;
         let job = self.create_job(ctx, "csv_import", json!({ "dry_run": opts.dry_run, "update": opts.update })).await?;
         let (dir, ctx, id) = (self.clone(), ctx.clone(), job.clone());
         tokio::spawn(async move {
@@ -176,7 +180,8 @@ impl Directory {
         opts: ImportOptions,
         progress: Progress<'_>,
     ) -> Result<Counts> {
-        let (header, records) = match csv_import::read(bytes) {
+        let checked = csv_import::check_line_lengths(bytes).and_then(|_| csv_import::read(bytes));
+        let (header, records) = match checked {
             Ok(x) => x,
             Err(m) => {
                 self.finish_job(job, "failed", 0, 0, &Counts::default(), Some(&m)).await?;

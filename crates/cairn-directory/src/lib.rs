@@ -82,6 +82,8 @@ pub struct Directory {
 }
 
 struct Inner {
+    /// The organization's id never changes once created: read once, not per request.
+    org_id: std::sync::OnceLock<String>,
     store: Store,
     config: config::Config,
     clock: Arc<dyn Clock>,
@@ -100,6 +102,7 @@ impl Directory {
         rand::thread_rng().fill_bytes(&mut id_random);
         Directory {
             inner: Arc::new(Inner {
+                org_id: std::sync::OnceLock::new(),
                 store,
                 config,
                 clock,
@@ -149,6 +152,15 @@ impl Directory {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The organization's id (every user's `organization`), cached after the first read.
+    pub async fn organization_id(&self) -> Result<String> {
+        if let Some(id) = self.inner.org_id.get() {
+            return Ok(id.clone());
+        }
+        let id = self.organization().await?.id;
+        Ok(self.inner.org_id.get_or_init(|| id).clone())
     }
 
     pub async fn organization(&self) -> Result<Organization> {

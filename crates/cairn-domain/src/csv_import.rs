@@ -291,6 +291,15 @@ fn describe(e: &DomainError, header: &Header) -> String {
 
 /// Reads the whole file into records. A malformed file (no header, bad UTF-8 in the header)
 /// is an error for the file; a bad record is an error for that record only.
+/// Refuses a file with a line longer than `MAX_RECORD_BYTES` before any work starts (every
+/// front end: the API answers 400, the command line an error).
+pub fn check_line_lengths(bytes: &[u8]) -> Result<(), String> {
+    match bytes.split(|b| *b == b'\n').enumerate().find(|(_, l)| l.len() > MAX_RECORD_BYTES) {
+        Some((n, _)) => Err(format!("line {} is longer than {MAX_RECORD_BYTES} bytes", n + 1)),
+        None => Ok(()),
+    }
+}
+
 /// A record: its number (the header being 1) and its cells, or why it cannot be read.
 pub type RawRecord = (usize, Result<csv::StringRecord, String>);
 
@@ -399,6 +408,14 @@ mod tests {
         let err = map_record(&h, &cell(&["", "a@x.io", "", ""]), &groups(), true).unwrap_err();
         assert!(err.contains("column Username") && err.contains("required"), "{err}");
         assert!(map_record(&h, &cell(&["ada", "a@x.io", ""]), &groups(), true).is_err(), "short record");
+    }
+
+    #[test]
+    fn overlong_lines_are_refused_with_their_number() {
+        let mut f = b"Username,Email\nada,ada@x.io\n".to_vec();
+        assert!(check_line_lengths(&f).is_ok());
+        f.extend(vec![b'x'; MAX_RECORD_BYTES + 1]);
+        assert_eq!(check_line_lengths(&f).unwrap_err(), format!("line 3 is longer than {MAX_RECORD_BYTES} bytes"));
     }
 
     #[test]

@@ -53,6 +53,29 @@ pub enum CreationSource {
     ApplicationImport,
 }
 
+/// JumpCloud's `creation-source` values for bulk creates.
+pub const BULK_CREATION_SOURCES: &[&str] = &[
+    "jumpcloud:gapps",
+    "jumpcloud:o365",
+    "jumpcloud:workday",
+    "jumpcloud:scim",
+    "jumpcloud:bulk",
+    "jumpcloud:custom_integration",
+];
+
+impl CreationSource {
+    /// The class of a bulk create's `creation-source` header (§3.2): `jumpcloud:bulk` (also
+    /// the default) is a CSV-style import, any other known source an application import.
+    pub fn from_bulk_header(v: Option<&str>) -> Result<(CreationSource, String), String> {
+        let v = v.map(|v| v.trim().to_lowercase()).unwrap_or_else(|| "jumpcloud:bulk".into());
+        match v.as_str() {
+            "jumpcloud:bulk" => Ok((CreationSource::CsvImport, v)),
+            s if BULK_CREATION_SOURCES.contains(&s) => Ok((CreationSource::ApplicationImport, v)),
+            _ => Err(format!("'{v}' is not one of {}", BULK_CREATION_SOURCES.join(", "))),
+        }
+    }
+}
+
 /// A value that must never be printed, logged or serialized: a password, a token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -524,6 +547,17 @@ mod tests {
         assert_eq!(e.len(), 2);
         let ok = parse_user_input(&json!({"employeeIdentifier": ""}), false).unwrap();
         assert_eq!(ok.profile["employeeIdentifier"], Value::Null, "empty id means none");
+    }
+
+    #[test]
+    fn bulk_creation_sources_pick_the_default_state_class() {
+        assert_eq!(CreationSource::from_bulk_header(None).unwrap().0, CreationSource::CsvImport);
+        assert_eq!(CreationSource::from_bulk_header(Some(" JumpCloud:Bulk ")).unwrap().0, CreationSource::CsvImport);
+        assert_eq!(
+            CreationSource::from_bulk_header(Some("jumpcloud:workday")).unwrap().0,
+            CreationSource::ApplicationImport
+        );
+        assert!(CreationSource::from_bulk_header(Some("okta")).is_err());
     }
 
     #[test]

@@ -56,14 +56,6 @@ async fn import(
     if body.is_empty() {
         return Err(field_error("body", "send the CSV file as the request body (Content-Type: text/csv)"));
     }
-    if let Some((n, _)) =
-        body.split(|b| *b == b'\n').enumerate().find(|(_, l)| l.len() > cairn_domain::csv_import::MAX_RECORD_BYTES)
-    {
-        return Err(field_error(
-            "body",
-            format!("line {} is longer than {} bytes", n + 1, cairn_domain::csv_import::MAX_RECORD_BYTES),
-        ));
-    }
     let ctx = cairn_directory::Ctx { source: "csv".into(), ..c.ctx };
     let job = st.dir.start_csv_import(&ctx, body.to_vec(), opts).await?;
     Ok((
@@ -125,23 +117,11 @@ async fn import_status(
 /// JumpCloud `creation-source`: `jumpcloud:bulk` (default) picks the csvImport default state,
 /// any other known source applicationImport; anything else is refused.
 fn creation_source(h: &HeaderMap) -> ApiResult<(CreationSource, String)> {
-    let Some(v) = h.get("creation-source") else {
-        return Ok((CreationSource::CsvImport, "jumpcloud:bulk".into()));
+    let v = match h.get("creation-source") {
+        Some(v) => Some(v.to_str().map_err(|_| field_error("creation-source", "must be text"))?),
+        None => None,
     };
-    let v = v.to_str().map_err(|_| field_error("creation-source", "must be text"))?.trim().to_lowercase();
-    const KNOWN: &[&str] = &[
-        "jumpcloud:gapps",
-        "jumpcloud:o365",
-        "jumpcloud:workday",
-        "jumpcloud:scim",
-        "jumpcloud:bulk",
-        "jumpcloud:custom_integration",
-    ];
-    match v.as_str() {
-        "jumpcloud:bulk" => Ok((CreationSource::CsvImport, v)),
-        s if KNOWN.contains(&s) => Ok((CreationSource::ApplicationImport, v)),
-        _ => Err(field_error("creation-source", format!("'{v}' is not one of {}", KNOWN.join(", ")))),
-    }
+    CreationSource::from_bulk_header(v).map_err(|m| field_error("creation-source", m))
 }
 
 fn users_array(body: Value) -> ApiResult<Vec<Value>> {
@@ -207,7 +187,7 @@ async fn export(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult
     let pairs: Vec<(String, String)> =
         q.0.iter().filter(|(k, _)| !matches!(k.as_str(), "format" | "limit" | "skip")).cloned().collect();
     let lq = ListQuery::from_pairs(&pairs)?;
-    let org = st.dir.organization().await?.id;
+    let org = st.dir.organization_id().await?;
     let mut exporter = Exporter::new(format, lq.fields.clone(), org);
     let mut rx = st.dir.export_users(lq);
     let stream = async_stream(move |tx| async move {

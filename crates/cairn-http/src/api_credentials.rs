@@ -30,7 +30,7 @@ async fn answer(
     done: &str,
     skipped: &str,
 ) -> ApiResult<Json<Value>> {
-    let org = st.dir.organization().await?.id;
+    let org = st.dir.organization_id().await?;
     let pending = st.dir.pending_schedules_of(std::slice::from_ref(&u.id)).await?;
     Ok(Json(json!({
         "outcome": if changed { "done" } else { "skipped" },

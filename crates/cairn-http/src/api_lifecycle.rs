@@ -27,7 +27,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn state_answer(st: &Shared, out: StateOutcome, verb: &str) -> ApiResult<Json<Value>> {
-    let org = st.dir.organization().await?.id;
+    let org = st.dir.organization_id().await?;
     let (outcome, message) = match &out {
         StateOutcome::Changed(u) => ("done", format!("{} {verb}", u.username)),
         StateOutcome::Unchanged(u) => ("skipped", format!("{} is already {}", u.username, u.state)),

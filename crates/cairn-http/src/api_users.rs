@@ -22,7 +22,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn org_id(st: &Shared) -> ApiResult<String> {
-    Ok(st.dir.organization().await?.id)
+    Ok(st.dir.organization_id().await?)
 }
 
 /// The `systemuserreturn` JSON plus Cairn's `scheduledStateChanges` (pending schedules).

@@ -96,8 +96,8 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     };
     metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "success").increment(1);
     if let Some(org) = req.headers().get("x-org-id").and_then(|v| v.to_str().ok()) {
-        match st.dir.organization().await {
-            Ok(o) if o.id == org => {}
+        match st.dir.organization_id().await {
+            Ok(id) if id == org => {}
             Ok(_) => {
                 return ApiError::new(StatusCode::FORBIDDEN, format!("x-org-id '{org}' is not this organization"))
                     .into_response()
