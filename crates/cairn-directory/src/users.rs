@@ -221,12 +221,8 @@ impl Directory {
         hash: Option<Secret>,
     ) -> Result<User> {
         let now = self.now();
-        let mut profile = serde_json::Map::new();
-        for (k, v) in input.profile {
-            if !v.is_null() {
-                profile.insert(k, v);
-            }
-        }
+        let mut profile = input.profile;
+        profile.retain(|_, v| !v.is_null());
         if !profile.contains_key("restrictedFields") {
             if let Some(a) = org.settings.default_password_authority() {
                 profile.insert("restrictedFields".into(), PasswordAuthority::restricted_fields(Some(a)));
@@ -302,15 +298,16 @@ pub(crate) fn creation_changes(user: &User) -> Vec<Change> {
         out.push(set("password", json!("***")));
     }
     for (k, v) in &user.profile {
-        let empty = v.is_null()
-            || *v == Value::Bool(false)
-            || v.as_str() == Some("")
-            || v.as_array().is_some_and(|a| a.is_empty());
-        if !empty {
+        if !is_empty_value(v) {
             out.push(set(k, v.clone()));
         }
     }
     out
+}
+
+/// A profile value a creation event leaves out (nothing was set).
+pub(crate) fn is_empty_value(v: &Value) -> bool {
+    v.is_null() || *v == Value::Bool(false) || v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty())
 }
 
 async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {

@@ -304,40 +304,70 @@ pub fn check_line_lengths(bytes: &[u8]) -> Result<(), String> {
 pub type RawRecord = (usize, Result<csv::StringRecord, String>);
 
 pub fn read(bytes: &[u8]) -> Result<(Header, Vec<RawRecord>), String> {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
-    let mut records = rdr.byte_records();
-    let header = match records.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => return Err(format!("the header cannot be read: {e}")),
-        None => return Err("the file is empty: it needs a header row with at least Username and Email".into()),
-    };
-    let names: Result<Vec<String>, _> = header.iter().map(|c| String::from_utf8(c.to_vec())).collect();
+    let (header, records) = records(bytes)?;
+    Ok((header, records.collect()))
+}
+
+/// The header, and the records one at a time: an import holds a batch of records in
+/// memory, not the file's.
+pub fn records<R: std::io::Read>(input: R) -> Result<(Header, Records<R>), String> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
+    let mut first = csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut first) {
+        Ok(true) => {}
+        Ok(false) => return Err("the file is empty: it needs a header row with at least Username and Email".into()),
+        Err(e) => return Err(format!("the header cannot be read: {e}")),
+    }
+    let mut cells = first.iter();
+    let lead = cells.next().map(|c| c.strip_prefix(b"\xef\xbb\xbf").unwrap_or(c));
+    let names: Result<Vec<String>, _> = lead.into_iter().chain(cells).map(|c| String::from_utf8(c.to_vec())).collect();
     let names = names.map_err(|_| "the header is not UTF-8 text".to_string())?;
-    let header = Header::new(names)?;
-    let mut out = vec![];
-    let mut row = 1;
-    for rec in records {
-        row += 1;
-        match rec {
-            Ok(r) => {
-                if r.as_slice().len() > MAX_RECORD_BYTES {
-                    out.push((row, Err(format!("the record is longer than {MAX_RECORD_BYTES} bytes"))));
-                    continue;
-                }
-                if r.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
-                    continue; // a blank line
-                }
-                // One buffer per record (not a String per cell): 100,000 records stay small.
-                out.push((
-                    row,
-                    csv::StringRecord::from_byte_record(r).map_err(|_| "the record is not UTF-8 text".to_string()),
-                ));
+    Ok((Header::new(names)?, Records { rdr, row: 1 }))
+}
+
+/// Records after the header (see [`records`]); blank lines are skipped.
+pub struct Records<R> {
+    rdr: csv::Reader<R>,
+    row: usize,
+}
+
+impl<R: std::io::Read> Iterator for Records<R> {
+    type Item = RawRecord;
+
+    fn next(&mut self) -> Option<RawRecord> {
+        loop {
+            let mut r = csv::ByteRecord::new();
+            self.row += 1;
+            let row = self.row;
+            match self.rdr.read_byte_record(&mut r) {
+                Ok(false) => return None,
+                Err(e) => return Some((row, Err(format!("the record cannot be read: {e}")))),
+                Ok(true) => {}
             }
-            Err(e) => out.push((row, Err(format!("the record cannot be read: {e}")))),
+            if r.as_slice().len() > MAX_RECORD_BYTES {
+                return Some((row, Err(format!("the record is longer than {MAX_RECORD_BYTES} bytes"))));
+            }
+            if r.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
+                continue; // a blank line
+            }
+            // One buffer per record (not a String per cell).
+            return Some((
+                row,
+                csv::StringRecord::from_byte_record(r).map_err(|_| "the record is not UTF-8 text".to_string()),
+            ));
         }
     }
-    Ok((header, out))
+}
+
+/// How many records follow the header (for progress), without keeping any.
+pub fn count_records(bytes: &[u8]) -> usize {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
+    let mut r = csv::ByteRecord::new();
+    let mut n = 0;
+    while let Ok(true) = rdr.read_byte_record(&mut r) {
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]

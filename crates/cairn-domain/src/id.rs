@@ -8,7 +8,13 @@ pub fn format_object_id(unix_secs: u32, random: [u8; 5], counter: u32) -> String
     bytes[..4].copy_from_slice(&unix_secs.to_be_bytes());
     bytes[4..9].copy_from_slice(&random);
     bytes[9..].copy_from_slice(&counter.to_be_bytes()[1..]);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(24);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 pub fn is_object_id(s: &str) -> bool {

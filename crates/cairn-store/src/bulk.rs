@@ -6,11 +6,9 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::rows::{self, get_i64, get_opt_text, get_text, parse_time};
-use crate::{map_unique, time_text, Arg, Args, Db, Result};
+use sqlx::any::AnyArguments;
 
-/// Rows per INSERT statement: under SQLite's 32,766 bound parameters for the widest table.
-const USERS_PER_INSERT: usize = 400;
-const EVENTS_PER_INSERT: usize = 1000;
+use crate::{map_unique, time_text, Arg, Args, Backend, Db, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -67,63 +65,52 @@ fn job_from_row(r: &AnyRow) -> Result<Job> {
 }
 
 impl Db<'_> {
-    /// Inserts many users with multi-row statements.
+    /// Inserts many users with multi-row statements (a unique conflict fails the call).
     pub async fn insert_users(&mut self, users: &[User]) -> Result<()> {
-        for chunk in users.chunks(USERS_PER_INSERT) {
+        for (sql, args) in users_insert(self.b, users, "").0 {
+            sqlx::query_with(&sql, args).execute(&mut *self.c).await.map_err(map_unique)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the users no other user conflicts with (username, email, employee id); the
+    /// others are left out, untouched. `None` when every user was inserted, else the ids of
+    /// those that were.
+    pub async fn insert_new_users(
+        &mut self,
+        users: &[User],
+        insert: Prepared,
+    ) -> Result<Option<std::collections::HashSet<String>>> {
+        let mut n = 0;
+        for (sql, args) in insert.0 {
+            n += sqlx::query_with(&sql, args).execute(&mut *self.c).await?.rows_affected();
+        }
+        if n as usize == users.len() {
+            return Ok(None);
+        }
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
             let mut a = Args::positional(self.b);
-            let mut cols: Vec<&'static str> = Vec::new();
-            let mut rows_sql = Vec::with_capacity(chunk.len());
-            for (i, u) in chunk.iter().enumerate() {
-                let mut ps = Vec::new();
-                rows::bind_user(u, &mut |col, v| {
-                    if i == 0 {
-                        cols.push(col);
-                    }
-                    ps.push(a.push(match v {
-                        rows::Value::Text(t) => Arg::Text(t),
-                        rows::Value::Bool(b) => Arg::Bool(b),
-                        rows::Value::Int(n) => Arg::Int(n),
-                    }));
-                });
-                rows_sql.push(format!("({})", ps.join(", ")));
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!("SELECT id FROM users WHERE id IN ({})", ps.join(", "));
+            for r in sqlx::query_with(&sql, a.finish()).fetch_all(&mut *self.c).await? {
+                found.insert(get_text(&r, "id")?);
             }
-            let sql = format!("INSERT INTO users ({}) VALUES {}", cols.join(", "), rows_sql.join(", "));
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await.map_err(map_unique)?;
+        }
+        Ok(Some(found))
+    }
+
+    /// Runs statements prepared ahead (see [`Prepared`]).
+    pub async fn execute_prepared(&mut self, p: Prepared) -> Result<()> {
+        for (sql, args) in p.0 {
+            sqlx::query_with(&sql, args).execute(&mut *self.c).await?;
         }
         Ok(())
     }
 
     pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
-        for chunk in events.chunks(EVENTS_PER_INSERT) {
-            let mut a = Args::positional(self.b);
-            let mut rows_sql = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                let ps = [
-                    a.push(e.id.clone()),
-                    a.push(time_text(e.time)),
-                    a.push(e.actor.kind.clone()),
-                    a.push(Arg::Text(e.actor.id.clone())),
-                    a.push(Arg::Text(e.actor.name.clone())),
-                    a.push(e.action.clone()),
-                    a.push(Arg::Text(e.target_kind.clone())),
-                    a.push(Arg::Text(e.target_id.clone())),
-                    a.push(Arg::Text(e.target_name.clone())),
-                    a.push(e.source.clone()),
-                    a.push(Arg::Text(e.client_addr.clone())),
-                    a.push(e.outcome.clone()),
-                    a.push(e.changes.to_string()),
-                    a.push(e.detail.to_string()),
-                ];
-                rows_sql.push(format!("({})", ps.join(", ")));
-            }
-            let sql = format!(
-                "INSERT INTO events (id, time, actor_kind, actor_id, actor_name, action, target_kind, target_id, target_name, \
-                 source, client_addr, outcome, changes, detail) VALUES {}",
-                rows_sql.join(", ")
-            );
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
-        }
-        Ok(())
+        self.execute_prepared(events_insert(self.b, events, None)).await
     }
 
     /// Sends every user matching `q` (no paging) down `tx`, streaming from the database so
@@ -455,5 +442,169 @@ impl Db<'_> {
             sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
         }
         Ok(())
+    }
+}
+
+/// Statements built ahead of the transaction that runs them, so that building them (binding
+/// tens of thousands of values) overlaps the database writing the previous batch.
+/// Parameters per multi-row INSERT (SQLite allows 32,766): enough rows per statement that the
+/// per-statement work (each journals the pages it touches) is spread thin, small enough that
+/// compiled statements stay a few MiB.
+const PARAMS_PER_INSERT: usize = 8_000;
+
+#[derive(Default)]
+pub struct Prepared(Vec<(String, AnyArguments<'static>)>);
+
+/// Multi-row INSERTs for users. Only the columns some user sets are bound; the others take
+/// their defaults (NULL, false), which is what unset means. `tail` follows each statement
+/// (an ON CONFLICT / RETURNING clause).
+fn users_insert(b: Backend, users: &[User], tail: &str) -> Prepared {
+    use cairn_domain::fields::PROFILE;
+    let mut cols: Vec<&'static str> = Vec::with_capacity(rows::CORE_COLUMNS);
+    let mut used = vec![false; rows::CORE_COLUMNS + PROFILE.len()];
+    for u in users {
+        let mut i = 0;
+        rows::bind_core(u, &mut |col, v| {
+            if cols.len() <= i {
+                cols.push(col);
+            }
+            used[i] |= !v.is_default();
+            i += 1;
+        });
+        // Only the fields a user has: a lookup per set field, not per column.
+        for (k, v) in &u.profile {
+            if !v.is_null() && *v != serde_json::Value::Bool(false) {
+                if let Some(p) = PROFILE.iter().position(|f| f.name == k) {
+                    used[rows::CORE_COLUMNS + p] = true;
+                }
+            }
+        }
+    }
+    cols.extend(PROFILE.iter().map(|f| f.column));
+    let fields: Vec<&cairn_domain::fields::Field> =
+        PROFILE.iter().enumerate().filter(|(p, _)| used[rows::CORE_COLUMNS + p]).map(|(_, f)| f).collect();
+    let width = used.iter().filter(|u| **u).count();
+    let names: Vec<&str> = cols.iter().zip(&used).filter(|(_, u)| **u).map(|(c, _)| *c).collect();
+    let row_sql = format!("({})", vec!["?"; width].join(", "));
+    let mut out = Vec::new();
+    for chunk in users.chunks((PARAMS_PER_INSERT / width.max(1)).max(1)) {
+        let mut a = Args::positional(b);
+        let mut rows_sql = Vec::with_capacity(chunk.len());
+        for u in chunk {
+            let mut i = 0;
+            let mut ps = Vec::with_capacity(width);
+            rows::bind_core(u, &mut |_, v| {
+                if used[i] {
+                    ps.push(a.push(v.into_arg()));
+                }
+                i += 1;
+            });
+            for f in &fields {
+                ps.push(a.push(rows::profile_value(u, f).into_arg()));
+            }
+            // SQLite placeholders are all `?`: one row text serves every row.
+            rows_sql.push(if a.anon { row_sql.clone() } else { format!("({})", ps.join(", ")) });
+        }
+        let sql = format!("INSERT INTO users ({}) VALUES {}{tail}", names.join(", "), rows_sql.join(", "));
+        out.push((sql, a.finish()));
+    }
+    Prepared(out)
+}
+
+/// Multi-row INSERTs for events; `changes`, when given, holds each event's changes already
+/// as JSON text (imports write them without building a JSON tree first). A column with one
+/// value in every event (the actor, action, source of a batch) is bound once per statement.
+fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Prepared {
+    use std::borrow::Cow;
+    fn t(s: &Option<String>) -> Option<Cow<'_, str>> {
+        s.as_deref().map(Cow::Borrowed)
+    }
+    const COLS: [&str; 14] = [
+        "id",
+        "time",
+        "actor_kind",
+        "actor_id",
+        "actor_name",
+        "action",
+        "target_kind",
+        "target_id",
+        "target_name",
+        "source",
+        "client_addr",
+        "outcome",
+        "changes",
+        "detail",
+    ];
+    let values: Vec<[Option<Cow<str>>; 14]> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            [
+                Some(Cow::Borrowed(e.id.as_str())),
+                Some(Cow::Owned(time_text(e.time))),
+                Some(Cow::Borrowed(e.actor.kind.as_str())),
+                t(&e.actor.id),
+                t(&e.actor.name),
+                Some(Cow::Borrowed(e.action.as_str())),
+                t(&e.target_kind),
+                t(&e.target_id),
+                t(&e.target_name),
+                Some(Cow::Borrowed(e.source.as_str())),
+                t(&e.client_addr),
+                Some(Cow::Borrowed(e.outcome.as_str())),
+                Some(match changes {
+                    Some(c) => Cow::Borrowed(c[i].as_str()),
+                    None => Cow::Owned(e.changes.to_string()),
+                }),
+                Some(Cow::Owned(e.detail.to_string())),
+            ]
+        })
+        .collect();
+    let Some(first) = values.first() else { return Prepared::default() };
+    // The id (column 0) varies in every statement, so no row is empty.
+    let constant: Vec<bool> = (0..COLS.len()).map(|c| c > 0 && values.iter().all(|v| v[c] == first[c])).collect();
+    let varying = constant.iter().filter(|c| !**c).count();
+    // `INSERT … SELECT *, <constants> FROM (VALUES <rows>)`: the constants' placeholders come
+    // first in the text, so every placeholder is an anonymous one in binding order.
+    let order: Vec<usize> =
+        (0..COLS.len()).filter(|c| !constant[*c]).chain((0..COLS.len()).filter(|c| constant[*c])).collect();
+    let names: Vec<&str> = order.iter().map(|c| COLS[*c]).collect();
+    let mut out = Vec::new();
+    for chunk in values.chunks((PARAMS_PER_INSERT / varying).max(1)) {
+        let mut a = Args::positional(b);
+        let mut fixed = Vec::new();
+        for c in (0..COLS.len()).filter(|c| constant[*c]) {
+            fixed.push(a.push(Arg::Text(first[c].as_ref().map(|v| v.to_string()))));
+        }
+        let mut rows_sql = Vec::with_capacity(chunk.len());
+        for v in chunk {
+            let mut ps = Vec::with_capacity(varying);
+            for c in (0..COLS.len()).filter(|c| !constant[*c]) {
+                ps.push(a.push(Arg::Text(v[c].as_ref().map(|v| v.to_string()))));
+            }
+            rows_sql.push(format!("({})", ps.join(", ")));
+        }
+        let consts: String = fixed.iter().map(|p| format!(", {p}")).collect();
+        let sql = format!(
+            "INSERT INTO events ({}) SELECT *{consts} FROM (VALUES {}) AS v",
+            names.join(", "),
+            rows_sql.join(", ")
+        );
+        out.push((sql, a.finish()));
+    }
+    Prepared(out)
+}
+
+impl crate::Store {
+    /// The INSERTs of [`Db::insert_new_users`]: users conflicting with existing ones are
+    /// skipped.
+    pub fn prepare_new_users(&self, users: &[User]) -> Prepared {
+        users_insert(self.backend(), users, " ON CONFLICT DO NOTHING")
+    }
+
+    /// The INSERTs of events whose changes are already JSON text (one per event).
+    pub fn prepare_events(&self, events: &[Event], changes: &[String]) -> Prepared {
+        assert_eq!(events.len(), changes.len(), "one changes text per event");
+        events_insert(self.backend(), events, Some(changes))
     }
 }

@@ -24,7 +24,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
 pub use admins::{AdminExtras, AdminSession};
-pub use bulk::{Job, JobResult, JobUpdate, NewToken};
+pub use bulk::{Job, JobResult, JobUpdate, NewToken, Prepared};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
@@ -87,9 +87,16 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; NORMAL is durable in WAL mode
-                        // against process crashes, which is what a kill -9 is.
-                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
-                            .await?;
+                        // against process crashes, which is what a kill -9 is. 16 KiB pages
+                        // (set only while the file is new), a 32 MiB cache and statement
+                        // journals in memory halve the cost of keeping a dozen indexes on users
+                        // during large imports.
+                        conn.execute(
+                            "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-32768; \
+                             PRAGMA temp_store=MEMORY;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -185,7 +192,7 @@ pub(crate) struct Args {
     vals: Vec<Arg>,
     /// Anonymous `?` placeholders (each used once): SQLite resolves a named `$N` parameter
     /// by a linear scan, so binding thousands of them is quadratic; `?` binds by position.
-    anon: bool,
+    pub(crate) anon: bool,
 }
 
 #[derive(Clone)]
@@ -223,6 +230,20 @@ impl Args {
             return "?".into();
         }
         format!("${}", self.vals.len())
+    }
+
+    /// The arguments, moved rather than copied (bulk statements bind tens of thousands).
+    fn finish(self) -> AnyArguments<'static> {
+        let mut a = AnyArguments::default();
+        for v in self.vals {
+            match v {
+                Arg::Text(t) => a.add(t),
+                Arg::Bool(b) => a.add(b),
+                Arg::Int(n) => a.add(n),
+            }
+            .expect("encode argument");
+        }
+        a
     }
 
     fn build(&self) -> AnyArguments<'static> {
@@ -912,19 +933,24 @@ impl Db<'_> {
 
 /// ORDER BY for a list query: NULLs first ascending and last descending on both databases,
 /// the id last so pages are stable.
+/// Name fields sort and compare through `lower()`: one index per field then serves the sort,
+/// the prefix search and (narrowed first, then compared exactly) the equality filter.
+fn folded(column: &str) -> bool {
+    matches!(column, "firstname" | "lastname" | "displayname" | "department")
+}
+
 pub(crate) fn order_by(q: &ListQuery) -> String {
     let mut order: Vec<String> = q
         .sort
         .iter()
-        .map(
-            |(f, desc)| {
-                if *desc {
-                    format!("{} DESC NULLS LAST", f.column)
-                } else {
-                    format!("{} ASC NULLS FIRST", f.column)
-                }
-            },
-        )
+        .map(|(f, desc)| {
+            let expr = if folded(f.column) { format!("lower({})", f.column) } else { f.column.to_string() };
+            if *desc {
+                format!("{expr} DESC NULLS LAST")
+            } else {
+                format!("{expr} ASC NULLS FIRST")
+            }
+        })
         .collect();
     if !q.sort.iter().any(|(f, _)| f.column == "id") {
         order.push("id ASC".into());
@@ -946,15 +972,15 @@ fn cond_sql(c: &Cond, a: &mut Args) -> String {
     // `$ne` also matches users without a value, as an admin reading "not X" expects.
     if c.op == cairn_domain::query::Op::Ne && matches!(c.field.kind, Kind::Text | Kind::Int | Kind::Time) {
         format!("({col} <> {p} OR {col} IS NULL)")
+    } else if c.op == cairn_domain::query::Op::Eq && folded(col) {
+        let Scalar::Text(s) = &c.value else { return format!("{col} = {p}") };
+        let exact = a.push(s.clone());
+        format!("(lower({col}) = lower({p}) AND {col} = {exact})")
     } else {
         format!("{col} {} {p}", c.op.sql())
     }
 }
 
 fn push_value(a: &mut Args, v: rows::Value) -> String {
-    a.push(match v {
-        rows::Value::Text(t) => Arg::Text(t),
-        rows::Value::Bool(b) => Arg::Bool(b),
-        rows::Value::Int(n) => Arg::Int(n),
-    })
+    a.push(v.into_arg())
 }

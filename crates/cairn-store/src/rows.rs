@@ -2,6 +2,8 @@
 
 use cairn_domain::fields::{self, Kind};
 use cairn_domain::{Actor, Admin, ApiKey, Event, Group, Role, Secret, State, User};
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Map;
 use sqlx::any::AnyRow;
@@ -9,10 +11,26 @@ use sqlx::{ColumnIndex, Row};
 
 use crate::{Result, StoreError};
 
-pub(crate) enum Value {
-    Text(Option<String>),
+/// A column value, borrowed from the record where it can be (bulk inserts visit every user
+/// twice: once to see which columns are set, once to bind).
+pub(crate) enum Value<'a> {
+    Text(Option<Cow<'a, str>>),
     Bool(bool),
     Int(Option<i64>),
+}
+
+impl Value<'_> {
+    /// What a column holds when an INSERT leaves it out.
+    pub(crate) fn is_default(&self) -> bool {
+        matches!(self, Value::Text(None) | Value::Bool(false) | Value::Int(None))
+    }
+    pub(crate) fn into_arg(self) -> crate::Arg {
+        match self {
+            Value::Text(t) => crate::Arg::Text(t.map(Cow::into_owned)),
+            Value::Bool(b) => crate::Arg::Bool(b),
+            Value::Int(n) => crate::Arg::Int(n),
+        }
+    }
 }
 
 /// The stored form of an instant: fixed-width UTC text, so text order is time order.
@@ -66,31 +84,44 @@ fn opt_time(r: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// Calls `f(column, value)` for every column of the users table.
-pub(crate) fn bind_user(u: &User, f: &mut dyn FnMut(&'static str, Value)) {
-    f("id", Value::Text(Some(u.id.clone())));
-    f("username", Value::Text(Some(u.username.clone())));
-    f("email", Value::Text(Some(u.email.clone())));
-    f("state", Value::Text(Some(u.state.as_str().to_string())));
-    f("created", Value::Text(Some(time_text(u.created))));
-    f("updated", Value::Text(Some(time_text(u.updated))));
-    f("creationsource", Value::Text(Some(u.creation_source.clone())));
-    f("password_hash", Value::Text(u.password_hash.as_ref().map(|s| s.expose().to_string())));
+pub(crate) fn bind_user<'a>(u: &'a User, f: &mut dyn FnMut(&'static str, Value<'a>)) {
+    bind_core(u, f);
+    for field in fields::PROFILE {
+        f(field.column, profile_value(u, field));
+    }
+}
+
+/// The columns every user has, in a fixed order (`CORE_COLUMNS` of them).
+pub(crate) fn bind_core<'a>(u: &'a User, f: &mut dyn FnMut(&'static str, Value<'a>)) {
+    let text = |s: &'a str| Value::Text(Some(Cow::Borrowed(s)));
+    let time = |t: Option<DateTime<Utc>>| Value::Text(t.map(|t| Cow::Owned(time_text(t))));
+    f("id", text(&u.id));
+    f("username", text(&u.username));
+    f("email", text(&u.email));
+    f("state", text(u.state.as_str()));
+    f("created", time(Some(u.created)));
+    f("updated", time(Some(u.updated)));
+    f("creationsource", text(&u.creation_source));
+    f("password_hash", Value::Text(u.password_hash.as_ref().map(|s| Cow::Borrowed(s.expose()))));
     f("password_expired", Value::Bool(u.password_expired));
-    f("password_date", Value::Text(u.password_date.map(time_text)));
+    f("password_date", time(u.password_date));
     f("account_locked", Value::Bool(u.account_locked));
-    f("account_locked_date", Value::Text(u.account_locked_date.map(time_text)));
+    f("account_locked_date", time(u.account_locked_date));
     f("badloginattempts", Value::Int(Some(u.bad_login_attempts)));
     f("totp_enabled", Value::Bool(u.totp_enabled));
-    f("totp_secret", Value::Text(u.totp_secret.as_ref().map(|s| s.expose().to_string())));
-    for field in fields::PROFILE {
-        let v = u.profile.get(field.name).filter(|v| !v.is_null());
-        let value = match field.kind {
-            Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(String::from)),
-            Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
-            Kind::Int => Value::Int(v.and_then(|v| v.as_i64())),
-            Kind::Json => Value::Text(v.map(|v| v.to_string())),
-        };
-        f(field.column, value);
+    f("totp_secret", Value::Text(u.totp_secret.as_ref().map(|s| Cow::Borrowed(s.expose()))));
+}
+
+pub(crate) const CORE_COLUMNS: usize = 15;
+
+/// A profile field's column value.
+pub(crate) fn profile_value<'a>(u: &'a User, field: &fields::Field) -> Value<'a> {
+    let v = u.profile.get(field.name).filter(|v| !v.is_null());
+    match field.kind {
+        Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(Cow::Borrowed)),
+        Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
+        Kind::Int => Value::Int(v.and_then(|v| v.as_i64())),
+        Kind::Json => Value::Text(v.map(|v| Cow::Owned(v.to_string()))),
     }
 }
 

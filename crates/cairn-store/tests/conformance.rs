@@ -174,11 +174,17 @@ async fn listing(store: &Store) {
     let (_, page) = db.list_users(&q(&[("filter", "sudo:false"), ("filter", "state:$eq:ACTIVATED")])).await.unwrap();
     assert_eq!(names(&page), ["bob", "carol", "erin_x"], "booleans compare alike; ada is suspended");
 
-    // Byte order, NULLs first ascending and last descending, on both databases.
+    // Names sort case-insensitively ("adams" before "Brown"), NULLs first ascending and last
+    // descending, on both databases; other text sorts in byte order.
     let (_, page) = db.list_users(&q(&[("sort", "lastname")])).await.unwrap();
-    assert_eq!(names(&page), ["dave", "bob", "ada", "erin_x", "carol"]);
+    assert_eq!(names(&page), ["dave", "carol", "bob", "ada", "erin_x"]);
     let (_, page) = db.list_users(&q(&[("sort", "-lastname")])).await.unwrap();
-    assert_eq!(names(&page), ["carol", "erin_x", "ada", "bob", "dave"]);
+    assert_eq!(names(&page), ["erin_x", "ada", "bob", "carol", "dave"]);
+    // An equality filter on a name field is exact (the case-insensitive index only narrows).
+    let (_, page) = db.list_users(&q(&[("filter", "lastname:$eq:brown")])).await.unwrap();
+    assert!(page.is_empty());
+    let (_, page) = db.list_users(&q(&[("filter", "lastname:$eq:Brown")])).await.unwrap();
+    assert_eq!(names(&page), ["bob"]);
 
     let (total, page) = db.list_users(&q(&[("search", "SAL")])).await.unwrap();
     assert_eq!((total, names(&page)), (2, vec!["bob", "carol"]), "search is a case-insensitive substring");

@@ -332,7 +332,7 @@ async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool
         b.set_length(total as u64);
         b.set_position(done as u64);
     };
-    let counts = dir.run_csv_import(&ctx, &job, &bytes, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
+    let counts = dir.run_csv_import(&ctx, &job, bytes, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
     let (_, errors) = dir.job_results(&job, Some("error"), 50, 0).await.map_err(|e| anyhow!("{e}"))?;
     let info = dir.job(&job).await.map_err(|e| anyhow!("{e}"))?;
