@@ -17,7 +17,7 @@ use crate::{Ctx, Directory};
 
 /// Records per transaction: large, because every commit rewrites the index pages it touched;
 /// two batches are in memory at once (one written, one built).
-const BATCH: usize = 5_000;
+const BATCH: usize = 2_500;
 /// Largest CSV upload, in bytes.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
 
