@@ -46,8 +46,10 @@ const GOAL_P99_MS: f64 = 20.0;
 const GOAL_RSS_MB: f64 = 100.0;
 
 /// The two statements `cairn_store::Db::list_users` sends for this query, written out.
-const SQL_COUNT: &str = "SELECT COUNT(*) FROM users WHERE department = $1";
-const SQL_PAGE: &str = "SELECT * FROM users WHERE department = $1 ORDER BY lastname ASC NULLS FIRST, id LIMIT 100";
+// The statements Cairn runs: names compare and sort through lower() (one index per name field).
+const SQL_COUNT: &str = "SELECT COUNT(*) FROM users WHERE (lower(department) = lower($1) AND department = $1)";
+const SQL_PAGE: &str = "SELECT * FROM users WHERE (lower(department) = lower($1) AND department = $1) \
+                        ORDER BY lower(lastname) ASC NULLS FIRST, id LIMIT 100";
 
 const FIRST_NAMES: &[&str] = &[
     "Ada",
@@ -605,9 +607,9 @@ impl Reference {
 
     /// The plans of the two statements the server sends, for the report.
     async fn plans(&self) -> Result<String> {
-        let page = "SELECT * FROM users WHERE department = 'Dept 07' \
-                    ORDER BY lastname ASC NULLS FIRST, id ASC LIMIT 100 OFFSET 0";
-        let count = "SELECT COUNT(*) FROM users WHERE department = 'Dept 07'";
+        let page = "SELECT * FROM users WHERE (lower(department) = lower('Dept 07') AND department = 'Dept 07') \
+                    ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100 OFFSET 0";
+        let count = "SELECT COUNT(*) FROM users WHERE (lower(department) = lower('Dept 07') AND department = 'Dept 07')";
         let mut out = String::new();
         match self {
             Reference::Sqlite(p) => {

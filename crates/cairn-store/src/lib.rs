@@ -88,12 +88,11 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; NORMAL is durable in WAL mode
                         // against process crashes, which is what a kill -9 is. 16 KiB pages
-                        // (set only while the file is new), a 32 MiB cache and statement
-                        // journals in memory halve the cost of keeping a dozen indexes on users
-                        // during large imports.
+                        // (set only while the file is new) and statement journals in memory
+                        // cut the cost of keeping a dozen indexes on users in large imports.
                         conn.execute(
                             "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-32768; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
                              PRAGMA temp_store=MEMORY;",
                         )
                         .await?;
