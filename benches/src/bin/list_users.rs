@@ -609,7 +609,8 @@ impl Reference {
     async fn plans(&self) -> Result<String> {
         let page = "SELECT * FROM users WHERE (lower(department) = lower('Dept 07') AND department = 'Dept 07') \
                     ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100 OFFSET 0";
-        let count = "SELECT COUNT(*) FROM users WHERE (lower(department) = lower('Dept 07') AND department = 'Dept 07')";
+        let count =
+            "SELECT COUNT(*) FROM users WHERE (lower(department) = lower('Dept 07') AND department = 'Dept 07')";
         let mut out = String::new();
         match self {
             Reference::Sqlite(p) => {

@@ -12,7 +12,6 @@ use cairn_store::{Job, JobResult, JobUpdate};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::users::creation_changes;
 use crate::{Ctx, Directory};
 
 /// Records per transaction: large, because every commit rewrites the index pages it touched;
@@ -64,8 +63,6 @@ struct Item {
     username: Option<String>,
     parsed: Option<Parsed>,
     result: Option<(String, Option<String>, String)>, // outcome, user id, message
-    /// Its result row is already stored (with the user it created).
-    written: bool,
     /// CSV cells not yet mapped: records are mapped batch by batch, so memory holds the raw
     /// cells of the file, not every parsed record at once.
     cells: Option<csv::StringRecord>,
@@ -103,6 +100,18 @@ impl Dedupe {
 }
 
 impl Item {
+    /// Its row of the job's results.
+    fn job_result(&self) -> JobResult {
+        let (outcome, id, msg) = self.result.clone().unwrap_or_else(|| ("error".into(), None, "not processed".into()));
+        JobResult {
+            seq: self.seq as i64,
+            username: self.username.clone(),
+            user_id: id,
+            outcome,
+            message: Some(msg).filter(|m| !m.is_empty()),
+        }
+    }
+
     fn done(&mut self, outcome: &str, user_id: Option<String>, message: impl Into<String>) {
         self.result = Some((outcome.into(), user_id, message.into()));
     }
@@ -230,15 +239,7 @@ impl Directory {
         };
         // Records become items as they are read (on the worker thread, for create mode).
         let items = records.map(move |(row, cells)| {
-            let mut item = Item {
-                seq: row,
-                username: None,
-                parsed: None,
-                result: None,
-                written: false,
-                cells: None,
-                keys: vec![],
-            };
+            let mut item = Item { seq: row, username: None, parsed: None, result: None, cells: None, keys: vec![] };
             match cells {
                 Ok(cells) => {
                     item.username = cell(&cells, ucol);
@@ -313,7 +314,6 @@ impl Directory {
                     username: v.get("username").and_then(Value::as_str).map(str::to_lowercase),
                     parsed: None,
                     result: None,
-                    written: false,
                     cells: None,
                     keys: vec![],
                 };
@@ -460,7 +460,7 @@ impl Directory {
                     }
                 }
             }
-            self.run_batch(ctx, job, chunk, opts, source, origin, &mail, &org, &group_ids, &mut new_ids).await?;
+            self.run_batch(ctx, job, chunk, opts, source, origin, &org, &group_ids, &mut new_ids).await?;
             for it in chunk.iter() {
                 counts.add(it.result.as_ref().map(|r| r.0.as_str()).unwrap_or("error"));
             }
@@ -495,7 +495,6 @@ impl Directory {
         opts: ImportOptions,
         source: CreationSource,
         origin: &str,
-        mail: &MailChoice,
         org: &crate::Organization,
         group_ids: &HashMap<String, String>,
         new_ids: &mut HashMap<String, String>,
@@ -631,88 +630,7 @@ impl Directory {
             }
         }
 
-        if !creates.is_empty() {
-            let rows: Vec<(usize, User, Vec<String>)> =
-                creates.iter().map(|(i, u, g)| (chunk[*i].seq, u.clone(), g.clone())).collect();
-            match self.write_creates(ctx, job, &rows, origin, mail).await {
-                Ok(()) => {
-                    for (idx, u, _) in &creates {
-                        chunk[*idx].done("created", Some(u.id.clone()), "");
-                        chunk[*idx].written = true;
-                    }
-                }
-                Err(e) => {
-                    // Something in the batch was refused (a race with another writer): apply
-                    // the records one by one so only the bad one fails.
-                    tracing::info!(error = %e, "batch refused; retrying record by record");
-                    for (idx, u, groups) in &creates {
-                        match self
-                            .write_creates(ctx, job, &[(chunk[*idx].seq, u.clone(), groups.clone())], origin, mail)
-                            .await
-                        {
-                            Ok(()) => {
-                                chunk[*idx].done("created", Some(u.id.clone()), "");
-                                chunk[*idx].written = true;
-                            }
-                            Err(e) => chunk[*idx].done("error", None, e.to_string()),
-                        }
-                    }
-                }
-            }
-        }
         self.write_results(job, chunk).await
-    }
-
-    /// Inserts users (with their record numbers) and their memberships, events, mail and
-    /// job results in one transaction.
-    async fn write_creates(
-        &self,
-        ctx: &Ctx,
-        job: &str,
-        creates: &[(usize, User, Vec<String>)],
-        origin: &str,
-        mail: &MailChoice,
-    ) -> Result<()> {
-        let users: Vec<User> = creates.iter().map(|(_, u, _)| u.clone()).collect();
-        let now = self.now();
-        let mut tx = self.store().begin().await?;
-        tx.db().insert_users(&users).await?;
-        let pairs: Vec<(String, String)> =
-            creates.iter().flat_map(|(_, u, gs)| gs.iter().map(move |g| (g.clone(), u.id.clone()))).collect();
-        tx.db().add_members(&pairs, now).await?;
-        let mut events = Vec::with_capacity(users.len());
-        // Mail for the whole batch is prepared in memory and written with a few statements.
-        let org = crate::org_of(&mut tx.db()).await?.settings.name;
-        let mut outgoing = crate::credentials::Outgoing::default();
-        for u in &users {
-            let mut detail = json!({ "job_id": job, "state": u.state, "creationSource": origin });
-            if let Some((kind, to)) = cairn_domain::mail::on_activation(u, mail) {
-                self.prepare_mail(&mut outgoing, &org, kind, u, &to);
-                detail["mail"] = json!({ "type": kind, "to": to });
-            }
-            events.push(self.event(
-                ctx,
-                "user_create",
-                Some(("user", &u.id, &u.username)),
-                creation_changes(u),
-                detail,
-            ));
-        }
-        self.send_prepared(&mut tx.db(), outgoing).await?;
-        tx.db().insert_events(&events).await?;
-        let results: Vec<JobResult> = creates
-            .iter()
-            .map(|(seq, u, _)| JobResult {
-                seq: *seq as i64,
-                username: Some(u.username.clone()),
-                user_id: Some(u.id.clone()),
-                outcome: "created".into(),
-                message: None,
-            })
-            .collect();
-        tx.db().insert_job_results(job, &results).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn join_groups(&self, ctx: &Ctx, user_id: &str, groups: &[String]) -> Result<usize> {
@@ -726,21 +644,7 @@ impl Directory {
     }
 
     async fn write_results(&self, job: &str, chunk: &[Item]) -> Result<()> {
-        let results: Vec<JobResult> = chunk
-            .iter()
-            .filter(|it| !it.written)
-            .map(|it| {
-                let (outcome, id, msg) =
-                    it.result.clone().unwrap_or_else(|| ("error".into(), None, "not processed".into()));
-                JobResult {
-                    seq: it.seq as i64,
-                    username: it.username.clone(),
-                    user_id: id,
-                    outcome,
-                    message: Some(msg).filter(|m| !m.is_empty()),
-                }
-            })
-            .collect();
+        let results: Vec<JobResult> = chunk.iter().map(Item::job_result).collect();
         let mut tx = self.store().begin().await?;
         tx.db().insert_job_results(job, &results).await?;
         tx.commit().await?;
@@ -1017,21 +921,10 @@ impl Directory {
                 items[*idx].done("created", Some(u.id.clone()), "");
             }
         }
-        let results: Vec<JobResult> = items
-            .iter()
-            .map(|it| {
-                let (outcome, id, msg) =
-                    it.result.clone().unwrap_or_else(|| ("error".into(), None, "not processed".into()));
-                counts.add(&outcome);
-                JobResult {
-                    seq: it.seq as i64,
-                    username: it.username.clone(),
-                    user_id: id,
-                    outcome,
-                    message: Some(msg).filter(|m| !m.is_empty()),
-                }
-            })
-            .collect();
+        let results: Vec<JobResult> = items.iter().map(Item::job_result).collect();
+        for r in &results {
+            counts.add(&r.outcome);
+        }
         tx.db().insert_job_results(job, &results).await?;
         tx.db()
             .update_job(
@@ -1087,6 +980,7 @@ fn creation_changes_json(u: &User) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::creation_changes;
 
     #[test]
     fn creation_changes_text_is_the_serialized_changes() {
