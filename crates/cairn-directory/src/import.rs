@@ -75,7 +75,7 @@ type ItemSource = Box<dyn Iterator<Item = Item> + Send>;
 
 /// Duplicates inside the file: the later record is the error.
 struct Dedupe {
-    seen: HashMap<(&'static str, String), usize>,
+    seen: HashMap<(&'static str, String), usize, foldhash::fast::RandomState>,
     /// Update mode matches by username only: the other keys may repeat.
     update: bool,
 }
@@ -85,8 +85,10 @@ impl Dedupe {
         if it.result.is_some() {
             return;
         }
-        let keys: Vec<(&'static str, String)> =
-            it.keys.drain(..).filter(|(w, _)| !self.update || *w == "username").collect();
+        let mut keys = std::mem::take(&mut it.keys);
+        if self.update {
+            keys.retain(|(w, _)| *w == "username");
+        }
         if let Some(((what, v), first)) = keys.iter().find_map(|k| self.seen.get(k).map(|f| (k, *f))) {
             it.parsed = None;
             it.cells = None;
@@ -421,7 +423,7 @@ impl Directory {
             let (_, groups) = self.list_groups(None, i64::MAX, 0).await?;
             groups.into_iter().map(|g| (g.name, g.id)).collect()
         };
-        let mut dedupe = Dedupe { seen: HashMap::new(), update: opts.update };
+        let mut dedupe = Dedupe { seen: HashMap::default(), update: opts.update };
         let items = items.map(move |mut it| {
             dedupe.check(&mut it);
             it

@@ -250,16 +250,11 @@ pub fn map_record(
     if !attributes.is_empty() {
         body.insert("attributes".into(), Value::Array(attributes));
     }
-    let body = Value::Object(body);
     // Update mode never changes the username: it is the key.
-    let for_parse = if creating {
-        body.clone()
-    } else {
-        let mut b = body.clone();
-        b.as_object_mut().map(|o| o.remove("username"));
-        b
-    };
-    let input = parse_user_input(&for_parse, creating).map_err(|e| describe(&e, header))?;
+    if !creating {
+        body.remove("username");
+    }
+    let input = parse_user_input(&Value::Object(body), creating).map_err(|e| describe(&e, header))?;
     Ok(Parsed { input, groups: member_of, manager })
 }
 

@@ -246,28 +246,34 @@ impl Db<'_> {
     }
 
     pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
-        for chunk in results.chunks(1000) {
+        // The job id is bound once per statement: `SELECT *, ? FROM (VALUES …)` puts its
+        // placeholder first, so all are anonymous and in binding order.
+        for chunk in results.chunks(PARAMS_PER_INSERT / 5) {
             let mut a = Args::positional(self.b);
-
-            let vals: Vec<String> = chunk
-                .iter()
-                .map(|r| {
-                    format!(
-                        "({}, {}, {}, {}, {}, {})",
-                        a.push(job_id.to_string()),
-                        a.push(r.seq),
-                        a.push(Arg::Text(r.username.clone())),
-                        a.push(Arg::Text(r.user_id.clone())),
-                        a.push(r.outcome.clone()),
-                        a.push(Arg::Text(r.message.clone()))
-                    )
-                })
-                .collect();
+            let job = a.push(job_id.to_string());
+            let mut rows_sql = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let vals = [
+                    Arg::Int(Some(r.seq)),
+                    Arg::Text(r.username.clone()),
+                    Arg::Text(r.user_id.clone()),
+                    Arg::Text(Some(r.outcome.clone())),
+                    Arg::Text(r.message.clone()),
+                ];
+                if a.anon {
+                    vals.into_iter().for_each(|v| a.bind(v));
+                    rows_sql.push("(?, ?, ?, ?, ?)".to_string());
+                } else {
+                    let ps: Vec<String> = vals.into_iter().map(|v| a.push(v)).collect();
+                    rows_sql.push(format!("({})", ps.join(", ")));
+                }
+            }
             let sql = format!(
-                "INSERT INTO job_results (job_id, seq, username, user_id, outcome, message) VALUES {}",
-                vals.join(", ")
+                "INSERT INTO job_results (seq, username, user_id, outcome, message, job_id) \
+                 SELECT *, {job} FROM (VALUES {}) AS v",
+                rows_sql.join(", ")
             );
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+            sqlx::query_with(&sql, a.finish()).execute(&mut *self.c).await?;
         }
         Ok(())
     }
@@ -493,14 +499,22 @@ fn users_insert(b: Backend, users: &[User], tail: &str) -> Prepared {
         for u in chunk {
             let mut i = 0;
             let mut ps = Vec::with_capacity(width);
+            let anon = a.anon;
+            let mut put = |a: &mut Args, v: rows::Value| {
+                if anon {
+                    a.bind(v.into_arg());
+                } else {
+                    ps.push(a.push(v.into_arg()));
+                }
+            };
             rows::bind_core(u, &mut |_, v| {
                 if used[i] {
-                    ps.push(a.push(v.into_arg()));
+                    put(&mut a, v);
                 }
                 i += 1;
             });
             for f in &fields {
-                ps.push(a.push(rows::profile_value(u, f).into_arg()));
+                put(&mut a, rows::profile_value(u, f));
             }
             // SQLite placeholders are all `?`: one row text serves every row.
             rows_sql.push(if a.anon { row_sql.clone() } else { format!("({})", ps.join(", ")) });
@@ -576,13 +590,20 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
         for c in (0..COLS.len()).filter(|c| constant[*c]) {
             fixed.push(a.push(Arg::Text(first[c].as_ref().map(|v| v.to_string()))));
         }
+        let row_sql = format!("({})", vec!["?"; varying].join(", "));
         let mut rows_sql = Vec::with_capacity(chunk.len());
         for v in chunk {
             let mut ps = Vec::with_capacity(varying);
             for c in (0..COLS.len()).filter(|c| !constant[*c]) {
-                ps.push(a.push(Arg::Text(v[c].as_ref().map(|v| v.to_string()))));
+                let value = Arg::Text(v[c].as_ref().map(|v| v.to_string()));
+                if a.anon {
+                    a.bind(value);
+                } else {
+                    ps.push(a.push(value));
+                }
             }
-            rows_sql.push(format!("({})", ps.join(", ")));
+            // SQLite placeholders are all `?`: one row text serves every row.
+            rows_sql.push(if a.anon { row_sql.clone() } else { format!("({})", ps.join(", ")) });
         }
         let consts: String = fixed.iter().map(|p| format!(", {p}")).collect();
         let sql = format!(

@@ -223,6 +223,11 @@ impl Args {
         Args { vals: Vec::new(), anon: b == Backend::Sqlite }
     }
 
+    /// Adds a value whose placeholder the caller writes (`?` for every SQLite bulk value).
+    fn bind(&mut self, v: impl Into<Arg>) {
+        self.vals.push(v.into());
+    }
+
     fn push(&mut self, v: impl Into<Arg>) -> String {
         self.vals.push(v.into());
         if self.anon {

@@ -55,10 +55,12 @@ fn count(s: &Server) -> i64 {
 
 #[test]
 fn every_kind_of_bad_record_is_reported_on_its_row_and_the_rest_are_imported() {
-    let s = Server::start(&Db::Sqlite);
-    s.post("/api/systemusers", json!({"username": "old", "email": "old@example.com"}));
-    s.post("/api/v2/usergroups", json!({"name": "Engineering"}));
-    let csv = "\u{feff}Username,Email,FirstName,Description,unix_uid,Engineering,manager,State,Password,Shoe Size\r\n\
+    for db in Db::all("CSV import row results on PostgreSQL") {
+        let s = Server::start(&db);
+        s.post("/api/systemusers", json!({"username": "old", "email": "old@example.com"}));
+        s.post("/api/v2/usergroups", json!({"name": "Engineering"}));
+        let csv =
+            "\u{feff}Username,Email,FirstName,Description,unix_uid,Engineering,manager,State,Password,Shoe Size\r\n\
         ada,ada@example.com,Ada,\"multi\r\nline, \"\"quoted\"\"\",1001,true,,,,42\r\n\
         ,nouser@example.com,No,,,,,,,\r\n\
         bad,not-an-email,Bad,,,,,,,\r\n\
@@ -71,73 +73,77 @@ fn every_kind_of_bad_record_is_reported_on_its_row_and_the_rest_are_imported() {
         st,st@example.com,St,,,,,SLEEPING,,\r\n\
         pw,pw@example.com,Pw,,,,,,password,\r\n\
         bob,bob@example.com,Bob,,,yes,ada,staged,lantern orchard seventeen,\r\n";
-    let job = import(&s, "", csv);
-    assert_eq!(job["status"], "done", "{job}");
-    assert_eq!(job["counts"], json!({"created": 2, "updated": 0, "exists": 1, "error": 9}), "{job}");
-    assert!(job["message"].as_str().unwrap().contains("Shoe Size"), "unknown columns are reported: {job}");
-    assert_eq!(result(&job, 2)["outcome"], "created");
-    assert_eq!(result(&job, 2)["username"], "ada");
-    let expect = [
-        (3, "column Username"),
-        (4, "column Email"),
-        (5, "duplicate username 'ada': already in row 2"),
-        (6, "duplicate email 'ada@example.com': already in row 2"),
-        (8, "column unix_uid"),
-        (9, "column Engineering"),
-        (10, "column manager: no user 'nobody'"),
-        (11, "column State"),
-        (12, "column Password"),
-    ];
-    for (row, text) in expect {
-        let r = result(&job, row);
-        assert_eq!(r["outcome"], "error", "row {row}: {r}");
-        assert!(r["message"].as_str().unwrap().contains(text), "row {row}: {r}");
-    }
-    assert_eq!(result(&job, 7)["outcome"], "exists");
-    assert_eq!(result(&job, 13)["outcome"], "created", "records after bad ones still import");
+        let job = import(&s, "", csv);
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(job["counts"], json!({"created": 2, "updated": 0, "exists": 1, "error": 9}), "{job}");
+        assert!(job["message"].as_str().unwrap().contains("Shoe Size"), "unknown columns are reported: {job}");
+        assert_eq!(result(&job, 2)["outcome"], "created");
+        assert_eq!(result(&job, 2)["username"], "ada");
+        let expect = [
+            (3, "column Username"),
+            (4, "column Email"),
+            (5, "duplicate username 'ada': already in row 2"),
+            (6, "duplicate email 'ada@example.com': already in row 2"),
+            (8, "column unix_uid"),
+            (9, "column Engineering"),
+            (10, "column manager: no user 'nobody'"),
+            (11, "column State"),
+            (12, "column Password"),
+        ];
+        for (row, text) in expect {
+            let r = result(&job, row);
+            assert_eq!(r["outcome"], "error", "row {row}: {r}");
+            assert!(r["message"].as_str().unwrap().contains(text), "row {row}: {r}");
+        }
+        assert_eq!(result(&job, 7)["outcome"], "exists");
+        assert_eq!(result(&job, 13)["outcome"], "created", "records after bad ones still import");
 
-    let (_, ada) = s.get("/api/systemusers?filter=username:ada");
-    let ada = &ada["results"][0];
-    assert_eq!(ada["description"], "multi\r\nline, \"quoted\"");
-    assert_eq!(ada["unix_uid"], 1001);
-    assert_eq!(ada["creationSource"], "csv");
-    let (_, bob) = s.get("/api/systemusers?filter=username:bob");
-    let bob = &bob["results"][0];
-    assert_eq!((bob["state"].as_str(), bob["activated"].as_bool()), (Some("STAGED"), Some(true)));
-    assert_eq!(bob["manager"], ada["_id"], "manager by username");
-    let (_, groups) = s.get(&format!("/api/v2/users/{}/memberof", bob["_id"].as_str().unwrap()));
-    assert_eq!(groups.as_array().unwrap().len(), 1, "group column");
-    let (_, f) = s.get("/api/v2/users/import/nope");
-    assert_eq!(f["code"], 404);
-    let (_, errs) = s.get(&format!("/api/v2/users/import/{}?outcome=error&limit=2", job["jobId"].as_str().unwrap()));
-    assert_eq!((errs["resultCount"].as_i64(), errs["results"].as_array().unwrap().len()), (Some(9), 2));
+        let (_, ada) = s.get("/api/systemusers?filter=username:ada");
+        let ada = &ada["results"][0];
+        assert_eq!(ada["description"], "multi\r\nline, \"quoted\"");
+        assert_eq!(ada["unix_uid"], 1001);
+        assert_eq!(ada["creationSource"], "csv");
+        let (_, bob) = s.get("/api/systemusers?filter=username:bob");
+        let bob = &bob["results"][0];
+        assert_eq!((bob["state"].as_str(), bob["activated"].as_bool()), (Some("STAGED"), Some(true)));
+        assert_eq!(bob["manager"], ada["_id"], "manager by username");
+        let (_, groups) = s.get(&format!("/api/v2/users/{}/memberof", bob["_id"].as_str().unwrap()));
+        assert_eq!(groups.as_array().unwrap().len(), 1, "group column");
+        let (_, f) = s.get("/api/v2/users/import/nope");
+        assert_eq!(f["code"], 404);
+        let (_, errs) =
+            s.get(&format!("/api/v2/users/import/{}?outcome=error&limit=2", job["jobId"].as_str().unwrap()));
+        assert_eq!((errs["resultCount"].as_i64(), errs["results"].as_array().unwrap().len()), (Some(9), 2));
+    }
 }
 
 #[test]
 fn dry_run_changes_nothing_reruns_converge_and_update_mode_never_creates() {
-    let s = Server::start(&Db::Sqlite);
-    let csv = "Username,Email,Department\nada,ada@example.com,R&D\nbob,bob@example.com,Sales\n";
-    let dry = import(&s, "?dry_run=true", csv);
-    assert_eq!(dry["counts"]["created"], 2);
-    assert_eq!(dry["dryRun"], true);
-    assert_eq!(count(&s), 0, "a dry run changes nothing");
-    let (_, evs) = s.get("/api/v2/events?action=user_create");
-    assert_eq!(evs, json!([]));
+    for db in Db::all("CSV import re-runs and update mode on PostgreSQL") {
+        let s = Server::start(&db);
+        let csv = "Username,Email,Department\nada,ada@example.com,R&D\nbob,bob@example.com,Sales\n";
+        let dry = import(&s, "?dry_run=true", csv);
+        assert_eq!(dry["counts"]["created"], 2);
+        assert_eq!(dry["dryRun"], true);
+        assert_eq!(count(&s), 0, "a dry run changes nothing");
+        let (_, evs) = s.get("/api/v2/events?action=user_create");
+        assert_eq!(evs, json!([]));
 
-    let first = import(&s, "", csv);
-    assert_eq!(first["counts"]["created"], 2);
-    let again = import(&s, "", csv);
-    assert_eq!(again["counts"], json!({"created": 0, "updated": 0, "exists": 2, "error": 0}));
-    assert_eq!(count(&s), 2);
+        let first = import(&s, "", csv);
+        assert_eq!(first["counts"]["created"], 2);
+        let again = import(&s, "", csv);
+        assert_eq!(again["counts"], json!({"created": 0, "updated": 0, "exists": 2, "error": 0}));
+        assert_eq!(count(&s), 2);
 
-    let upd = "Username,Email,Department\nada,,Ops\nzed,zed@example.com,IT\nbob,,\n";
-    let up = import(&s, "?update=true", upd);
-    assert_eq!(up["counts"], json!({"created": 0, "updated": 1, "exists": 1, "error": 1}), "{up}");
-    assert!(result(&up, 3)["message"].as_str().unwrap().contains("never creates"));
-    assert_eq!(count(&s), 2);
-    let (_, ada) = s.get("/api/systemusers?filter=username:ada");
-    assert_eq!(ada["results"][0]["department"], "Ops");
-    assert_eq!(ada["results"][0]["email"], "ada@example.com", "empty cells leave fields alone");
+        let upd = "Username,Email,Department\nada,,Ops\nzed,zed@example.com,IT\nbob,,\n";
+        let up = import(&s, "?update=true", upd);
+        assert_eq!(up["counts"], json!({"created": 0, "updated": 1, "exists": 1, "error": 1}), "{up}");
+        assert!(result(&up, 3)["message"].as_str().unwrap().contains("never creates"));
+        assert_eq!(count(&s), 2);
+        let (_, ada) = s.get("/api/systemusers?filter=username:ada");
+        assert_eq!(ada["results"][0]["department"], "Ops");
+        assert_eq!(ada["results"][0]["email"], "ada@example.com", "empty cells leave fields alone");
+    }
 }
 
 #[test]
