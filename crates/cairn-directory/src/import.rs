@@ -861,6 +861,7 @@ impl Directory {
     ) -> Result<()> {
         let Batch { mut items, users, places, insert, events_insert } = batch;
         let mut tx = self.store().begin().await?;
+        tx.db().prepare_bulk_write().await?;
         let inserted = tx.db().insert_new_users(&users, insert).await?;
         let all = inserted.is_none();
         let inserted = inserted.unwrap_or_default();

@@ -101,6 +101,16 @@ impl Db<'_> {
         Ok(Some(found))
     }
 
+    /// Readies this connection for a large write: on SQLite a page cache big enough that a
+    /// batch's dirty index pages are not spilled and re-read mid-transaction (the setting stays
+    /// with the pooled connection; the cache fills only as far as it is used).
+    pub async fn prepare_bulk_write(&mut self) -> Result<()> {
+        if self.b == Backend::Sqlite {
+            sqlx::query("PRAGMA cache_size=-32768").execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
     /// Runs statements prepared ahead (see [`Prepared`]).
     pub async fn execute_prepared(&mut self, p: Prepared) -> Result<()> {
         for (sql, args) in p.0 {
