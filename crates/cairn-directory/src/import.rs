@@ -16,7 +16,7 @@ use crate::{Ctx, Directory};
 
 /// Records per transaction: large, because every commit rewrites the index pages it touched;
 /// two batches are in memory at once (one written, one built).
-const BATCH: usize = 2_500;
+const BATCH: usize = 2_000;
 /// Largest CSV upload, in bytes.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
 
@@ -423,7 +423,10 @@ impl Directory {
             let (_, groups) = self.list_groups(None, i64::MAX, 0).await?;
             groups.into_iter().map(|g| (g.name, g.id)).collect()
         };
-        let mut dedupe = Dedupe { seen: HashMap::default(), update: opts.update };
+        // Sized for the file's keys (up to three per record) at once, so it does not rehash
+        // mid-import; capped, as a file of tiny records could otherwise reserve gigabytes.
+        let seen = HashMap::with_capacity_and_hasher(total.saturating_mul(3).min(1 << 20), Default::default());
+        let mut dedupe = Dedupe { seen, update: opts.update };
         let items = items.map(move |mut it| {
             dedupe.check(&mut it);
             it

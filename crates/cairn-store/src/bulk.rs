@@ -106,7 +106,7 @@ impl Db<'_> {
     /// with the pooled connection; the cache fills only as far as it is used).
     pub async fn prepare_bulk_write(&mut self) -> Result<()> {
         if self.b == Backend::Sqlite {
-            sqlx::query("PRAGMA cache_size=-32768").execute(&mut *self.c).await?;
+            sqlx::query("PRAGMA cache_size=-16384").execute(&mut *self.c).await?;
         }
         Ok(())
     }
