@@ -67,7 +67,7 @@ fn job_from_row(r: &AnyRow) -> Result<Job> {
 impl Db<'_> {
     /// Inserts many users with multi-row statements (a unique conflict fails the call).
     pub async fn insert_users(&mut self, users: &[User]) -> Result<()> {
-        for (sql, args) in users_insert(self.b, users, "").0 {
+        for (sql, args, _) in users_insert(self.b, users, false).0 {
             sqlx::query_with(&sql, args).execute(&mut *self.c).await.map_err(map_unique)?;
         }
         Ok(())
@@ -82,7 +82,7 @@ impl Db<'_> {
         insert: Prepared,
     ) -> Result<Option<std::collections::HashSet<String>>> {
         let mut n = 0;
-        for (sql, args) in insert.0 {
+        for (sql, args, _) in insert.0 {
             n += sqlx::query_with(&sql, args).execute(&mut *self.c).await?.rows_affected();
         }
         if n as usize == users.len() {
@@ -111,10 +111,14 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// Runs statements prepared ahead (see [`Prepared`]).
+    /// Runs statements prepared ahead (see [`Prepared`]); each must write every row it was
+    /// given, or the call fails (and its transaction must not commit).
     pub async fn execute_prepared(&mut self, p: Prepared) -> Result<()> {
-        for (sql, args) in p.0 {
-            sqlx::query_with(&sql, args).execute(&mut *self.c).await?;
+        for (sql, args, rows) in p.0 {
+            let n = sqlx::query_with(&sql, args).execute(&mut *self.c).await?.rows_affected();
+            if n != rows {
+                return Err(crate::StoreError::Incomplete(format!("{n} of {rows} rows written")));
+            }
         }
         Ok(())
     }
@@ -279,11 +283,12 @@ impl Db<'_> {
                 }
             }
             let sql = format!(
-                "INSERT INTO job_results (seq, username, user_id, outcome, message, job_id) \
+                "{} INTO job_results (seq, username, user_id, outcome, message, job_id) \
                  SELECT *, {job} FROM (VALUES {}) AS v",
+                or_ignore(self.b),
                 rows_sql.join(", ")
             );
-            sqlx::query_with(&sql, a.finish()).execute(&mut *self.c).await?;
+            self.execute_prepared(Prepared(vec![(sql, a.finish(), chunk.len() as u64)])).await?;
         }
         Ok(())
     }
@@ -461,6 +466,16 @@ impl Db<'_> {
     }
 }
 
+/// SQLite's `INSERT OR IGNORE`: a multi-row INSERT that cannot abort halfway needs no statement
+/// journal (a copy of every page it touches). Callers check that every row was written
+/// ([`Db::execute_prepared`]), so nothing is skipped unnoticed.
+fn or_ignore(b: Backend) -> &'static str {
+    match b {
+        Backend::Sqlite => "INSERT OR IGNORE",
+        Backend::Postgres => "INSERT",
+    }
+}
+
 /// Statements built ahead of the transaction that runs them, so that building them (binding
 /// tens of thousands of values) overlaps the database writing the previous batch.
 /// Parameters per multi-row INSERT (SQLite allows 32,766): enough rows per statement that the
@@ -469,12 +484,12 @@ impl Db<'_> {
 const PARAMS_PER_INSERT: usize = 8_000;
 
 #[derive(Default)]
-pub struct Prepared(Vec<(String, AnyArguments<'static>)>);
+pub struct Prepared(Vec<(String, AnyArguments<'static>, u64)>);
 
 /// Multi-row INSERTs for users. Only the columns some user sets are bound; the others take
-/// their defaults (NULL, false), which is what unset means. `tail` follows each statement
-/// (an ON CONFLICT / RETURNING clause).
-fn users_insert(b: Backend, users: &[User], tail: &str) -> Prepared {
+/// their defaults (NULL, false), which is what unset means. With `skip_conflicts`, a user that
+/// conflicts with an existing one is left out instead of failing the statement.
+fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     use cairn_domain::fields::PROFILE;
     let mut cols: Vec<&'static str> = Vec::with_capacity(rows::CORE_COLUMNS);
     let mut used = vec![false; rows::CORE_COLUMNS + PROFILE.len()];
@@ -529,8 +544,12 @@ fn users_insert(b: Backend, users: &[User], tail: &str) -> Prepared {
             // SQLite placeholders are all `?`: one row text serves every row.
             rows_sql.push(if a.anon { row_sql.clone() } else { format!("({})", ps.join(", ")) });
         }
-        let sql = format!("INSERT INTO users ({}) VALUES {}{tail}", names.join(", "), rows_sql.join(", "));
-        out.push((sql, a.finish()));
+        // SQLite: OR IGNORE (every constraint that can fail here is a uniqueness one) lets a
+        // multi-row INSERT run without a statement journal; PostgreSQL: ON CONFLICT DO NOTHING.
+        let verb = if skip_conflicts && b == Backend::Sqlite { "INSERT OR IGNORE" } else { "INSERT" };
+        let tail = if skip_conflicts && b == Backend::Postgres { " ON CONFLICT DO NOTHING" } else { "" };
+        let sql = format!("{verb} INTO users ({}) VALUES {}{tail}", names.join(", "), rows_sql.join(", "));
+        out.push((sql, a.finish(), chunk.len() as u64));
     }
     Prepared(out)
 }
@@ -617,11 +636,12 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
         }
         let consts: String = fixed.iter().map(|p| format!(", {p}")).collect();
         let sql = format!(
-            "INSERT INTO events ({}) SELECT *{consts} FROM (VALUES {}) AS v",
+            "{} INTO events ({}) SELECT *{consts} FROM (VALUES {}) AS v",
+            or_ignore(b),
             names.join(", "),
             rows_sql.join(", ")
         );
-        out.push((sql, a.finish()));
+        out.push((sql, a.finish(), chunk.len() as u64));
     }
     Prepared(out)
 }
@@ -630,7 +650,7 @@ impl crate::Store {
     /// The INSERTs of [`Db::insert_new_users`]: users conflicting with existing ones are
     /// skipped.
     pub fn prepare_new_users(&self, users: &[User]) -> Prepared {
-        users_insert(self.backend(), users, " ON CONFLICT DO NOTHING")
+        users_insert(self.backend(), users, true)
     }
 
     /// The INSERTs of events whose changes are already JSON text (one per event).

@@ -40,6 +40,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A bulk INSERT wrote fewer rows than it was given (the transaction must not commit).
+    #[error("incomplete write: {0}")]
+    Incomplete(String),
     #[error("unsupported database URL '{0}': use sqlite://… or postgres://…")]
     BadUrl(String),
 }
