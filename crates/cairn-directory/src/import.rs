@@ -472,19 +472,7 @@ impl Directory {
             done += n;
             progress(done, total);
             let mut tx = self.store().begin().await?;
-            tx.db()
-                .update_job(
-                    job,
-                    &JobUpdate {
-                        status: "running",
-                        processed: done as i64,
-                        total: total as i64,
-                        counts: &counts.json(),
-                        message: note.as_deref(),
-                    },
-                    self.now(),
-                )
-                .await?;
+            self.record_progress(&mut tx.db(), job, done, total, &counts, note.as_deref()).await?;
             tx.commit().await?;
         }
         self.finish_job(job, "done", done, total, &counts, note.as_deref()).await?;
@@ -932,20 +920,29 @@ impl Directory {
             counts.add(&r.outcome);
         }
         tx.db().insert_job_results(job, &results).await?;
-        tx.db()
-            .update_job(
-                job,
-                &JobUpdate {
-                    status: "running",
-                    processed: done as i64,
-                    total: total as i64,
-                    counts: &counts.json(),
-                    message: note,
-                },
-                self.now(),
-            )
-            .await?;
+        self.record_progress(&mut tx.db(), job, done, total, counts, note).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// A running job's progress, written in the caller's transaction.
+    async fn record_progress(
+        &self,
+        db: &mut cairn_store::Db<'_>,
+        job: &str,
+        done: usize,
+        total: usize,
+        counts: &Counts,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let update = JobUpdate {
+            status: "running",
+            processed: done as i64,
+            total: total as i64,
+            counts: &counts.json(),
+            message: note,
+        };
+        db.update_job(job, &update, self.now()).await?;
         Ok(())
     }
 }
