@@ -609,11 +609,22 @@ impl Directory {
             return self.write_results(job, chunk).await;
         }
 
+        // The batch's updates and results in one transaction, each record in a savepoint of
+        // its own: a record that fails leaves nothing behind and the others stand.
+        let mut tx = self.store().begin().await?;
+        let ids: Vec<String> = updates.iter().map(|u| u.1.clone()).collect();
+        let mut current: HashMap<String, User> =
+            tx.db().users_by_ids(&ids).await?.into_iter().map(|u| (u.id.clone(), u)).collect();
         for (idx, id, input, groups) in updates {
-            match self.update_user_from(ctx, &id, input).await {
+            let Some(old) = current.remove(&id) else {
+                chunk[idx].done("error", Some(id), "the user was deleted during the import");
+                continue;
+            };
+            let mut sp = tx.savepoint().await?;
+            match self.update_with_groups(&mut sp.db(), ctx, old, input, &groups).await {
                 Ok((u, changed)) => {
-                    let added = self.join_groups(ctx, &u.id, &groups).await?;
-                    if changed || added > 0 {
+                    sp.commit().await?;
+                    if changed {
                         chunk[idx].done("updated", Some(u.id), "");
                     } else {
                         chunk[idx].done("exists", Some(u.id), "no change");
@@ -622,18 +633,26 @@ impl Directory {
                 Err(e) => chunk[idx].done("error", Some(id), e.to_string()),
             }
         }
-
-        self.write_results(job, chunk).await
+        let results: Vec<JobResult> = chunk.iter().map(Item::job_result).collect();
+        tx.db().insert_job_results(job, &results).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn join_groups(&self, ctx: &Ctx, user_id: &str, groups: &[String]) -> Result<usize> {
-        let mut n = 0;
+    /// One update-mode record: its fields, then the groups it asks to join.
+    async fn update_with_groups(
+        &self,
+        db: &mut cairn_store::Db<'_>,
+        ctx: &Ctx,
+        old: User,
+        input: UserInput,
+        groups: &[String],
+    ) -> Result<(User, bool)> {
+        let (u, mut changed) = self.update_loaded_in(db, ctx, old, input, false).await?;
         for g in groups {
-            if self.change_membership(ctx, g, user_id, true).await? {
-                n += 1;
-            }
+            changed |= self.change_membership_in(db, ctx, g, &u.id, true).await?;
         }
-        Ok(n)
+        Ok((u, changed))
     }
 
     async fn write_results(&self, job: &str, chunk: &[Item]) -> Result<()> {

@@ -101,8 +101,20 @@ impl Directory {
         input: UserInput,
         scim_password: bool,
     ) -> Result<(User, bool)> {
-        let org = crate::org_of(db).await?;
         let old = load_user(db, id).await?;
+        self.update_loaded_in(db, ctx, old, input, scim_password).await
+    }
+
+    /// `update_user_in` for a user already read in the caller's transaction (bulk updates
+    /// read a batch's users with one query).
+    pub(crate) async fn update_loaded_in(
+        &self,
+        db: &mut Db<'_>,
+        ctx: &Ctx,
+        old: User,
+        input: UserInput,
+        scim_password: bool,
+    ) -> Result<(User, bool)> {
         let allowed = match old.password_authority() {
             None => true,
             Some(PasswordAuthority::Scim) => scim_password,
@@ -116,9 +128,10 @@ impl Directory {
                     old.password_authority().map(|a| a.as_str()).unwrap_or("")
                 )))
             }
+            None => None,
             // Hash outside the write lock would be nicer, but the authority check needs the
-            // row; hashing is bounded and short.
-            pw => self.checked_hash(&org, pw.as_ref()).await?,
+            // row; hashing is bounded and short. The policy is read only when it is needed.
+            pw => self.checked_hash(&crate::org_of(db).await?, pw.as_ref()).await?,
         };
         let now = self.now();
         let mut user = old.clone();
@@ -166,7 +179,13 @@ impl Directory {
         let mut changed = !changes.is_empty();
         if changed {
             user.updated = now;
-            self.check_unique(db, &user).await?;
+            // Only a changed key can collide with another user.
+            if user.username != old.username
+                || user.email != old.email
+                || user.text("employeeIdentifier") != old.text("employeeIdentifier")
+            {
+                self.check_unique(db, &user).await?;
+            }
             check_manager(db, &user).await?;
             db.update_user(&user).await?;
             let target = Some(("user", user.id.as_str(), user.username.as_str()));

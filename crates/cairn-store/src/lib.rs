@@ -168,6 +168,26 @@ impl Tx {
     pub async fn commit(self) -> Result<()> {
         Ok(self.tx.commit().await?)
     }
+
+    /// A savepoint inside this transaction: one record's writes among many, undone alone
+    /// when it is dropped without `commit`.
+    pub async fn savepoint(&mut self) -> Result<Savepoint<'_>> {
+        Ok(Savepoint { tx: sqlx::Connection::begin(&mut *self.tx).await?, backend: self.backend })
+    }
+}
+
+pub struct Savepoint<'t> {
+    tx: Transaction<'t, Any>,
+    backend: Backend,
+}
+
+impl Savepoint<'_> {
+    pub fn db(&mut self) -> Db<'_> {
+        Db { c: &mut self.tx, b: self.backend }
+    }
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
 }
 
 pub struct Conn {
