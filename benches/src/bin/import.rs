@@ -2,7 +2,8 @@
 //! `cairn users import`, and with `sqlite3 .import` into a table with the same unique indexes,
 //! side by side; Cairn's peak RSS during the import; then an export of the 100,000 users.
 //! Two Cairn runs: new users STAGED (no mail, the usual onboarding import) and ACTIVATED
-//! (the default setting: every user without a password gets an activation mail and link).
+//! (the default setting: every user without a password gets an activation mail and link); then
+//! an export of the STAGED users and an `--update` import changing two fields of each.
 //!
 //! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin import
 
@@ -139,6 +140,20 @@ fn main() -> anyhow::Result<()> {
             let (secs, peak, out) = timed(cmd)?;
             anyhow::ensure!(out.lines().count() == N + 1, "export had {} lines", out.lines().count());
             println!("cairn users export of {N} users (CSV): {secs:.2} s, peak RSS {peak:.0} MiB");
+            // Update mode: every user gets a new department and job title.
+            let upd = dir.path().join("changes.csv");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&upd)?);
+            writeln!(f, "Username,Email,Department,jobTitle")?;
+            for i in 0..N {
+                writeln!(f, "user{i:06},,Dept {:02},Senior Engineer", (i + 1) % 50)?;
+            }
+            drop(f);
+            let mut cmd = Command::new(cairn());
+            cmd.args(["--config", cfg.to_str().unwrap(), "users", "import", "--update", upd.to_str().unwrap()])
+                .env("CAIRN_LOG", "warn");
+            let (secs, peak, out) = timed(cmd)?;
+            anyhow::ensure!(out.contains(&format!("updated  {N:>8}")), "{out}");
+            println!("cairn users import --update of {N} users: {secs:.2} s, peak RSS {peak:.0} MiB");
         }
         let _ = std::fs::remove_dir_all(data);
     }
