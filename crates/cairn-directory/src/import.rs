@@ -17,6 +17,10 @@ use crate::{Ctx, Directory};
 /// Records per transaction: large, because every commit rewrites the index pages it touched;
 /// two batches are in memory at once (one written, one built).
 const BATCH: usize = 2_000;
+/// The page cache of an import's writing connection, and the usual one it goes back to
+/// (SQLite's default).
+const BULK_CACHE_KIB: u32 = 16 * 1024;
+const DEFAULT_CACHE_KIB: u32 = 2000;
 /// Largest CSV upload, in bytes.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
 
@@ -734,12 +738,16 @@ impl Directory {
         };
         let mut counts = Counts::default();
         let mut done = 0;
+        let mut writer = self.store().writer().await?;
+        writer.db().set_cache_kib(BULK_CACHE_KIB).await?;
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             done += batch.items.len();
-            self.write_batch(job, batch, &plan, &mut counts, done, total, note).await?;
+            self.write_batch(&mut writer, job, batch, &plan, &mut counts, done, total, note).await?;
             progress(done, total);
         }
+        writer.db().set_cache_kib(DEFAULT_CACHE_KIB).await?;
+        drop(writer);
         producer.await.map_err(|e| Error::Internal(format!("import worker: {e}")))?;
         self.finish_job(job, "done", done, done, &counts, note).await?;
         Ok(counts)
@@ -861,6 +869,7 @@ impl Directory {
     #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
+        writer: &mut cairn_store::Writer,
         job: &str,
         batch: Batch,
         plan: &CreatePlan,
@@ -870,8 +879,7 @@ impl Directory {
         note: Option<&str>,
     ) -> Result<()> {
         let Batch { mut items, users, places, insert, events_insert } = batch;
-        let mut tx = self.store().begin().await?;
-        tx.db().prepare_bulk_write().await?;
+        let mut tx = writer.begin().await?;
         let inserted = tx.db().insert_new_users(&users, insert).await?;
         let all = inserted.is_none();
         let inserted = inserted.unwrap_or_default();

@@ -101,12 +101,12 @@ impl Db<'_> {
         Ok(Some(found))
     }
 
-    /// Readies this connection for a large write: on SQLite a page cache big enough that a
-    /// batch's dirty index pages are not spilled and re-read mid-transaction (the setting stays
-    /// with the pooled connection; the cache fills only as far as it is used).
-    pub async fn prepare_bulk_write(&mut self) -> Result<()> {
+    /// Sets this connection's page cache (SQLite; PostgreSQL has none per connection). An
+    /// import's writer holds a larger one, so a batch's dirty index pages are neither spilled
+    /// nor read again by the next batch, and gives it back when done.
+    pub async fn set_cache_kib(&mut self, kib: u32) -> Result<()> {
         if self.b == Backend::Sqlite {
-            sqlx::query("PRAGMA cache_size=-16384").execute(&mut *self.c).await?;
+            sqlx::query(&format!("PRAGMA cache_size=-{kib}")).execute(&mut *self.c).await?;
         }
         Ok(())
     }

@@ -146,6 +146,12 @@ impl Store {
         Ok(Tx { tx, backend: self.backend })
     }
 
+    /// One connection held for a series of write transactions (an import's batches), so the
+    /// pages it caches carry over from one batch to the next.
+    pub async fn writer(&self) -> Result<Writer> {
+        Ok(Writer { c: self.pool.acquire().await?, backend: self.backend })
+    }
+
     /// A pooled connection for reads.
     pub async fn read(&self) -> Result<Conn> {
         Ok(Conn { c: self.pool.acquire().await?, backend: self.backend })
@@ -176,6 +182,29 @@ impl Tx {
     }
 }
 
+/// See [`Store::writer`].
+pub struct Writer {
+    c: PoolConnection<Any>,
+    backend: Backend,
+}
+
+impl Writer {
+    /// A transaction on this connection, as [`Store::begin`] starts them.
+    pub async fn begin(&mut self) -> Result<Savepoint<'_>> {
+        let tx = match self.backend {
+            Backend::Sqlite => sqlx::Connection::begin_with(&mut *self.c, "BEGIN IMMEDIATE").await?,
+            Backend::Postgres => sqlx::Connection::begin(&mut *self.c).await?,
+        };
+        Ok(Savepoint { tx, backend: self.backend })
+    }
+
+    pub fn db(&mut self) -> Db<'_> {
+        Db { c: &mut self.c, b: self.backend }
+    }
+}
+
+/// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
+/// [`Writer`].
 pub struct Savepoint<'t> {
     tx: Transaction<'t, Any>,
     backend: Backend,
