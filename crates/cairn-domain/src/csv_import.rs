@@ -284,8 +284,6 @@ fn describe(e: &DomainError, header: &Header) -> String {
     }
 }
 
-/// Reads the whole file into records. A malformed file (no header, bad UTF-8 in the header)
-/// is an error for the file; a bad record is an error for that record only.
 /// Refuses a file with a line longer than `MAX_RECORD_BYTES` before any work starts (every
 /// front end: the API answers 400, the command line an error).
 pub fn check_line_lengths(bytes: &[u8]) -> Result<(), String> {
@@ -298,13 +296,9 @@ pub fn check_line_lengths(bytes: &[u8]) -> Result<(), String> {
 /// A record: its number (the header being 1) and its cells, or why it cannot be read.
 pub type RawRecord = (usize, Result<csv::StringRecord, String>);
 
-pub fn read(bytes: &[u8]) -> Result<(Header, Vec<RawRecord>), String> {
-    let (header, records) = records(bytes)?;
-    Ok((header, records.collect()))
-}
-
 /// The header, and the records one at a time: an import holds a batch of records in
-/// memory, not the file's.
+/// memory, not the file's. A malformed file (no header, bad UTF-8 in the header) is an error
+/// for the file; a bad record is an error for that record only.
 pub fn records<R: std::io::Read>(input: R) -> Result<(Header, Records<R>), String> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut first = csv::ByteRecord::new();
@@ -368,6 +362,11 @@ pub fn count_records(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(bytes: &[u8]) -> Result<(Header, Vec<RawRecord>), String> {
+        let (header, records) = records(bytes)?;
+        Ok((header, records.collect()))
+    }
 
     fn groups() -> HashMap<String, String> {
         HashMap::from([("engineering".to_string(), "Engineering".to_string())])

@@ -4,9 +4,9 @@
 use cairn_domain::query::ListQuery;
 use cairn_domain::{Admin, User};
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
 
-use crate::rows::{self, get_bool, get_opt_text, get_text, parse_time};
+use crate::credentials::SessionTable;
+use crate::rows::{self, get_bool, get_opt_text};
 use crate::{order_by, time_text, Args, Db, Result};
 
 /// An administrator's portal session, stored by the hash of its cookie.
@@ -31,16 +31,7 @@ pub struct AdminExtras {
     pub user_columns: Option<String>,
 }
 
-fn admin_session_from_row(r: &AnyRow) -> Result<AdminSession> {
-    Ok(AdminSession {
-        id: get_text(r, "id")?,
-        admin_id: get_text(r, "admin_id")?,
-        kind: get_text(r, "kind")?,
-        created: parse_time(&get_text(r, "created")?)?,
-        expires: parse_time(&get_text(r, "expires")?)?,
-        data: get_opt_text(r, "data")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null),
-    })
-}
+const ADMIN_SESSIONS: SessionTable = SessionTable { table: "admin_sessions", owner: "admin_id" };
 
 impl Db<'_> {
     pub async fn get_admin(&mut self, id: &str) -> Result<Option<Admin>> {
@@ -93,34 +84,24 @@ impl Db<'_> {
     }
 
     pub async fn put_admin_session(&mut self, s: &AdminSession) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO admin_sessions (id, admin_id, kind, created, expires, data) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, expires = excluded.expires, data = excluded.data",
-        )
-        .bind(s.id.clone())
-        .bind(s.admin_id.clone())
-        .bind(s.kind.clone())
-        .bind(time_text(s.created))
-        .bind(time_text(s.expires))
-        .bind(s.data.to_string())
-        .execute(&mut *self.c)
-        .await?;
-        Ok(())
+        self.put_session_row(ADMIN_SESSIONS, &s.id, &s.admin_id, &s.kind, s.created, s.expires, &s.data).await
     }
 
     /// The session with this id, unless it has expired.
     pub async fn get_admin_session(&mut self, id: &str, now: DateTime<Utc>) -> Result<Option<AdminSession>> {
-        let row = sqlx::query("SELECT * FROM admin_sessions WHERE id = $1 AND expires > $2")
-            .bind(id.to_string())
-            .bind(time_text(now))
-            .fetch_optional(&mut *self.c)
-            .await?;
-        row.map(|r| admin_session_from_row(&r)).transpose()
+        let row = self.get_session_row(ADMIN_SESSIONS, id, now).await?;
+        Ok(row.map(|(id, admin_id, kind, created, expires, data)| AdminSession {
+            id,
+            admin_id,
+            kind,
+            created,
+            expires,
+            data,
+        }))
     }
 
     pub async fn delete_admin_session(&mut self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM admin_sessions WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
-        Ok(())
+        self.delete_session_row(ADMIN_SESSIONS, id).await
     }
 
     /// Removes expired sessions; the number removed.

@@ -2,6 +2,7 @@
 
 use cairn_domain::{OutboxMessage, Session};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::rows::{get_i64, get_opt_text, get_text, parse_time};
@@ -29,16 +30,17 @@ fn message_from_row(r: &AnyRow) -> Result<OutboxMessage> {
     })
 }
 
-fn session_from_row(r: &AnyRow) -> Result<Session> {
-    Ok(Session {
-        id: get_text(r, "id")?,
-        user_id: get_text(r, "user_id")?,
-        kind: get_text(r, "kind")?,
-        created: parse_time(&get_text(r, "created")?)?,
-        expires: parse_time(&get_text(r, "expires")?)?,
-        data: get_opt_text(r, "data")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null),
-    })
+/// User and admin sessions live in two tables of one shape, told apart by their owner column.
+#[derive(Clone, Copy)]
+pub(crate) struct SessionTable {
+    pub(crate) table: &'static str,
+    pub(crate) owner: &'static str,
 }
+
+pub(crate) const USER_SESSIONS: SessionTable = SessionTable { table: "sessions", owner: "user_id" };
+
+/// (id, owner, kind, created, expires, data).
+pub(crate) type SessionRow = (String, String, String, DateTime<Utc>, DateTime<Utc>, Value);
 
 /// Filters for the outbox listing.
 #[derive(Debug, Clone, Default)]
@@ -236,32 +238,72 @@ impl Db<'_> {
     // ---- sessions -----------------------------------------------------------------------
 
     pub async fn put_session(&mut self, s: &Session) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, kind, created, expires, data) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, expires = excluded.expires, data = excluded.data",
-        )
-        .bind(s.id.clone())
-        .bind(s.user_id.clone())
-        .bind(s.kind.clone())
-        .bind(time_text(s.created))
-        .bind(time_text(s.expires))
-        .bind(s.data.to_string())
-        .execute(&mut *self.c)
-        .await?;
-        Ok(())
+        self.put_session_row(USER_SESSIONS, &s.id, &s.user_id, &s.kind, s.created, s.expires, &s.data).await
     }
 
     pub async fn get_session(&mut self, id: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1 AND expires > $2")
-            .bind(id.to_string())
-            .bind(time_text(now))
-            .fetch_optional(&mut *self.c)
-            .await?;
-        row.map(|r| session_from_row(&r)).transpose()
+        let row = self.get_session_row(USER_SESSIONS, id, now).await?;
+        Ok(row.map(|(id, user_id, kind, created, expires, data)| Session { id, user_id, kind, created, expires, data }))
     }
 
     pub async fn delete_session(&mut self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        self.delete_session_row(USER_SESSIONS, id).await
+    }
+
+    /// Writes (or replaces) a session row of a user's or an admin's session table.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put_session_row(
+        &mut self,
+        t: SessionTable,
+        id: &str,
+        owner: &str,
+        kind: &str,
+        created: DateTime<Utc>,
+        expires: DateTime<Utc>,
+        data: &Value,
+    ) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (id, {}, kind, created, expires, data) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, expires = excluded.expires, data = excluded.data",
+            t.table, t.owner
+        );
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(owner.to_string())
+            .bind(kind.to_string())
+            .bind(time_text(created))
+            .bind(time_text(expires))
+            .bind(data.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+
+    /// The unexpired session row with this id: (id, owner, kind, created, expires, data).
+    pub(crate) async fn get_session_row(
+        &mut self,
+        t: SessionTable,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionRow>> {
+        let sql = format!("SELECT * FROM {} WHERE id = $1 AND expires > $2", t.table);
+        let row = sqlx::query(&sql).bind(id.to_string()).bind(time_text(now)).fetch_optional(&mut *self.c).await?;
+        row.map(|r| {
+            Ok((
+                get_text(&r, "id")?,
+                get_text(&r, t.owner)?,
+                get_text(&r, "kind")?,
+                parse_time(&get_text(&r, "created")?)?,
+                parse_time(&get_text(&r, "expires")?)?,
+                get_opt_text(&r, "data")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+            ))
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn delete_session_row(&mut self, t: SessionTable, id: &str) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE id = $1", t.table);
+        sqlx::query(&sql).bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(())
     }
 }
