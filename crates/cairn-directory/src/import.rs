@@ -14,9 +14,18 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::{Ctx, Directory};
 
-/// Records per transaction: large, because every commit rewrites the index pages it touched;
-/// two batches are in memory at once (one written, one built).
+/// Records built and written as one unit; two batches are in memory at once (one written,
+/// one built).
 const BATCH: usize = 2_000;
+/// A transaction spans batches until it holds this many records or has been open this long.
+/// Every commit rewrites each index page the transaction touched, and names arrive in no
+/// order, so nearly every batch touches every page of the name indexes: fewer commits write
+/// far less. The time bound keeps other writers' waits short.
+const COMMIT_RECORDS: usize = 50_000;
+const COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(1_000);
+/// Fewest records for which an import into a directory with no more users than that rebuilds
+/// the search indexes at its end (`cairn_store::USER_SEARCH_INDEXES`) rather than updating them.
+const REINDEX_MIN_RECORDS: usize = 10_000;
 /// The page cache of an import's writing connection, and the usual one it goes back to
 /// (SQLite's default).
 const BULK_CACHE_KIB: u32 = 16 * 1024;
@@ -723,7 +732,9 @@ impl Directory {
                 loop {
                     // A slot first: at most two batches in memory, one written, one built.
                     let Ok(slot) = rt.block_on(send.reserve()) else { break };
-                    let chunk: Vec<Item> = rest.by_ref().take(BATCH).collect();
+                    // Sized up front: growing a vector of records moves every record again.
+                    let mut chunk: Vec<Item> = Vec::with_capacity(BATCH);
+                    chunk.extend(rest.by_ref().take(BATCH));
                     if chunk.is_empty() {
                         break;
                     }
@@ -740,12 +751,44 @@ impl Directory {
         let mut done = 0;
         let mut writer = self.store().writer().await?;
         writer.db().set_cache_kib(BULK_CACHE_KIB).await?;
-        while let Some(batch) = batches.recv().await {
-            let batch = batch?;
-            done += batch.items.len();
-            self.write_batch(&mut writer, job, batch, &plan, &mut counts, done, total, note).await?;
-            progress(done, total);
+        // Loading many users into a directory with fewer: build the search indexes once at
+        // the end instead of updating them user by user.
+        let existing: i64 = writer.db().count_users_by_state().await?.iter().map(|(_, n)| n).sum();
+        let mut reindex = total >= REINDEX_MIN_RECORDS && total as i64 >= existing;
+        // Batches share a transaction up to COMMIT_RECORDS or COMMIT_AFTER; whatever fails
+        // rolls back to the last commit (the job is then failed and a re-run converges).
+        let written = async {
+            let mut tx = writer.begin().await?;
+            if reindex {
+                reindex = tx.db().drop_user_search_indexes().await?;
+            }
+            let (mut opened, mut held) = (std::time::Instant::now(), 0);
+            while let Some(batch) = batches.recv().await {
+                let batch = batch?;
+                done += batch.items.len();
+                held += batch.items.len();
+                self.write_batch(&mut tx, job, batch, &plan, &mut counts, done, total, note).await?;
+                if held >= COMMIT_RECORDS || opened.elapsed() >= COMMIT_AFTER {
+                    tx.commit().await?;
+                    tx = writer.begin().await?;
+                    (opened, held) = (std::time::Instant::now(), 0);
+                }
+                progress(done, total);
+            }
+            if reindex {
+                tx.db().create_user_search_indexes().await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
         }
+        .await;
+        if written.is_err() && reindex {
+            // Whatever was committed before the failure stays; the indexes must come back.
+            let mut tx = writer.begin().await?;
+            tx.db().create_user_search_indexes().await?;
+            tx.commit().await?;
+        }
+        written?;
         writer.db().set_cache_kib(DEFAULT_CACHE_KIB).await?;
         drop(writer);
         producer.await.map_err(|e| Error::Internal(format!("import worker: {e}")))?;
@@ -782,6 +825,7 @@ impl Directory {
         let managers = if wanted.is_empty() { vec![] } else { rt.block_on(self.find_managers(&wanted))? };
         let mut users = Vec::with_capacity(chunk.len());
         let mut places = Vec::with_capacity(chunk.len());
+        let now = self.now();
         for (idx, it) in chunk.iter_mut().enumerate() {
             let Some(p) = it.parsed.take() else { continue };
             let mut input = p.input;
@@ -813,7 +857,10 @@ impl Directory {
                 None => None,
             };
             match self.new_user(&plan.org, input, plan.source, &plan.origin, hash) {
-                Ok(u) => {
+                Ok(mut u) => {
+                    // One instant for the batch's users: a column equal for all is bound once.
+                    (u.created, u.updated) = (now, now);
+                    u.password_date = u.password_date.map(|_| now);
                     new_ids.insert(u.username.clone(), u.id.clone());
                     let groups = p.groups.iter().filter_map(|g| plan.group_ids.get(g).cloned()).collect();
                     places.push((idx, groups));
@@ -846,6 +893,7 @@ impl Directory {
             }
             let mut e = self.event(&plan.ctx, "user_create", Some(("user", &u.id, &u.username)), vec![], detail);
             e.changes = Value::Null;
+            e.time = u.created;
             changes.push(creation_changes_json(u));
             events.push(e);
         }
@@ -865,11 +913,11 @@ impl Directory {
         Ok(found)
     }
 
-    /// Writes one batch in one transaction, with the job's progress.
+    /// Writes one batch, with the job's progress, in the import's current transaction.
     #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
-        writer: &mut cairn_store::Writer,
+        tx: &mut cairn_store::Savepoint<'_>,
         job: &str,
         batch: Batch,
         plan: &CreatePlan,
@@ -879,7 +927,6 @@ impl Directory {
         note: Option<&str>,
     ) -> Result<()> {
         let Batch { mut items, users, places, insert, events_insert } = batch;
-        let mut tx = writer.begin().await?;
         let inserted = tx.db().insert_new_users(&users, insert).await?;
         let all = inserted.is_none();
         let inserted = inserted.unwrap_or_default();
@@ -948,7 +995,6 @@ impl Directory {
         }
         tx.db().insert_job_results(job, &results).await?;
         self.record_progress(&mut tx.db(), job, done, total, counts, note).await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -974,26 +1020,20 @@ impl Directory {
     }
 }
 
-/// The changes of a `user_create` event as JSON text, written directly: the same text as
-/// serializing [`creation_changes`], without building the JSON tree (imports write 100,000s).
+/// The changes of a `user_create` event as stored JSON text: the object of the values set,
+/// which reads back as [`creation_changes`] (see `cairn_domain::user::changes_list`), written
+/// directly without building a JSON tree (imports write 100,000s).
 fn creation_changes_json(u: &User) -> String {
-    #[derive(serde::Serialize)]
-    struct Set<'a, T: serde::Serialize> {
-        field: &'a str,
-        old: Option<()>,
-        new: T,
+    fn add<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, field: &str, new: &T) {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut *out, field).expect("field serializes");
+        out.push(b':');
+        serde_json::to_writer(&mut *out, new).expect("value serializes");
     }
-    fn add<T: serde::Serialize>(out: &mut Vec<u8>, field: &str, new: T) {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut *out, &Set { field, old: None, new }).expect("changes serialize");
-    }
-    let mut out = Vec::with_capacity(640);
-    out.push(b'[');
+    let mut out = Vec::with_capacity(320);
     add(&mut out, "username", &u.username);
     add(&mut out, "email", &u.email);
-    add(&mut out, "state", u.state);
+    add(&mut out, "state", &u.state);
     add(&mut out, "creationSource", &u.creation_source);
     if u.password_hash.is_some() {
         add(&mut out, "password", "***");
@@ -1003,7 +1043,7 @@ fn creation_changes_json(u: &User) -> String {
             add(&mut out, k, v);
         }
     }
-    out.push(b']');
+    out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
 }
 
@@ -1013,7 +1053,7 @@ mod tests {
     use crate::users::creation_changes;
 
     #[test]
-    fn creation_changes_text_is_the_serialized_changes() {
+    fn creation_changes_text_reads_back_as_the_creation_changes() {
         let now = chrono::Utc::now();
         let mut u = User {
             id: "0123456789abcdef01234567".into(),
@@ -1033,13 +1073,14 @@ mod tests {
             totp_secret: None,
             profile: serde_json::Map::new(),
         };
-        let plain = creation_changes_json(&u);
-        assert_eq!(plain, serde_json::to_string(&creation_changes(&u)).unwrap());
+        let read_back =
+            |u: &User| cairn_domain::user::changes_list(serde_json::from_str(&creation_changes_json(u)).unwrap());
+        assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
         u.profile.insert("firstname".into(), json!("Ada \"the\" First"));
         u.profile.insert("sudo".into(), json!(false));
         u.profile.insert("addresses".into(), json!([{"type": "work", "locality": "Zürich"}]));
         u.profile.insert("unix_uid".into(), json!(5001));
         u.password_hash = Some(cairn_domain::Secret::new("x".to_string()));
-        assert_eq!(creation_changes_json(&u), serde_json::to_string(&creation_changes(&u)).unwrap());
+        assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
     }
 }

@@ -472,6 +472,18 @@ pub struct Change {
     pub new: Value,
 }
 
+/// An event's changes as stored, in the list form: a creation's are stored as one object of
+/// the values set, `{"username": …, …}` (half the bytes; every old value is null), and read
+/// back as `[{"field", "old": null, "new"}, …]` in the same order.
+pub fn changes_list(stored: Value) -> Value {
+    match stored {
+        Value::Object(set) => Value::Array(
+            set.into_iter().map(|(field, new)| serde_json::json!({"field": field, "old": null, "new": new})).collect(),
+        ),
+        other => other,
+    }
+}
+
 /// The fields that differ between two versions of a user, as their JSON shows them, plus
 /// an elided entry when the password changed.
 pub fn diff(old: &User, new: &User) -> Vec<Change> {

@@ -260,31 +260,54 @@ impl Db<'_> {
     }
 
     pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
-        // The job id is bound once per statement: `SELECT *, ? FROM (VALUES …)` puts its
-        // placeholder first, so all are anonymous and in binding order.
-        for chunk in results.chunks(PARAMS_PER_INSERT / 5) {
+        // Most results carry no message (`created`, `updated`): those go in per outcome, the
+        // outcome bound once per statement like the job id; the others with every value.
+        let mut plain: std::collections::BTreeMap<&str, Vec<&JobResult>> = Default::default();
+        let mut other = vec![];
+        for r in results {
+            match r.message {
+                None => plain.entry(r.outcome.as_str()).or_default().push(r),
+                Some(_) => other.push(r),
+            }
+        }
+        for (outcome, rs) in plain {
+            self.insert_results(job_id, Some(outcome), &rs).await?;
+        }
+        self.insert_results(job_id, None, &other).await
+    }
+
+    /// Job results; `outcome` given: all have it and no message, and only the rest is bound
+    /// per row. `SELECT *, <job>, … FROM (VALUES …)` puts the constants' placeholders first,
+    /// so all are anonymous and in binding order.
+    async fn insert_results(&mut self, job_id: &str, outcome: Option<&str>, results: &[&JobResult]) -> Result<()> {
+        let width = if outcome.is_some() { 3 } else { 5 };
+        for chunk in results.chunks(PARAMS_PER_INSERT / width) {
             let mut a = Args::positional(self.b);
-            let job = a.push(job_id.to_string());
+            let mut fixed = a.push(job_id.to_string());
+            if let Some(o) = outcome {
+                fixed = format!("{fixed}, {}, NULL", a.push(o.to_string()));
+            }
+            let row_sql = format!("({})", vec!["?"; width].join(", "));
             let mut rows_sql = Vec::with_capacity(chunk.len());
             for r in chunk {
-                let vals = [
-                    Arg::Int(Some(r.seq)),
-                    Arg::Text(r.username.clone()),
-                    Arg::Text(r.user_id.clone()),
-                    Arg::Text(Some(r.outcome.clone())),
-                    Arg::Text(r.message.clone()),
-                ];
+                let mut vals = vec![Arg::Int(Some(r.seq)), Arg::Text(r.username.clone()), Arg::Text(r.user_id.clone())];
+                if outcome.is_none() {
+                    vals.extend([Arg::Text(Some(r.outcome.clone())), Arg::Text(r.message.clone())]);
+                }
                 if a.anon {
                     vals.into_iter().for_each(|v| a.bind(v));
-                    rows_sql.push("(?, ?, ?, ?, ?)".to_string());
+                    rows_sql.push(row_sql.clone());
                 } else {
                     let ps: Vec<String> = vals.into_iter().map(|v| a.push(v)).collect();
                     rows_sql.push(format!("({})", ps.join(", ")));
                 }
             }
+            let cols = match outcome {
+                Some(_) => "seq, username, user_id, job_id, outcome, message",
+                None => "seq, username, user_id, outcome, message, job_id",
+            };
             let sql = format!(
-                "{} INTO job_results (seq, username, user_id, outcome, message, job_id) \
-                 SELECT *, {job} FROM (VALUES {}) AS v",
+                "{} INTO job_results ({cols}) SELECT *, {fixed} FROM (VALUES {}) AS v",
                 or_ignore(self.b),
                 rows_sql.join(", ")
             );
@@ -487,8 +510,10 @@ const PARAMS_PER_INSERT: usize = 8_000;
 pub struct Prepared(Vec<(String, AnyArguments<'static>, u64)>);
 
 /// Multi-row INSERTs for users. Only the columns some user sets are bound; the others take
-/// their defaults (NULL, false), which is what unset means. With `skip_conflicts`, a user that
-/// conflicts with an existing one is left out instead of failing the statement.
+/// their defaults (NULL, false), which is what unset means; a column with one value for every
+/// user (state, source and times of an import batch) is bound once per statement. With
+/// `skip_conflicts`, a user that conflicts with an existing one is left out instead of failing
+/// the statement.
 fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     use cairn_domain::fields::PROFILE;
     let mut cols: Vec<&'static str> = Vec::with_capacity(rows::CORE_COLUMNS);
@@ -505,7 +530,7 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
         // Only the fields a user has: a lookup per set field, not per column.
         for (k, v) in &u.profile {
             if !v.is_null() && *v != serde_json::Value::Bool(false) {
-                if let Some(p) = PROFILE.iter().position(|f| f.name == k) {
+                if let Some(p) = cairn_domain::fields::profile_index(k) {
                     used[rows::CORE_COLUMNS + p] = true;
                 }
             }
@@ -514,42 +539,58 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     cols.extend(PROFILE.iter().map(|f| f.column));
     let fields: Vec<&cairn_domain::fields::Field> =
         PROFILE.iter().enumerate().filter(|(p, _)| used[rows::CORE_COLUMNS + p]).map(|(_, f)| f).collect();
-    let width = used.iter().filter(|u| **u).count();
     let names: Vec<&str> = cols.iter().zip(&used).filter(|(_, u)| **u).map(|(c, _)| *c).collect();
-    let row_sql = format!("({})", vec!["?"; width].join(", "));
+    let width = names.len();
+    // Every user's values of the bound columns, row after row.
+    let mut values: Vec<rows::Value> = Vec::with_capacity(users.len() * width);
+    for u in users {
+        let mut i = 0;
+        rows::bind_core(u, &mut |_, v| {
+            if used[i] {
+                values.push(v);
+            }
+            i += 1;
+        });
+        values.extend(fields.iter().map(|f| rows::profile_value(u, f)));
+    }
+    let Some(first) = values.get(..width) else { return Prepared::default() };
+    // The id (column 0) differs for every user, so no row is empty.
+    let constant: Vec<bool> = (0..width).map(|c| c > 0 && values.chunks(width).all(|row| row[c] == first[c])).collect();
+    let varying = constant.iter().filter(|c| !**c).count();
+    // `INSERT … SELECT *, <constants> FROM (VALUES <rows>)`: the constants' placeholders come
+    // first in the text, so every placeholder is an anonymous one in binding order.
+    let order: Vec<&str> =
+        (0..width).filter(|c| !constant[*c]).chain((0..width).filter(|c| constant[*c])).map(|c| names[c]).collect();
+    let row_sql = format!("({})", vec!["?"; varying].join(", "));
+    // SQLite: OR IGNORE (every constraint that can fail here is a uniqueness one) lets a
+    // multi-row INSERT run without a statement journal; PostgreSQL: ON CONFLICT DO NOTHING.
+    let verb = if skip_conflicts && b == Backend::Sqlite { "INSERT OR IGNORE" } else { "INSERT" };
+    let tail = if skip_conflicts && b == Backend::Postgres { " ON CONFLICT DO NOTHING" } else { "" };
     let mut out = Vec::new();
-    for chunk in users.chunks((PARAMS_PER_INSERT / width.max(1)).max(1)) {
+    for chunk in values.chunks(width * (PARAMS_PER_INSERT / varying).max(1)) {
         let mut a = Args::positional(b);
-        let mut rows_sql = Vec::with_capacity(chunk.len());
-        for u in chunk {
-            let mut i = 0;
-            let mut ps = Vec::with_capacity(width);
-            let anon = a.anon;
-            let mut put = |a: &mut Args, v: rows::Value| {
-                if anon {
-                    a.bind(v.into_arg());
+        let fixed: String =
+            (0..width).filter(|c| constant[*c]).map(|c| format!(", {}", a.push(first[c].clone().into_arg()))).collect();
+        let mut rows_sql = Vec::with_capacity(chunk.len() / width);
+        for row in chunk.chunks(width) {
+            let mut ps = Vec::with_capacity(varying);
+            for (v, _) in row.iter().zip(&constant).filter(|(_, k)| !**k) {
+                if a.anon {
+                    a.bind(v.clone().into_arg());
                 } else {
-                    ps.push(a.push(v.into_arg()));
+                    ps.push(a.push(v.clone().into_arg()));
                 }
-            };
-            rows::bind_core(u, &mut |_, v| {
-                if used[i] {
-                    put(&mut a, v);
-                }
-                i += 1;
-            });
-            for f in &fields {
-                put(&mut a, rows::profile_value(u, f));
             }
             // SQLite placeholders are all `?`: one row text serves every row.
             rows_sql.push(if a.anon { row_sql.clone() } else { format!("({})", ps.join(", ")) });
         }
-        // SQLite: OR IGNORE (every constraint that can fail here is a uniqueness one) lets a
-        // multi-row INSERT run without a statement journal; PostgreSQL: ON CONFLICT DO NOTHING.
-        let verb = if skip_conflicts && b == Backend::Sqlite { "INSERT OR IGNORE" } else { "INSERT" };
-        let tail = if skip_conflicts && b == Backend::Postgres { " ON CONFLICT DO NOTHING" } else { "" };
-        let sql = format!("{verb} INTO users ({}) VALUES {}{tail}", names.join(", "), rows_sql.join(", "));
-        out.push((sql, a.finish(), chunk.len() as u64));
+        let n = rows_sql.len() as u64;
+        let sql = format!(
+            "{verb} INTO users ({}) SELECT *{fixed} FROM (VALUES {}) AS v{tail}",
+            order.join(", "),
+            rows_sql.join(", ")
+        );
+        out.push((sql, a.finish(), n));
     }
     Prepared(out)
 }

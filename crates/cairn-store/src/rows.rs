@@ -13,6 +13,7 @@ use crate::{Result, StoreError};
 
 /// A column value, borrowed from the record where it can be (bulk inserts visit every user
 /// twice: once to see which columns are set, once to bind).
+#[derive(Clone, PartialEq)]
 pub(crate) enum Value<'a> {
     Text(Option<Cow<'a, str>>),
     Bool(bool),
@@ -197,7 +198,7 @@ pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event> {
         source: get_text(r, "source")?,
         client_addr: get_opt_text(r, "client_addr")?,
         outcome: get_text(r, "outcome")?,
-        changes: json("changes")?,
+        changes: cairn_domain::user::changes_list(json("changes")?),
         detail: json("detail")?,
     })
 }

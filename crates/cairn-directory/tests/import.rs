@@ -1,0 +1,74 @@
+//! Large imports through `Directory`: one into a smaller SQLite directory builds the search
+//! indexes once at its end, and its users, results, events and queries are as a small
+//! import's would be.
+
+use std::sync::Arc;
+
+use cairn_directory::domain::query::ListQuery;
+use cairn_directory::{Ctx, Directory, EventQuery, ManualClock};
+use cairn_domain::Actor;
+use cairn_store::{testing, Store};
+use serde_json::json;
+
+fn admin() -> Ctx {
+    Ctx::new(Actor::admin("0123456789abcdef01234567", "boss@example.com"), "api", Some("10.0.0.1".into()))
+}
+
+fn q(pairs: &[(&str, &str)]) -> ListQuery {
+    let p: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    ListQuery::from_pairs(&p).unwrap()
+}
+
+#[tokio::test]
+async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_reads_back_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Directory::new(
+        Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap(),
+        Arc::new(ManualClock::default()),
+    );
+    d.migrate().await.unwrap();
+    d.update_settings(&admin(), &json!({"newSystemUserStateDefaults": {"csvImport": "STAGED"}})).await.unwrap();
+    d.create_user(
+        &admin(),
+        &json!({"username": "user00007", "email": "someone@example.com", "lastname": "Zed"}),
+        cairn_domain::CreationSource::ManualEntry,
+        "api",
+    )
+    .await
+    .unwrap();
+    let n = 12_000;
+    let mut csv = String::from("Username,Email,FirstName,LastName,Department\n");
+    for i in 0..n {
+        // Last names in no order, as real ones arrive.
+        csv.push_str(&format!(
+            "user{i:05},user{i:05}@example.com,First{i},Last{:05},Dept {}\n",
+            (i * 7919) % n,
+            i % 30
+        ));
+    }
+    let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
+    let counts = d.run_csv_import(&admin(), &job, csv.into_bytes(), Default::default(), &|_, _| {}).await.unwrap();
+    assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 0));
+    assert_eq!(testing::missing_user_search_indexes(d.store()).await, Vec::<&str>::new());
+
+    let (total, page) = d.list_users(&q(&[("sort", "lastname"), ("limit", "3")])).await.unwrap();
+    assert_eq!(total, n);
+    let last: Vec<_> = page.iter().map(|u| u.profile["lastname"].as_str().unwrap().to_string()).collect();
+    assert_eq!(last, ["Last00000", "Last00001", "Last00002"]);
+    let (found, _) = d.list_users(&q(&[("search", "last0001")])).await.unwrap();
+    assert_eq!(found, 10, "Last00010 … Last00019");
+    let (in_dept, _) = d.list_users(&q(&[("filter", "department:$eq:Dept 3")])).await.unwrap();
+    assert_eq!(in_dept, 400);
+
+    let (results, _) = d.job_results(&job, Some("created"), 1, 0).await.unwrap();
+    assert_eq!(results, n - 1);
+    let (_, exists) = d.job_results(&job, Some("exists"), 10, 0).await.unwrap();
+    assert_eq!((exists.len(), exists[0].seq), (1, 9), "row 9: the header is row 1");
+    let (events, first) = d
+        .list_events(&EventQuery { action: Some("user_create".into()), limit: 1, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(events, n, "one per imported user and the one made by hand");
+    let changes = first[0].changes.as_array().expect("changes read back as a list");
+    assert!(changes.iter().all(|c| c["old"].is_null() && c["field"].is_string()), "{changes:?}");
+}
