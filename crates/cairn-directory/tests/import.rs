@@ -49,7 +49,8 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
     let counts = d.run_csv_import(&admin(), &job, csv.into_bytes(), Default::default(), &|_, _| {}).await.unwrap();
     assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 0));
-    assert_eq!(testing::missing_user_search_indexes(d.store()).await, Vec::<&str>::new());
+    let missing = d.store().read().await.unwrap().db().missing_user_search_indexes().await.unwrap();
+    assert_eq!(missing, Vec::<&str>::new());
 
     let (total, page) = d.list_users(&q(&[("sort", "lastname"), ("limit", "3")])).await.unwrap();
     assert_eq!(total, n);

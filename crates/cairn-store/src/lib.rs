@@ -118,9 +118,11 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
         }
         // An import that died while loading leaves these missing: every start puts them back.
-        let mut tx = self.begin().await?;
-        tx.db().create_user_search_indexes().await?;
-        tx.commit().await?;
+        if !self.read().await?.db().missing_user_search_indexes().await?.is_empty() {
+            let mut tx = self.begin().await?;
+            tx.db().create_user_search_indexes().await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -523,6 +525,21 @@ impl Db<'_> {
             sqlx::query(&format!("DROP INDEX IF EXISTS {name}")).execute(&mut *self.c).await?;
         }
         Ok(true)
+    }
+
+    /// Which of [`USER_SEARCH_INDEXES`] the database lacks (SQLite; none on PostgreSQL).
+    pub async fn missing_user_search_indexes(&mut self) -> Result<Vec<&'static str>> {
+        if self.b != Backend::Sqlite {
+            return Ok(vec![]);
+        }
+        let present: Vec<String> =
+            sqlx::query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users'")
+                .fetch_all(&mut *self.c)
+                .await?
+                .iter()
+                .map(|r| rows::get_text(r, "name"))
+                .collect::<Result<_>>()?;
+        Ok(USER_SEARCH_INDEXES.iter().map(|(name, _)| *name).filter(|n| !present.iter().any(|p| p == n)).collect())
     }
 
     /// Builds whichever of [`USER_SEARCH_INDEXES`] are missing (SQLite only).

@@ -64,26 +64,6 @@ pub fn with_database(base: &str, name: &str) -> String {
     }
 }
 
-/// Which of [`crate::USER_SEARCH_INDEXES`] the database lacks (SQLite; none on PostgreSQL).
-pub async fn missing_user_search_indexes(store: &crate::Store) -> Vec<&'static str> {
-    if store.backend() != crate::Backend::Sqlite {
-        return vec![];
-    }
-    let mut c = store.read().await.expect("a connection");
-    let mut missing = vec![];
-    for (name, _) in crate::USER_SEARCH_INDEXES {
-        let found = sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?")
-            .bind(*name)
-            .fetch_optional(&mut *c.c)
-            .await
-            .expect("sqlite_master");
-        if found.is_none() {
-            missing.push(*name);
-        }
-    }
-    missing
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
