@@ -619,13 +619,27 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
         "changes",
         "detail",
     ];
+    // Events written together mostly share their time and detail: each run of equal ones is
+    // formatted once.
+    let (mut times, mut details) = (vec![], vec![]);
+    let (mut time_of, mut detail_of) = (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
+    for (i, e) in events.iter().enumerate() {
+        if i == 0 || e.time != events[i - 1].time {
+            times.push(time_text(e.time));
+        }
+        if i == 0 || e.detail != events[i - 1].detail {
+            details.push(e.detail.to_string());
+        }
+        time_of.push(times.len() - 1);
+        detail_of.push(details.len() - 1);
+    }
     let values: Vec<[Option<Cow<str>>; 14]> = events
         .iter()
         .enumerate()
         .map(|(i, e)| {
             [
                 Some(Cow::Borrowed(e.id.as_str())),
-                Some(Cow::Owned(time_text(e.time))),
+                Some(Cow::Borrowed(times[time_of[i]].as_str())),
                 Some(Cow::Borrowed(e.actor.kind.as_str())),
                 t(&e.actor.id),
                 t(&e.actor.name),
@@ -640,7 +654,7 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
                     Some(c) => Cow::Borrowed(c[i].as_str()),
                     None => Cow::Owned(e.changes.to_string()),
                 }),
-                Some(Cow::Owned(e.detail.to_string())),
+                Some(Cow::Borrowed(details[detail_of[i]].as_str())),
             ]
         })
         .collect();

@@ -16,6 +16,8 @@ use crate::{Result, StoreError};
 #[derive(Clone, PartialEq)]
 pub(crate) enum Value<'a> {
     Text(Option<Cow<'a, str>>),
+    /// Formatted only when bound: a bulk INSERT binds a time shared by all its rows once.
+    Time(Option<DateTime<Utc>>),
     Bool(bool),
     Int(Option<i64>),
 }
@@ -23,11 +25,12 @@ pub(crate) enum Value<'a> {
 impl Value<'_> {
     /// What a column holds when an INSERT leaves it out.
     pub(crate) fn is_default(&self) -> bool {
-        matches!(self, Value::Text(None) | Value::Bool(false) | Value::Int(None))
+        matches!(self, Value::Text(None) | Value::Time(None) | Value::Bool(false) | Value::Int(None))
     }
     pub(crate) fn into_arg(self) -> crate::Arg {
         match self {
             Value::Text(t) => crate::Arg::Text(t.map(Cow::into_owned)),
+            Value::Time(t) => crate::Arg::Text(t.map(time_text)),
             Value::Bool(b) => crate::Arg::Bool(b),
             Value::Int(n) => crate::Arg::Int(n),
         }
@@ -95,7 +98,7 @@ pub(crate) fn bind_user<'a>(u: &'a User, f: &mut dyn FnMut(&'static str, Value<'
 /// The columns every user has, in a fixed order (`CORE_COLUMNS` of them).
 pub(crate) fn bind_core<'a>(u: &'a User, f: &mut dyn FnMut(&'static str, Value<'a>)) {
     let text = |s: &'a str| Value::Text(Some(Cow::Borrowed(s)));
-    let time = |t: Option<DateTime<Utc>>| Value::Text(t.map(|t| Cow::Owned(time_text(t))));
+    let time = Value::Time;
     f("id", text(&u.id));
     f("username", text(&u.username));
     f("email", text(&u.email));
