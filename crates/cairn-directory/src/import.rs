@@ -43,7 +43,7 @@ pub struct ImportOptions {
     pub update: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub created: i64,
     pub updated: i64,
@@ -462,7 +462,13 @@ impl Directory {
             return match self.run_creates(job, Box::new(items), total, plan, note.as_deref(), progress).await {
                 Ok(counts) => Ok(counts),
                 Err(e) => {
-                    let _ = self.finish_job(job, "failed", 0, total, &Counts::default(), Some(&e.to_string())).await;
+                    // Batches committed before the failure stay, with their results: the job
+                    // keeps the progress they recorded.
+                    let (done, counts) = match self.job(job).await {
+                        Ok(j) => (j.processed as usize, serde_json::from_value(j.counts).unwrap_or_default()),
+                        Err(_) => (0, Counts::default()),
+                    };
+                    let _ = self.finish_job(job, "failed", done, total, &counts, Some(&e.to_string())).await;
                     Err(e)
                 }
             };

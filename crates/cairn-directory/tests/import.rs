@@ -46,9 +46,11 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
             i % 30
         ));
     }
+    // A last batch with no user to create: the record repeats an earlier username.
+    csv.push_str("user00003,again@example.com,Again,Again,Dept 0\n");
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
     let counts = d.run_csv_import(&admin(), &job, csv.into_bytes(), Default::default(), &|_, _| {}).await.unwrap();
-    assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 0));
+    assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 1));
     let missing = d.store().read().await.unwrap().db().missing_user_search_indexes().await.unwrap();
     assert_eq!(missing, Vec::<&str>::new());
 

@@ -516,6 +516,9 @@ pub struct Prepared(Vec<(String, AnyArguments<'static>, u64)>);
 /// the statement.
 fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     use cairn_domain::fields::PROFILE;
+    if users.is_empty() {
+        return Prepared::default();
+    }
     let mut cols: Vec<&'static str> = Vec::with_capacity(rows::CORE_COLUMNS);
     let mut used = vec![false; rows::CORE_COLUMNS + PROFILE.len()];
     for u in users {
@@ -553,7 +556,7 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
         });
         values.extend(fields.iter().map(|f| rows::profile_value(u, f)));
     }
-    let Some(first) = values.get(..width) else { return Prepared::default() };
+    let first = &values[..width];
     // The id (column 0) differs for every user, so no row is empty.
     let constant: Vec<bool> = (0..width).map(|c| c > 0 && values.chunks(width).all(|row| row[c] == first[c])).collect();
     let varying = constant.iter().filter(|c| !**c).count();
