@@ -22,9 +22,9 @@ const BATCH: usize = 2_000;
 /// is slower, so the queue stays full) to 207 MiB, 6 keeps it at 176.
 const BUILT_AHEAD: usize = 6;
 /// A transaction spans batches until it holds this many records or has been open this long.
-/// Every commit rewrites each index page the transaction touched, and names arrive in no
-/// order, so nearly every batch touches every page of the name indexes: fewer commits write
-/// far less. The time bound keeps other writers' waits short.
+/// Every commit rewrites each index page the transaction touched, and usernames, e-mails and
+/// names arrive in no order, so nearly every batch touches every page of their indexes: fewer
+/// commits write far less. The time bound keeps other writers' waits short.
 const COMMIT_RECORDS: usize = 50_000;
 const COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(1_000);
 /// Fewest records for which an import into a directory with no more users than that rebuilds
@@ -613,7 +613,7 @@ impl Directory {
                 },
                 None => None,
             };
-            match self.new_user(org, input, source, origin, hash) {
+            match self.new_user(org, input, source, origin, hash, self.now()) {
                 Ok(u) => {
                     new_ids.insert(u.username.clone(), u.id.clone());
                     creates.push((idx, u, groups));
@@ -866,11 +866,9 @@ impl Directory {
                 },
                 None => None,
             };
-            match self.new_user(&plan.org, input, plan.source, &plan.origin, hash) {
-                Ok(mut u) => {
-                    // One instant for the batch's users: a column equal for all is bound once.
-                    (u.created, u.updated) = (now, now);
-                    u.password_date = u.password_date.map(|_| now);
+            // One instant for the batch's users: a column equal for all is bound once.
+            match self.new_user(&plan.org, input, plan.source, &plan.origin, hash, now) {
+                Ok(u) => {
                     new_ids.insert(u.username.clone(), u.id.clone());
                     let groups = p.groups.iter().filter_map(|g| plan.group_ids.get(g).cloned()).collect();
                     places.push((idx, groups));

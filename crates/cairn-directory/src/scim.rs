@@ -211,7 +211,7 @@ impl Directory {
         let org = self.organization().await?;
         let hash = self.checked_hash(&org, change.password.as_ref()).await?;
         input.password = None;
-        let user = self.new_user(&org, input, CreationSource::ManualEntry, "scim", hash)?;
+        let user = self.new_user(&org, input, CreationSource::ManualEntry, "scim", hash, self.now())?;
         // The user and its SCIM columns in one transaction: all of the request or none.
         let mut tx = self.store().begin().await?;
         self.insert_new_user(&mut tx.db(), ctx, &user, "scim", &MailChoice::Default).await?;

@@ -42,7 +42,7 @@ impl Directory {
     ) -> Result<User> {
         let org = self.organization().await?;
         let hash = self.checked_hash(&org, input.password.as_ref()).await?;
-        let user = self.new_user(&org, input, source, origin, hash)?;
+        let user = self.new_user(&org, input, source, origin, hash, self.now())?;
         let mut tx = self.store().begin().await?;
         self.insert_new_user(&mut tx.db(), ctx, &user, origin, &mail).await?;
         tx.commit().await?;
@@ -238,8 +238,8 @@ impl Directory {
         source: CreationSource,
         origin: &str,
         hash: Option<Secret>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<User> {
-        let now = self.now();
         let mut profile = input.profile;
         profile.retain(|_, v| !v.is_null());
         if !profile.contains_key("restrictedFields") {
