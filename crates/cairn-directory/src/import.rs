@@ -30,10 +30,6 @@ const COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(1_000
 /// Fewest records for which an import into a directory with no more users than that rebuilds
 /// the search indexes at its end (`cairn_store::USER_SEARCH_INDEXES`) rather than updating them.
 const REINDEX_MIN_RECORDS: usize = 10_000;
-/// The page cache of an import's writing connection, and the usual one it goes back to
-/// (SQLite's default).
-const BULK_CACHE_KIB: u32 = 16 * 1024;
-const DEFAULT_CACHE_KIB: u32 = 2000;
 /// Largest CSV upload, in bytes.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
 
@@ -62,6 +58,12 @@ impl Counts {
     }
     pub fn json(&self) -> Value {
         serde_json::to_value(self).expect("counts serialize")
+    }
+    fn merge(&mut self, o: &Counts) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.exists += o.exists;
+        self.error += o.error;
     }
 }
 
@@ -457,6 +459,7 @@ impl Directory {
                 mail,
                 org,
                 group_ids,
+                managers: mapping.as_ref().is_some_and(|m| m.header.columns.contains(&csv_import::Column::Manager)),
                 mapping: mapping.map(|m| (m.header.clone(), m.groups.clone())),
             };
             return match self.run_creates(job, Box::new(items), total, plan, note.as_deref(), progress).await {
@@ -705,10 +708,18 @@ struct CreatePlan {
     group_ids: HashMap<String, String>,
     /// For CSV imports: the header and the group names, to map raw cells.
     mapping: Option<(Header, HashMap<String, String>)>,
+    /// Records may name a manager by username (a CSV `manager` column): the usernames of
+    /// the users created so far are kept, so that a later record can name an earlier one.
+    managers: bool,
 }
 
+/// Usernames of the users an import has created so far → their ids.
+type NewIds = HashMap<String, String, foldhash::fast::RandomState>;
+
 /// A batch of records made ready to write: every user built and every statement bound, so
-/// that writing it is all that is left.
+/// that writing it is all that is left. Its records' results say `created` for each user to
+/// create, and the results' INSERTs and counts are bound for that case too: the writer only
+/// redoes them when some user turns out to be taken.
 struct Batch {
     items: Vec<Item>,
     /// The users to create, with the index of their record in `items` and their group ids.
@@ -716,7 +727,13 @@ struct Batch {
     places: Vec<(usize, Vec<String>)>,
     insert: cairn_store::Prepared,
     events_insert: cairn_store::Prepared,
+    results_insert: cairn_store::Prepared,
+    counts: Counts,
 }
+
+/// What is left of a written batch, handed back to the thread that built it: freeing memory
+/// there is cheaper (the allocator's own thread) and off the writer's path.
+type Spent = (Vec<Item>, Vec<User>, Vec<(usize, Vec<String>)>);
 
 impl Directory {
     /// Create mode, pipelined: one thread maps, validates and binds batch n+1 while the
@@ -734,14 +751,16 @@ impl Directory {
     ) -> Result<Counts> {
         let plan = std::sync::Arc::new(plan);
         let (send, mut batches) = tokio::sync::mpsc::channel::<Result<Batch>>(BUILT_AHEAD);
+        let (spent, spent_back) = std::sync::mpsc::channel::<Spent>();
         let producer = {
             let (dir, plan, rt) = (self.clone(), plan.clone(), tokio::runtime::Handle::current());
             tokio::task::spawn_blocking(move || {
-                let mut new_ids = HashMap::new();
+                let mut new_ids = NewIds::default();
                 let mut rest = items;
                 loop {
                     // A slot first: at most BUILT_AHEAD batches wait, besides the one written.
                     let Ok(slot) = rt.block_on(send.reserve()) else { break };
+                    spent_back.try_iter().for_each(drop);
                     // Sized up front: growing a vector of records moves every record again.
                     let mut chunk: Vec<Item> = Vec::with_capacity(BATCH);
                     chunk.extend(rest.by_ref().take(BATCH));
@@ -760,7 +779,6 @@ impl Directory {
         let mut counts = Counts::default();
         let mut done = 0;
         let mut writer = self.store().writer().await?;
-        writer.db().set_cache_kib(BULK_CACHE_KIB).await?;
         // Loading many users into a directory with fewer: build the search indexes once at
         // the end instead of updating them user by user.
         let existing: i64 = writer.db().count_users_by_state().await?.iter().map(|(_, n)| n).sum();
@@ -777,15 +795,23 @@ impl Directory {
                 let batch = batch?;
                 done += batch.items.len();
                 held += batch.items.len();
-                self.write_batch(&mut tx, job, batch, &plan, &mut counts, done, total, note).await?;
+                let left = self.write_batch(&mut tx, job, batch, &plan, &mut counts, done, total, note).await?;
+                // Gone already when the producer has finished: then it is freed here.
+                let _ = spent.send(left);
                 if held >= COMMIT_RECORDS || opened.elapsed() >= COMMIT_AFTER {
                     tx.commit().await?;
+                    writer.committed();
                     tx = writer.begin().await?;
                     (opened, held) = (std::time::Instant::now(), 0);
                 }
                 progress(done, total);
             }
             if reindex {
+                // The users first, so that their pages are checkpointed while the indexes
+                // are built.
+                tx.commit().await?;
+                writer.committed();
+                tx = writer.begin().await?;
                 tx.db().create_user_search_indexes().await?;
             }
             tx.commit().await?;
@@ -798,9 +824,8 @@ impl Directory {
             tx.db().create_user_search_indexes().await?;
             tx.commit().await?;
         }
+        writer.finish().await?;
         written?;
-        writer.db().set_cache_kib(DEFAULT_CACHE_KIB).await?;
-        drop(writer);
         producer.await.map_err(|e| Error::Internal(format!("import worker: {e}")))?;
         self.finish_job(job, "done", done, done, &counts, note).await?;
         Ok(counts)
@@ -813,7 +838,7 @@ impl Directory {
         rt: &tokio::runtime::Handle,
         mut chunk: Vec<Item>,
         plan: &CreatePlan,
-        new_ids: &mut HashMap<String, String>,
+        new_ids: &mut NewIds,
     ) -> Result<Batch> {
         if let Some((header, groups)) = &plan.mapping {
             for it in chunk.iter_mut() {
@@ -869,7 +894,9 @@ impl Directory {
             // One instant for the batch's users: a column equal for all is bound once.
             match self.new_user(&plan.org, input, plan.source, &plan.origin, hash, now) {
                 Ok(u) => {
-                    new_ids.insert(u.username.clone(), u.id.clone());
+                    if plan.managers {
+                        new_ids.insert(u.username.clone(), u.id.clone());
+                    }
                     let groups = p.groups.iter().filter_map(|g| plan.group_ids.get(g).cloned()).collect();
                     places.push((idx, groups));
                     users.push(u);
@@ -877,13 +904,29 @@ impl Directory {
                 Err(e) => it.done("error", None, e.to_string()),
             }
         }
+        for (u, (idx, _)) in users.iter().zip(&places) {
+            chunk[*idx].done("created", Some(u.id.clone()), "");
+        }
+        let (results_insert, counts) = self.results_insert(&plan.job, &chunk);
         Ok(Batch {
             insert: self.store().prepare_new_users(&users),
             events_insert: self.creation_events(&users, plan),
+            results_insert,
+            counts,
             items: chunk,
             users,
             places,
         })
+    }
+
+    /// The INSERTs of these records' results, and their counts.
+    fn results_insert(&self, job: &str, items: &[Item]) -> (cairn_store::Prepared, Counts) {
+        let results: Vec<JobResult> = items.iter().map(Item::job_result).collect();
+        let mut counts = Counts::default();
+        for r in &results {
+            counts.add(&r.outcome);
+        }
+        (self.store().prepare_job_results(job, &results), counts)
     }
 
     /// The `user_create` events of these users, as statements.
@@ -933,8 +976,9 @@ impl Directory {
         done: usize,
         total: usize,
         note: Option<&str>,
-    ) -> Result<()> {
-        let Batch { mut items, users, places, insert, events_insert } = batch;
+    ) -> Result<Spent> {
+        let Batch { mut items, users, places, insert, events_insert, mut results_insert, counts: mut batch_counts } =
+            batch;
         let inserted = tx.db().insert_new_users(&users, insert).await?;
         let all = inserted.is_none();
         let inserted = inserted.unwrap_or_default();
@@ -992,18 +1036,14 @@ impl Directory {
         if mails > 0 {
             self.send_prepared(&mut tx.db(), outgoing).await?;
         }
-        for (u, (idx, _)) in users.iter().zip(&places) {
-            if is_in(u) {
-                items[*idx].done("created", Some(u.id.clone()), "");
-            }
+        if !all {
+            // The users left out have their outcome now: their results are bound anew.
+            (results_insert, batch_counts) = self.results_insert(job, &items);
         }
-        let results: Vec<JobResult> = items.iter().map(Item::job_result).collect();
-        for r in &results {
-            counts.add(&r.outcome);
-        }
-        tx.db().insert_job_results(job, &results).await?;
+        tx.db().execute_prepared(results_insert).await?;
+        counts.merge(&batch_counts);
         self.record_progress(&mut tx.db(), job, done, total, counts, note).await?;
-        Ok(())
+        Ok((items, users, places))
     }
 
     /// A running job's progress, written in the caller's transaction.

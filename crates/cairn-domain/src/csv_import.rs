@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::user::{parse_user_input, UserInput};
+use crate::user::{parse_user_object, UserInput};
 use crate::DomainError;
 
 /// Longest accepted record, in bytes.
@@ -254,7 +254,7 @@ pub fn map_record(
     if !creating {
         body.remove("username");
     }
-    let input = parse_user_input(&Value::Object(body), creating).map_err(|e| describe(&e, header))?;
+    let input = parse_user_object(body, creating).map_err(|e| describe(&e, header))?;
     Ok(Parsed { input, groups: member_of, manager })
 }
 

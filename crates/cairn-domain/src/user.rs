@@ -238,8 +238,14 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
     let Some(obj) = body.as_object() else {
         return Err(DomainError::field("body", "must be a JSON object"));
     };
+    parse_user_object(obj.clone(), creating)
+}
+
+/// [`parse_user_input`] of a body's object, taken over: its values become the input's
+/// without a copy (imports parse 100,000s).
+pub fn parse_user_object(obj: Map<String, Value>, creating: bool) -> Result<UserInput, DomainError> {
     let mut errors = Vec::new();
-    let mut input = UserInput::default();
+    let mut input = UserInput { profile: Map::with_capacity(obj.len()), ..Default::default() };
     for (key, value) in obj {
         match key.as_str() {
             "username" => match value.as_str() {
@@ -257,7 +263,7 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
                 None => errors.push(FieldError::new("email", "must be a string")),
             },
             "password" => match value {
-                Value::String(s) => input.password = Some(Secret::new(s.clone())),
+                Value::String(s) => input.password = Some(Secret::new(s)),
                 Value::Null => {}
                 _ => errors.push(FieldError::new("password", "must be a string")),
             },
@@ -267,8 +273,8 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
             },
             "suspended" | "account_locked" | "activated" => match value {
                 Value::Bool(b) => match key.as_str() {
-                    "suspended" => input.suspended = Some(*b),
-                    "account_locked" => input.account_locked = Some(*b),
+                    "suspended" => input.suspended = Some(b),
+                    "account_locked" => input.account_locked = Some(b),
                     // `activated` is derived from the password; accepted for compatibility.
                     _ => {}
                 },
@@ -278,7 +284,7 @@ pub fn parse_user_input(body: &Value, creating: bool) -> Result<UserInput, Domai
             name => match fields::profile(name) {
                 Some(f) => match check_profile_value(f, value) {
                     Ok(v) => {
-                        input.profile.insert(name.to_string(), v);
+                        input.profile.insert(key, v);
                     }
                     Err(m) => errors.push(FieldError::new(name, m)),
                 },
@@ -354,38 +360,39 @@ pub fn normalize_email(s: &str) -> Result<String, String> {
     }
 }
 
-fn check_profile_value(f: &fields::Field, value: &Value) -> Result<Value, String> {
+fn check_profile_value(f: &fields::Field, value: Value) -> Result<Value, String> {
     if value.is_null() {
         return Ok(Value::Null);
     }
     match f.kind {
         Kind::Text | Kind::Time => {
-            let Some(s) = value.as_str() else {
+            let Value::String(s) = value else {
                 return Err("must be a string".into());
             };
-            if s.chars().count() > f.max_len {
+            // No more bytes than the limit: no more characters either (the common case).
+            if s.len() > f.max_len && s.chars().count() > f.max_len {
                 return Err(format!("must be at most {} characters", f.max_len));
             }
             if s.is_empty() && f.name == "employeeIdentifier" {
                 return Ok(Value::Null);
             }
             if f.name == "alternateEmail" && !s.trim().is_empty() {
-                return normalize_email(s).map(Value::String);
+                return normalize_email(&s).map(Value::String);
             }
-            if f.name == "manager" && !s.is_empty() && !crate::id::is_object_id(s) {
+            if f.name == "manager" && !s.is_empty() && !crate::id::is_object_id(&s) {
                 return Err("must be the _id of a user (24 hex characters)".into());
             }
-            Ok(Value::String(s.to_string()))
+            Ok(Value::String(s))
         }
         Kind::Bool => match value {
-            Value::Bool(_) => Ok(value.clone()),
+            Value::Bool(_) => Ok(value),
             _ => Err("must be true or false".into()),
         },
         Kind::Int => match value.as_i64() {
-            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(value.clone()),
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(value),
             _ => Err("must be a whole number of at least 1".into()),
         },
-        Kind::Json => check_json(f.name, value).map(|_| value.clone()),
+        Kind::Json => check_json(f.name, &value).map(|_| value),
     }
 }
 

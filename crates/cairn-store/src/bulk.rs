@@ -101,16 +101,6 @@ impl Db<'_> {
         Ok(Some(found))
     }
 
-    /// Sets this connection's page cache (SQLite; PostgreSQL has none per connection). An
-    /// import's writer holds a larger one, so a batch's dirty index pages are neither spilled
-    /// nor read again by the next batch, and gives it back when done.
-    pub async fn set_cache_kib(&mut self, kib: u32) -> Result<()> {
-        if self.b == Backend::Sqlite {
-            sqlx::query(&format!("PRAGMA cache_size=-{kib}")).execute(&mut *self.c).await?;
-        }
-        Ok(())
-    }
-
     /// Runs statements prepared ahead (see [`Prepared`]); each must write every row it was
     /// given, or the call fails (and its transaction must not commit).
     pub async fn execute_prepared(&mut self, p: Prepared) -> Result<()> {
@@ -260,60 +250,7 @@ impl Db<'_> {
     }
 
     pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
-        // Most results carry no message (`created`, `updated`): those go in per outcome, the
-        // outcome bound once per statement like the job id; the others with every value.
-        let mut plain: std::collections::BTreeMap<&str, Vec<&JobResult>> = Default::default();
-        let mut other = vec![];
-        for r in results {
-            match r.message {
-                None => plain.entry(r.outcome.as_str()).or_default().push(r),
-                Some(_) => other.push(r),
-            }
-        }
-        for (outcome, rs) in plain {
-            self.insert_results(job_id, Some(outcome), &rs).await?;
-        }
-        self.insert_results(job_id, None, &other).await
-    }
-
-    /// Job results; `outcome` given: all have it and no message, and only the rest is bound
-    /// per row. `SELECT *, <job>, … FROM (VALUES …)` puts the constants' placeholders first,
-    /// so all are anonymous and in binding order.
-    async fn insert_results(&mut self, job_id: &str, outcome: Option<&str>, results: &[&JobResult]) -> Result<()> {
-        let width = if outcome.is_some() { 3 } else { 5 };
-        for chunk in results.chunks(PARAMS_PER_INSERT / width) {
-            let mut a = Args::positional(self.b);
-            let mut fixed = a.push(job_id.to_string());
-            if let Some(o) = outcome {
-                fixed = format!("{fixed}, {}, NULL", a.push(o.to_string()));
-            }
-            let row_sql = format!("({})", vec!["?"; width].join(", "));
-            let mut rows_sql = Vec::with_capacity(chunk.len());
-            for r in chunk {
-                let mut vals = vec![Arg::Int(Some(r.seq)), Arg::Text(r.username.clone()), Arg::Text(r.user_id.clone())];
-                if outcome.is_none() {
-                    vals.extend([Arg::Text(Some(r.outcome.clone())), Arg::Text(r.message.clone())]);
-                }
-                if a.anon {
-                    vals.into_iter().for_each(|v| a.bind(v));
-                    rows_sql.push(row_sql.clone());
-                } else {
-                    let ps: Vec<String> = vals.into_iter().map(|v| a.push(v)).collect();
-                    rows_sql.push(format!("({})", ps.join(", ")));
-                }
-            }
-            let cols = match outcome {
-                Some(_) => "seq, username, user_id, job_id, outcome, message",
-                None => "seq, username, user_id, outcome, message, job_id",
-            };
-            let sql = format!(
-                "{} INTO job_results ({cols}) SELECT *, {fixed} FROM (VALUES {}) AS v",
-                or_ignore(self.b),
-                rows_sql.join(", ")
-            );
-            self.execute_prepared(Prepared(vec![(sql, a.finish(), chunk.len() as u64)])).await?;
-        }
-        Ok(())
+        self.execute_prepared(job_results_insert(self.b, job_id, results)).await
     }
 
     /// Results in record order; `outcome` filters.
@@ -508,6 +445,59 @@ const PARAMS_PER_INSERT: usize = 8_000;
 
 #[derive(Default)]
 pub struct Prepared(Vec<(String, AnyArguments<'static>, u64)>);
+
+/// Multi-row INSERTs for job results. Most results carry no message (`created`, `updated`):
+/// those go in per outcome, the outcome bound once per statement like the job id; the others
+/// with every value. `SELECT *, <job>, … FROM (VALUES …)` puts the constants' placeholders
+/// first, so all are anonymous and in binding order.
+fn job_results_insert(b: Backend, job_id: &str, results: &[JobResult]) -> Prepared {
+    let mut plain: std::collections::BTreeMap<&str, Vec<&JobResult>> = Default::default();
+    let mut other = vec![];
+    for r in results {
+        match r.message {
+            None => plain.entry(r.outcome.as_str()).or_default().push(r),
+            Some(_) => other.push(r),
+        }
+    }
+    let groups = plain.into_iter().map(|(o, rs)| (Some(o), rs)).chain([(None, other)]);
+    let mut out = vec![];
+    for (outcome, rs) in groups {
+        let width = if outcome.is_some() { 3 } else { 5 };
+        for chunk in rs.chunks(PARAMS_PER_INSERT / width) {
+            let mut a = Args::positional(b);
+            let mut fixed = a.push(job_id.to_string());
+            if let Some(o) = outcome {
+                fixed = format!("{fixed}, {}, NULL", a.push(o.to_string()));
+            }
+            let row_sql = format!("({})", vec!["?"; width].join(", "));
+            let mut rows_sql = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let mut vals = vec![Arg::Int(Some(r.seq)), Arg::Text(r.username.clone()), Arg::Text(r.user_id.clone())];
+                if outcome.is_none() {
+                    vals.extend([Arg::Text(Some(r.outcome.clone())), Arg::Text(r.message.clone())]);
+                }
+                if a.anon {
+                    vals.into_iter().for_each(|v| a.bind(v));
+                    rows_sql.push(row_sql.clone());
+                } else {
+                    let ps: Vec<String> = vals.into_iter().map(|v| a.push(v)).collect();
+                    rows_sql.push(format!("({})", ps.join(", ")));
+                }
+            }
+            let cols = match outcome {
+                Some(_) => "seq, username, user_id, job_id, outcome, message",
+                None => "seq, username, user_id, outcome, message, job_id",
+            };
+            let sql = format!(
+                "{} INTO job_results ({cols}) SELECT *, {fixed} FROM (VALUES {}) AS v",
+                or_ignore(b),
+                rows_sql.join(", ")
+            );
+            out.push((sql, a.finish(), chunk.len() as u64));
+        }
+    }
+    Prepared(out)
+}
 
 /// Multi-row INSERTs for users. Only the columns some user sets are bound; the others take
 /// their defaults (NULL, false), which is what unset means; a column with one value for every
@@ -709,6 +699,11 @@ impl crate::Store {
     /// skipped.
     pub fn prepare_new_users(&self, users: &[User]) -> Prepared {
         users_insert(self.backend(), users, true)
+    }
+
+    /// The INSERTs of [`Db::insert_job_results`].
+    pub fn prepare_job_results(&self, job_id: &str, results: &[JobResult]) -> Prepared {
+        job_results_insert(self.backend(), job_id, results)
     }
 
     /// The INSERTs of events whose changes are already JSON text (one per event).

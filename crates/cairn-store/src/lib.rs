@@ -153,9 +153,20 @@ impl Store {
     }
 
     /// One connection held for a series of write transactions (an import's batches), so the
-    /// pages it caches carry over from one batch to the next.
+    /// pages it caches carry over from one batch to the next. On SQLite it holds a larger page
+    /// cache and leaves checkpoints to another connection (see [`Writer::committed`]) until
+    /// [`Writer::finish`].
     pub async fn writer(&self) -> Result<Writer> {
-        Ok(Writer { c: self.pool.acquire().await?, backend: self.backend })
+        let mut c = self.pool.acquire().await?;
+        let checkpoints = match self.backend {
+            Backend::Sqlite => {
+                c.execute(format!("PRAGMA cache_size=-{BULK_CACHE_KIB}; PRAGMA wal_autocheckpoint=0;").as_str())
+                    .await?;
+                Some(Checkpointer::start(self.pool.clone()))
+            }
+            Backend::Postgres => None,
+        };
+        Ok(Writer { c: Some(c), backend: self.backend, checkpoints })
     }
 
     /// A pooled connection for reads.
@@ -190,22 +201,124 @@ impl Tx {
 
 /// See [`Store::writer`].
 pub struct Writer {
-    c: PoolConnection<Any>,
+    /// `None` only once [`Writer::finish`] has given it back.
+    c: Option<PoolConnection<Any>>,
     backend: Backend,
+    /// Checkpoints the WAL behind the writer (SQLite).
+    checkpoints: Option<Checkpointer>,
 }
 
+/// The page cache of a bulk writer's connection (SQLite), and SQLite's default, which it
+/// goes back to: with a larger one a batch's dirty index pages are neither spilled nor read
+/// again by the next batch.
+const BULK_CACHE_KIB: u32 = 16 * 1024;
+const DEFAULT_CACHE_KIB: u32 = 2000;
+/// SQLite's default WAL size, in pages, past which a commit checkpoints.
+const DEFAULT_AUTOCHECKPOINT: u32 = 1000;
+
 impl Writer {
+    fn conn(&mut self) -> &mut AnyConnection {
+        self.c.as_mut().expect("a writer is used only until finished")
+    }
+
     /// A transaction on this connection, as [`Store::begin`] starts them.
     pub async fn begin(&mut self) -> Result<Savepoint<'_>> {
-        let tx = match self.backend {
-            Backend::Sqlite => sqlx::Connection::begin_with(&mut *self.c, "BEGIN IMMEDIATE").await?,
-            Backend::Postgres => sqlx::Connection::begin(&mut *self.c).await?,
+        let backend = self.backend;
+        let c = self.conn();
+        let tx = match backend {
+            Backend::Sqlite => sqlx::Connection::begin_with(c, "BEGIN IMMEDIATE").await?,
+            Backend::Postgres => sqlx::Connection::begin(c).await?,
         };
-        Ok(Savepoint { tx, backend: self.backend })
+        Ok(Savepoint { tx, backend })
     }
 
     pub fn db(&mut self) -> Db<'_> {
-        Db { c: &mut self.c, b: self.backend }
+        let b = self.backend;
+        Db { c: self.conn(), b }
+    }
+
+    /// Call after each commit: the WAL pages it wrote are copied into the database by another
+    /// connection while this one goes on writing.
+    pub fn committed(&self) {
+        if let Some(ck) = &self.checkpoints {
+            ck.nudge();
+        }
+    }
+
+    /// Waits for the checkpoints asked for and gives the connection back to the pool with
+    /// its usual settings (or closes it when they cannot be restored).
+    pub async fn finish(mut self) -> Result<()> {
+        if let Some(ck) = self.checkpoints.take() {
+            ck.finish().await;
+        }
+        let Some(mut c) = self.c.take() else { return Ok(()) };
+        if self.backend == Backend::Sqlite {
+            let restore =
+                format!("PRAGMA cache_size=-{DEFAULT_CACHE_KIB}; PRAGMA wal_autocheckpoint={DEFAULT_AUTOCHECKPOINT};");
+            if let Err(e) = c.execute(restore.as_str()).await {
+                let _ = c.close().await;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Not finished (an error returned early): the connection still has the bulk
+        // settings, so it is closed rather than handed to another user of the pool.
+        if let Some(c) = self.c.take() {
+            if self.backend == Backend::Sqlite {
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own each time it is nudged.
+/// A bulk writer leaves checkpoints to it: copying a commit's pages from the WAL into the
+/// database (and the two fsyncs) then overlaps the next transaction's writes instead of
+/// stalling them. A failed checkpoint is only logged: the data is committed in the WAL, and
+/// a later checkpoint copies it.
+struct Checkpointer {
+    nudge: tokio::sync::mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(pool: sqlx::Pool<Any>) -> Checkpointer {
+        // One waiting nudge is enough: a checkpoint copies everything committed before it.
+        let (nudge, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
+        let task = tokio::spawn(async move {
+            let mut conn: Option<PoolConnection<Any>> = None;
+            while nudged.recv().await.is_some() {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => match pool.acquire().await {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no connection for a checkpoint");
+                            continue;
+                        }
+                    },
+                };
+                if let Err(e) = c.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+        });
+        Checkpointer { nudge, task }
+    }
+
+    fn nudge(&self) {
+        // Full: a checkpoint is already waiting to run, and it will copy this commit too.
+        let _ = self.nudge.try_send(());
+    }
+
+    async fn finish(self) {
+        drop(self.nudge);
+        let _ = self.task.await;
     }
 }
 

@@ -334,7 +334,11 @@ async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool
     };
     let counts = dir.run_csv_import(&ctx, &job, bytes, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
-    let (_, errors) = dir.job_results(&job, Some("error"), 50, 0).await.map_err(|e| anyhow!("{e}"))?;
+    // Finding the errors reads all of the job's results: only when there are some.
+    let errors = match counts.error {
+        0 => vec![],
+        _ => dir.job_results(&job, Some("error"), 50, 0).await.map_err(|e| anyhow!("{e}"))?.1,
+    };
     let info = dir.job(&job).await.map_err(|e| anyhow!("{e}"))?;
     println!("{} {} (job {job})", if dry_run { "Dry run of" } else { "Imported" }, file.display());
     println!("  created  {:>8}", counts.created);
@@ -358,6 +362,8 @@ async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool
             println!("  … {} more: GET /api/v2/users/import/{job}?outcome=error", counts.error as usize - errors.len());
         }
     }
+    // Closed before exiting, so that the last connection checkpoints and removes the WAL.
+    dir.store().close().await;
     if counts.error > 0 {
         std::process::exit(2);
     }
