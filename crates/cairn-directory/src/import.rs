@@ -85,37 +85,53 @@ struct Item {
     /// CSV cells not yet mapped: records are mapped batch by batch, so memory holds the raw
     /// cells of the file, not every parsed record at once.
     cells: Option<csv::StringRecord>,
-    /// (what, normalized value) of the unique keys, for duplicates inside the file.
-    keys: Vec<(&'static str, String)>,
+    /// The normalized unique keys (see [`KEYS`]), for duplicates inside the file.
+    keys: Keys,
 }
+
+/// The keys no two users share, in the order of [`Item::keys`].
+const KEYS: [&str; 3] = ["username", "email", "employeeIdentifier"];
+type Keys = [Option<String>; 3];
 
 /// Items as they are read: a CSV import parses its records batch by batch.
 type ItemSource = Box<dyn Iterator<Item = Item> + Send>;
 
 /// Duplicates inside the file: the later record is the error.
 struct Dedupe {
-    seen: HashMap<(&'static str, String), usize, foldhash::fast::RandomState>,
-    /// Update mode matches by username only: the other keys may repeat.
-    update: bool,
+    /// Per key of [`KEYS`]: the values seen → the record that had it first.
+    seen: Vec<HashMap<String, usize, foldhash::fast::RandomState>>,
 }
 
 impl Dedupe {
+    /// Sized for `records` (capped: a file of tiny records could otherwise reserve gigabytes),
+    /// so the maps do not grow mid-import. Update mode matches by username only: the other
+    /// keys may repeat.
+    fn new(records: usize, update: bool) -> Dedupe {
+        let n = if update { 1 } else { KEYS.len() };
+        let cap = records.min(1 << 20);
+        Dedupe { seen: (0..n).map(|_| HashMap::with_capacity_and_hasher(cap, Default::default())).collect() }
+    }
+
     fn check(&mut self, it: &mut Item) {
         if it.result.is_some() {
             return;
         }
         let mut keys = std::mem::take(&mut it.keys);
-        if self.update {
-            keys.retain(|(w, _)| *w == "username");
-        }
-        if let Some(((what, v), first)) = keys.iter().find_map(|k| self.seen.get(k).map(|f| (k, *f))) {
+        let first = self.seen.iter().zip(&keys).enumerate().find_map(|(k, (seen, v))| {
+            let v = v.as_ref()?;
+            seen.get(v).map(|first| (k, v, *first))
+        });
+        if let Some((k, v, first)) = first {
+            let msg = format!("duplicate {} '{v}': already in row {first} of this file", KEYS[k]);
             it.parsed = None;
             it.cells = None;
-            it.done("error", None, format!("duplicate {what} '{v}': already in row {first} of this file"));
+            it.done("error", None, msg);
             return;
         }
-        for k in keys {
-            self.seen.insert(k, it.seq);
+        for (seen, v) in self.seen.iter_mut().zip(keys.iter_mut()) {
+            if let Some(v) = v.take() {
+                seen.insert(v, it.seq);
+            }
         }
     }
 }
@@ -260,24 +276,16 @@ impl Directory {
         };
         // Records become items as they are read (on the worker thread, for create mode).
         let items = records.map(move |(row, cells)| {
-            let mut item = Item { seq: row, username: None, parsed: None, result: None, cells: None, keys: vec![] };
+            let mut item =
+                Item { seq: row, username: None, parsed: None, result: None, cells: None, keys: Keys::default() };
             match cells {
                 Ok(cells) => {
                     item.username = cell(&cells, ucol);
                     item.keys = [
-                        ("username", item.username.clone()),
-                        ("email", cell(&cells, ecol)),
-                        (
-                            "employeeIdentifier",
-                            cells
-                                .get(icol.unwrap_or(usize::MAX))
-                                .map(|c| c.trim().to_string())
-                                .filter(|c| !c.is_empty()),
-                        ),
-                    ]
-                    .into_iter()
-                    .filter_map(|(w, v)| v.map(|v| (w, v)))
-                    .collect();
+                        item.username.clone(),
+                        cell(&cells, ecol),
+                        icol.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
+                    ];
                     item.cells = Some(cells);
                 }
                 Err(m) => item.done("error", None, m),
@@ -336,21 +344,15 @@ impl Directory {
                     parsed: None,
                     result: None,
                     cells: None,
-                    keys: vec![],
+                    keys: Keys::default(),
                 };
                 match cairn_domain::user::parse_user_input(&v, true) {
                     Ok(input) => {
                         item.keys = [
-                            ("username", input.username.clone()),
-                            ("email", input.email.clone()),
-                            (
-                                "employeeIdentifier",
-                                input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
-                            ),
-                        ]
-                        .into_iter()
-                        .filter_map(|(w, v)| v.map(|v| (w, v)))
-                        .collect();
+                            input.username.clone(),
+                            input.email.clone(),
+                            input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
+                        ];
                         item.parsed = Some(Parsed { input, groups: vec![], manager: None });
                     }
                     Err(e) => item.done("error", None, e.to_string()),
@@ -442,10 +444,7 @@ impl Directory {
             let (_, groups) = self.list_groups(None, i64::MAX, 0).await?;
             groups.into_iter().map(|g| (g.name, g.id)).collect()
         };
-        // Sized for the file's keys (up to three per record) at once, so it does not rehash
-        // mid-import; capped, as a file of tiny records could otherwise reserve gigabytes.
-        let seen = HashMap::with_capacity_and_hasher(total.saturating_mul(3).min(1 << 20), Default::default());
-        let mut dedupe = Dedupe { seen, update: opts.update };
+        let mut dedupe = Dedupe::new(total, opts.update);
         let items = items.map(move |mut it| {
             dedupe.check(&mut it);
             it

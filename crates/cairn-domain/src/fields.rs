@@ -106,7 +106,8 @@ pub fn profile(name: &str) -> Option<&'static Field> {
 
 /// Where a profile field is in [`PROFILE`]: a hash lookup, as imports ask for every cell.
 pub fn profile_index(name: &str) -> Option<usize> {
-    static BY_NAME: std::sync::LazyLock<std::collections::HashMap<&'static str, usize>> =
+    type ByName = std::collections::HashMap<&'static str, usize, foldhash::fast::RandomState>;
+    static BY_NAME: std::sync::LazyLock<ByName> =
         std::sync::LazyLock::new(|| PROFILE.iter().enumerate().map(|(i, f)| (f.name, i)).collect());
     BY_NAME.get(name).copied()
 }
