@@ -799,7 +799,7 @@ impl Directory {
                 let _ = spent.send(left);
                 if held >= COMMIT_RECORDS || opened.elapsed() >= COMMIT_AFTER {
                     tx.commit().await?;
-                    writer.committed();
+                    writer.committed().await;
                     tx = writer.begin().await?;
                     (opened, held) = (std::time::Instant::now(), 0);
                 }
@@ -809,7 +809,7 @@ impl Directory {
                 // The users first, so that their pages are checkpointed while the indexes
                 // are built.
                 tx.commit().await?;
-                writer.committed();
+                writer.committed().await;
                 tx = writer.begin().await?;
                 tx.db().create_user_search_indexes().await?;
             }

@@ -59,6 +59,8 @@ pub enum Backend {
 pub struct Store {
     pool: sqlx::Pool<Any>,
     backend: Backend,
+    /// The SQLite database's WAL file (none in memory or on PostgreSQL).
+    wal: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -93,10 +95,12 @@ impl Store {
                         // against process crashes, which is what a kill -9 is. 16 KiB pages
                         // (set only while the file is new) and statement journals in memory
                         // cut the cost of keeping a dozen indexes on users in large imports.
+                        // A WAL that a large import grew is cut back to 64 MiB when it
+                        // next starts over.
                         conn.execute(
                             "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
                              PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-                             PRAGMA temp_store=MEMORY;",
+                             PRAGMA temp_store=MEMORY; PRAGMA journal_size_limit=67108864;",
                         )
                         .await?;
                     }
@@ -105,7 +109,20 @@ impl Store {
             })
             .connect_with(opts)
             .await?;
-        Ok(Store { pool, backend })
+        let wal = match backend {
+            Backend::Sqlite => url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .ok()
+                .map(|o| o.get_filename().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:")
+                .map(|p| {
+                    let mut name = p.into_os_string();
+                    name.push("-wal");
+                    name.into()
+                }),
+            Backend::Postgres => None,
+        };
+        Ok(Store { pool, backend, wal })
     }
 
     pub fn backend(&self) -> Backend {
@@ -166,7 +183,7 @@ impl Store {
             }
             Backend::Postgres => None,
         };
-        Ok(Writer { c: Some(c), backend: self.backend, checkpoints })
+        Ok(Writer { c: Some(c), backend: self.backend, checkpoints, wal: self.wal.clone() })
     }
 
     /// A pooled connection for reads.
@@ -206,6 +223,7 @@ pub struct Writer {
     backend: Backend,
     /// Checkpoints the WAL behind the writer (SQLite).
     checkpoints: Option<Checkpointer>,
+    wal: Option<std::path::PathBuf>,
 }
 
 /// The page cache of a bulk writer's connection (SQLite), and SQLite's default, which it
@@ -215,6 +233,11 @@ const BULK_CACHE_KIB: u32 = 16 * 1024;
 const DEFAULT_CACHE_KIB: u32 = 2000;
 /// SQLite's default WAL size, in pages, past which a commit checkpoints.
 const DEFAULT_AUTOCHECKPOINT: u32 = 1000;
+/// While checkpoints run behind a bulk writer the WAL cannot start over (the writer is always
+/// in a transaction), so it grows by all the writer writes; past this size the writer waits
+/// for a checkpoint to finish, and its next transaction starts the WAL again from the
+/// beginning (unless a reader still needs it).
+const BULK_WAL_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Writer {
     fn conn(&mut self) -> &mut AnyConnection {
@@ -238,10 +261,17 @@ impl Writer {
     }
 
     /// Call after each commit: the WAL pages it wrote are copied into the database by another
-    /// connection while this one goes on writing.
-    pub fn committed(&self) {
-        if let Some(ck) = &self.checkpoints {
-            ck.nudge();
+    /// connection while this one goes on writing (once the WAL is past [`BULK_WAL_BYTES`],
+    /// this waits for that copy, so that the next transaction starts the WAL over).
+    pub async fn committed(&mut self) {
+        if let Some(ck) = &mut self.checkpoints {
+            let asked = ck.nudge();
+            // The file only shrinks when the WAL starts over (journal_size_limit), so its size
+            // is what the writer has added since.
+            let size = self.wal.as_ref().and_then(|w| std::fs::metadata(w).ok()).map_or(0, |m| m.len());
+            if size > BULK_WAL_BYTES {
+                ck.wait_for(asked).await;
+            }
         }
     }
 
@@ -276,29 +306,36 @@ impl Drop for Writer {
     }
 }
 
-/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own each time it is nudged.
-/// A bulk writer leaves checkpoints to it: copying a commit's pages from the WAL into the
-/// database (and the two fsyncs) then overlaps the next transaction's writes instead of
-/// stalling them. A failed checkpoint is only logged: the data is committed in the WAL, and
-/// a later checkpoint copies it.
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own when asked. A bulk
+/// writer leaves checkpoints to it: copying a commit's pages from the WAL into the database
+/// (and the two fsyncs) then overlaps the next transaction's writes instead of stalling them.
+/// A failed checkpoint is only logged: the data is committed in the WAL, and a later
+/// checkpoint copies it.
 struct Checkpointer {
-    nudge: tokio::sync::mpsc::Sender<()>,
+    /// How many checkpoints have been asked for.
+    asked: tokio::sync::watch::Sender<u64>,
+    /// The last request a finished checkpoint covered.
+    done: tokio::sync::watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Checkpointer {
     fn start(pool: sqlx::Pool<Any>) -> Checkpointer {
-        // One waiting nudge is enough: a checkpoint copies everything committed before it.
-        let (nudge, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
+        let (asked, mut asks) = tokio::sync::watch::channel(0u64);
+        let (done_tx, done) = tokio::sync::watch::channel(0u64);
         let task = tokio::spawn(async move {
             let mut conn: Option<PoolConnection<Any>> = None;
-            while nudged.recv().await.is_some() {
+            // Requests made while one runs are answered by the next: a checkpoint copies
+            // everything committed before it starts.
+            while asks.changed().await.is_ok() {
+                let n = *asks.borrow_and_update();
                 let c = match &mut conn {
                     Some(c) => c,
                     None => match pool.acquire().await {
                         Ok(c) => conn.insert(c),
                         Err(e) => {
                             tracing::warn!(error = %e, "no connection for a checkpoint");
+                            done_tx.send_replace(n);
                             continue;
                         }
                     },
@@ -306,18 +343,25 @@ impl Checkpointer {
                 if let Err(e) = c.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
                     tracing::warn!(error = %e, "checkpoint failed");
                 }
+                done_tx.send_replace(n);
             }
         });
-        Checkpointer { nudge, task }
+        Checkpointer { asked, done, task }
     }
 
-    fn nudge(&self) {
-        // Full: a checkpoint is already waiting to run, and it will copy this commit too.
-        let _ = self.nudge.try_send(());
+    /// Asks for a checkpoint; returns its number.
+    fn nudge(&self) -> u64 {
+        self.asked.send_modify(|n| *n += 1);
+        *self.asked.borrow()
+    }
+
+    /// Until checkpoint `n` (or a later one) has finished.
+    async fn wait_for(&mut self, n: u64) {
+        let _ = self.done.wait_for(|covered| *covered >= n).await;
     }
 
     async fn finish(self) {
-        drop(self.nudge);
+        drop(self.asked);
         let _ = self.task.await;
     }
 }

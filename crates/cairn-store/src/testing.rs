@@ -64,6 +64,16 @@ pub fn with_database(base: &str, name: &str) -> String {
     }
 }
 
+/// A SQLite setting (`PRAGMA name`) of the connection `c` holds, for tests that check a
+/// connection's settings; `None` on PostgreSQL.
+pub async fn sqlite_pragma(c: &mut crate::Conn, name: &str) -> Option<i64> {
+    if c.backend != crate::Backend::Sqlite {
+        return None;
+    }
+    let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(&mut *c.c).await.expect("pragma");
+    Some(crate::rows::get_i64(&row, 0).expect("pragma value"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -56,6 +56,7 @@ async fn suite(store: Store) {
     groups(&store).await;
     events_and_keys(&store).await;
     rollback(&store).await;
+    bulk_writer(&store).await;
 }
 
 async fn users_round_trip(store: &Store) {
@@ -329,6 +330,39 @@ async fn rollback(store: &Store) {
     let mut c = store.read().await.unwrap();
     assert!(c.db().user_by_username("ghost").await.unwrap().is_none(), "an uncommitted change leaves nothing");
     let _ = Duration::zero();
+}
+
+/// A bulk writer's transactions land whether or not checkpoints run behind it, and its
+/// connection never goes back to the pool with the bulk settings (finished or dropped).
+async fn bulk_writer(store: &Store) {
+    let mut w = store.writer().await.unwrap();
+    for batch in 0..3u32 {
+        let users: Vec<User> =
+            (0..50).map(|i| user(1000 + batch * 50 + i, &format!("bulk{batch}-{i}"), json!({}))).collect();
+        let mut tx = w.begin().await.unwrap();
+        tx.db().insert_users(&users).await.unwrap();
+        tx.commit().await.unwrap();
+        w.committed().await;
+    }
+    w.finish().await.unwrap();
+    let mut dropped = store.writer().await.unwrap();
+    let mut tx = dropped.begin().await.unwrap();
+    tx.db().insert_user(&user(2000, "half-written", json!({}))).await.unwrap();
+    drop(tx);
+    drop(dropped); // an import that failed half-way
+    let mut conns = vec![];
+    for _ in 0..8 {
+        conns.push(store.read().await.unwrap());
+    }
+    let c = &mut conns[0];
+    assert!(c.db().user_by_username("bulk2-49").await.unwrap().is_some(), "every committed batch is there");
+    assert!(c.db().user_by_username("half-written").await.unwrap().is_none());
+    for c in conns.iter_mut() {
+        if let Some(n) = testing::sqlite_pragma(c, "wal_autocheckpoint").await {
+            assert_eq!(n, 1000, "checkpoints are back on every pooled connection");
+            assert_eq!(testing::sqlite_pragma(c, "cache_size").await, Some(-2000), "and the usual page cache");
+        }
+    }
 }
 
 #[tokio::test]
