@@ -8,7 +8,7 @@ use cairn_domain::csv_import::{self, Header, Parsed};
 use cairn_domain::lifecycle::MailChoice;
 use cairn_domain::user::UserInput;
 use cairn_domain::{CreationSource, User};
-use cairn_store::{Job, JobResult, JobUpdate};
+use cairn_store::{Job, JobResult, JobUpdate, UserKeys};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -533,14 +533,14 @@ impl Directory {
             let mut m = c.db().users_matching(&managers, &[]).await?;
             for id in managers.iter().filter(|x| cairn_domain::id::is_object_id(x)) {
                 if let Some(u) = c.db().get_user(id).await? {
-                    m.push(u);
+                    m.push(UserKeys { id: u.id, username: u.username, email: u.email });
                 }
             }
             let e = c.db().employee_ids_taken(&emp).await?;
             (existing, m, e)
         };
-        let by_name: HashMap<&str, &User> = existing.iter().map(|u| (u.username.as_str(), u)).collect();
-        let by_email: HashMap<&str, &User> = existing.iter().map(|u| (u.email.as_str(), u)).collect();
+        let by_name: HashMap<&str, &UserKeys> = existing.iter().map(|u| (u.username.as_str(), u)).collect();
+        let by_email: HashMap<&str, &UserKeys> = existing.iter().map(|u| (u.email.as_str(), u)).collect();
         let emp_owner: HashMap<&str, &str> = emp_taken.iter().map(|(e, u)| (e.as_str(), u.as_str())).collect();
         let manager_id = |m: &str, new_ids: &HashMap<String, String>| -> Option<String> {
             let m = m.to_lowercase();
@@ -991,18 +991,21 @@ impl Directory {
                 left.iter().filter_map(|u| u.text("employeeIdentifier").map(String::from)).collect();
             let existing = tx.db().users_matching(&names, &emails).await?;
             let emp_taken = tx.db().employee_ids_taken(&emps).await?;
+            // Looked up by key: a re-run has a whole batch of users that exist.
+            let by_name: HashMap<&str, &UserKeys> = existing.iter().map(|e| (e.username.as_str(), e)).collect();
+            let by_email: HashMap<&str, &UserKeys> = existing.iter().map(|e| (e.email.as_str(), e)).collect();
+            let emp_owner: HashMap<&str, &str> = emp_taken.iter().map(|(e, o)| (e.as_str(), o.as_str())).collect();
             for (u, (idx, _)) in users.iter().zip(&places) {
                 if is_in(u) {
                     continue;
                 }
                 let it = &mut items[*idx];
-                if let Some(e) = existing.iter().find(|e| e.username == u.username) {
+                let emp = u.text("employeeIdentifier");
+                if let Some(e) = by_name.get(u.username.as_str()) {
                     it.done("exists", Some(e.id.clone()), format!("{} already exists", u.username));
-                } else if let Some(e) = existing.iter().find(|e| e.email == u.email) {
+                } else if let Some(e) = by_email.get(u.email.as_str()) {
                     it.done("error", None, format!("column Email: '{}' is already used by {}", u.email, e.username));
-                } else if let Some((emp, owner)) =
-                    emp_taken.iter().find(|(emp, _)| Some(emp.as_str()) == u.text("employeeIdentifier"))
-                {
+                } else if let Some((emp, owner)) = emp.and_then(|e| emp_owner.get_key_value(e)) {
                     it.done("error", None, format!("column employeeIdentifier: '{emp}' is already used by {owner}"));
                 } else {
                     it.done("error", None, format!("{} conflicts with an existing user", u.username));

@@ -38,6 +38,14 @@ pub struct JobUpdate<'a> {
     pub message: Option<&'a str>,
 }
 
+/// What tells users apart: an import checking which of its users exist reads only these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserKeys {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobResult {
     pub seq: i64,
@@ -139,7 +147,7 @@ impl Db<'_> {
     }
 
     /// Existing users among these usernames and e-mails (both lowercase).
-    pub async fn users_matching(&mut self, usernames: &[String], emails: &[String]) -> Result<Vec<User>> {
+    pub async fn users_matching(&mut self, usernames: &[String], emails: &[String]) -> Result<Vec<UserKeys>> {
         let mut out = Vec::new();
         for (col, vals) in [("username", usernames), ("email", emails)] {
             for chunk in vals.chunks(500) {
@@ -148,9 +156,13 @@ impl Db<'_> {
                 }
                 let mut a = Args::positional(self.b);
                 let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
-                let sql = format!("SELECT * FROM users WHERE {col} IN ({})", ps.join(", "));
+                let sql = format!("SELECT id, username, email FROM users WHERE {col} IN ({})", ps.join(", "));
                 for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
-                    out.push(rows::user_from_row(&r)?);
+                    out.push(UserKeys {
+                        id: get_text(&r, "id")?,
+                        username: get_text(&r, "username")?,
+                        email: get_text(&r, "email")?,
+                    });
                 }
             }
         }

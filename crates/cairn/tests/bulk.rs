@@ -114,6 +114,14 @@ fn every_kind_of_bad_record_is_reported_on_its_row_and_the_rest_are_imported() {
         let (_, errs) =
             s.get(&format!("/api/v2/users/import/{}?outcome=error&limit=2", job["jobId"].as_str().unwrap()));
         assert_eq!((errs["resultCount"].as_i64(), errs["results"].as_array().unwrap().len()), (Some(9), 2));
+
+        // Keys another user already has in the directory (not in this file).
+        s.post("/api/systemusers", json!({"username": "emp", "email": "emp@example.com", "employeeIdentifier": "E-1"}));
+        let taken = import(&s, "", "Username,Email,employeeIdentifier\nnewbie,old@example.com,\nother,other@example.com,E-1\nfine,fine@example.com,E-2\n");
+        assert_eq!(taken["counts"], json!({"created": 1, "updated": 0, "exists": 0, "error": 2}), "{taken}");
+        assert_eq!(result(&taken, 2)["message"], "column Email: 'old@example.com' is already used by old");
+        assert_eq!(result(&taken, 3)["message"], "column employeeIdentifier: 'E-1' is already used by emp");
+        assert_eq!(result(&taken, 4)["outcome"], "created");
     }
 }
 
