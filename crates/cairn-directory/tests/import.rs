@@ -74,4 +74,24 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     assert_eq!(events, n, "one per imported user and the one made by hand");
     let changes = first[0].changes.as_array().expect("changes read back as a list");
     assert!(changes.iter().all(|c| c["old"].is_null() && c["field"].is_string()), "{changes:?}");
+    assert_eq!(first[0].detail, json!({"job_id": job, "state": "STAGED", "creationSource": "csv"}));
+
+    // Activated on import: the detail names the mail each user is sent (§5.2).
+    d.update_settings(&admin(), &json!({"newSystemUserStateDefaults": {"csvImport": "ACTIVATED"}})).await.unwrap();
+    let csv =
+        "Username,Email,Password\nmailme,mailme@example.com,\nhaspw,haspw@example.com,lantern orchard seventeen\n";
+    let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
+    d.run_csv_import(&admin(), &job, csv.as_bytes().to_vec(), Default::default(), &|_, _| {}).await.unwrap();
+    let (_, evs) = d
+        .list_events(&EventQuery { action: Some("user_create".into()), limit: 2, ..Default::default() })
+        .await
+        .unwrap();
+    let detail = |name: &str| evs.iter().find(|e| e.target_name.as_deref() == Some(name)).unwrap().detail.clone();
+    assert_eq!(detail("mailme")["mail"]["to"], "mailme@example.com", "{:?}", detail("mailme"));
+    assert_eq!(
+        (detail("mailme")["state"].as_str(), detail("mailme")["job_id"].as_str()),
+        (Some("ACTIVATED"), Some(job.as_str()))
+    );
+    assert_eq!(detail("mailme")["mail"]["type"], "activation", "no password: a link to choose one");
+    assert_eq!(detail("haspw")["mail"], json!({"type": "welcome", "to": "haspw@example.com"}));
 }

@@ -38,6 +38,13 @@ pub struct JobUpdate<'a> {
     pub message: Option<&'a str>,
 }
 
+/// Events' changes and details as JSON text, one of each per event: an import writes
+/// 100,000s, mostly with one detail shared by many (shared here, compared by address first).
+pub struct EventTexts {
+    pub changes: Vec<String>,
+    pub details: Vec<std::sync::Arc<str>>,
+}
+
 /// What tells users apart: an import checking which of its users exist reads only these.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserKeys {
@@ -523,6 +530,9 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     }
     let mut cols: Vec<&'static str> = Vec::with_capacity(rows::CORE_COLUMNS);
     let mut used = vec![false; rows::CORE_COLUMNS + PROFILE.len()];
+    // Each user's profile fields by their place in PROFILE: one lookup per field a user has,
+    // not one per column (and none in the profile map itself).
+    let mut set: Vec<Vec<(usize, &serde_json::Value)>> = Vec::with_capacity(users.len());
     for u in users {
         let mut i = 0;
         rows::bind_core(u, &mut |col, v| {
@@ -532,23 +542,25 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
             used[i] |= !v.is_default();
             i += 1;
         });
-        // Only the fields a user has: a lookup per set field, not per column.
+        let mut mine = Vec::with_capacity(u.profile.len());
         for (k, v) in &u.profile {
-            if !v.is_null() && *v != serde_json::Value::Bool(false) {
-                if let Some(p) = cairn_domain::fields::profile_index(k) {
+            if let Some(p) = cairn_domain::fields::profile_index(k) {
+                if !v.is_null() && *v != serde_json::Value::Bool(false) {
                     used[rows::CORE_COLUMNS + p] = true;
                 }
+                mine.push((p, v));
             }
         }
+        set.push(mine);
     }
     cols.extend(PROFILE.iter().map(|f| f.column));
-    let fields: Vec<&cairn_domain::fields::Field> =
-        PROFILE.iter().enumerate().filter(|(p, _)| used[rows::CORE_COLUMNS + p]).map(|(_, f)| f).collect();
+    let fields: Vec<usize> = (0..PROFILE.len()).filter(|p| used[rows::CORE_COLUMNS + p]).collect();
     let names: Vec<&str> = cols.iter().zip(&used).filter(|(_, u)| **u).map(|(c, _)| *c).collect();
     let width = names.len();
     // Every user's values of the bound columns, row after row.
     let mut values: Vec<rows::Value> = Vec::with_capacity(users.len() * width);
-    for u in users {
+    let mut slots: Vec<Option<&serde_json::Value>> = vec![None; PROFILE.len()];
+    for (u, mine) in users.iter().zip(&set) {
         let mut i = 0;
         rows::bind_core(u, &mut |_, v| {
             if used[i] {
@@ -556,7 +568,11 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
             }
             i += 1;
         });
-        values.extend(fields.iter().map(|f| rows::profile_value(u, f)));
+        slots.fill(None);
+        for (p, v) in mine {
+            slots[*p] = Some(*v);
+        }
+        values.extend(fields.iter().map(|p| rows::profile_value_of(&PROFILE[*p], slots[*p])));
     }
     let first = &values[..width];
     // The id (column 0) differs for every user, so no row is empty.
@@ -603,7 +619,7 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
 /// Multi-row INSERTs for events; `changes`, when given, holds each event's changes already
 /// as JSON text (imports write them without building a JSON tree first). A column with one
 /// value in every event (the actor, action, source of a batch) is bound once per statement.
-fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Prepared {
+fn events_insert(b: Backend, events: &[Event], texts: Option<&EventTexts>) -> Prepared {
     use std::borrow::Cow;
     fn t(s: &Option<String>) -> Option<Cow<'_, str>> {
         s.as_deref().map(Cow::Borrowed)
@@ -626,14 +642,23 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
     ];
     // Events written together mostly share their time and detail: each run of equal ones is
     // formatted once.
-    let (mut times, mut details) = (vec![], vec![]);
+    let (mut times, mut details): (Vec<String>, Vec<std::borrow::Cow<str>>) = (vec![], vec![]);
     let (mut time_of, mut detail_of) = (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
     for (i, e) in events.iter().enumerate() {
         if i == 0 || e.time != events[i - 1].time {
             times.push(time_text(e.time));
         }
-        if i == 0 || e.detail != events[i - 1].detail {
-            details.push(e.detail.to_string());
+        match texts {
+            Some(t) => {
+                if i == 0 || t.details[i] != t.details[i - 1] {
+                    details.push(Cow::Borrowed(&t.details[i]));
+                }
+            }
+            None => {
+                if i == 0 || e.detail != events[i - 1].detail {
+                    details.push(Cow::Owned(e.detail.to_string()));
+                }
+            }
         }
         time_of.push(times.len() - 1);
         detail_of.push(details.len() - 1);
@@ -655,11 +680,11 @@ fn events_insert(b: Backend, events: &[Event], changes: Option<&[String]>) -> Pr
                 Some(Cow::Borrowed(e.source.as_str())),
                 t(&e.client_addr),
                 Some(Cow::Borrowed(e.outcome.as_str())),
-                Some(match changes {
-                    Some(c) => Cow::Borrowed(c[i].as_str()),
+                Some(match texts {
+                    Some(t) => Cow::Borrowed(t.changes[i].as_str()),
                     None => Cow::Owned(e.changes.to_string()),
                 }),
-                Some(Cow::Borrowed(details[detail_of[i]].as_str())),
+                Some(Cow::Borrowed(details[detail_of[i]].as_ref())),
             ]
         })
         .collect();
@@ -718,9 +743,10 @@ impl crate::Store {
         job_results_insert(self.backend(), job_id, results)
     }
 
-    /// The INSERTs of events whose changes are already JSON text (one per event).
-    pub fn prepare_events(&self, events: &[Event], changes: &[String]) -> Prepared {
-        assert_eq!(events.len(), changes.len(), "one changes text per event");
-        events_insert(self.backend(), events, Some(changes))
+    /// The INSERTs of events whose changes and details are already JSON text (their
+    /// `changes` and `detail` values are not read).
+    pub fn prepare_events(&self, events: &[Event], texts: &EventTexts) -> Prepared {
+        assert!(events.len() == texts.changes.len() && events.len() == texts.details.len(), "one text per event");
+        events_insert(self.backend(), events, Some(texts))
     }
 }

@@ -24,7 +24,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
 pub use admins::{AdminExtras, AdminSession};
-pub use bulk::{Job, JobResult, JobUpdate, NewToken, Prepared, UserKeys};
+pub use bulk::{EventTexts, Job, JobResult, JobUpdate, NewToken, Prepared, UserKeys};
 pub use credentials::OutboxQuery;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};

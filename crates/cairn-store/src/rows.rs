@@ -120,7 +120,12 @@ pub(crate) const CORE_COLUMNS: usize = 15;
 
 /// A profile field's column value.
 pub(crate) fn profile_value<'a>(u: &'a User, field: &fields::Field) -> Value<'a> {
-    let v = u.profile.get(field.name).filter(|v| !v.is_null());
+    profile_value_of(field, u.profile.get(field.name))
+}
+
+/// The column value of a profile field whose JSON value (if any) is `v`.
+pub(crate) fn profile_value_of<'a>(field: &fields::Field, v: Option<&'a serde_json::Value>) -> Value<'a> {
+    let v = v.filter(|v| !v.is_null());
     match field.kind {
         Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(Cow::Borrowed)),
         Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
