@@ -135,19 +135,7 @@ impl Directory {
         };
         let now = self.now();
         let mut user = old.clone();
-        if let Some(u) = input.username {
-            user.username = u;
-        }
-        if let Some(e) = input.email {
-            user.email = e;
-        }
-        for (k, v) in input.profile {
-            if v.is_null() {
-                user.profile.remove(&k);
-            } else {
-                user.profile.insert(k, v);
-            }
-        }
+        apply_fields(&mut user, input.username, input.email, input.profile);
         if let Some(h) = hash {
             user.password_hash = Some(h);
             user.password_date = Some(now);
@@ -327,6 +315,28 @@ pub(crate) fn creation_changes(user: &User) -> Vec<Change> {
 /// A profile value a creation event leaves out (nothing was set).
 pub(crate) fn is_empty_value(v: &Value) -> bool {
     v.is_null() || *v == Value::Bool(false) || v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty())
+}
+
+/// The username, e-mail and profile fields of an update applied to `user` (a `null` clears).
+pub(crate) fn apply_fields(
+    user: &mut User,
+    username: Option<String>,
+    email: Option<String>,
+    profile: serde_json::Map<String, Value>,
+) {
+    if let Some(u) = username {
+        user.username = u;
+    }
+    if let Some(e) = email {
+        user.email = e;
+    }
+    for (k, v) in profile {
+        if v.is_null() {
+            user.profile.remove(&k);
+        } else {
+            user.profile.insert(k, v);
+        }
+    }
 }
 
 async fn check_manager(db: &mut Db<'_>, u: &User) -> Result<()> {

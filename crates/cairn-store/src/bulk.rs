@@ -132,6 +132,45 @@ impl Db<'_> {
         self.execute_prepared(events_insert(self.b, events, None)).await
     }
 
+    /// Writes these profile fields and `updated` of users that exist, a few thousand rows per
+    /// statement, leaving their other columns as they are (an import's updates that change no
+    /// unique key: nothing can conflict). Returns the ids of the users written: a user deleted
+    /// meanwhile is not written back.
+    pub async fn update_users_fields(
+        &mut self,
+        users: &[User],
+        fields: &[&'static cairn_domain::fields::Field],
+    ) -> Result<std::collections::HashSet<String>> {
+        let width = 2 + fields.len();
+        let mut n = 0;
+        for chunk in users.chunks((PARAMS_PER_INSERT / width).max(1)) {
+            let mut a = Args::positional(self.b);
+            let mut rows_sql = Vec::with_capacity(chunk.len());
+            for u in chunk {
+                let mut ps = vec![a.push(u.id.clone()), a.push(rows::Value::Time(Some(u.updated)).into_arg())];
+                for f in fields {
+                    ps.push(a.push(rows::profile_value(u, f).into_arg()));
+                }
+                rows_sql.push(format!("({})", ps.join(", ")));
+            }
+            // VALUES columns are column1, column2, … on both databases.
+            let sets: Vec<String> = std::iter::once("updated = v.column2".to_string())
+                .chain(fields.iter().enumerate().map(|(i, f)| format!("{} = v.column{}", f.column, i + 3)))
+                .collect();
+            let sql = format!(
+                "UPDATE users SET {} FROM (VALUES {}) AS v WHERE users.id = v.column1",
+                sets.join(", "),
+                rows_sql.join(", ")
+            );
+            n += sqlx::query_with(&sql, a.finish()).execute(&mut *self.c).await?.rows_affected();
+        }
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        if n as usize == users.len() {
+            return Ok(ids.into_iter().collect());
+        }
+        Ok(self.users_by_ids(&ids).await?.into_iter().map(|u| u.id).collect())
+    }
+
     /// Sends every user matching `q` (no paging) down `tx`, streaming from the database so
     /// memory stays flat however many there are. Stops early when the receiver is gone.
     pub async fn each_user(

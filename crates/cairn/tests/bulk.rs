@@ -151,6 +151,43 @@ fn dry_run_changes_nothing_reruns_converge_and_update_mode_never_creates() {
         let (_, ada) = s.get("/api/systemusers?filter=username:ada");
         assert_eq!(ada["results"][0]["department"], "Ops");
         assert_eq!(ada["results"][0]["email"], "ada@example.com", "empty cells leave fields alone");
+
+        // One batch mixing plain field updates (written together) with records that take the
+        // one-by-one path (an e-mail, a state, a group), one of which fails.
+        s.post("/api/v2/usergroups", json!({"name": "Engineering"}));
+        import(&s, "", "Username,Email\ncyd,cyd@example.com\ndee,dee@example.com\n");
+        let mixed = "Username,Email,Department,State,Engineering\n\
+            ada,,R&D,,\n\
+            bob,ada@example.com,Marketing,,\n\
+            cyd,cyd2@example.com,Ops,,\n\
+            dee,,Ops,SUSPENDED,true\n\
+            bob,,Sales,,\n";
+        let up = import(&s, "?update=true", mixed);
+        assert_eq!(up["counts"], json!({"created": 0, "updated": 3, "exists": 0, "error": 2}), "{up}");
+        assert_eq!(result(&up, 2)["outcome"], "updated");
+        assert!(result(&up, 3)["message"].as_str().unwrap().contains("already used by ada"), "{up}");
+        assert!(result(&up, 6)["message"].as_str().unwrap().contains("duplicate username 'bob'"), "{up}");
+        let user = |name: &str| s.get(&format!("/api/systemusers?filter=username:{name}")).1["results"][0].clone();
+        assert_eq!(
+            (user("ada")["department"].as_str(), user("bob")["department"].as_str()),
+            (Some("R&D"), Some("Sales")),
+            "a failed record changes nothing"
+        );
+        assert_eq!(
+            (user("cyd")["email"].as_str(), user("cyd")["department"].as_str()),
+            (Some("cyd2@example.com"), Some("Ops"))
+        );
+        assert_eq!(
+            (user("dee")["state"].as_str(), user("dee")["department"].as_str()),
+            (Some("SUSPENDED"), Some("Ops"))
+        );
+        let dee = user("dee")["_id"].as_str().unwrap().to_string();
+        assert_eq!(s.get(&format!("/api/v2/users/{dee}/memberof")).1.as_array().unwrap().len(), 1);
+        let ada_id = user("ada")["_id"].as_str().unwrap().to_string();
+        let (_, evs) = s.get(&format!("/api/v2/events?user_id={ada_id}&action=user_update"));
+        assert_eq!(evs[0]["changes"], json!([{"field": "department", "old": "Ops", "new": "R&D"}]), "{evs}");
+        let again = import(&s, "?update=true", "Username,Email,Department\nada,,R&D\n");
+        assert_eq!(again["counts"]["exists"], 1, "an update that changes nothing is `exists`");
     }
 }
 
