@@ -529,21 +529,18 @@ impl Directory {
             .iter()
             .filter_map(|i| i.parsed.as_ref()?.input.profile.get("employeeIdentifier")?.as_str().map(String::from))
             .collect();
-        let (existing, manager_users, emp_taken) = {
+        let (holders, manager_users) = {
             let mut c = self.store().read().await?;
-            let existing = c.db().users_matching(&usernames, &emails).await?;
+            let holders = Holders::find(&mut c.db(), &usernames, &emails, &emp).await?;
             let mut m = c.db().users_matching(&managers, &[]).await?;
             for id in managers.iter().filter(|x| cairn_domain::id::is_object_id(x)) {
                 if let Some(u) = c.db().get_user(id).await? {
                     m.push(UserKeys { id: u.id, username: u.username, email: u.email });
                 }
             }
-            let e = c.db().employee_ids_taken(&emp).await?;
-            (existing, m, e)
+            (holders, m)
         };
-        let by_name: HashMap<&str, &UserKeys> = existing.iter().map(|u| (u.username.as_str(), u)).collect();
-        let by_email: HashMap<&str, &UserKeys> = existing.iter().map(|u| (u.email.as_str(), u)).collect();
-        let emp_owner: HashMap<&str, &str> = emp_taken.iter().map(|(e, u)| (e.as_str(), u.as_str())).collect();
+        let Holders { by_name, by_email, emp_owner } = &holders;
         let manager_id = |m: &str, new_ids: &HashMap<String, String>| -> Option<String> {
             let m = m.to_lowercase();
             manager_users
@@ -724,6 +721,32 @@ fn first_message(e: &Error) -> String {
     }
 }
 
+/// Users of the directory that hold some of a batch's keys, by key (a re-run has a whole
+/// batch of users that exist).
+struct Holders {
+    by_name: HashMap<String, UserKeys>,
+    by_email: HashMap<String, UserKeys>,
+    /// Employee identifier → the username holding it.
+    emp_owner: HashMap<String, String>,
+}
+
+impl Holders {
+    async fn find(
+        db: &mut cairn_store::Db<'_>,
+        usernames: &[String],
+        emails: &[String],
+        employee_ids: &[String],
+    ) -> Result<Holders> {
+        let (mut by_name, mut by_email) = (HashMap::new(), HashMap::new());
+        for u in db.users_matching(usernames, emails).await? {
+            by_email.insert(u.email.clone(), u.clone());
+            by_name.insert(u.username.clone(), u);
+        }
+        let emp_owner = db.employee_ids_taken(employee_ids).await?.into_iter().collect();
+        Ok(Holders { by_name, by_email, emp_owner })
+    }
+}
+
 /// A batch's updates that set profile fields only, written with one statement per few
 /// thousand users instead of one per user.
 #[derive(Default)]
@@ -753,19 +776,7 @@ impl PlainUpdates {
         input: UserInput,
         groups: &[String],
     ) -> Taken {
-        // What only the one-by-one path checks: a password (policy, authority), a state
-        // change, a lock, a key that must stay unique, a manager that must exist.
-        let unique_or_checked = ["employeeIdentifier", "manager"];
-        let plain = groups.is_empty()
-            && input.password.is_none()
-            && input.state.is_none()
-            && input.suspended.is_none()
-            && input.account_locked.is_none()
-            && input.username.is_none()
-            && input.email.as_ref().is_none_or(|e| *e == old.email)
-            && old.text("manager").is_none_or(str::is_empty)
-            && !input.profile.keys().any(|k| unique_or_checked.contains(&k.as_str()));
-        if !plain {
+        if !groups.is_empty() || !crate::users::sets_fields_only(&old, &input) {
             return Taken::No(Box::new((old, input)));
         }
         let mut user = old.clone();
@@ -1096,12 +1107,7 @@ impl Directory {
             let emails: Vec<String> = left.iter().map(|u| u.email.clone()).collect();
             let emps: Vec<String> =
                 left.iter().filter_map(|u| u.text("employeeIdentifier").map(String::from)).collect();
-            let existing = tx.db().users_matching(&names, &emails).await?;
-            let emp_taken = tx.db().employee_ids_taken(&emps).await?;
-            // Looked up by key: a re-run has a whole batch of users that exist.
-            let by_name: HashMap<&str, &UserKeys> = existing.iter().map(|e| (e.username.as_str(), e)).collect();
-            let by_email: HashMap<&str, &UserKeys> = existing.iter().map(|e| (e.email.as_str(), e)).collect();
-            let emp_owner: HashMap<&str, &str> = emp_taken.iter().map(|(e, o)| (e.as_str(), o.as_str())).collect();
+            let Holders { by_name, by_email, emp_owner } = Holders::find(&mut tx.db(), &names, &emails, &emps).await?;
             for (u, (idx, _)) in users.iter().zip(&places) {
                 if is_in(u) {
                     continue;

@@ -317,6 +317,22 @@ pub(crate) fn is_empty_value(v: &Value) -> bool {
     v.is_null() || *v == Value::Bool(false) || v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty())
 }
 
+/// True when applying `input` to `old` is only a matter of its profile fields: none of what
+/// [`Directory::update_loaded_in`] checks or does beyond setting fields applies — a password
+/// (policy, authority), a state change, a lock, a username or e-mail that must stay unique,
+/// an employee id that must stay unique, a manager that must exist. Such updates cannot fail
+/// on their own, so an import writes many together. Keep in step with `update_loaded_in`.
+pub(crate) fn sets_fields_only(old: &User, input: &UserInput) -> bool {
+    input.password.is_none()
+        && input.state.is_none()
+        && input.suspended.is_none()
+        && input.account_locked.is_none()
+        && input.username.is_none()
+        && input.email.as_ref().is_none_or(|e| *e == old.email)
+        && old.text("manager").is_none_or(str::is_empty)
+        && !input.profile.keys().any(|k| matches!(k.as_str(), "employeeIdentifier" | "manager"))
+}
+
 /// The username, e-mail and profile fields of an update applied to `user` (a `null` clears).
 pub(crate) fn apply_fields(
     user: &mut User,

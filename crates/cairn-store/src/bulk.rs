@@ -39,7 +39,7 @@ pub struct JobUpdate<'a> {
 }
 
 /// Events' changes and details as JSON text, one of each per event: an import writes
-/// 100,000s, mostly with one detail shared by many (shared here, compared by address first).
+/// 100,000s, most sharing one detail text (each run of equal details is bound once).
 pub struct EventTexts {
     pub changes: Vec<String>,
     pub details: Vec<std::sync::Arc<str>>,
@@ -103,17 +103,21 @@ impl Db<'_> {
         if n as usize == users.len() {
             return Ok(None);
         }
-        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        Ok(Some(self.ids_present(users).await?))
+    }
+
+    /// Which of these users' ids are in the table.
+    async fn ids_present(&mut self, users: &[User]) -> Result<std::collections::HashSet<String>> {
         let mut found = std::collections::HashSet::new();
-        for chunk in ids.chunks(500) {
+        for chunk in users.chunks(500) {
             let mut a = Args::positional(self.b);
-            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let ps: Vec<String> = chunk.iter().map(|u| a.push(u.id.clone())).collect();
             let sql = format!("SELECT id FROM users WHERE id IN ({})", ps.join(", "));
             for r in sqlx::query_with(&sql, a.finish()).fetch_all(&mut *self.c).await? {
                 found.insert(get_text(&r, "id")?);
             }
         }
-        Ok(Some(found))
+        Ok(found)
     }
 
     /// Runs statements prepared ahead (see [`Prepared`]); each must write every row it was
@@ -164,11 +168,10 @@ impl Db<'_> {
             );
             n += sqlx::query_with(&sql, a.finish()).execute(&mut *self.c).await?.rows_affected();
         }
-        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         if n as usize == users.len() {
-            return Ok(ids.into_iter().collect());
+            return Ok(users.iter().map(|u| u.id.clone()).collect());
         }
-        Ok(self.users_by_ids(&ids).await?.into_iter().map(|u| u.id).collect())
+        self.ids_present(users).await
     }
 
     /// Sends every user matching `q` (no paging) down `tx`, streaming from the database so
