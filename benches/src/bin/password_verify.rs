@@ -1,5 +1,5 @@
 //! Issue 4 benchmark: password verifications per second per core through `cairn-directory`
-//! (`check_password_for`: the login path every protocol uses, with its lockout bookkeeping and
+//! (`authenticate`: the one sign-in path every protocol uses, with its lockout bookkeeping and
 //! audit event) against raw `argon2` verification with the same parameters, side by side.
 //!
 //! cargo run --release -p cairn-bench --bin password_verify
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use cairn_directory::{Ctx, Directory, SystemClock};
+use cairn_directory::{AuthRequest, Credential, Ctx, Directory, SystemClock};
+use cairn_domain::access::Protocol;
 use cairn_domain::{Actor, CreationSource, Secret};
 use cairn_store::Store;
 use serde_json::json;
@@ -84,10 +85,16 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let tasks: Vec<_> = (0..cores)
             .map(|_| {
-                let (d, ctx, user) = (d.clone(), ctx.clone(), user.clone());
+                let (d, ctx) = (d.clone(), ctx.clone());
                 tokio::spawn(async move {
                     for _ in 0..PER_ROUND {
-                        d.check_password_for(&ctx, user.clone(), &Secret::new(pw)).await.expect("login");
+                        let password = Secret::new(pw);
+                        let req = AuthRequest {
+                            protocol: Protocol::Portal,
+                            credential: Credential::Password { login: "bench", password: &password, code: None },
+                            client_addr: None,
+                        };
+                        d.authenticate(&ctx, req).await.expect("login");
                     }
                 })
             })
@@ -107,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!(
         "cores: {cores}; {ROUNDS} rounds of {PER_ROUND} verifications per core each; medians per core: raw argon2 {:.1}/s, \
-         hashing pool only {:.1}/s, cairn-directory check_password_for {:.1}/s; overhead (median of per-round ratios) {:.1} %",
+         hashing pool only {:.1}/s, cairn-directory authenticate {:.1}/s; overhead (median of per-round ratios) {:.1} %",
         median(&mut raw_rates),
         median(&mut pool_rates),
         median(&mut cairn_rates),

@@ -1,5 +1,7 @@
 //! What the directory needs from the deployment: links, mail delivery, the secrets key.
 
+use cairn_domain::throttle::Rate;
+
 /// How mail leaves the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tls {
@@ -106,6 +108,12 @@ pub struct Config {
     pub mail_from: String,
     /// Key for secrets at rest (TOTP), kept in the data directory.
     pub secret_key: Option<[u8; 32]>,
+    /// Failed sign-ins allowed per client address, over every protocol (§13, SECURITY.md).
+    pub sign_in_rate: Rate,
+    /// Self-service password-reset requests allowed per client address.
+    pub reset_rate: Rate,
+    /// Reset mails one account may be sent through self-service requests per hour.
+    pub resets_per_account_hour: i64,
 }
 
 impl Default for Config {
@@ -115,6 +123,11 @@ impl Default for Config {
             smtp: None,
             mail_from: "Cairn <noreply@localhost>".into(),
             secret_key: None,
+            // A person mistyping gets far more than needed; a guesser gets one try per two
+            // seconds per address, before lockout stops it for the account.
+            sign_in_rate: Rate { burst: 30, per_minute: 30 },
+            reset_rate: Rate { burst: 10, per_minute: 10 },
+            resets_per_account_hour: 3,
         }
     }
 }

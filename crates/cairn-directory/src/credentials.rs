@@ -13,10 +13,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use cairn_domain::access::{decide, AccessRequest, Denial};
 use cairn_domain::mail::{compose, MailKind};
 use cairn_domain::password::check_password;
-use cairn_domain::user::PasswordStatus;
 use cairn_domain::{OutboxMessage, Secret, Session, State, User};
 use cairn_store::Db;
 use chrono::{DateTime, Duration, Utc};
@@ -42,28 +40,7 @@ pub(crate) struct Outgoing {
     messages: Vec<OutboxMessage>,
 }
 
-/// What a correct password leads to.
-#[derive(Debug, Clone)]
-pub enum LoginStep {
-    /// Fully signed in.
-    Done(User),
-    /// The password must be changed before anything else (`password_expired`).
-    ChangePassword(User),
-    /// A TOTP code is needed.
-    Totp(User),
-    /// MFA is required and no authenticator is enrolled yet: enrol first.
-    EnrollTotp(User),
-}
-
-impl LoginStep {
-    pub fn user(&self) -> &User {
-        match self {
-            LoginStep::Done(u) | LoginStep::ChangePassword(u) | LoginStep::Totp(u) | LoginStep::EnrollTotp(u) => u,
-        }
-    }
-}
-
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
     B64URL.encode(b)
@@ -71,10 +48,6 @@ fn random_token() -> String {
 
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn mfa_needed(u: &User) -> bool {
-    u.flag("enable_user_portal_multifactor") || u.totp_enabled
 }
 
 impl Directory {
@@ -139,195 +112,10 @@ impl Directory {
         self.send_prepared(db, out).await
     }
 
-    // ---- logins -------------------------------------------------------------------------
-
-    /// Checks a password for `login` (username or e-mail) as every protocol does: lockout,
-    /// auto-unlock, the access decision, and an event for success and failure alike. The
-    /// error never says why, to the person; the event does.
-    pub async fn login(&self, ctx: &Ctx, login: &str, password: &Secret) -> Result<LoginStep> {
-        let login = login.trim().to_lowercase();
-        let found = {
-            let mut c = self.store().read().await?;
-            match c.db().user_by_username(&login).await? {
-                Some(u) => Some(u),
-                None => c.db().user_by_email(&login).await?,
-            }
-        };
-        let Some(user) = found else {
-            // Spend the same time as a real check, so timing does not reveal the account.
-            let _ = self.hasher().verify(password, &dummy_hash()).await;
-            self.login_event(ctx, None, &login, false, "no such user").await?;
-            return Err(Error::Unauthorized(LOGIN_REFUSED.into()));
-        };
-        self.check_password_for(ctx, user, password).await
-    }
-
-    /// The password check proper, for a known user (also used by LDAP and RADIUS binds).
-    pub async fn check_password_for(&self, ctx: &Ctx, user: User, password: &Secret) -> Result<LoginStep> {
-        let org = self.organization().await?;
-        let policy = &org.settings.password_policy;
-        let now = self.now();
-        let verified = match &user.password_hash {
-            Some(h) => self.hasher().verify(password, h).await?,
-            None => {
-                let _ = self.hasher().verify(password, &dummy_hash()).await;
-                false
-            }
-        };
-        let mut tx = self.store().begin().await?;
-        let mut u = load_user(&mut tx.db(), &user.id).await?;
-        // Auto-unlock once the lockout time has passed.
-        if u.account_locked {
-            if let (Some(secs), Some(at)) = (policy.lockout_time_in_seconds, u.account_locked_date) {
-                if now >= at + Duration::seconds(secs as i64) {
-                    let old = u.clone();
-                    u.account_locked = false;
-                    u.account_locked_date = None;
-                    u.bad_login_attempts = 0;
-                    tx.db().update_user(&u).await?;
-                    let sys = Ctx::new(cairn_domain::Actor::system(), "system", None);
-                    let ev = self.event(
-                        &sys,
-                        "user_unlock",
-                        Some(("user", &u.id, &u.username)),
-                        cairn_domain::user::diff(&old, &u),
-                        json!({ "reason": "lockout time elapsed" }),
-                    );
-                    tx.db().insert_event(&ev).await?;
-                }
-            }
-        }
-        let reason = if u.account_locked {
-            Some(Denial::Locked.reason().to_string())
-        } else if !verified {
-            let old = u.clone();
-            u.bad_login_attempts += 1;
-            if u.bad_login_attempts >= i64::from(policy.max_login_attempts) {
-                u.account_locked = true;
-                u.account_locked_date = Some(now);
-            }
-            tx.db().update_user(&u).await?;
-            if u.account_locked {
-                let ev = self.event(
-                    ctx,
-                    "user_lock",
-                    Some(("user", &u.id, &u.username)),
-                    cairn_domain::user::diff(&old, &u),
-                    json!({ "after_failures": u.bad_login_attempts }),
-                );
-                tx.db().insert_event(&ev).await?;
-            }
-            Some(if u.password_hash.is_none() {
-                Denial::PasswordPending.reason().to_string()
-            } else {
-                "wrong password".to_string()
-            })
-        } else {
-            if u.bad_login_attempts > 0 {
-                u.bad_login_attempts = 0;
-                tx.db().update_user(&u).await?;
-            }
-            // Expiry and MFA are steps of the portal login, not refusals.
-            let access = AccessRequest {
-                state: u.state,
-                password: if u.password_status() == PasswordStatus::Expired {
-                    PasswordStatus::Active
-                } else {
-                    u.password_status()
-                },
-                delegated: false,
-                locked: u.account_locked,
-                mfa_required: false,
-                mfa_presented: false,
-                granted: true,
-            };
-            decide(&access).err().map(|d| d.reason().to_string())
-        };
-        let ok = reason.is_none();
-        let ev = self.login_event_for(ctx, Some(&u), &u.username, ok, reason.as_deref().unwrap_or("password verified"));
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        metrics::counter!("cairn_auth_total", "protocol" => ctx.source.clone(), "outcome" => if ok { "success" } else { "failure" }).increment(1);
-        if !ok {
-            return Err(Error::Unauthorized(LOGIN_REFUSED.into()));
-        }
-        Ok(if u.password_expired {
-            LoginStep::ChangePassword(u)
-        } else if u.totp_enabled {
-            LoginStep::Totp(u)
-        } else if mfa_needed(&u) {
-            LoginStep::EnrollTotp(u)
-        } else {
-            LoginStep::Done(u)
-        })
-    }
-
-    fn login_event_for(
-        &self,
-        ctx: &Ctx,
-        user: Option<&User>,
-        login: &str,
-        ok: bool,
-        reason: &str,
-    ) -> cairn_domain::Event {
-        let target = user.map(|u| ("user", u.id.as_str(), u.username.as_str()));
-        let mut ev = self.event(
-            ctx,
-            if ok { "login_success" } else { "login_failure" },
-            target,
-            vec![],
-            json!({ "login": login, "reason": reason }),
-        );
-        ev.outcome = if ok { "success".into() } else { "failure".into() };
-        ev
-    }
-
-    async fn login_event(&self, ctx: &Ctx, user: Option<&User>, login: &str, ok: bool, reason: &str) -> Result<()> {
-        let ev = self.login_event_for(ctx, user, login, ok, reason);
-        let mut tx = self.store().begin().await?;
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        metrics::counter!("cairn_auth_total", "protocol" => ctx.source.clone(), "outcome" => if ok { "success" } else { "failure" }).increment(1);
-        Ok(())
-    }
-
-    /// Checks a TOTP code for a user who passed the password step. Wrong codes count toward
-    /// lockout like wrong passwords.
-    pub async fn verify_totp(&self, ctx: &Ctx, user_id: &str, code: &str) -> Result<User> {
-        let user = self.get_user(user_id).await?;
-        let ok = match &user.totp_secret {
-            Some(sealed) => {
-                let secret = crate::secretbox::open(self.secret_key()?, sealed.expose())?;
-                totp_check(&secret, code, self.now())
-            }
-            None => false,
-        };
-        let mut tx = self.store().begin().await?;
-        let mut u = load_user(&mut tx.db(), user_id).await?;
-        if !ok {
-            let policy = crate::org_of(&mut tx.db()).await?.settings.password_policy;
-            u.bad_login_attempts += 1;
-            if u.bad_login_attempts >= i64::from(policy.max_login_attempts) {
-                u.account_locked = true;
-                u.account_locked_date = Some(self.now());
-            }
-            tx.db().update_user(&u).await?;
-        }
-        let ev =
-            self.login_event_for(ctx, Some(&u), &u.username, ok, if ok { "TOTP verified" } else { "wrong TOTP code" });
-        tx.db().insert_event(&ev).await?;
-        tx.commit().await?;
-        if ok && u.state == State::Activated && !u.account_locked {
-            Ok(u)
-        } else {
-            Err(Error::Unauthorized("The code is not valid. Try the current code from your authenticator app.".into()))
-        }
-    }
-
     // ---- passwords ----------------------------------------------------------------------
 
     /// Sets a password in the caller's transaction: authority, policy, hash, and the record.
-    async fn write_password(
+    pub(crate) async fn write_password(
         &self,
         db: &mut Db<'_>,
         ctx: &Ctx,
@@ -352,12 +140,14 @@ impl Directory {
         user.password_expired = false;
         user.updated = now;
         db.update_user(&user).await?;
+        // A new password ends what the old one opened: every session, and every link.
+        let revoked = db.revoke_user_access(&user.id).await?;
         let ev = self.event(
             ctx,
             action,
             Some(("user", &user.id, &user.username)),
             cairn_domain::user::diff(&old, &user),
-            json!({}),
+            json!({ "revoked_sessions_and_tokens": revoked }),
         );
         db.insert_event(&ev).await?;
         Ok(user)
@@ -382,15 +172,16 @@ impl Directory {
             return Err(invalid());
         }
         let action = if kind == "activation" { "password_set" } else { "password_reset" };
-        let user = self.write_password(&mut tx.db(), ctx, user, new, action).await?;
         tx.db().take_token(&token_hash(token), kind, self.now()).await?.ok_or_else(invalid)?;
-        tx.db().delete_tokens(&user.id, "reset").await?;
-        tx.db().delete_tokens(&user.id, "activation").await?;
+        // Also ends every other link and session of the user.
+        let user = self.write_password(&mut tx.db(), ctx, user, new, action).await?;
         tx.commit().await?;
         Ok(user)
     }
 
-    /// Changes one's own password, knowing the current one.
+    /// Changes one's own password, knowing the current one: the current one is checked by
+    /// `authenticate` (so wrong guesses count toward lockout), and the change ends every
+    /// session of the user (the portal opens a new one).
     pub async fn change_own_password(&self, ctx: &Ctx, user_id: &str, current: &Secret, new: &Secret) -> Result<User> {
         let user = self.get_user(user_id).await?;
         if let Some(a) = user.password_authority() {
@@ -399,18 +190,18 @@ impl Directory {
                 a.as_str()
             )));
         }
-        let ok = match &user.password_hash {
-            Some(h) => self.hasher().verify(current, h).await?,
-            None => false,
+        let req = crate::AuthRequest {
+            protocol: cairn_domain::access::Protocol::Portal,
+            credential: crate::Credential::Password { login: &user.username, password: current, code: None },
+            client_addr: ctx.client_addr.clone(),
         };
-        if !ok {
-            return Err(Error::invalid("current_password", "The current password is not correct."));
+        match self.authenticate(ctx, req).await {
+            Ok(a) if a.principal().id() == user_id => {}
+            Ok(_) | Err(Error::Refused(crate::Refusal::Credentials)) => {
+                return Err(Error::invalid("current_password", "The current password is not correct."))
+            }
+            Err(e) => return Err(e),
         }
-        self.set_password_after_login(ctx, user_id, new).await
-    }
-
-    /// Sets the password of a user who has just proved it (the forced-change step).
-    pub async fn set_password_after_login(&self, ctx: &Ctx, user_id: &str, new: &Secret) -> Result<User> {
         let mut tx = self.store().begin().await?;
         let user = load_user(&mut tx.db(), user_id).await?;
         if user.state != State::Activated {
@@ -556,28 +347,48 @@ impl Directory {
     }
 
     /// A user's own reset request from the portal. Answers the same whether or not the
-    /// address exists; mails only an ACTIVATED user with a password Cairn holds.
+    /// address exists; mails only an ACTIVATED user with a password Cairn holds, and at most
+    /// `resets_per_account_hour` times an hour. Requests from one client address are limited
+    /// (`Refusal::Throttled`), since every one of them is recorded.
     pub async fn request_password_reset(&self, ctx: &Ctx, login: &str) -> Result<()> {
+        let now = self.now();
+        if let Some(a) = ctx.client_addr.as_deref().and_then(crate::auth::address_key) {
+            if !self.inner.reset_throttle.lock().expect("throttle").take(&a, now) {
+                return Err(Error::Refused(crate::Refusal::Throttled));
+            }
+        }
         let login = login.trim().to_lowercase();
-        let found = {
+        let found = if login.is_empty() || login.chars().count() > crate::MAX_LOGIN_CHARS || login.contains('\0') {
+            None
+        } else {
             let mut c = self.store().read().await?;
             match c.db().user_by_email(&login).await? {
-                Some(u) => Some(u),
-                None => c.db().user_by_username(&login).await?,
+                Some(u) => Some(u.id),
+                None => c.db().user_by_username(&login).await?.map(|u| u.id),
             }
         };
         let mut tx = self.store().begin().await?;
-        let (target, outcome) = match &found {
+        let user = match &found {
+            Some(id) => tx.db().lock_user(id).await?,
+            None => None,
+        };
+        let (target, outcome) = match &user {
             Some(u) if u.state == State::Activated && u.activated() && u.password_authority().is_none() => {
                 let to = u.email.clone();
-                self.mail_user(&mut tx.db(), u, MailKind::PasswordReset, &to).await?;
-                (Some(("user", u.id.as_str(), u.username.as_str())), "mailed")
+                let since = now - Duration::hours(1);
+                let sent = tx.db().count_mail_since(&to, MailKind::PasswordReset.as_str(), since).await?;
+                if sent >= self.config().resets_per_account_hour {
+                    (Some(("user", u.id.as_str(), u.username.as_str())), "limited: enough reset mails this hour")
+                } else {
+                    self.mail_user(&mut tx.db(), u, MailKind::PasswordReset, &to).await?;
+                    (Some(("user", u.id.as_str(), u.username.as_str())), "mailed")
+                }
             }
             Some(u) => (Some(("user", u.id.as_str(), u.username.as_str())), "not eligible"),
             None => (None, "no such user"),
         };
-        let ev =
-            self.event(ctx, "password_reset_request", target, vec![], json!({ "login": login, "result": outcome }));
+        let detail = json!({ "login": crate::auth::clip(&login, 128), "result": outcome });
+        let ev = self.event(ctx, "password_reset_request", target, vec![], detail);
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(())
@@ -585,7 +396,7 @@ impl Directory {
 
     // ---- TOTP ---------------------------------------------------------------------------
 
-    fn secret_key(&self) -> Result<&[u8; 32]> {
+    pub(crate) fn secret_key(&self) -> Result<&[u8; 32]> {
         self.config().secret_key.as_ref().ok_or_else(|| Error::Internal("no secrets key is configured".into()))
     }
 
@@ -615,12 +426,12 @@ impl Directory {
     /// Confirms enrolment with a code from the new authenticator.
     pub async fn confirm_totp(&self, ctx: &Ctx, user_id: &str, sealed: &str, code: &str) -> Result<User> {
         let secret = crate::secretbox::open(self.secret_key()?, sealed)?;
-        if !totp_check(&secret, code, self.now()) {
+        let Some(step) = crate::auth::totp_step(&secret, code, self.now()) else {
             return Err(Error::invalid(
                 "code",
                 "The code does not match. Check the time on your phone and try the current code.",
             ));
-        }
+        };
         let mut tx = self.store().begin().await?;
         let old = load_user(&mut tx.db(), user_id).await?;
         let mut u = old.clone();
@@ -628,6 +439,9 @@ impl Directory {
         u.totp_enabled = true;
         u.updated = self.now();
         tx.db().update_user(&u).await?;
+        // A new authenticator starts its steps over; the code just shown is used up.
+        tx.db().clear_totp_step(cairn_store::Account::User, user_id).await?;
+        tx.db().claim_totp_step(cairn_store::Account::User, user_id, step).await?;
         let ev = self.event(
             ctx,
             "mfa_enroll",
@@ -666,6 +480,30 @@ impl Directory {
         Ok(c.db().get_session(&token_hash(cookie), self.now()).await?)
     }
 
+    /// The signed-in user behind a portal cookie: a full session (`kind`), whose user may
+    /// still sign in — ACTIVATED, not locked, password not expired. Anything else ends it.
+    pub async fn portal_session(&self, cookie: &str, kind: &str) -> Result<Option<(Session, User)>> {
+        let now = self.now();
+        let found = {
+            let mut c = self.store().read().await?;
+            match c.db().get_session(&token_hash(cookie), now).await? {
+                Some(s) if s.kind == kind => {
+                    let user = c.db().get_user(&s.user_id).await?;
+                    let org = crate::org_of(&mut c.db()).await?;
+                    user.map(|u| (s, u, org))
+                }
+                _ => return Ok(None),
+            }
+        };
+        let Some((s, u, org)) = found else { return Ok(None) };
+        let policy = cairn_domain::lockout::LockPolicy::from(&org.settings.password_policy);
+        if u.state == State::Activated && !u.password_expired && !u.lockout().is_locked(&policy, now) {
+            return Ok(Some((s, u)));
+        }
+        self.end_session(cookie).await?;
+        Ok(None)
+    }
+
     pub async fn update_session(&self, s: &Session) -> Result<()> {
         let mut tx = self.store().begin().await?;
         tx.db().put_session(s).await?;
@@ -699,13 +537,6 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-/// RFC 6238 with one step of clock skew either way.
-fn totp_check(secret: &[u8], code: &str, now: DateTime<Utc>) -> bool {
-    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    let t = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec());
-    t.check(&code, now.timestamp().max(0) as u64)
-}
-
 /// Generates a current code (tests and the admin's own enrolment check).
 pub fn totp_code(secret: &[u8], now: DateTime<Utc>) -> String {
     totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec())
@@ -714,7 +545,7 @@ pub fn totp_code(secret: &[u8], now: DateTime<Utc>) -> String {
 
 /// A valid Argon2id hash of a random string, checked against when there is no user, so a
 /// missing account costs the same time as a wrong password.
-fn dummy_hash() -> Secret {
+pub(crate) fn dummy_hash() -> Secret {
     static H: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| {
         use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
         let salt = SaltString::generate(&mut OsRng);

@@ -15,8 +15,18 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A sign-in refused by `authenticate`; front ends say as little as their protocol allows.
+    #[error("{}", refusal_text(.0))]
+    Refused(crate::auth::Refusal),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn refusal_text(r: &crate::auth::Refusal) -> &'static str {
+    match r {
+        crate::auth::Refusal::Throttled => crate::auth::THROTTLED,
+        _ => crate::credentials::LOGIN_REFUSED,
+    }
 }
 
 fn describe(errors: &[FieldError]) -> String {

@@ -232,7 +232,7 @@ impl Directory {
 
     pub async fn groups_of_user(&self, user_id: &str) -> Result<(User, Vec<Group>)> {
         let mut c = self.store().read().await?;
-        let u = load_user(&mut c.db(), user_id).await?;
+        let u = crate::users::read_user(&mut c.db(), user_id).await?;
         let groups = c.db().groups_of_user(user_id).await?;
         Ok((u, groups))
     }

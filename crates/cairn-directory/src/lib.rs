@@ -4,6 +4,7 @@
 
 mod actions;
 mod admins;
+mod auth;
 mod clock;
 mod config;
 mod credentials;
@@ -20,10 +21,12 @@ mod scim;
 mod secretbox;
 mod users;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cairn_domain::id::format_object_id;
+use cairn_domain::throttle::Throttle;
 use cairn_domain::user::Change;
 use cairn_domain::{Actor, Event, OrgSettings};
 use cairn_store::{Db, Store};
@@ -32,12 +35,13 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 pub use actions::{Action, ActionResult, Outcome, ACTIONS};
-pub use admins::{AdminStep, ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
+pub use admins::{ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
+pub use auth::{AuthRequest, Authenticated, Credential, Principal, Refusal, MAX_LOGIN_CHARS, STEP_VALIDITY, THROTTLED};
 pub use cairn_domain as domain;
 pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Smtp, Tls};
-pub use credentials::{totp_code, LoginStep, LOGIN_REFUSED};
+pub use credentials::{totp_code, LOGIN_REFUSED};
 pub use error::{Error, Result};
 pub use export::{defuse, ExportFormat, Exporter, DEFAULT_FIELDS as DEFAULT_EXPORT_FIELDS};
 pub use groups::{group_json, GroupInput};
@@ -76,6 +80,9 @@ pub struct Organization {
     pub created: DateTime<Utc>,
 }
 
+/// Addresses each throttle remembers at most (a few MB whatever a flood's spread).
+const THROTTLE_KEYS: usize = 100_000;
+
 #[derive(Clone)]
 pub struct Directory {
     inner: Arc<Inner>,
@@ -90,6 +97,11 @@ struct Inner {
     hasher: Hasher,
     id_random: [u8; 5],
     id_counter: AtomicU32,
+    /// Failed sign-ins per client address (every protocol), and self-service reset requests
+    /// per address: per process, which is enough to slow a guesser down (lockout, stored,
+    /// protects each account whatever the process).
+    sign_in_throttle: Mutex<Throttle<IpAddr>>,
+    reset_throttle: Mutex<Throttle<IpAddr>>,
 }
 
 impl Directory {
@@ -104,11 +116,13 @@ impl Directory {
             inner: Arc::new(Inner {
                 org_id: std::sync::OnceLock::new(),
                 store,
-                config,
                 clock,
                 hasher: Hasher::new(),
                 id_random,
                 id_counter: AtomicU32::new(rand::random::<u32>() & 0xff_ffff),
+                sign_in_throttle: Mutex::new(Throttle::new(config.sign_in_rate, THROTTLE_KEYS)),
+                reset_throttle: Mutex::new(Throttle::new(config.reset_rate, THROTTLE_KEYS)),
+                config,
             }),
         }
     }

@@ -408,13 +408,23 @@ impl Directory {
 
     /// Runs the scheduler until `stop` resolves: catches up at once, then polls often enough
     /// to fire every schedule within a second of its instant.
+    /// Also opens, about once a second, the locks whose `lockoutTimeInSeconds` has passed.
     pub async fn run_scheduler(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut pass: u64 = 0;
         loop {
             match self.run_due_schedules().await {
                 Ok(n) if n > 0 => tracing::info!(fired = n, "scheduled state changes handled"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduler pass failed; retrying"),
             }
+            if pass.is_multiple_of(4) {
+                match self.unlock_expired_locks().await {
+                    Ok(n) if n > 0 => tracing::info!(unlocked = n, "lockout time elapsed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "unlock pass failed; retrying"),
+                }
+            }
+            pass += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = stop.changed() => return,

@@ -176,8 +176,16 @@ impl Directory {
             }
             check_manager(db, &user).await?;
             db.update_user(&user).await?;
+            // A new password or a lock ends what is open: sessions (and, for a password,
+            // every one-time link), as the user's own change does.
+            let mut detail = json!({});
+            if user.password_hash.as_ref().map(Secret::expose) != old.password_hash.as_ref().map(Secret::expose) {
+                detail["revoked_sessions_and_tokens"] = json!(db.revoke_user_access(&user.id).await?);
+            } else if user.account_locked && !old.account_locked {
+                detail["revoked_sessions"] = json!(db.revoke_sessions(cairn_store::Account::User, &user.id).await?);
+            }
             let target = Some(("user", user.id.as_str(), user.username.as_str()));
-            let ev = self.event(ctx, "user_update", target, changes, json!({}));
+            let ev = self.event(ctx, "user_update", target, changes, detail);
             db.insert_event(&ev).await?;
         }
         if let Some(to) = target {
@@ -209,7 +217,7 @@ impl Directory {
 
     pub async fn get_user(&self, id: &str) -> Result<User> {
         let mut c = self.store().read().await?;
-        load_user(&mut c.db(), id).await
+        read_user(&mut c.db(), id).await
     }
 
     pub async fn list_users(&self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
@@ -284,7 +292,18 @@ impl Directory {
     }
 }
 
+/// The user, its row locked until the transaction ends: every read-modify-write of a user
+/// starts here, so concurrent changes (a suspension, a failed sign-in) queue on PostgreSQL
+/// instead of overwriting each other (SQLite's writers already run one at a time).
 pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
+    if !cairn_domain::id::is_object_id(id) {
+        return Err(Error::NotFound(format!("no user with id '{id}'")));
+    }
+    db.lock_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
+}
+
+/// The user, for reading only.
+pub(crate) async fn read_user(db: &mut Db<'_>, id: &str) -> Result<User> {
     if !cairn_domain::id::is_object_id(id) {
         return Err(Error::NotFound(format!("no user with id '{id}'")));
     }

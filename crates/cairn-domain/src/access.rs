@@ -57,6 +57,90 @@ impl Denial {
     }
 }
 
+/// The protocols that ask (events and metrics name them by `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Portal,
+    AdminPortal,
+    Ldap,
+    Radius,
+    Oidc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Portal => "portal",
+            Protocol::AdminPortal => "admin_portal",
+            Protocol::Ldap => "ldap",
+            Protocol::Radius => "radius",
+            Protocol::Oidc => "oidc",
+        }
+    }
+
+    /// Sign-ins in a browser: they can lead a person through steps (enrol an authenticator,
+    /// change an expired password) instead of refusing.
+    pub fn web(self) -> bool {
+        matches!(self, Protocol::Portal | Protocol::AdminPortal | Protocol::Oidc)
+    }
+
+    /// Can ask for the second factor in a step of its own (a page, a RADIUS Access-Challenge);
+    /// LDAP cannot: a bind is one message.
+    pub fn challenges(self) -> bool {
+        !matches!(self, Protocol::Ldap)
+    }
+}
+
+/// What a person must do before a web sign-in completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Give the code of the enrolled authenticator.
+    SecondFactor,
+    /// Enrol an authenticator (MFA is required and none is enrolled).
+    Enroll,
+    /// Choose a new password (the old one expired or an admin forced a change).
+    ChangePassword,
+}
+
+/// The answer to a sign-in whose password was right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Step(Step),
+    Deny(Denial),
+}
+
+/// The access decision for `protocol`, where a web sign-in turns some refusals into steps.
+/// The second factor comes before a forced password change: the old password alone must not
+/// choose the new one.
+pub fn verdict(r: &AccessRequest, protocol: Protocol, enrolled: bool) -> Verdict {
+    let mfa_step = |enrolled: bool| {
+        if enrolled && protocol.challenges() {
+            Verdict::Step(Step::SecondFactor)
+        } else if !enrolled && protocol.web() {
+            Verdict::Step(Step::Enroll)
+        } else {
+            Verdict::Deny(Denial::MfaRequired)
+        }
+    };
+    if protocol.web() && r.password == PasswordStatus::Expired && !r.delegated {
+        return match decide(&AccessRequest { password: PasswordStatus::Active, ..*r }) {
+            Ok(()) => Verdict::Step(Step::ChangePassword),
+            // Enrolment, when required, follows the change.
+            Err(Denial::MfaRequired) if !enrolled => Verdict::Step(Step::ChangePassword),
+            Err(Denial::MfaRequired) => mfa_step(true),
+            Err(d) => Verdict::Deny(d),
+        };
+    }
+    match decide(r) {
+        Ok(()) => Verdict::Allow,
+        Err(Denial::MfaRequired) => mfa_step(enrolled),
+        Err(d) => Verdict::Deny(d),
+    }
+}
+
 pub fn decide(r: &AccessRequest) -> Result<(), Denial> {
     if r.state != State::Activated {
         return Err(Denial::NotActive);
@@ -137,6 +221,61 @@ mod tests {
         assert_eq!(decide(&req(Staged, Active, false, (false, false), true)), Err(Denial::NotActive));
         // A suspended user keeps a valid password but gets nothing.
         assert_eq!(decide(&req(Suspended, Active, false, (true, true), true)), Err(Denial::NotActive));
+    }
+
+    /// Every protocol × request × enrolment: the web protocols turn an expired password and
+    /// a missing second factor into steps, in that order of precedence: second factor first.
+    #[test]
+    fn verdict_table() {
+        let protocols = [Protocol::Portal, Protocol::AdminPortal, Protocol::Ldap, Protocol::Radius, Protocol::Oidc];
+        for p in protocols {
+            for state in [Staged, Activated, Suspended] {
+                for password in [Pending, Active, Expired] {
+                    for locked in [false, true] {
+                        for mfa in [(false, false), (true, false), (true, true)] {
+                            for granted in [false, true] {
+                                for enrolled in [false, true] {
+                                    let r = req(state, password, locked, mfa, granted);
+                                    let base = decide(&r);
+                                    let as_active = decide(&AccessRequest { password: Active, ..r });
+                                    let expected = match base {
+                                        Ok(()) => Verdict::Allow,
+                                        Err(Denial::PasswordExpired) if p.web() => match as_active {
+                                            Ok(()) => Verdict::Step(Step::ChangePassword),
+                                            Err(Denial::MfaRequired) if enrolled => Verdict::Step(Step::SecondFactor),
+                                            Err(Denial::MfaRequired) => Verdict::Step(Step::ChangePassword),
+                                            Err(d) => Verdict::Deny(d),
+                                        },
+                                        Err(Denial::MfaRequired) if enrolled && p != Protocol::Ldap => {
+                                            Verdict::Step(Step::SecondFactor)
+                                        }
+                                        Err(Denial::MfaRequired) if !enrolled && p.web() => Verdict::Step(Step::Enroll),
+                                        Err(d) => Verdict::Deny(d),
+                                    };
+                                    assert_eq!(verdict(&r, p, enrolled), expected, "{p:?} {r:?} enrolled={enrolled}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_expired_password_of_an_enrolled_user_asks_for_the_code_before_the_change() {
+        let r = req(Activated, Expired, false, (true, false), true);
+        assert_eq!(verdict(&r, Protocol::Portal, true), Verdict::Step(Step::SecondFactor));
+        let r = req(Activated, Expired, false, (true, true), true);
+        assert_eq!(verdict(&r, Protocol::Portal, true), Verdict::Step(Step::ChangePassword));
+        // LDAP and RADIUS cannot change a password: refused.
+        assert_eq!(verdict(&r, Protocol::Ldap, true), Verdict::Deny(Denial::PasswordExpired));
+        assert_eq!(verdict(&r, Protocol::Radius, true), Verdict::Deny(Denial::PasswordExpired));
+        // A locked or ungranted account gets no change form either.
+        let r = req(Activated, Expired, true, (false, false), true);
+        assert_eq!(verdict(&r, Protocol::Portal, false), Verdict::Deny(Denial::Locked));
+        let r = req(Activated, Expired, false, (false, false), false);
+        assert_eq!(verdict(&r, Protocol::Oidc, false), Verdict::Deny(Denial::NotGranted));
     }
 
     #[test]

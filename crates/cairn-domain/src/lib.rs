@@ -6,12 +6,14 @@ pub mod error;
 pub mod fields;
 pub mod id;
 pub mod lifecycle;
+pub mod lockout;
 pub mod mail;
 pub mod password;
 pub mod query;
 pub mod records;
 pub mod scim;
 pub mod settings;
+pub mod throttle;
 pub mod user;
 
 pub use error::{DomainError, FieldError};

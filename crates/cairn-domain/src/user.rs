@@ -142,6 +142,15 @@ impl User {
         }
     }
 
+    /// The lockout columns, for the state machine of `lockout`.
+    pub fn lockout(&self) -> crate::lockout::Lockout {
+        crate::lockout::Lockout {
+            failures: self.bad_login_attempts,
+            locked: self.account_locked,
+            locked_at: self.account_locked_date,
+        }
+    }
+
     pub fn text(&self, field: &str) -> Option<&str> {
         self.profile.get(field).and_then(Value::as_str)
     }

@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use cairn_directory::{Ctx, Error, LoginStep};
+use cairn_directory::{AuthRequest, Authenticated, Credential, Ctx, Error, Principal, Refusal};
+use cairn_domain::access::{Protocol, Step};
 use cairn_domain::{Actor, Secret, Session, User};
 use rand::RngCore;
 use serde_json::json;
@@ -141,14 +142,12 @@ async fn session(st: &Shared, headers: &HeaderMap) -> Option<(String, Session)> 
     Some((c, s))
 }
 
-/// The signed-in user: a full session, for an ACTIVATED user.
+/// The signed-in user: a full session of a user who may still sign in (ACTIVATED, not
+/// locked, password not expired).
 async fn signed_in(st: &Shared, headers: &HeaderMap) -> Option<(String, Session, User)> {
-    let (c, s) = session(st, headers).await?;
-    if s.kind != "portal" {
-        return None;
-    }
-    let u = st.dir.get_user(&s.user_id).await.ok()?;
-    (u.state == cairn_domain::State::Activated).then_some((c, s, u))
+    let c = cookie(headers, SESSION_COOKIE)?;
+    let (s, u) = st.dir.portal_session(&c, "portal").await.ok()??;
+    Some((c, s, u))
 }
 
 fn user_ctx(p: &Page, u: &User) -> Ctx {
@@ -158,25 +157,29 @@ fn user_ctx(p: &Page, u: &User) -> Ctx {
     }
 }
 
-/// Moves the browser to the next step of a login, with a session for that step.
-async fn continue_login(st: &Shared, p: &Page, step: LoginStep, old_cookie: Option<&str>) -> Response {
+/// Moves the browser on from an authentication: a full session once granted, else the page
+/// of the next step with its ticket as the cookie.
+async fn continue_login(st: &Shared, p: &Page, auth: Authenticated, old_cookie: Option<&str>) -> Response {
     if let Some(c) = old_cookie {
         let _ = st.dir.end_session(c).await;
     }
-    let (kind, to) = match &step {
-        LoginStep::Done(_) => ("portal", "/portal/profile"),
-        LoginStep::ChangePassword(_) => ("portal_change", "/portal/change-password"),
-        LoginStep::Totp(_) => ("portal_totp", "/portal/totp"),
-        LoginStep::EnrollTotp(_) => ("portal_enroll", "/portal/enroll"),
+    let (token, to) = match auth {
+        Authenticated::Granted(principal) => match st.dir.start_session(principal.id(), "portal", json!({})).await {
+            Ok(token) => (token, "/portal/profile"),
+            Err(e) => return error_page(p, e),
+        },
+        Authenticated::Step { step, ticket, .. } => (
+            ticket,
+            match step {
+                Step::SecondFactor => "/portal/totp",
+                Step::ChangePassword => "/portal/change-password",
+                Step::Enroll => "/portal/enroll",
+            },
+        ),
     };
-    match st.dir.start_session(&step.user().id, kind, json!({})).await {
-        Ok(token) => {
-            let mut r = p.redirect(to);
-            r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
-            r
-        }
-        Err(e) => error_page(p, e),
-    }
+    let mut r = p.redirect(to);
+    r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
+    r
 }
 
 fn error_page(p: &Page, e: Error) -> Response {
@@ -313,14 +316,29 @@ async fn login_submit(
         return r;
     }
     let login = form.get("login").map(|s| s.trim().to_string()).unwrap_or_default();
-    match st.dir.login(&p.ctx, &login, &secret(&form, "password")).await {
-        Ok(step) => continue_login(&st, &p, step, cookie(&headers, SESSION_COOKIE).as_deref()).await,
-        Err(Error::Unauthorized(m)) => p.html(
-            StatusCode::UNAUTHORIZED,
-            render(&LoginPage { org: &p.org, notice: "", error: &m, csrf: &p.csrf, login: &login }),
-        ),
+    let password = secret(&form, "password");
+    let req = AuthRequest {
+        protocol: Protocol::Portal,
+        credential: Credential::Password { login: &login, password: &password, code: None },
+        client_addr: p.ctx.client_addr.clone(),
+    };
+    match st.dir.authenticate(&p.ctx, req).await {
+        Ok(auth) => continue_login(&st, &p, auth, cookie(&headers, SESSION_COOKIE).as_deref()).await,
+        Err(Error::Refused(r)) => {
+            // Keep what is shown of the login short: it is echoed into the page.
+            let shown: String = login.chars().take(cairn_directory::MAX_LOGIN_CHARS).collect();
+            let status = if r == Refusal::Throttled { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
+            let m = Error::Refused(r).to_string();
+            p.html(status, render(&LoginPage { org: &p.org, notice: "", error: &m, csrf: &p.csrf, login: &shown }))
+        }
         Err(e) => error_page(&p, e),
     }
+}
+
+/// The ticket of a sign-in step the browser holds, if it is still valid.
+async fn step_ticket(st: &Shared, headers: &HeaderMap, step: Step) -> Option<String> {
+    let c = cookie(headers, SESSION_COOKIE)?;
+    st.dir.step_ticket(Protocol::Portal, step, &c).await.ok()?.map(|_| c)
 }
 
 async fn step_session(st: &Shared, headers: &HeaderMap, kind: &str) -> Option<(String, Session)> {
@@ -329,7 +347,7 @@ async fn step_session(st: &Shared, headers: &HeaderMap, kind: &str) -> Option<(S
 
 async fn totp_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
     let p = page(&st, &headers, None).await;
-    if step_session(&st, &headers, "portal_totp").await.is_none() {
+    if step_ticket(&st, &headers, Step::SecondFactor).await.is_none() {
         return p.redirect("/portal/login?m=again");
     }
     p.html(StatusCode::OK, render(&TotpPage { org: &p.org, notice: "", error: "", csrf: &p.csrf }))
@@ -345,13 +363,25 @@ async fn totp_submit(
     if let Some(r) = p.csrf_refusal(&form) {
         return r;
     }
-    let Some((c, s)) = step_session(&st, &headers, "portal_totp").await else {
+    let Some(ticket) = step_ticket(&st, &headers, Step::SecondFactor).await else {
         return p.redirect("/portal/login?m=again");
     };
-    match st.dir.verify_totp(&p.ctx, &s.user_id, form.get("code").map(String::as_str).unwrap_or("")).await {
-        Ok(u) => continue_login(&st, &p, LoginStep::Done(u), Some(&c)).await,
-        Err(Error::Unauthorized(m)) => {
-            p.html(StatusCode::UNAUTHORIZED, render(&TotpPage { org: &p.org, notice: "", error: &m, csrf: &p.csrf }))
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    let req = AuthRequest {
+        protocol: Protocol::Portal,
+        credential: Credential::SecondFactor { ticket: &ticket, code },
+        client_addr: p.ctx.client_addr.clone(),
+    };
+    match st.dir.authenticate(&p.ctx, req).await {
+        Ok(auth) => continue_login(&st, &p, auth, Some(&ticket)).await,
+        Err(Error::Refused(r)) => {
+            let status = if r == Refusal::Throttled { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
+            let m = if r == Refusal::Throttled {
+                Error::Refused(r).to_string()
+            } else {
+                "The code is not valid. Try the current code from your authenticator app.".to_string()
+            };
+            p.html(status, render(&TotpPage { org: &p.org, notice: "", error: &m, csrf: &p.csrf }))
         }
         Err(e) => error_page(&p, e),
     }
@@ -409,7 +439,7 @@ async fn enroll_submit(
     };
     let ctx = user_ctx(&p, &user);
     match st.dir.confirm_totp(&ctx, &s.user_id, sealed, form.get("code").map(String::as_str).unwrap_or("")).await {
-        Ok(u) => continue_login(&st, &p, LoginStep::Done(u), Some(&c)).await,
+        Ok(u) => continue_login(&st, &p, Authenticated::Granted(Principal::User(u)), Some(&c)).await,
         Err(Error::Invalid(e)) => {
             let msg = e.first().map(|e| e.message.clone()).unwrap_or_default();
             match st.dir.totp_enrollment(&user, sealed).await {
@@ -513,30 +543,25 @@ async fn change_submit(
     };
     let ctx = user_ctx(&p, &user);
     let min = min_length(&st).await;
+    let new = secret(&form, "password");
     let result = if !confirm_matches(&form) {
         Err(Error::invalid("confirm", "The two new passwords are not the same."))
     } else if forced.is_some() {
-        st.dir.set_password_after_login(&ctx, &user.id, &secret(&form, "password")).await
+        st.dir.change_password_with_ticket(&ctx, Protocol::Portal, &cookie_value, &new).await
     } else {
-        st.dir.change_own_password(&ctx, &user.id, &secret(&form, "current_password"), &secret(&form, "password")).await
+        // The change ends every session of the user; a fresh one keeps this browser in.
+        st.dir
+            .change_own_password(&ctx, &user.id, &secret(&form, "current_password"), &new)
+            .await
+            .map(|u| Authenticated::Granted(Principal::User(u)))
     };
     match result {
-        Ok(u) => {
-            let step = if u.totp_enabled && forced.is_some() {
-                LoginStep::Totp(u)
-            } else if forced.is_some() && (u.flag("enable_user_portal_multifactor")) {
-                LoginStep::EnrollTotp(u)
-            } else {
-                LoginStep::Done(u)
-            };
-            let mut r = continue_login(&st, &p, step, Some(&cookie_value)).await;
-            if forced.is_none() {
-                // Back on the profile with a word that it worked.
-                r = p.redirect("/portal/profile?m=password-changed");
-                if let Ok(token) = st.dir.start_session(&user.id, "portal", json!({})).await {
-                    let _ = st.dir.end_session(&cookie_value).await;
-                    r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
-                }
+        Ok(auth) if forced.is_some() => continue_login(&st, &p, auth, Some(&cookie_value)).await,
+        Ok(_) => {
+            // Back on the profile with a word that it worked.
+            let mut r = p.redirect("/portal/profile?m=password-changed");
+            if let Ok(token) = st.dir.start_session(&user.id, "portal", json!({})).await {
+                r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
             }
             r
         }
@@ -561,7 +586,7 @@ async fn change_submit(
                 }),
             )
         }
-        Err(Error::Unauthorized(_)) => p.redirect("/portal/login?m=again"),
+        Err(Error::Unauthorized(_) | Error::Refused(_)) => p.redirect("/portal/login?m=again"),
         Err(e) => error_page(&p, e),
     }
 }
@@ -710,8 +735,17 @@ async fn reset_request_submit(
     }
     let login = form.get("login").cloned().unwrap_or_default();
     if !login.trim().is_empty() {
-        if let Err(e) = st.dir.request_password_reset(&p.ctx, &login).await {
-            tracing::error!(error = %e, "reset request failed");
+        match st.dir.request_password_reset(&p.ctx, &login).await {
+            Ok(()) => {}
+            // Per address, so it says nothing about the account.
+            Err(e @ Error::Refused(Refusal::Throttled)) => {
+                let m = e.to_string();
+                return p.html(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    render(&ResetRequestPage { org: &p.org, notice: "", error: &m, csrf: &p.csrf, sent: false }),
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reset request failed"),
         }
     }
     p.html(StatusCode::OK, render(&ResetRequestPage { org: &p.org, notice: "", error: "", csrf: &p.csrf, sent: true }))

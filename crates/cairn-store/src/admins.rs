@@ -1,9 +1,11 @@
 //! Queries for the admin portal (§7): administrators' sessions, TOTP secrets and remembered
 //! columns, and the Users page's group filter.
 
+use cairn_domain::lockout::Lockout;
 use cairn_domain::query::ListQuery;
 use cairn_domain::{Admin, User};
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 
 use crate::credentials::SessionTable;
 use crate::rows::{self, get_bool, get_opt_text};
@@ -29,9 +31,24 @@ pub struct AdminExtras {
     pub mfa_required: bool,
     /// JSON list of the Users page's columns, in order.
     pub user_columns: Option<String>,
+    /// Consecutive failed sign-ins and the lock they led to (the users' rule, §3.5).
+    pub lockout: Lockout,
 }
 
-const ADMIN_SESSIONS: SessionTable = SessionTable { table: "admin_sessions", owner: "admin_id" };
+pub(crate) fn extras_from_row(r: &AnyRow) -> Result<AdminExtras> {
+    Ok(AdminExtras {
+        totp_secret: get_opt_text(r, "totp_secret")?,
+        mfa_required: get_bool(r, "mfa_required")?,
+        user_columns: get_opt_text(r, "user_columns")?,
+        lockout: Lockout {
+            failures: rows::get_i64(r, "badloginattempts")?,
+            locked: get_bool(r, "account_locked")?,
+            locked_at: get_opt_text(r, "account_locked_date")?.map(|t| rows::parse_time(&t)).transpose()?,
+        },
+    })
+}
+
+pub(crate) const ADMIN_SESSIONS: SessionTable = SessionTable { table: "admin_sessions", owner: "admin_id" };
 
 impl Db<'_> {
     pub async fn get_admin(&mut self, id: &str) -> Result<Option<Admin>> {
@@ -41,17 +58,11 @@ impl Db<'_> {
     }
 
     pub async fn admin_extras(&mut self, id: &str) -> Result<AdminExtras> {
-        let row = sqlx::query("SELECT totp_secret, mfa_required, user_columns FROM admins WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.c)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM admins WHERE id = $1").bind(id.to_string()).fetch_optional(&mut *self.c).await?;
         match row {
             None => Ok(AdminExtras::default()),
-            Some(r) => Ok(AdminExtras {
-                totp_secret: get_opt_text(&r, "totp_secret")?,
-                mfa_required: get_bool(&r, "mfa_required")?,
-                user_columns: get_opt_text(&r, "user_columns")?,
-            }),
+            Some(r) => extras_from_row(&r),
         }
     }
 

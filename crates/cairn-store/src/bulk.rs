@@ -355,12 +355,18 @@ impl Db<'_> {
 
 impl Db<'_> {
     /// Users by id, in no particular order; missing ids are simply absent.
+    /// These users, locked for the caller's transaction (read-modify-write: see
+    /// [`Db::lock_user`]); rows are locked in id order, so two batches cannot deadlock.
     pub async fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<User>> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
+        let mut sorted: Vec<&String> = ids.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let lock = crate::for_update(self.b);
+        for chunk in sorted.chunks(500) {
             let mut a = Args::positional(self.b);
-            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
-            let sql = format!("SELECT * FROM users WHERE id IN ({})", ps.join(", "));
+            let ps: Vec<String> = chunk.iter().map(|v| a.push((*v).clone())).collect();
+            let sql = format!("SELECT * FROM users WHERE id IN ({}) ORDER BY id{lock}", ps.join(", "));
             for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
                 out.push(rows::user_from_row(&r)?);
             }

@@ -5,6 +5,7 @@
 //! migrations. The directory layer opens a `Tx`, calls the query methods of `Db`, and commits;
 //! it never writes SQL itself. The conformance suite in `tests/` runs on both backends.
 
+mod access;
 mod admins;
 mod bulk;
 mod credentials;
@@ -23,6 +24,8 @@ use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
+pub(crate) use access::for_update;
+pub use access::{Account, Ticket};
 pub use admins::{AdminExtras, AdminSession};
 pub use bulk::{EventTexts, Job, JobResult, JobUpdate, NewToken, Prepared, UserKeys};
 pub use credentials::OutboxQuery;

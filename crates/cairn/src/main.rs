@@ -162,8 +162,13 @@ async fn open(cfg: &Config) -> Result<Directory> {
     let store = Store::connect(&cfg.database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&cfg.database_url)))?;
-    let config =
-        cairn_directory::Config { base_url: cfg.base_url.clone(), smtp, mail_from: cfg.mail_from.clone(), secret_key };
+    let config = cairn_directory::Config {
+        base_url: cfg.base_url.clone(),
+        smtp,
+        mail_from: cfg.mail_from.clone(),
+        secret_key,
+        ..Default::default()
+    };
     let dir = Directory::with_config(store, clock(), config);
     dir.migrate().await.context("cannot migrate the database")?;
     Ok(dir)

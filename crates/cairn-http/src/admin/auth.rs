@@ -8,7 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
-use cairn_directory::{AdminStep, Ctx, Error};
+use cairn_directory::{AuthRequest, Authenticated, Credential, Ctx, Error, Refusal, ADMIN_LOGIN_REFUSED};
+use cairn_domain::access::{Protocol, Step};
 use cairn_domain::{Actor, Secret};
 use serde_json::json;
 
@@ -116,20 +117,50 @@ pub(super) async fn login_submit(
     let headers = &req_parts.0.headers;
     let email = get(&form, "email").unwrap_or("").trim().to_string();
     let password = Secret::new(get(&form, "password").unwrap_or("").to_string());
-    match st.dir.admin_login(&anon_ctx(&p), &email, &password).await {
-        Ok(AdminStep::Done(a)) => begin(&st, &p, headers, &a.id, "admin", "/admin/users").await,
-        Ok(AdminStep::Totp(a)) => begin(&st, &p, headers, &a.id, "admin_totp", "/admin/totp").await,
-        // Signed in, but held on the account page until an authenticator is enrolled.
-        Ok(AdminStep::Enroll(a)) => {
-            begin_with(&st, &p, headers, &a.id, "admin", "/admin/account?m=enroll", json!({ "enroll": true })).await
+    let req = AuthRequest {
+        protocol: Protocol::AdminPortal,
+        credential: Credential::Password { login: &email, password: &password, code: None },
+        client_addr: p.addr.clone(),
+    };
+    match st.dir.authenticate(&anon_ctx(&p), req).await {
+        Ok(auth) => signed_in(&st, &p, headers, auth).await,
+        Err(Error::Refused(r)) => {
+            let shown: String = email.chars().take(cairn_directory::MAX_LOGIN_CHARS).collect();
+            let (status, m) = refusal(r);
+            p.html(status, render(&LoginPage { org: &p.org, csrf: &p.csrf, notice: "", error: m, email: &shown }))
         }
-        Err(Error::Unauthorized(m)) => p.html(
-            StatusCode::UNAUTHORIZED,
-            render(&LoginPage { org: &p.org, csrf: &p.csrf, notice: "", error: &m, email: &email }),
-        ),
         Err(e) => {
             tracing::error!(error = %e, "admin login failed");
             p.message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please try again in a moment.")
+        }
+    }
+}
+
+fn refusal(r: Refusal) -> (StatusCode, &'static str) {
+    match r {
+        Refusal::Throttled => (StatusCode::TOO_MANY_REQUESTS, cairn_directory::THROTTLED),
+        _ => (StatusCode::UNAUTHORIZED, ADMIN_LOGIN_REFUSED),
+    }
+}
+
+/// Where an authentication leads: a full session, the code page, or (MFA required and no
+/// authenticator yet) an `admin_enroll` session that opens the account page only.
+async fn signed_in(st: &Shared, p: &P, headers: &HeaderMap, auth: Authenticated) -> Response {
+    match auth {
+        Authenticated::Granted(a) => begin(st, p, headers, a.id(), "admin", "/admin/users").await,
+        Authenticated::Step { step, ticket, .. } => {
+            if let Some(c) = cookie(headers, SESSION_COOKIE) {
+                let _ = st.dir.end_admin_session(&c).await;
+            }
+            let to = match step {
+                Step::SecondFactor => "/admin/totp",
+                Step::Enroll => "/admin/account?m=enroll",
+                // Administrators' passwords do not expire.
+                Step::ChangePassword => "/admin/login?m=again",
+            };
+            let mut r = p.redirect(to);
+            r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &ticket, None));
+            r
         }
     }
 }
@@ -144,12 +175,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestParts {
     }
 }
 
+/// The code step's ticket the browser holds, if still valid.
 async fn totp_step(st: &Shared, headers: &HeaderMap) -> Option<String> {
     let c = cookie(headers, SESSION_COOKIE)?;
-    match st.dir.admin_session(&c).await.ok()?? {
-        (s, a) if s.kind == "admin_totp" => Some(a.id),
-        _ => None,
-    }
+    st.dir.step_ticket(Protocol::AdminPortal, Step::SecondFactor, &c).await.ok()?.map(|_| c)
 }
 
 pub(super) async fn totp_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
@@ -170,13 +199,19 @@ pub(super) async fn totp_submit(
         return r;
     }
     let headers = &req_parts.0.headers;
-    let Some(admin_id) = totp_step(&st, headers).await else {
+    let Some(ticket) = totp_step(&st, headers).await else {
         return p.redirect("/admin/login?m=again");
     };
-    match st.dir.admin_verify_totp(&anon_ctx(&p), &admin_id, get(&form, "code").unwrap_or("")).await {
-        Ok(a) => begin(&st, &p, headers, &a.id, "admin", "/admin/users").await,
-        Err(Error::Unauthorized(m)) => {
-            p.html(StatusCode::UNAUTHORIZED, render(&TotpPage { org: &p.org, csrf: &p.csrf, error: &m }))
+    let req = AuthRequest {
+        protocol: Protocol::AdminPortal,
+        credential: Credential::SecondFactor { ticket: &ticket, code: get(&form, "code").unwrap_or("") },
+        client_addr: p.addr.clone(),
+    };
+    match st.dir.authenticate(&anon_ctx(&p), req).await {
+        Ok(auth) => signed_in(&st, &p, headers, auth).await,
+        Err(Error::Refused(r)) => {
+            let (status, m) = refusal(r);
+            p.html(status, render(&TotpPage { org: &p.org, csrf: &p.csrf, error: m }))
         }
         Err(e) => {
             tracing::error!(error = %e, "admin TOTP failed");
@@ -278,8 +313,17 @@ pub(super) async fn totp_confirm(
     };
     match st.dir.admin_confirm_totp(&s.ctx, &s.admin.id, &sealed, get(&form, "code").unwrap_or("")).await {
         Ok(()) => {
-            sess.data = json!({});
-            let _ = st.dir.update_admin_session(&sess).await;
+            if sess.kind == "admin_enroll" {
+                // Enrolled: the held sign-in becomes a full one.
+                if let Some(c) = cookie(&headers, SESSION_COOKIE) {
+                    if let Err(e) = st.dir.finish_admin_enrolment(&c).await {
+                        return s.fail(e);
+                    }
+                }
+            } else {
+                sess.data = json!({});
+                let _ = st.dir.update_admin_session(&sess).await;
+            }
             s.p.redirect("/admin/account?m=totp")
         }
         Err(Error::Invalid(_)) => s.p.redirect("/admin/account?m=bad-code"),

@@ -194,12 +194,11 @@ impl FromRequestParts<Shared> for Signed {
             None => None,
         };
         match session {
-            Some((s, admin)) if s.kind == "admin" => {
-                // An administrator who must enrol an authenticator sees only the account page.
+            Some((s, admin)) if s.kind == "admin" || s.kind == "admin_enroll" => {
+                // An administrator who must enrol an authenticator sees only the account page
+                // (the session's kind says so; nothing a form writes into it can change that).
                 let path = parts.uri.path();
-                if s.data.get("enroll") == Some(&serde_json::Value::Bool(true))
-                    && !(path.starts_with("/admin/account") || path == "/admin/logout")
-                {
+                if s.kind == "admin_enroll" && !(path.starts_with("/admin/account") || path == "/admin/logout") {
                     return Err(p.redirect("/admin/account?m=enroll"));
                 }
                 let ctx = Ctx::new(Actor::admin(&admin.id, &admin.email), "manual", p.addr.clone());

@@ -76,6 +76,8 @@ impl From<Error> for ScimError {
             Error::Conflict(m) => ScimError::new(409, None, m.clone()),
             Error::Forbidden(m) => ScimError::new(400, Some("mutability"), m.clone()),
             Error::Unauthorized(m) => ScimError::new(401, None, m.clone()),
+            Error::Refused(cairn_directory::Refusal::Throttled) => ScimError::new(429, None, e.to_string()),
+            Error::Refused(_) => ScimError::new(401, None, e.to_string()),
             Error::Internal(_) => ScimError::new(500, None, "internal error; see the server log"),
         }
     }

@@ -1,0 +1,719 @@
+//! `Directory::authenticate`: the one entry point every protocol calls to ask *may this
+//! person, with this secret (and second factor), from this address, use this resource now?*
+//!
+//! ```text
+//!  throttled address ──────────────────────────────▶ Refusal::Throttled (no work, no event)
+//!  unknown login ───────── (a hash is still spent) ─▶ Refusal::Credentials
+//!  ── in one transaction, the account's row locked ─────────────────────────────────────
+//!  locked (lockout, §3.5) ─────── (not counted) ───▶ Credentials, or Denied(Locked) when
+//!                                                    the password was right
+//!  wrong password / wrong or replayed code ─ fail ─▶ Credentials (a lock ends sessions)
+//!  access decision (state, password, MFA, grant) ──▶ Granted │ Step (+ ticket) │ Denied
+//!  exactly one event, with the final outcome
+//! ```
+//! The failure counter resets only when the whole authentication succeeds: a right password
+//! whose code is still to come leaves it as it was, so the second factor cannot be guessed
+//! by interleaving the right password. Hashing runs outside the transaction; the transaction
+//! re-reads the account under its row lock, so a failure can never write back a state read
+//! before a concurrent suspension.
+
+use std::net::IpAddr;
+
+use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdict};
+use cairn_domain::lockout::{LockPolicy, Lockout};
+use cairn_domain::user::{Change, PasswordStatus};
+use cairn_domain::{Actor, Admin, Secret, State, User};
+use cairn_store::{Account, AdminExtras, Db, Ticket};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+
+use crate::credentials::{random_token, token_hash};
+use crate::error::{Error, Result};
+use crate::{Ctx, Directory};
+
+/// How long a sign-in step (code, password change, enrolment) may take.
+pub const STEP_VALIDITY: Duration = Duration::minutes(10);
+/// At most this much of a login string is looked up or kept in an event: anything longer
+/// is no account's name, and an anonymous client must not be able to grow storage with it.
+pub const MAX_LOGIN_CHARS: usize = 256;
+const EVENT_LOGIN_CHARS: usize = 128;
+/// What a throttled client is told.
+pub const THROTTLED: &str = "Too many attempts from your network. Wait a minute, then try again.";
+
+/// One sign-in attempt.
+#[derive(Debug, Clone)]
+pub struct AuthRequest<'a> {
+    pub protocol: Protocol,
+    pub credential: Credential<'a>,
+    pub client_addr: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential<'a> {
+    /// A login (username or e-mail; an administrator's e-mail on the admin portal) and its
+    /// password, with the TOTP code when the client sends both at once.
+    Password { login: &'a str, password: &'a Secret, code: Option<&'a str> },
+    /// The code for a sign-in whose password an earlier call verified: `ticket` is what that
+    /// call returned with `Step::SecondFactor`.
+    SecondFactor { ticket: &'a str, code: &'a str },
+}
+
+/// Who signed in.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User(User),
+    Admin(Admin),
+}
+
+impl Principal {
+    pub fn id(&self) -> &str {
+        match self {
+            Principal::User(u) => &u.id,
+            Principal::Admin(a) => &a.id,
+        }
+    }
+    pub fn user(self) -> Option<User> {
+        match self {
+            Principal::User(u) => Some(u),
+            Principal::Admin(_) => None,
+        }
+    }
+    pub fn admin(self) -> Option<Admin> {
+        match self {
+            Principal::Admin(a) => Some(a),
+            Principal::User(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Authenticated {
+    /// Everything holds: the protocol lets the person in.
+    Granted(Principal),
+    /// The password was right; the person must first do `step`. `ticket` (a secret for the
+    /// client to keep, valid [`STEP_VALIDITY`], ended by suspension, lock and password change)
+    /// continues the sign-in: `Credential::SecondFactor` for the code,
+    /// [`Directory::change_password_with_ticket`], or the enrolment pages.
+    Step { principal: Principal, step: Step, ticket: String },
+}
+
+impl Authenticated {
+    pub fn principal(&self) -> &Principal {
+        match self {
+            Authenticated::Granted(p) | Authenticated::Step { principal: p, .. } => p,
+        }
+    }
+}
+
+/// Why an attempt was refused. A person is told as little as the protocol allows; the event
+/// tells the admin everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown login, wrong password or code, or a locked account given a wrong password.
+    Credentials,
+    /// The secret was right, but the access decision says no.
+    Denied(Denial),
+    /// Too many failures from this address: try later (HTTP 429).
+    Throttled,
+}
+
+/// The ticket kinds of a protocol's steps, e.g. `portal_totp`.
+fn ticket_kind(protocol: Protocol, step: Step) -> String {
+    let prefix = match protocol {
+        Protocol::Portal => "portal",
+        Protocol::AdminPortal => "admin",
+        p => p.as_str(),
+    };
+    let step = match step {
+        Step::SecondFactor => "totp",
+        Step::Enroll => "enroll",
+        Step::ChangePassword => "change",
+    };
+    format!("{prefix}_{step}")
+}
+
+fn account_of(protocol: Protocol) -> Account {
+    if protocol == Protocol::AdminPortal {
+        Account::Admin
+    } else {
+        Account::User
+    }
+}
+
+/// The throttling key of a client address: the address, or its /64 for IPv6 (one host has
+/// a whole /64 to rotate through).
+pub(crate) fn address_key(addr: &str) -> Option<IpAddr> {
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                Some(IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
+            }
+        },
+        v4 => Some(v4),
+    }
+}
+
+/// The first `n` characters, for what an event keeps of a string an anonymous client sent.
+pub(crate) fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// What a sign-in needs of a user or an administrator.
+struct Acct {
+    kind: Account,
+    principal: Principal,
+    hash: Option<Secret>,
+    lock: Lockout,
+    totp: Option<String>,
+    /// MFA is required of this account (the user's `enable_user_portal_multifactor`, the
+    /// administrator's `mfa_required`).
+    mfa_required: bool,
+    state: State,
+    password: PasswordStatus,
+    delegated: bool,
+}
+
+impl Acct {
+    fn of_user(u: User) -> Acct {
+        Acct {
+            kind: Account::User,
+            hash: u.password_hash.clone(),
+            lock: u.lockout(),
+            totp: u.totp_enabled.then(|| u.totp_secret.as_ref().map(|s| s.expose().to_string())).flatten(),
+            mfa_required: u.flag("enable_user_portal_multifactor"),
+            state: u.state,
+            password: u.password_status(),
+            delegated: u.profile.get("delegatedAuthority").is_some_and(|v| !v.is_null()),
+            principal: Principal::User(u),
+        }
+    }
+
+    fn of_admin(a: Admin, x: AdminExtras) -> Acct {
+        Acct {
+            kind: Account::Admin,
+            hash: Some(a.password_hash.clone()),
+            lock: x.lockout,
+            totp: x.totp_secret,
+            mfa_required: x.mfa_required,
+            // Administrators have no lifecycle of their own.
+            state: State::Activated,
+            password: PasswordStatus::Active,
+            delegated: false,
+            principal: Principal::Admin(a),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.principal.id()
+    }
+
+    fn name(&self) -> &str {
+        match &self.principal {
+            Principal::User(u) => &u.username,
+            Principal::Admin(a) => &a.email,
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        match &self.principal {
+            Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
+            Principal::Admin(a) => Actor::admin(&a.id, &a.email),
+        }
+    }
+
+    fn target(&self) -> (&'static str, &str, &str) {
+        let kind = match self.kind {
+            Account::User => "user",
+            Account::Admin => "admin",
+        };
+        (kind, self.id(), self.name())
+    }
+}
+
+/// The second factor as presented and checked before the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Code {
+    None,
+    /// The TOTP time step the code matched.
+    Matched(i64),
+    Wrong,
+}
+
+/// What a finished attempt wrote, before it is turned into the answer.
+struct Outcome {
+    result: std::result::Result<Authenticated, Refusal>,
+    reason: String,
+}
+
+impl Directory {
+    /// Authenticates one attempt of `req.protocol`; see the module documentation. `ctx`
+    /// names the interface (its source) and the client address for the event.
+    pub async fn authenticate(&self, ctx: &Ctx, req: AuthRequest<'_>) -> Result<Authenticated> {
+        let addr = req.client_addr.as_deref().and_then(address_key);
+        if let Some(a) = &addr {
+            if !self.inner.sign_in_throttle.lock().expect("throttle").allows(a, self.now()) {
+                metrics::counter!("cairn_auth_throttled_total", "protocol" => req.protocol.as_str()).increment(1);
+                return Err(Error::Refused(Refusal::Throttled));
+            }
+        }
+        let ctx = Ctx { client_addr: req.client_addr.clone().or_else(|| ctx.client_addr.clone()), ..ctx.clone() };
+        let out = match &req.credential {
+            Credential::Password { login, password, code } => {
+                self.password_attempt(&ctx, req.protocol, login, password, *code).await?
+            }
+            Credential::SecondFactor { ticket, code } => self.code_attempt(&ctx, req.protocol, ticket, code).await?,
+        };
+        let ok = out.result.is_ok();
+        metrics::counter!("cairn_auth_total", "protocol" => req.protocol.as_str(), "outcome" => if ok { "success" } else { "failure" })
+            .increment(1);
+        match out.result {
+            Ok(a) => Ok(a),
+            Err(r) => {
+                if r == Refusal::Credentials {
+                    if let Some(a) = &addr {
+                        self.inner.sign_in_throttle.lock().expect("throttle").take(a, self.now());
+                    }
+                }
+                tracing::debug!(protocol = req.protocol.as_str(), reason = %out.reason, "sign-in refused");
+                Err(Error::Refused(r))
+            }
+        }
+    }
+
+    async fn find_account(&self, account: Account, login: &str) -> Result<Option<Acct>> {
+        let mut c = self.store().read().await?;
+        Ok(match account {
+            Account::User => match c.db().user_by_username(login).await? {
+                Some(u) => Some(Acct::of_user(u)),
+                None => c.db().user_by_email(login).await?.map(Acct::of_user),
+            },
+            Account::Admin => match c.db().admin_by_email(login).await? {
+                Some(a) => {
+                    let x = c.db().admin_extras(&a.id).await?;
+                    Some(Acct::of_admin(a, x))
+                }
+                None => None,
+            },
+        })
+    }
+
+    async fn lock_account(&self, db: &mut Db<'_>, account: Account, id: &str) -> Result<Option<Acct>> {
+        Ok(match account {
+            Account::User => db.lock_user(id).await?.map(Acct::of_user),
+            Account::Admin => db.lock_admin(id).await?.map(|(a, x)| Acct::of_admin(a, x)),
+        })
+    }
+
+    fn check_code(&self, sealed: Option<&str>, code: Option<&str>) -> Result<Code> {
+        let Some(code) = code else { return Ok(Code::None) };
+        let Some(sealed) = sealed else { return Ok(Code::Wrong) };
+        let secret = crate::secretbox::open(self.secret_key()?, sealed)?;
+        Ok(match totp_step(&secret, code, self.now()) {
+            Some(step) => Code::Matched(step),
+            None => Code::Wrong,
+        })
+    }
+
+    async fn password_attempt(
+        &self,
+        ctx: &Ctx,
+        protocol: Protocol,
+        login: &str,
+        password: &Secret,
+        code: Option<&str>,
+    ) -> Result<Outcome> {
+        let account = account_of(protocol);
+        let login = login.trim();
+        let key = login.to_lowercase();
+        let found = if key.is_empty() || key.chars().count() > MAX_LOGIN_CHARS || key.contains('\0') {
+            None
+        } else {
+            self.find_account(account, &key).await?
+        };
+        let detail = json!({ "protocol": protocol, "login": clip(login, EVENT_LOGIN_CHARS) });
+        let Some(acct) = found else {
+            // Spend what a real check costs, so timing does not tell which accounts exist.
+            let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+            self.attempt_event(ctx, None, false, "no such account", detail, vec![]).await?;
+            return Ok(Outcome { result: Err(Refusal::Credentials), reason: "no such account".into() });
+        };
+        let verified_hash = acct.hash.clone();
+        let password_ok = match &verified_hash {
+            Some(h) if !password.expose().is_empty() => self.hasher().verify(password, h).await?,
+            _ => {
+                let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+                false
+            }
+        };
+        let code = self.check_code(acct.totp.as_deref(), code)?;
+        self.conclude(
+            ctx,
+            protocol,
+            acct.kind,
+            acct.id(),
+            Proof::Password { ok: password_ok, hash: verified_hash },
+            code,
+            None,
+            detail,
+        )
+        .await
+    }
+
+    async fn code_attempt(&self, ctx: &Ctx, protocol: Protocol, ticket: &str, code: &str) -> Result<Outcome> {
+        let account = account_of(protocol);
+        let kind = ticket_kind(protocol, Step::SecondFactor);
+        let hash = token_hash(ticket);
+        let found = {
+            let mut c = self.store().read().await?;
+            c.db().ticket(account, &hash, &kind, self.now()).await?
+        };
+        // An unknown ticket names no account: nothing to count or record (and nothing for an
+        // anonymous client to fill the event log with); the address is throttled.
+        let Some(t) = found else {
+            return Ok(Outcome { result: Err(Refusal::Credentials), reason: "unknown sign-in step".into() });
+        };
+        let acct = {
+            let mut c = self.store().read().await?;
+            match account {
+                Account::User => c.db().get_user(&t.owner).await?.map(Acct::of_user),
+                Account::Admin => match c.db().get_admin(&t.owner).await? {
+                    Some(a) => {
+                        let x = c.db().admin_extras(&a.id).await?;
+                        Some(Acct::of_admin(a, x))
+                    }
+                    None => None,
+                },
+            }
+        };
+        let Some(acct) = acct else {
+            return Ok(Outcome { result: Err(Refusal::Credentials), reason: "the account is gone".into() });
+        };
+        let code = match self.check_code(acct.totp.as_deref(), Some(code))? {
+            Code::None => Code::Wrong,
+            c => c,
+        };
+        let detail = json!({ "protocol": protocol, "login": acct.name(), "step": "totp" });
+        self.conclude(ctx, protocol, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
+    }
+
+    /// The part of an attempt that reads and writes the account: one transaction, the row
+    /// locked, one event.
+    #[allow(clippy::too_many_arguments)]
+    async fn conclude(
+        &self,
+        ctx: &Ctx,
+        protocol: Protocol,
+        account: Account,
+        id: &str,
+        proof: Proof,
+        code: Code,
+        ticket: Option<String>,
+        mut detail: Value,
+    ) -> Result<Outcome> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let org = crate::org_of(&mut tx.db()).await?;
+        let policy = LockPolicy::from(&org.settings.password_policy);
+        let Some(acct) = self.lock_account(&mut tx.db(), account, id).await? else {
+            tx.commit().await?;
+            return Ok(Outcome { result: Err(Refusal::Credentials), reason: "the account is gone".into() });
+        };
+        let password_ok = match proof {
+            // The password verified must still be the account's (it may have changed while
+            // the hash was computed); otherwise it proves nothing.
+            Proof::Password { ok, hash } => {
+                ok && hash.as_ref().map(Secret::expose) == acct.hash.as_ref().map(Secret::expose)
+            }
+            Proof::Ticket => true,
+        };
+        let before = acct.lock;
+        let mut lock = before.current(&policy, now);
+        let mut revoke = false;
+        let mut new_ticket: Option<(Step, String)> = None;
+        // A matching code is used up here, and only here, so it is accepted once.
+        let replayed = match code {
+            Code::Matched(step) if password_ok && !lock.locked => !tx.db().claim_totp_step(account, id, step).await?,
+            _ => false,
+        };
+        let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked {
+            // Refused and not counted; only the owner of the right password learns why.
+            let r = if password_ok { Refusal::Denied(Denial::Locked) } else { Refusal::Credentials };
+            (Err(r), Denial::Locked.reason().into())
+        } else if !password_ok {
+            lock = lock.fail(&policy, now);
+            revoke = lock.locked;
+            let why = if acct.hash.is_none() { Denial::PasswordPending.reason() } else { "wrong password" };
+            (Err(Refusal::Credentials), why.into())
+        } else if code == Code::Wrong {
+            lock = lock.fail(&policy, now);
+            revoke = lock.locked;
+            (Err(Refusal::Credentials), "wrong TOTP code".into())
+        } else if replayed {
+            lock = lock.fail(&policy, now);
+            revoke = lock.locked;
+            (Err(Refusal::Credentials), "TOTP code already used".into())
+        } else {
+            let enrolled = acct.totp.is_some();
+            let access = AccessRequest {
+                state: acct.state,
+                password: acct.password,
+                delegated: acct.delegated,
+                locked: false,
+                // On the web an enrolled authenticator is always asked for.
+                mfa_required: acct.mfa_required || (enrolled && protocol.web()),
+                mfa_presented: matches!(code, Code::Matched(_)),
+                granted: true,
+            };
+            match verdict(&access, protocol, enrolled) {
+                Verdict::Allow => {
+                    lock = lock.succeed(&policy, now);
+                    (Ok(Authenticated::Granted(acct.principal.clone())), "signed in".into())
+                }
+                Verdict::Step(step) => {
+                    // The counter resets once both factors are in; a code still to come keeps it.
+                    if step != Step::SecondFactor {
+                        lock = lock.succeed(&policy, now);
+                    }
+                    let token = random_token();
+                    new_ticket = Some((step, token.clone()));
+                    detail["next_step"] = json!(step);
+                    let reason = match step {
+                        Step::SecondFactor => "password verified; a TOTP code is required",
+                        Step::Enroll => "verified; MFA enrolment is required",
+                        Step::ChangePassword => "verified; the password must be changed",
+                    };
+                    (Ok(Authenticated::Step { principal: acct.principal.clone(), step, ticket: token }), reason.into())
+                }
+                Verdict::Deny(d) => (Err(Refusal::Denied(d)), d.reason().into()),
+            }
+        };
+        if lock != before {
+            tx.db().set_lockout(account, id, &lock).await?;
+        }
+        if revoke {
+            tx.db().revoke_sessions(account, id).await?;
+        }
+        if result.is_ok() {
+            if let Some(t) = &ticket {
+                tx.db().take_ticket(account, t).await?;
+            }
+        }
+        if let Some((step, token)) = &new_ticket {
+            let t = Ticket {
+                owner: id.to_string(),
+                kind: ticket_kind(protocol, *step),
+                expires: now + STEP_VALIDITY,
+                data: json!({ "protocol": protocol }),
+            };
+            tx.db().put_ticket(account, &token_hash(token), &t, now).await?;
+        }
+        let changes = lockout_changes(&before, &lock);
+        if lock.locked && !before.locked {
+            detail["locked_after_failures"] = json!(lock.failures);
+        }
+        let ctx = Ctx { actor: acct.actor(), ..ctx.clone() };
+        let ev = self.attempt_event_for(&ctx, Some(acct.target()), result.is_ok(), &reason, detail, changes);
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(Outcome { result, reason })
+    }
+
+    fn attempt_event_for(
+        &self,
+        ctx: &Ctx,
+        target: Option<(&str, &str, &str)>,
+        ok: bool,
+        reason: &str,
+        mut detail: Value,
+        changes: Vec<Change>,
+    ) -> cairn_domain::Event {
+        detail["reason"] = json!(reason);
+        let action = if ok { "login_success" } else { "login_failure" };
+        let mut ev = self.event(ctx, action, target, changes, detail);
+        ev.outcome = if ok { "success".into() } else { "failure".into() };
+        ev
+    }
+
+    async fn attempt_event(
+        &self,
+        ctx: &Ctx,
+        target: Option<(&str, &str, &str)>,
+        ok: bool,
+        reason: &str,
+        detail: Value,
+        changes: Vec<Change>,
+    ) -> Result<()> {
+        let ev = self.attempt_event_for(ctx, target, ok, reason, detail, changes);
+        let mut tx = self.store().begin().await?;
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Opens the locks whose `lockoutTimeInSeconds` has passed, so REST, the portals and
+    /// filters show them open without waiting for a sign-in (the scheduler calls this).
+    pub async fn unlock_expired_locks(&self) -> Result<usize> {
+        let org = self.organization().await?;
+        let Some(after) = LockPolicy::from(&org.settings.password_policy).unlock_after else { return Ok(0) };
+        let cutoff = self.now() - after;
+        {
+            let mut c = self.store().read().await?;
+            if !c.db().any_locked_before(Account::User, cutoff).await?
+                && !c.db().any_locked_before(Account::Admin, cutoff).await?
+            {
+                return Ok(0);
+            }
+        }
+        let mut tx = self.store().begin().await?;
+        let mut n = 0;
+        let sys = Ctx::new(Actor::system(), "system", None);
+        for account in [Account::User, Account::Admin] {
+            for (id, name) in tx.db().unlock_locked_before(account, cutoff).await? {
+                let kind = if account == Account::User { "user" } else { "admin" };
+                let changes = vec![Change { field: "account_locked".into(), old: json!(true), new: json!(false) }];
+                let ev = self.event(
+                    &sys,
+                    if account == Account::User { "user_unlock" } else { "admin_unlock" },
+                    Some((kind, &id, &name)),
+                    changes,
+                    json!({ "reason": "lockout time elapsed" }),
+                );
+                tx.db().insert_event(&ev).await?;
+                n += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The step ticket of `kind` (e.g. `portal_enroll`) and the user it belongs to, if valid.
+    pub async fn step_ticket(&self, protocol: Protocol, step: Step, ticket: &str) -> Result<Option<Ticket>> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().ticket(account_of(protocol), &token_hash(ticket), &ticket_kind(protocol, step), self.now()).await?)
+    }
+
+    /// Sets the new password of a sign-in held at `Step::ChangePassword` (an expired or
+    /// forced password: both factors were already checked), ending every other session and
+    /// link. Leads on to enrolment when MFA is required and nothing is enrolled.
+    pub async fn change_password_with_ticket(
+        &self,
+        ctx: &Ctx,
+        protocol: Protocol,
+        ticket: &str,
+        new: &Secret,
+    ) -> Result<Authenticated> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let kind = ticket_kind(protocol, Step::ChangePassword);
+        let refused = || Error::Refused(Refusal::Credentials);
+        let t = tx.db().ticket(Account::User, &token_hash(ticket), &kind, now).await?.ok_or_else(refused)?;
+        let user = tx.db().lock_user(&t.owner).await?.ok_or_else(refused)?;
+        let org = crate::org_of(&mut tx.db()).await?;
+        if user.state != State::Activated
+            || user.lockout().is_locked(&LockPolicy::from(&org.settings.password_policy), now)
+        {
+            return Err(refused());
+        }
+        let ctx = Ctx {
+            actor: Actor { kind: "user".into(), id: Some(user.id.clone()), name: Some(user.username.clone()) },
+            ..ctx.clone()
+        };
+        let user = self.write_password(&mut tx.db(), &ctx, user, new, "password_change").await?;
+        let out = if user.flag("enable_user_portal_multifactor") && !user.totp_enabled {
+            let token = random_token();
+            let t = Ticket {
+                owner: user.id.clone(),
+                kind: ticket_kind(protocol, Step::Enroll),
+                expires: now + STEP_VALIDITY,
+                data: json!({ "protocol": protocol }),
+            };
+            tx.db().put_ticket(Account::User, &token_hash(&token), &t, now).await?;
+            Authenticated::Step { principal: Principal::User(user), step: Step::Enroll, ticket: token }
+        } else {
+            Authenticated::Granted(Principal::User(user))
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// What proves the first factor.
+enum Proof {
+    /// A password, and whether it matched `hash` (the hash it was checked against).
+    Password { ok: bool, hash: Option<Secret> },
+    /// A ticket an earlier attempt's right password produced.
+    Ticket,
+}
+
+fn lockout_changes(before: &Lockout, after: &Lockout) -> Vec<Change> {
+    let mut out = vec![];
+    if before.failures != after.failures {
+        out.push(Change { field: "badLoginAttempts".into(), old: json!(before.failures), new: json!(after.failures) });
+    }
+    if before.locked != after.locked {
+        out.push(Change { field: "account_locked".into(), old: json!(before.locked), new: json!(after.locked) });
+    }
+    out
+}
+
+/// The RFC 6238 time step (30 s, SHA-1, 6 digits) whose code `code` is, within one step of
+/// clock skew either way; compared in constant time.
+pub(crate) fn totp_step(secret: &[u8], code: &str, now: DateTime<Utc>) -> Option<i64> {
+    use subtle::ConstantTimeEq;
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let t = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec());
+    let now_step = now.timestamp().max(0) / 30;
+    let mut found = None;
+    for step in [now_step, now_step - 1, now_step + 1] {
+        let expected = t.generate((step.max(0) * 30) as u64);
+        if bool::from(expected.as_bytes().ct_eq(code.as_bytes())) && found.is_none() {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_throttled_by_host_or_ipv6_64() {
+        assert_eq!(address_key("192.0.2.7"), "192.0.2.7".parse().ok());
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), address_key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(address_key("2001:db8:1:2::1"), address_key("2001:db8:1:3::1"));
+        assert_eq!(address_key("::ffff:192.0.2.7"), "192.0.2.7".parse().ok());
+        assert_eq!(address_key("not an address"), None);
+    }
+
+    #[test]
+    fn logins_kept_in_events_are_clipped() {
+        assert_eq!(clip("ada", 128), "ada");
+        let long = "é".repeat(1000);
+        let c = clip(&long, 128);
+        assert_eq!(c.chars().count(), 129);
+    }
+
+    #[test]
+    fn a_code_matches_its_step_within_one_step_of_skew() {
+        let secret = b"12345678901234567890";
+        let now = DateTime::from_timestamp(59, 0).unwrap();
+        // RFC 6238 appendix B: T = 59 s, SHA-1 → 94287082 (8 digits); 6 digits: 287082.
+        assert_eq!(totp_step(secret, "287082", now), Some(1));
+        assert_eq!(totp_step(secret, "287 082", now), Some(1));
+        let later = DateTime::from_timestamp(59 + 30, 0).unwrap();
+        assert_eq!(totp_step(secret, "287082", later), Some(1), "one step late is accepted");
+        let much_later = DateTime::from_timestamp(59 + 90, 0).unwrap();
+        assert_eq!(totp_step(secret, "287082", much_later), None);
+        assert_eq!(totp_step(secret, "28708", now), None);
+        assert_eq!(totp_step(secret, "abcdef", now), None);
+    }
+}
