@@ -12,7 +12,7 @@
 //!   wrong password / unknown e-mail / wrong code ──▶ refused (one message for all), event
 //! ```
 
-use cairn_domain::lockout::LockPolicy;
+use cairn_domain::lockout::{LockPolicy, Lockout};
 use cairn_domain::query::ListQuery;
 use cairn_domain::{Admin, User};
 use cairn_store::{Account, AdminSession};
@@ -130,6 +130,27 @@ impl Directory {
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Clears an administrator's lock and failure count; false when there was none.
+    pub async fn unlock_admin(&self, ctx: &Ctx, email: &str) -> Result<bool> {
+        let email = email.trim().to_lowercase();
+        let mut tx = self.store().begin().await?;
+        let admin = tx.db().admin_by_email(&email).await?;
+        let Some((admin, extras)) = (match admin {
+            Some(a) => tx.db().lock_admin(&a.id).await?,
+            None => None,
+        }) else {
+            return Err(Error::NotFound(format!("no administrator with e-mail '{email}'")));
+        };
+        if extras.lockout == Lockout::OPEN {
+            return Ok(false);
+        }
+        tx.db().set_lockout(Account::Admin, &admin.id, &Lockout::OPEN).await?;
+        let ev = self.event(ctx, "admin_unlock", Some(("admin", &admin.id, &admin.email)), vec![], json!({}));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(extras.lockout.locked)
     }
 
     // ---- sessions ------------------------------------------------------------------------

@@ -112,6 +112,11 @@ enum AdminCommand {
         #[arg(long)]
         require_mfa: bool,
     },
+    /// Clear an administrator's lockout (too many failed sign-ins), e.g. the last one's.
+    Unlock {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn main() {
@@ -314,6 +319,13 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(pw) = generated {
                 println!("password: {}", pw.expose());
             }
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::Unlock { email } } => {
+            let dir = open(&cfg).await?;
+            let was = dir.unlock_admin(&Ctx::cli(), &email).await.map_err(|e| anyhow!("{e}"));
+            dir.store().close().await;
+            println!("administrator {email} {}", if was? { "unlocked" } else { "was not locked" });
             Ok(())
         }
     }

@@ -531,6 +531,9 @@ fn an_administrator_required_to_use_mfa_enrols_before_anything_else() {
 
     let p = b.post("/admin/account/totp", &[]);
     let (_, page) = b.follow(p);
+    // The probe's hole: starting the enrolment must not open the portal.
+    let held = b.get("/admin/users");
+    assert_eq!(held.location.as_deref(), Some("/admin/account?m=enroll"), "still held after the enrolment started");
     let marker = "<code class=\"secret\">";
     let start = page.body.find(marker).unwrap_or_else(|| panic!("no key shown:\n{}", page.body)) + marker.len();
     let b32 = &page.body[start..start + page.body[start..].find('<').unwrap()];
