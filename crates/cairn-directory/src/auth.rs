@@ -342,6 +342,15 @@ impl Directory {
             self.attempt_event(ctx, None, false, "no such account", detail, vec![]).await?;
             return Ok(Outcome { result: Err(Refusal::Credentials), reason: "no such account".into() });
         };
+        if acct.delegated {
+            // The upstream directory holds this password (§3.5, §12), never the local hash;
+            // until a connection verifies it, nothing can.
+            let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+            let why = "the password is delegated to an upstream directory that no connection verifies";
+            let ctx = Ctx { actor: acct.actor(), ..ctx.clone() };
+            self.attempt_event(&ctx, Some(acct.target()), false, why, detail, vec![]).await?;
+            return Ok(Outcome { result: Err(Refusal::Credentials), reason: why.into() });
+        }
         let verified_hash = acct.hash.clone();
         let password_ok = match &verified_hash {
             Some(h) if !password.expose().is_empty() => self.hasher().verify(password, h).await?,
