@@ -9,6 +9,7 @@ mod access;
 mod admins;
 mod bulk;
 mod credentials;
+mod graph;
 mod rows;
 mod scim;
 pub mod testing;
@@ -560,8 +561,10 @@ impl Db<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Deletes a user with its memberships and associations.
     pub async fn delete_user(&mut self, id: &str) -> Result<bool> {
         sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        self.remove_subject_associations(cairn_domain::graph::SubjectKind::User, id).await?;
         let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
@@ -764,8 +767,10 @@ impl Db<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Deletes a group with its memberships and associations.
     pub async fn delete_group(&mut self, id: &str) -> Result<bool> {
         sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        self.remove_subject_associations(cairn_domain::graph::SubjectKind::UserGroup, id).await?;
         let r = sqlx::query("DELETE FROM usergroups WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
