@@ -63,6 +63,23 @@ impl Db<'_> {
 
     // ---- associations --------------------------------------------------------------------
 
+    /// The username of a user or the name of a group, `None` when there is none. On
+    /// PostgreSQL the row is held (`FOR SHARE`) until the transaction ends, so that a
+    /// deletion running beside an association being added waits for it and then removes it
+    /// too, instead of leaving it behind ([`Db::delete_user`] deletes the row first).
+    pub async fn subject_name(&mut self, s: &SubjectRef) -> Result<Option<String>> {
+        let hold = match self.b {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        };
+        let sql = match s.kind {
+            SubjectKind::User => format!("SELECT username AS name FROM users WHERE id = $1{hold}"),
+            SubjectKind::UserGroup => format!("SELECT name FROM usergroups WHERE id = $1{hold}"),
+        };
+        let row = sqlx::query(&sql).bind(s.id.clone()).fetch_optional(&mut *self.c).await?;
+        row.map(|r| get_text(&r, "name")).transpose()
+    }
+
     /// Associates; false when the association already existed.
     pub async fn add_association(&mut self, s: &SubjectRef, r: &ResourceRef, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(

@@ -301,6 +301,9 @@ async fn associations(store: &Store) {
 
     let mut c = store.read().await.unwrap();
     let mut db = c.db();
+    assert_eq!(db.subject_name(&ada).await.unwrap().as_deref(), Some("graph-ada"));
+    assert_eq!(db.subject_name(&ops).await.unwrap().as_deref(), Some("graph-ops"));
+    assert_eq!(db.subject_name(&SubjectRef::new(SubjectKind::UserGroup, id(600))).await.unwrap(), None);
     let (n, v) = db.resources_of(&ada, &[ResourceKind::LdapServer], 10, 0).await.unwrap();
     assert_eq!((n, v), (1, vec![ldap.clone()]));
     let (n, v) = db.resources_of(&ada, ResourceKind::ALL, 10, 0).await.unwrap();
