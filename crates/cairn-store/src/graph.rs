@@ -18,7 +18,7 @@ const GRANTED: &str = "SELECT CASE WHEN EXISTS (SELECT 1 FROM associations \
     THEN 1 ELSE 0 END";
 
 /// Any number, the same in every process: the key of the advisory lock of [`Db::lock_setup`].
-const SETUP_LOCK: i64 = 0x6361_6972_6e; // "cairn"
+const SETUP_LOCK: i64 = 0x63_61_69_72_6e; // "cairn"
 
 fn node<K: GraphKind>(r: &AnyRow, type_col: &str, id_col: &str) -> Result<Node<K>> {
     let t = get_text(r, type_col)?;
