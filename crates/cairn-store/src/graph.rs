@@ -64,12 +64,13 @@ impl Db<'_> {
     // ---- associations --------------------------------------------------------------------
 
     /// The username of a user or the name of a group, `None` when there is none. On
-    /// PostgreSQL the row is held (`FOR SHARE`) until the transaction ends, so that a
-    /// deletion running beside an association being added waits for it and then removes it
-    /// too, instead of leaving it behind ([`Db::delete_user`] deletes the row first).
+    /// PostgreSQL the row is held against deletion until the transaction ends, as a foreign
+    /// key would hold it (`FOR KEY SHARE`: updates of the row go on), so that a deletion
+    /// running beside an association being added waits for it and then removes it too,
+    /// instead of leaving it behind ([`Db::delete_user`] deletes the row first).
     pub async fn subject_name(&mut self, s: &SubjectRef) -> Result<Option<String>> {
         let hold = match self.b {
-            Backend::Postgres => " FOR SHARE",
+            Backend::Postgres => " FOR KEY SHARE",
             Backend::Sqlite => "",
         };
         let sql = match s.kind {
