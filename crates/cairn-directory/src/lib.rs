@@ -10,6 +10,7 @@ mod config;
 mod credentials;
 mod error;
 mod export;
+mod grants;
 mod groups;
 mod import;
 mod keys;
@@ -44,6 +45,7 @@ pub use config::{Config, Smtp, Tls};
 pub use credentials::{totp_code, LOGIN_REFUSED};
 pub use error::{Error, Result};
 pub use export::{defuse, ExportFormat, Exporter, DEFAULT_FIELDS as DEFAULT_EXPORT_FIELDS};
+pub use grants::{ldap_server_json, BUILTIN_LDAP_SERVER_NAME};
 pub use groups::{group_json, GroupInput};
 pub use import::{Counts, ImportOptions, MAX_IMPORT_BYTES};
 pub use keys::{Bootstrap, NewApiKey};
@@ -154,16 +156,20 @@ impl Directory {
         format_object_id(secs, self.inner.id_random, n)
     }
 
-    /// Brings the schema up to date and makes sure the one organization exists.
+    /// Brings the schema up to date and makes sure the one organization and the built-in
+    /// LDAP server exist.
     pub async fn migrate(&self) -> Result<()> {
         self.store().migrate().await?;
         let mut tx = self.store().begin().await?;
+        // Processes starting together against one PostgreSQL create them once.
+        tx.db().lock_setup().await?;
         if tx.db().organization().await?.is_none() {
             let id = self.new_id();
             let settings = OrgSettings::default();
             let body = serde_json::to_string(&settings).expect("settings serialize");
             tx.db().put_organization(&id, &settings.name, &body, self.now()).await?;
         }
+        self.ensure_builtin_ldap_server(&mut tx.db()).await?;
         tx.commit().await?;
         Ok(())
     }

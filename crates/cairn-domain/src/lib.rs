@@ -4,6 +4,7 @@ pub mod access;
 pub mod csv_import;
 pub mod error;
 pub mod fields;
+pub mod graph;
 pub mod id;
 pub mod lifecycle;
 pub mod lockout;
@@ -17,6 +18,6 @@ pub mod throttle;
 pub mod user;
 
 pub use error::{DomainError, FieldError};
-pub use records::{Actor, Admin, ApiKey, Event, Group, OutboxMessage, Role, Session};
+pub use records::{Actor, Admin, ApiKey, Event, Group, LdapServer, LdapServerAction, OutboxMessage, Role, Session};
 pub use settings::{OrgSettings, PasswordAuthority};
 pub use user::{CreationSource, Secret, State, User};

@@ -1,4 +1,4 @@
-//! The other records of §2.2: groups, events, API keys, portal administrators.
+//! The other records of §2.2: groups, events, API keys, portal administrators, the LDAP server.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,4 +136,41 @@ pub struct Session {
     pub created: DateTime<Utc>,
     pub expires: DateTime<Utc>,
     pub data: Value,
+}
+
+/// The one built-in LDAP server (§2.2, §10): a resource of the graph (`ldap_server`), created
+/// with the organization. JumpCloud's `ldap-server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapServer {
+    pub id: String,
+    pub name: String,
+    /// What LDAP does with a locked user …
+    pub user_lockout_action: LdapServerAction,
+    /// … and with one whose password has expired.
+    pub user_password_expiration_action: LdapServerAction,
+    pub created: DateTime<Utc>,
+}
+
+/// JumpCloud's `LdapServerAction`: keep the entry and refuse its binds, or hide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LdapServerAction {
+    #[default]
+    Disable,
+    Remove,
+}
+
+impl LdapServerAction {
+    pub fn parse(s: &str) -> Option<LdapServerAction> {
+        match s {
+            "disable" => Some(LdapServerAction::Disable),
+            "remove" => Some(LdapServerAction::Remove),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LdapServerAction::Disable => "disable",
+            LdapServerAction::Remove => "remove",
+        }
+    }
 }

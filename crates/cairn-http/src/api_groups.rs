@@ -21,7 +21,7 @@ pub fn routes() -> Router<Shared> {
         .route("/v2/users/{id}/memberof", get(memberof))
 }
 
-fn total_header(total: i64) -> HeaderMap {
+pub(crate) fn total_header(total: i64) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("x-total-count", HeaderValue::from(total));
     h

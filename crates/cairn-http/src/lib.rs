@@ -4,6 +4,7 @@
 mod admin;
 mod api_bulk;
 mod api_credentials;
+mod api_grants;
 mod api_groups;
 mod api_lifecycle;
 mod api_misc;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_credentials::routes())
         .merge(api_bulk::routes())
         .merge(api_groups::routes())
+        .merge(api_grants::routes())
         .merge(api_misc::routes())
         .merge(scim::api_routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })

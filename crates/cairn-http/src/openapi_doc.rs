@@ -124,6 +124,7 @@ pub fn build() -> Value {
     let mut doc = core();
     extend(&mut doc, lifecycle());
     extend(&mut doc, credentials_and_bulk());
+    extend(&mut doc, grants());
     extend(&mut doc, crate::scim::openapi_paths());
     doc
 }
@@ -170,6 +171,54 @@ fn lifecycle() -> Value {
                 "group_id": { "type": "string" }, "required": { "type": "boolean" }, "authority": { "nullable": true } } },
             "ActionResults": { "type": "object", "properties": { "action": { "type": "string" }, "counts": { "type": "object" },
                 "results": { "type": "array", "items": { "type": "object", "properties": { "user_id": { "type": "string" }, "outcome": { "type": "string", "enum": ["done", "skipped", "error"] }, "message": { "type": "string" } } } } } }
+        }
+    })
+}
+
+/// The graph (§4.2): associations from either end, and the built-in LDAP server.
+fn grants() -> Value {
+    use cairn_domain::graph::{GraphKind, ResourceKind, SubjectKind};
+    let names = |all: Vec<&'static str>| json!(all);
+    let resources = names(ResourceKind::ALL.iter().map(|k| k.as_str()).collect());
+    let subjects = names(SubjectKind::ALL.iter().map(|k| k.as_str()).collect());
+    let targets = |types: &Value| {
+        json!({ "name": "targets", "in": "query", "required": true, "style": "form", "explode": true,
+                "schema": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": types } },
+                "description": "the types of association to list (repeat, or separate with commas)" })
+    };
+    let page = [
+        q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }), "page size"),
+        q("skip", json!({ "type": "integer", "minimum": 0, "default": 0 }), "offset"),
+    ];
+    let list = |types: &Value, op: &str| {
+        json!({ "operationId": op, "parameters": [targets(types), page[0], page[1]],
+                "responses": ok("200", json!({ "type": "array", "items": r("GraphConnection") })) })
+    };
+    let change = |schema: &str, op: &str| json!({ "operationId": op, "requestBody": body(schema), "responses": no_content("204") });
+    let operation = |types: &Value| {
+        json!({ "type": "object", "required": ["op", "type", "id"], "additionalProperties": false, "properties": {
+            "op": { "type": "string", "enum": ["add", "remove"] }, "type": { "type": "string", "enum": types },
+            "id": { "type": "string", "pattern": "^[0-9a-f]{24}$" },
+            "attributes": { "type": "object", "nullable": true, "maxProperties": 0, "description": "Cairn's associations have no attributes" } } })
+    };
+    json!({
+        "paths": {
+            "/v2/users/{id}/associations": { "parameters": [id_param("id")],
+                "get": list(&resources, "users_associations_list"), "post": change("GraphOperationResource", "users_associations_change") },
+            "/v2/usergroups/{id}/associations": { "parameters": [id_param("id")],
+                "get": list(&resources, "usergroups_associations_list"), "post": change("GraphOperationResource", "usergroups_associations_change") },
+            "/v2/ldapservers": { "get": { "operationId": "ldapservers_list", "parameters": page,
+                "responses": ok("200", json!({ "type": "array", "items": r("LdapServer") })) } },
+            "/v2/ldapservers/{id}": { "parameters": [id_param("id")], "get": { "operationId": "ldapservers_get", "responses": ok("200", r("LdapServer")) } },
+            "/v2/ldapservers/{id}/associations": { "parameters": [id_param("id")],
+                "get": list(&subjects, "ldapservers_associations_list"), "post": change("GraphOperationSubject", "ldapservers_associations_change") }
+        },
+        "schemas": {
+            "GraphOperationResource": operation(&resources),
+            "GraphOperationSubject": operation(&subjects),
+            "LdapServer": { "type": "object", "properties": { "id": { "type": "string", "readOnly": true }, "name": { "type": "string" },
+                "userLockoutAction": { "type": "string", "enum": ["disable", "remove"] },
+                "userPasswordExpirationAction": { "type": "string", "enum": ["disable", "remove"] } } }
         }
     })
 }

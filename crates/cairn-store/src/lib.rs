@@ -9,6 +9,7 @@ mod access;
 mod admins;
 mod bulk;
 mod credentials;
+mod graph;
 mod rows;
 mod scim;
 pub mod testing;
@@ -560,9 +561,13 @@ impl Db<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Deletes a user with its memberships and associations.
     pub async fn delete_user(&mut self, id: &str) -> Result<bool> {
         sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        // After the row: an association being added to this user holds the row (see
+        // `Db::subject_name`), so by now it is committed and this statement sees it.
+        self.remove_subject_associations(cairn_domain::graph::SubjectKind::User, id).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -764,9 +769,12 @@ impl Db<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Deletes a group with its memberships and associations.
     pub async fn delete_group(&mut self, id: &str) -> Result<bool> {
         sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         let r = sqlx::query("DELETE FROM usergroups WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        // After the row, as in `delete_user`.
+        self.remove_subject_associations(cairn_domain::graph::SubjectKind::UserGroup, id).await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -1,8 +1,9 @@
 //! One store conformance suite, run on SQLite and on PostgreSQL: both backends must behave
 //! the same for every query the directory relies on.
 
+use cairn_domain::graph::{GraphKind, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
 use cairn_domain::query::ListQuery;
-use cairn_domain::{Actor, ApiKey, Event, Group, Role, Secret, State, User};
+use cairn_domain::{Actor, ApiKey, Event, Group, LdapServer, LdapServerAction, Role, Secret, State, User};
 use cairn_store::{testing, EventQuery, Store, StoreError};
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Map, Value};
@@ -54,6 +55,8 @@ async fn suite(store: Store) {
     uniqueness(&store).await;
     listing(&store).await;
     groups(&store).await;
+    associations(&store).await;
+    ldap_servers(&store).await;
     events_and_keys(&store).await;
     rollback(&store).await;
     bulk_writer(&store).await;
@@ -256,6 +259,142 @@ async fn groups(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     assert!(tx.db().delete_group(&g.id).await.unwrap());
     tx.commit().await.unwrap();
+}
+
+fn group(n: u32, name: &str) -> Group {
+    Group {
+        id: id(n),
+        name: name.into(),
+        description: None,
+        email: None,
+        attributes: None,
+        membership_method: None,
+        unix_gid: None,
+        created: t(n as i64),
+        updated: t(n as i64),
+    }
+}
+
+/// The graph: adding and removing associations, both lists, the grant (direct or through a
+/// group), and rows going with their user or group.
+async fn associations(store: &Store) {
+    let (ada, bob) = (SubjectRef::new(SubjectKind::User, id(600)), SubjectRef::new(SubjectKind::User, id(601)));
+    let ops = SubjectRef::new(SubjectKind::UserGroup, id(610));
+    let ldap = ResourceRef::new(ResourceKind::LdapServer, id(620));
+    let other_ldap = ResourceRef::new(ResourceKind::LdapServer, id(621));
+    let radius = ResourceRef::new(ResourceKind::RadiusServer, id(622));
+    let app = ResourceRef::new(ResourceKind::Application, id(623));
+    // The same id under another type is another resource.
+    let radius_with_ldaps_id = ResourceRef::new(ResourceKind::RadiusServer, id(620));
+
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_user(&user(600, "graph-ada", json!({}))).await.unwrap();
+    tx.db().insert_user(&user(601, "graph-bob", json!({}))).await.unwrap();
+    tx.db().insert_group(&group(610, "graph-ops")).await.unwrap();
+    assert!(tx.db().add_association(&ada, &ldap, t(630)).await.unwrap());
+    assert!(!tx.db().add_association(&ada, &ldap, t(631)).await.unwrap(), "adding twice changes nothing");
+    assert!(tx.db().add_association(&ada, &app, t(632)).await.unwrap());
+    assert!(tx.db().add_association(&ada, &radius, t(633)).await.unwrap());
+    assert!(tx.db().add_association(&ops, &ldap, t(634)).await.unwrap());
+    assert!(tx.db().add_association(&ops, &radius_with_ldaps_id, t(635)).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut c = store.read().await.unwrap();
+    let mut db = c.db();
+    assert_eq!(db.subject_name(&ada).await.unwrap().as_deref(), Some("graph-ada"));
+    assert_eq!(db.subject_name(&ops).await.unwrap().as_deref(), Some("graph-ops"));
+    assert_eq!(db.subject_name(&SubjectRef::new(SubjectKind::UserGroup, id(600))).await.unwrap(), None);
+    let (n, v) = db.resources_of(&ada, &[ResourceKind::LdapServer], 10, 0).await.unwrap();
+    assert_eq!((n, v), (1, vec![ldap.clone()]));
+    let (n, v) = db.resources_of(&ada, ResourceKind::ALL, 10, 0).await.unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(v, [app.clone(), ldap.clone(), radius.clone()], "by type, then id");
+    let (n, v) = db.resources_of(&ada, ResourceKind::ALL, 1, 1).await.unwrap();
+    assert_eq!((n, v), (3, vec![ldap.clone()]), "paged; the count is of all");
+    assert_eq!(db.resources_of(&bob, ResourceKind::ALL, 10, 0).await.unwrap(), (0, vec![]));
+    assert_eq!(db.resources_of(&ada, &[], 10, 0).await.unwrap(), (0, vec![]));
+    let (n, v) = db.subjects_of(&ldap, &[SubjectKind::User, SubjectKind::UserGroup], 10, 0).await.unwrap();
+    assert_eq!((n, v), (2, vec![ada.clone(), ops.clone()]));
+    let (n, v) = db.subjects_of(&ldap, &[SubjectKind::UserGroup], 10, 0).await.unwrap();
+    assert_eq!((n, v), (1, vec![ops.clone()]));
+    assert_eq!(db.subjects_of(&other_ldap, &[SubjectKind::User], 10, 0).await.unwrap(), (0, vec![]));
+
+    assert!(db.granted(&ada.id, &ldap).await.unwrap(), "directly");
+    assert!(!db.granted(&ada.id, &other_ldap).await.unwrap(), "another resource");
+    assert!(!db.granted(&bob.id, &ldap).await.unwrap());
+    assert!(!db.granted(&bob.id, &radius_with_ldaps_id).await.unwrap());
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().add_member(&ops.id, &bob.id, t(640)).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert!(c.db().granted(&bob.id, &ldap).await.unwrap(), "through a group");
+    assert!(c.db().granted(&bob.id, &radius_with_ldaps_id).await.unwrap());
+    assert!(!c.db().granted(&bob.id, &radius).await.unwrap(), "not what only ada has");
+    assert!(!c.db().granted(&bob.id, &other_ldap).await.unwrap());
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().remove_member(&ops.id, &bob.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert!(!c.db().granted(&bob.id, &ldap).await.unwrap(), "not after leaving the group");
+    drop(c);
+
+    // Both grants at once: losing one keeps the other.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().add_member(&ops.id, &ada.id, t(641)).await.unwrap());
+    assert!(tx.db().remove_association(&ada, &ldap).await.unwrap());
+    assert!(!tx.db().remove_association(&ada, &ldap).await.unwrap(), "removing twice changes nothing");
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert!(c.db().granted(&ada.id, &ldap).await.unwrap(), "still through the group");
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().delete_group(&ops.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert!(!c.db().granted(&ada.id, &ldap).await.unwrap(), "the group and its grants are gone");
+    assert_eq!(c.db().subjects_of(&ldap, SubjectKind::ALL, 10, 0).await.unwrap(), (0, vec![]));
+    assert_eq!(c.db().subjects_of(&radius_with_ldaps_id, SubjectKind::ALL, 10, 0).await.unwrap().0, 0);
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().add_association(&bob, &app, t(642)).await.unwrap());
+    assert!(tx.db().delete_user(&ada.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().resources_of(&ada, ResourceKind::ALL, 10, 0).await.unwrap(), (0, vec![]));
+    let (n, v) = c.db().subjects_of(&app, SubjectKind::ALL, 10, 0).await.unwrap();
+    assert_eq!((n, v), (1, vec![bob.clone()]), "deleting a user removes only its own");
+    drop(c);
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.db().remove_resource_associations(&app).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().resources_of(&bob, ResourceKind::ALL, 10, 0).await.unwrap(), (0, vec![]));
+}
+
+async fn ldap_servers(store: &Store) {
+    let s = LdapServer {
+        id: id(700),
+        name: "Cairn LDAP".into(),
+        user_lockout_action: LdapServerAction::Disable,
+        user_password_expiration_action: LdapServerAction::Remove,
+        created: t(700),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().lock_setup().await.unwrap();
+    tx.db().insert_ldap_server(&s).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().get_ldap_server(&s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(c.db().get_ldap_server(&id(701)).await.unwrap(), None);
+    assert_eq!(c.db().ldap_servers(10, 0).await.unwrap(), (1, vec![s]));
+    assert_eq!(c.db().ldap_servers(10, 1).await.unwrap().1, vec![]);
 }
 
 async fn events_and_keys(store: &Store) {

@@ -381,6 +381,11 @@ fn health_metrics_and_openapi_answer() {
         "/v2/bulk/users",
         "/v2/bulk/users/{id}/results",
         "/v2/users/export",
+        "/v2/users/{id}/associations",
+        "/v2/usergroups/{id}/associations",
+        "/v2/ldapservers",
+        "/v2/ldapservers/{id}",
+        "/v2/ldapservers/{id}/associations",
     ] {
         assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
     }

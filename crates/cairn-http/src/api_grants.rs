@@ -1,0 +1,134 @@
+//! JumpCloud's v2 graph (§4.2): the associations of users and user groups with resources,
+//! read and changed from either end, and the built-in LDAP server.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use cairn_directory::ldap_server_json;
+use cairn_domain::graph::{self, GraphKind, Node, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
+use serde_json::{json, Value};
+
+use crate::api_groups::total_header;
+use crate::error::ApiResult;
+use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v2/users/{id}/associations", get(user_associations).post(change_user_associations))
+        .route("/v2/usergroups/{id}/associations", get(group_associations).post(change_group_associations))
+        .route("/v2/ldapservers", get(ldap_servers))
+        .route("/v2/ldapservers/{id}", get(ldap_server))
+        .route("/v2/ldapservers/{id}/associations", get(ldap_associations).post(change_ldap_associations))
+}
+
+/// JumpCloud's `GraphConnection`, with `from` left out as the path says it.
+fn connection<K: GraphKind>(to: &Node<K>) -> Value {
+    json!({ "to": { "id": to.id, "type": to.kind.as_str() }, "attributes": null })
+}
+
+/// `targets` (required), `limit` and `skip` of an association list.
+fn list_query<K: GraphKind>(q: &QueryPairs) -> ApiResult<(Vec<K>, i64, i64)> {
+    let targets: Vec<&str> = q.0.iter().filter(|(k, _)| k == "targets").map(|(_, v)| v.as_str()).collect();
+    let kinds = graph::parse_targets::<K>(&targets)?;
+    let (limit, skip) = q.page(10, 100)?;
+    Ok((kinds, limit, skip))
+}
+
+async fn subject_associations(st: &Shared, subject: SubjectRef, q: &QueryPairs) -> ApiResult<impl IntoResponse> {
+    let (kinds, limit, skip) = list_query::<ResourceKind>(q)?;
+    let (total, to) = st.dir.associations_of_subject(&subject, &kinds, limit, skip).await?;
+    Ok((total_header(total), Json(to.iter().map(connection).collect::<Vec<_>>())))
+}
+
+/// A `GraphOperation` posted to a user or group names a resource.
+async fn change_subject(st: &Shared, c: &Caller, subject: SubjectRef, body: &Value) -> ApiResult<StatusCode> {
+    let op = graph::parse_operation::<ResourceKind>(body)?;
+    st.dir.associate(&c.ctx, &subject, &op.target, op.op).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_associations(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    subject_associations(&st, SubjectRef::new(SubjectKind::User, id), &q).await
+}
+
+async fn change_user_associations(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    change_subject(&st, &c, SubjectRef::new(SubjectKind::User, id), &body).await
+}
+
+async fn group_associations(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    subject_associations(&st, SubjectRef::new(SubjectKind::UserGroup, id), &q).await
+}
+
+async fn change_group_associations(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    change_subject(&st, &c, SubjectRef::new(SubjectKind::UserGroup, id), &body).await
+}
+
+/// The resource's end: its users and groups. RADIUS servers and applications route here
+/// too once they exist.
+async fn resource_associations(st: &Shared, resource: ResourceRef, q: &QueryPairs) -> ApiResult<impl IntoResponse> {
+    let (kinds, limit, skip) = list_query::<SubjectKind>(q)?;
+    let (total, from) = st.dir.associations_of_resource(&resource, &kinds, limit, skip).await?;
+    Ok((total_header(total), Json(from.iter().map(connection).collect::<Vec<_>>())))
+}
+
+/// A `GraphOperation` posted to a resource names a user or group.
+async fn change_resource(st: &Shared, c: &Caller, resource: ResourceRef, body: &Value) -> ApiResult<StatusCode> {
+    let op = graph::parse_operation::<SubjectKind>(body)?;
+    st.dir.associate(&c.ctx, &op.target, &resource, op.op).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ldap_associations(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    resource_associations(&st, ResourceRef::new(ResourceKind::LdapServer, id), &q).await
+}
+
+async fn change_ldap_associations(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    change_resource(&st, &c, ResourceRef::new(ResourceKind::LdapServer, id), &body).await
+}
+
+/// A bare array, as JumpCloud's `GET /ldapservers` answers.
+async fn ldap_servers(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
+    if q.0.iter().any(|(k, _)| k.starts_with("filter")) {
+        return Err(field_error("filter", "is not supported here: Cairn has one LDAP server, built in"));
+    }
+    let (limit, skip) = q.page(10, 100)?;
+    let (total, servers) = st.dir.ldap_servers(limit, skip).await?;
+    Ok((total_header(total), Json(servers.iter().map(ldap_server_json).collect::<Vec<_>>())))
+}
+
+async fn ldap_server(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(ldap_server_json(&st.dir.ldap_server(&id).await?)))
+}
