@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                         let req = AuthRequest {
                             protocol: Protocol::Portal,
                             credential: Credential::Password { login: "bench", password: &password, code: None },
+                            resource: None,
                             client_addr: None,
                         };
                         d.authenticate(&ctx, req).await.expect("login");

@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 
 use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdict};
+use cairn_domain::graph::{GraphKind, ResourceRef};
 use cairn_domain::lockout::{LockPolicy, Lockout};
 use cairn_domain::user::{Change, PasswordStatus};
 use cairn_domain::{Actor, Admin, Secret, State, User};
@@ -45,6 +46,9 @@ pub const THROTTLED: &str = "Too many attempts from your network. Wait a minute,
 pub struct AuthRequest<'a> {
     pub protocol: Protocol,
     pub credential: Credential<'a>,
+    /// What the person wants to use: the LDAP server, a RADIUS server, an application.
+    /// `None` for Cairn's own portals; the other protocols grant nothing without one.
+    pub resource: Option<ResourceRef>,
     pub client_addr: Option<String>,
 }
 
@@ -264,9 +268,11 @@ impl Directory {
         let ctx = Ctx { client_addr: req.client_addr.clone().or_else(|| ctx.client_addr.clone()), ..ctx.clone() };
         let out = match &req.credential {
             Credential::Password { login, password, code } => {
-                self.password_attempt(&ctx, req.protocol, login, password, *code).await?
+                self.password_attempt(&ctx, req.protocol, req.resource.as_ref(), login, password, *code).await?
             }
-            Credential::SecondFactor { ticket, code } => self.code_attempt(&ctx, req.protocol, ticket, code).await?,
+            Credential::SecondFactor { ticket, code } => {
+                self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), ticket, code).await?
+            }
         };
         let ok = out.result.is_ok();
         metrics::counter!("cairn_auth_total", "protocol" => req.protocol.as_str(), "outcome" => if ok { "success" } else { "failure" })
@@ -323,6 +329,7 @@ impl Directory {
         &self,
         ctx: &Ctx,
         protocol: Protocol,
+        resource: Option<&ResourceRef>,
         login: &str,
         password: &Secret,
         code: Option<&str>,
@@ -335,7 +342,7 @@ impl Directory {
         } else {
             self.find_account(account, &key).await?
         };
-        let detail = json!({ "protocol": protocol, "login": clip(login, EVENT_LOGIN_CHARS) });
+        let detail = attempt_detail(protocol, resource, clip(login, EVENT_LOGIN_CHARS));
         let Some(acct) = found else {
             // Spend what a real check costs, so timing does not tell which accounts exist.
             let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
@@ -363,6 +370,7 @@ impl Directory {
         self.conclude(
             ctx,
             protocol,
+            resource,
             acct.kind,
             acct.id(),
             Proof::Password { ok: password_ok, hash: verified_hash },
@@ -373,7 +381,14 @@ impl Directory {
         .await
     }
 
-    async fn code_attempt(&self, ctx: &Ctx, protocol: Protocol, ticket: &str, code: &str) -> Result<Outcome> {
+    async fn code_attempt(
+        &self,
+        ctx: &Ctx,
+        protocol: Protocol,
+        resource: Option<&ResourceRef>,
+        ticket: &str,
+        code: &str,
+    ) -> Result<Outcome> {
         let account = account_of(protocol);
         let kind = ticket_kind(protocol, Step::SecondFactor);
         let hash = token_hash(ticket);
@@ -406,8 +421,17 @@ impl Directory {
             Code::None => Code::Wrong,
             c => c,
         };
-        let detail = json!({ "protocol": protocol, "login": acct.name(), "step": "totp" });
-        self.conclude(ctx, protocol, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
+        // The ticket was issued for one protocol and resource: it opens nothing else.
+        if t.data.get("protocol") != Some(&json!(protocol)) || t.data.get("resource") != Some(&resource_json(resource))
+        {
+            return Ok(Outcome {
+                result: Err(Refusal::Credentials),
+                reason: "the sign-in step is for another resource".into(),
+            });
+        }
+        let mut detail = attempt_detail(protocol, resource, acct.name().to_string());
+        detail["step"] = json!("totp");
+        self.conclude(ctx, protocol, resource, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
     }
 
     /// The part of an attempt that reads and writes the account: one transaction, the row
@@ -417,6 +441,7 @@ impl Directory {
         &self,
         ctx: &Ctx,
         protocol: Protocol,
+        resource: Option<&ResourceRef>,
         account: Account,
         id: &str,
         proof: Proof,
@@ -450,8 +475,10 @@ impl Directory {
             _ => false,
         };
         let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked {
-            // Refused and not counted; only the owner of the right password learns why.
-            let r = if password_ok { Refusal::Denied(Denial::Locked) } else { Refusal::Credentials };
+            // Refused and not counted; only the owner of the right password learns why (the
+            // state first, as in the access decision).
+            let d = if acct.state != State::Activated { Denial::NotActive } else { Denial::Locked };
+            let r = if password_ok { Refusal::Denied(d) } else { Refusal::Credentials };
             (Err(r), Denial::Locked.reason().into())
         } else if !password_ok {
             lock = lock.fail(&policy, now);
@@ -468,6 +495,13 @@ impl Directory {
             (Err(Refusal::Credentials), "TOTP code already used".into())
         } else {
             let enrolled = acct.totp.is_some();
+            // Cairn's own portals need no grant; every other protocol reaches a resource only
+            // through an association (directly or through a group).
+            let granted = match (resource, &acct.principal) {
+                (None, _) => !protocol_needs_resource(protocol),
+                (Some(r), Principal::User(u)) => crate::grants::granted_in(&mut tx.db(), &u.id, r).await?,
+                (Some(_), Principal::Admin(_)) => false,
+            };
             let access = AccessRequest {
                 state: acct.state,
                 password: acct.password,
@@ -476,7 +510,7 @@ impl Directory {
                 // On the web an enrolled authenticator is always asked for.
                 mfa_required: acct.mfa_required || (enrolled && protocol.web()),
                 mfa_presented: matches!(code, Code::Matched(_)),
-                granted: true,
+                granted,
             };
             match verdict(&access, protocol, enrolled) {
                 Verdict::Allow => {
@@ -517,7 +551,7 @@ impl Directory {
                 owner: id.to_string(),
                 kind: ticket_kind(protocol, *step),
                 expires: now + STEP_VALIDITY,
-                data: json!({ "protocol": protocol }),
+                data: json!({ "protocol": protocol, "resource": resource_json(resource) }),
             };
             tx.db().put_ticket(account, &token_hash(token), &t, now).await?;
         }
@@ -649,6 +683,18 @@ impl Directory {
         tx.commit().await?;
         Ok(out)
     }
+}
+
+fn protocol_needs_resource(p: Protocol) -> bool {
+    !matches!(p, Protocol::Portal | Protocol::AdminPortal)
+}
+
+fn resource_json(r: Option<&ResourceRef>) -> Value {
+    r.map_or(Value::Null, |r| json!({ "type": r.kind.as_str(), "id": r.id }))
+}
+
+fn attempt_detail(protocol: Protocol, resource: Option<&ResourceRef>, login: String) -> Value {
+    json!({ "protocol": protocol, "resource": resource_json(resource), "login": login })
 }
 
 /// What proves the first factor.

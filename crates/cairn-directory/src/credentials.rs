@@ -193,6 +193,7 @@ impl Directory {
         let req = crate::AuthRequest {
             protocol: cairn_domain::access::Protocol::Portal,
             credential: crate::Credential::Password { login: &user.username, password: current, code: None },
+            resource: None,
             client_addr: ctx.client_addr.clone(),
         };
         match self.authenticate(ctx, req).await {

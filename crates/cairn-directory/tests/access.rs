@@ -87,13 +87,19 @@ async fn sign_in(
     let req = AuthRequest {
         protocol: proto,
         credential: Credential::Password { login, password: &password, code: None },
+        resource: None,
         client_addr: addr.map(str::to_string),
     };
     d.authenticate(&portal(), req).await
 }
 
 async fn code(d: &Directory, proto: Protocol, ticket: &str, code: &str) -> Result<Authenticated, Error> {
-    let req = AuthRequest { protocol: proto, credential: Credential::SecondFactor { ticket, code }, client_addr: None };
+    let req = AuthRequest {
+        protocol: proto,
+        credential: Credential::SecondFactor { ticket, code },
+        resource: None,
+        client_addr: None,
+    };
     d.authenticate(&portal(), req).await
 }
 

@@ -113,31 +113,34 @@ pub enum Verdict {
 }
 
 /// The access decision for `protocol`, where a web sign-in turns some refusals into steps.
-/// The second factor comes before a forced password change: the old password alone must not
+/// Steps come only once everything else holds (a step never leads round a grant), and the
+/// second factor comes before a forced password change: the old password alone must not
 /// choose the new one.
 pub fn verdict(r: &AccessRequest, protocol: Protocol, enrolled: bool) -> Verdict {
-    let mfa_step = |enrolled: bool| {
+    let change_step = protocol.web() && r.password == PasswordStatus::Expired && !r.delegated;
+    let rest = AccessRequest {
+        password: if change_step { PasswordStatus::Active } else { r.password },
+        mfa_presented: true,
+        ..*r
+    };
+    if let Err(d) = decide(&rest) {
+        return Verdict::Deny(d);
+    }
+    if r.mfa_required && !r.mfa_presented {
         if enrolled && protocol.challenges() {
             Verdict::Step(Step::SecondFactor)
+        } else if change_step {
+            // Enrolment, when required, follows the change.
+            Verdict::Step(Step::ChangePassword)
         } else if !enrolled && protocol.web() {
             Verdict::Step(Step::Enroll)
         } else {
             Verdict::Deny(Denial::MfaRequired)
         }
-    };
-    if protocol.web() && r.password == PasswordStatus::Expired && !r.delegated {
-        return match decide(&AccessRequest { password: PasswordStatus::Active, ..*r }) {
-            Ok(()) => Verdict::Step(Step::ChangePassword),
-            // Enrolment, when required, follows the change.
-            Err(Denial::MfaRequired) if !enrolled => Verdict::Step(Step::ChangePassword),
-            Err(Denial::MfaRequired) => mfa_step(true),
-            Err(d) => Verdict::Deny(d),
-        };
-    }
-    match decide(r) {
-        Ok(()) => Verdict::Allow,
-        Err(Denial::MfaRequired) => mfa_step(enrolled),
-        Err(d) => Verdict::Deny(d),
+    } else if change_step {
+        Verdict::Step(Step::ChangePassword)
+    } else {
+        Verdict::Allow
     }
 }
 
@@ -236,21 +239,30 @@ mod tests {
                             for granted in [false, true] {
                                 for enrolled in [false, true] {
                                     let r = req(state, password, locked, mfa, granted);
-                                    let base = decide(&r);
-                                    let as_active = decide(&AccessRequest { password: Active, ..r });
-                                    let expected = match base {
-                                        Ok(()) => Verdict::Allow,
-                                        Err(Denial::PasswordExpired) if p.web() => match as_active {
-                                            Ok(()) => Verdict::Step(Step::ChangePassword),
-                                            Err(Denial::MfaRequired) if enrolled => Verdict::Step(Step::SecondFactor),
-                                            Err(Denial::MfaRequired) => Verdict::Step(Step::ChangePassword),
-                                            Err(d) => Verdict::Deny(d),
-                                        },
-                                        Err(Denial::MfaRequired) if enrolled && p != Protocol::Ldap => {
-                                            Verdict::Step(Step::SecondFactor)
-                                        }
-                                        Err(Denial::MfaRequired) if !enrolled && p.web() => Verdict::Step(Step::Enroll),
-                                        Err(d) => Verdict::Deny(d),
+                                    // Written out as the rule reads: every refusal but MFA first, with
+                                    // an expired password as good as active on the web.
+                                    let web_expired = p.web() && password == Expired;
+                                    let mfa_missing = mfa == (true, false);
+                                    let expected = if state != Activated {
+                                        Verdict::Deny(Denial::NotActive)
+                                    } else if password == Pending {
+                                        Verdict::Deny(Denial::PasswordPending)
+                                    } else if password == Expired && !p.web() {
+                                        Verdict::Deny(Denial::PasswordExpired)
+                                    } else if locked {
+                                        Verdict::Deny(Denial::Locked)
+                                    } else if !granted {
+                                        Verdict::Deny(Denial::NotGranted)
+                                    } else if mfa_missing && enrolled && p != Protocol::Ldap {
+                                        Verdict::Step(Step::SecondFactor)
+                                    } else if web_expired {
+                                        Verdict::Step(Step::ChangePassword)
+                                    } else if mfa_missing && !enrolled && p.web() {
+                                        Verdict::Step(Step::Enroll)
+                                    } else if mfa_missing {
+                                        Verdict::Deny(Denial::MfaRequired)
+                                    } else {
+                                        Verdict::Allow
                                     };
                                     assert_eq!(verdict(&r, p, enrolled), expected, "{p:?} {r:?} enrolled={enrolled}");
                                 }
@@ -275,6 +287,11 @@ mod tests {
         let r = req(Activated, Expired, true, (false, false), true);
         assert_eq!(verdict(&r, Protocol::Portal, false), Verdict::Deny(Denial::Locked));
         let r = req(Activated, Expired, false, (false, false), false);
+        assert_eq!(verdict(&r, Protocol::Oidc, false), Verdict::Deny(Denial::NotGranted));
+        // Nor does a step lead round a grant: no enrolment for an application not granted.
+        let r = req(Activated, Active, false, (true, false), false);
+        assert_eq!(verdict(&r, Protocol::Oidc, false), Verdict::Deny(Denial::NotGranted));
+        let r = req(Activated, Expired, false, (true, false), false);
         assert_eq!(verdict(&r, Protocol::Oidc, false), Verdict::Deny(Denial::NotGranted));
     }
 

@@ -320,6 +320,7 @@ async fn login_submit(
     let req = AuthRequest {
         protocol: Protocol::Portal,
         credential: Credential::Password { login: &login, password: &password, code: None },
+        resource: None,
         client_addr: p.ctx.client_addr.clone(),
     };
     match st.dir.authenticate(&p.ctx, req).await {
@@ -370,6 +371,7 @@ async fn totp_submit(
     let req = AuthRequest {
         protocol: Protocol::Portal,
         credential: Credential::SecondFactor { ticket: &ticket, code },
+        resource: None,
         client_addr: p.ctx.client_addr.clone(),
     };
     match st.dir.authenticate(&p.ctx, req).await {

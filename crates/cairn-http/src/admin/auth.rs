@@ -120,6 +120,7 @@ pub(super) async fn login_submit(
     let req = AuthRequest {
         protocol: Protocol::AdminPortal,
         credential: Credential::Password { login: &email, password: &password, code: None },
+        resource: None,
         client_addr: p.addr.clone(),
     };
     match st.dir.authenticate(&anon_ctx(&p), req).await {
@@ -205,6 +206,7 @@ pub(super) async fn totp_submit(
     let req = AuthRequest {
         protocol: Protocol::AdminPortal,
         credential: Credential::SecondFactor { ticket: &ticket, code: get(&form, "code").unwrap_or("") },
+        resource: None,
         client_addr: p.addr.clone(),
     };
     match st.dir.authenticate(&anon_ctx(&p), req).await {
