@@ -19,8 +19,8 @@ use cairn_store::{Account, AdminSession};
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::credentials::{random_token, token_hash};
 use crate::error::{Error, Result};
+use crate::tokens::{random_token, token_hash};
 use crate::{Ctx, Directory};
 
 /// How long an administrator stays signed in.

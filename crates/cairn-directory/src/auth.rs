@@ -28,8 +28,9 @@ use cairn_store::{Account, AdminExtras, Db, Ticket};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
-use crate::credentials::{random_token, token_hash};
+use crate::error::Refusal;
 use crate::error::{Error, Result};
+use crate::tokens::{dummy_hash, random_token, token_hash};
 use crate::{Ctx, Directory};
 
 /// How long a sign-in step (code, password change, enrolment) may take.
@@ -38,8 +39,6 @@ pub const STEP_VALIDITY: Duration = Duration::minutes(10);
 /// is no account's name, and an anonymous client must not be able to grow storage with it.
 pub const MAX_LOGIN_CHARS: usize = 256;
 const EVENT_LOGIN_CHARS: usize = 128;
-/// What a throttled client is told.
-pub const THROTTLED: &str = "Too many attempts from your network. Wait a minute, then try again.";
 
 /// One sign-in attempt.
 #[derive(Debug, Clone)]
@@ -107,18 +106,6 @@ impl Authenticated {
             Authenticated::Granted(p) | Authenticated::Step { principal: p, .. } => p,
         }
     }
-}
-
-/// Why an attempt was refused. A person is told as little as the protocol allows; the event
-/// tells the admin everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Unknown login, wrong password or code, or a locked account given a wrong password.
-    Credentials,
-    /// The secret was right, but the access decision says no.
-    Denied(Denial),
-    /// Too many failures from this address: try later (HTTP 429).
-    Throttled,
 }
 
 /// The ticket kinds of a protocol's steps, e.g. `portal_totp`.
@@ -345,14 +332,14 @@ impl Directory {
         let detail = attempt_detail(protocol, resource, clip(login, EVENT_LOGIN_CHARS));
         let Some(acct) = found else {
             // Spend what a real check costs, so timing does not tell which accounts exist.
-            let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+            let _ = self.hasher().verify(password, &dummy_hash()).await;
             self.attempt_event(ctx, None, false, "no such account", detail, vec![]).await?;
             return Ok(Outcome { result: Err(Refusal::Credentials), reason: "no such account".into() });
         };
         if acct.delegated {
             // The upstream directory holds this password (§3.5, §12), never the local hash;
             // until a connection verifies it, nothing can.
-            let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+            let _ = self.hasher().verify(password, &dummy_hash()).await;
             let why = "the password is delegated to an upstream directory that no connection verifies";
             let ctx = Ctx { actor: acct.actor(), ..ctx.clone() };
             self.attempt_event(&ctx, Some(acct.target()), false, why, detail, vec![]).await?;
@@ -362,7 +349,7 @@ impl Directory {
         let password_ok = match &verified_hash {
             Some(h) if !password.expose().is_empty() => self.hasher().verify(password, h).await?,
             _ => {
-                let _ = self.hasher().verify(password, &crate::credentials::dummy_hash()).await;
+                let _ = self.hasher().verify(password, &dummy_hash()).await;
                 false
             }
         };

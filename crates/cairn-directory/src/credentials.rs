@@ -1,117 +1,23 @@
-//! Credentials (§3.5): logins with lockout counted across protocols, one-time activation and
-//! reset links, forced change, TOTP, and the mail each of these sends (§5.2).
-//!
-//! Lockout, as a state machine (counted for every protocol that checks a password):
-//! ```text
-//!            wrong password (n+1 < max)                    success
-//!   open(n) ─────────────────────────────▶ open(n+1)  open(n) ──────▶ open(0)
-//!   open(n) ── wrong password (n+1 = max) ──▶ locked(t)
-//!   locked(t) ── admin unlock ──────────────────────────▶ open(0)   (password_expired kept)
-//!   locked(t) ── now ≥ t + lockoutTimeInSeconds (if set) ──▶ open(0)
-//!   locked(t) ── any password, right or wrong ──▶ locked(t)   (refused, not counted)
-//! ```
+//! Credentials (§3.5): passwords set from links, by the user or the admin; forced change,
+//! unlock, TOTP enrolment and reset; portal sessions; the mail each of these sends (§5.2).
+//! Checking a secret is `auth.rs` (`authenticate`); lockout is `cairn_domain::lockout`.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine;
-use cairn_domain::mail::{compose, MailKind};
+use cairn_domain::mail::MailKind;
 use cairn_domain::password::check_password;
 use cairn_domain::{OutboxMessage, Secret, Session, State, User};
 use cairn_store::Db;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::users::load_user;
+use crate::error::{Error, Result, LOGIN_REFUSED};
+use crate::load::load_user;
+use crate::tokens::{random_token, token_hash};
 use crate::{Ctx, Directory};
 
-pub const ACTIVATION_VALIDITY: Duration = Duration::days(7);
-pub const RESET_VALIDITY: Duration = Duration::hours(1);
 pub const SESSION_VALIDITY: Duration = Duration::hours(8);
 
-/// The one message a person sees for any failed login, whatever the reason (§8).
-pub const LOGIN_REFUSED: &str = "The username or password is incorrect, or the account cannot sign in.";
-
-/// Mail prepared in memory, written in one go (`Directory::send_prepared`).
-#[derive(Default)]
-pub(crate) struct Outgoing {
-    tokens: Vec<cairn_store::NewToken>,
-    messages: Vec<OutboxMessage>,
-}
-
-pub(crate) fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut b);
-    B64URL.encode(b)
-}
-
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 impl Directory {
-    // ---- mail ---------------------------------------------------------------------------
-
-    /// Composes a message (and the one-time link it carries) into `out`, in memory; many can
-    /// be prepared and then written together by `send_prepared`.
-    pub(crate) fn prepare_mail(&self, out: &mut Outgoing, org: &str, kind: MailKind, user: &User, to: &str) {
-        let now = self.now();
-        let base = &self.config().base_url;
-        let (link, valid) = match kind {
-            MailKind::Activation | MailKind::PasswordReset => {
-                let (token_kind, validity, path, valid) = if kind == MailKind::Activation {
-                    ("activation", ACTIVATION_VALIDITY, "activate", "7 days")
-                } else {
-                    ("reset", RESET_VALIDITY, "reset", "1 hour")
-                };
-                let token = random_token();
-                out.tokens.push((token_hash(&token), user.id.clone(), token_kind.to_string(), now, now + validity));
-                (format!("{base}/portal/{path}?token={token}"), valid)
-            }
-            MailKind::Welcome | MailKind::TotpReset => (format!("{base}/portal/login"), ""),
-        };
-        let m = compose(kind, org, user, &link, valid);
-        let status = if self.config().smtp.is_some() { "queued" } else { "logged" };
-        out.messages.push(OutboxMessage {
-            id: self.new_id(),
-            created: now,
-            kind: kind.as_str().into(),
-            to: to.into(),
-            user_id: Some(user.id.clone()),
-            subject: m.subject,
-            text: m.text,
-            html: m.html,
-            status: status.into(),
-            attempts: 0,
-            next_attempt: now,
-            sent: None,
-            last_error: None,
-        });
-    }
-
-    /// Writes prepared mail in the caller's transaction: each new link replaces the user's
-    /// earlier ones of its kind; messages go to the outbox (`queued` with SMTP, else `logged`).
-    pub(crate) async fn send_prepared(&self, db: &mut Db<'_>, out: Outgoing) -> Result<()> {
-        for kind in ["activation", "reset"] {
-            let users: Vec<String> = out.tokens.iter().filter(|t| t.2 == kind).map(|t| t.1.clone()).collect();
-            if !users.is_empty() {
-                db.delete_tokens_of(&users, kind).await?;
-            }
-        }
-        db.insert_tokens(&out.tokens).await?;
-        db.insert_messages(&out.messages).await?;
-        Ok(())
-    }
-
-    /// Sends `kind` to `to` with a fresh link, in the caller's transaction.
-    pub(crate) async fn mail_user(&self, db: &mut Db<'_>, user: &User, kind: MailKind, to: &str) -> Result<()> {
-        let org = crate::org_of(db).await?;
-        let mut out = Outgoing::default();
-        self.prepare_mail(&mut out, &org.settings.name, kind, user, to);
-        self.send_prepared(db, out).await
-    }
-
     // ---- passwords ----------------------------------------------------------------------
 
     /// Sets a password in the caller's transaction: authority, policy, hash, and the record.
@@ -542,15 +448,4 @@ fn pct(s: &str) -> String {
 pub fn totp_code(secret: &[u8], now: DateTime<Utc>) -> String {
     totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec())
         .generate(now.timestamp().max(0) as u64)
-}
-
-/// A valid Argon2id hash of a random string, checked against when there is no user, so a
-/// missing account costs the same time as a wrong password.
-pub(crate) fn dummy_hash() -> Secret {
-    static H: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| {
-        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-        let salt = SaltString::generate(&mut OsRng);
-        Secret::new(crate::password::argon2().hash_password(b"no such user", &salt).expect("hash").to_string())
-    });
-    H.clone()
 }

@@ -1,3 +1,4 @@
+use cairn_domain::access::Denial;
 use cairn_domain::{DomainError, FieldError};
 use cairn_store::StoreError;
 
@@ -17,16 +18,33 @@ pub enum Error {
     Unauthorized(String),
     /// A sign-in refused by `authenticate`; front ends say as little as their protocol allows.
     #[error("{}", refusal_text(.0))]
-    Refused(crate::auth::Refusal),
+    Refused(Refusal),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-fn refusal_text(r: &crate::auth::Refusal) -> &'static str {
+/// The one message a person sees for any failed login, whatever the reason (§8).
+pub const LOGIN_REFUSED: &str = "The username or password is incorrect, or the account cannot sign in.";
+/// What a throttled client is told.
+pub const THROTTLED: &str = "Too many attempts from your network. Wait a minute, then try again.";
+
+fn refusal_text(r: &Refusal) -> &'static str {
     match r {
-        crate::auth::Refusal::Throttled => crate::auth::THROTTLED,
-        _ => crate::credentials::LOGIN_REFUSED,
+        Refusal::Throttled => THROTTLED,
+        _ => LOGIN_REFUSED,
     }
+}
+
+/// Why an attempt was refused. A person is told as little as the protocol allows; the event
+/// tells the admin everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown login, wrong password or code, or a locked account given a wrong password.
+    Credentials,
+    /// The secret was right, but the access decision says no.
+    Denied(Denial),
+    /// Too many failures from this address: try later (HTTP 429).
+    Throttled,
 }
 
 fn describe(errors: &[FieldError]) -> String {

@@ -2,7 +2,7 @@ use cairn_domain::{FieldError, Group, User};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
-use crate::users::load_user;
+use crate::load::load_user;
 use crate::{Ctx, Directory};
 
 /// A validated JumpCloud `UserGroupPost` / `UserGroupPut` body.
@@ -232,7 +232,7 @@ impl Directory {
 
     pub async fn groups_of_user(&self, user_id: &str) -> Result<(User, Vec<Group>)> {
         let mut c = self.store().read().await?;
-        let u = crate::users::read_user(&mut c.db(), user_id).await?;
+        let u = crate::load::read_user(&mut c.db(), user_id).await?;
         let groups = c.db().groups_of_user(user_id).await?;
         Ok((u, groups))
     }

@@ -1140,7 +1140,7 @@ impl Directory {
             let events = self.creation_events(users.iter().filter(|u| is_in(u)), plan);
             tx.db().execute_prepared(events).await?;
         }
-        let mut outgoing = crate::credentials::Outgoing::default();
+        let mut outgoing = crate::outbox::Outgoing::default();
         let mut mails = 0;
         for u in users.iter().filter(|u| is_in(u)) {
             if let Some((kind, to)) = cairn_domain::mail::on_activation(u, &plan.mail) {

@@ -7,7 +7,7 @@ use cairn_store::Db;
 use serde_json::{json, Value};
 
 use crate::error::Result;
-use crate::users::load_user;
+use crate::load::load_user;
 use crate::{Ctx, Directory};
 
 /// What a state change did.
@@ -94,7 +94,7 @@ impl Directory {
         } else {
             None
         };
-        let mut mail_out = crate::credentials::Outgoing::default();
+        let mut mail_out = crate::outbox::Outgoing::default();
         let mut events = Vec::with_capacity(moved.len());
         for (pos, user, to, mail, mut detail) in moved {
             let from = user.state;

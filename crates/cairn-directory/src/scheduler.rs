@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{StateChange, StateOutcome};
-use crate::users::load_user;
+use crate::load::load_user;
 use crate::{Ctx, Directory};
 
 /// Most users one request may schedule.

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::lifecycle::StateOutcome;
+use crate::load::{load_user, read_user};
 use crate::{Ctx, Directory, Organization};
 
 impl Directory {
@@ -290,24 +291,6 @@ impl Directory {
             .collect();
         Err(Error::Conflict(format!("a user with {} already exists", what.join(" and "))))
     }
-}
-
-/// The user, its row locked until the transaction ends: every read-modify-write of a user
-/// starts here, so concurrent changes (a suspension, a failed sign-in) queue on PostgreSQL
-/// instead of overwriting each other (SQLite's writers already run one at a time).
-pub(crate) async fn load_user(db: &mut Db<'_>, id: &str) -> Result<User> {
-    if !cairn_domain::id::is_object_id(id) {
-        return Err(Error::NotFound(format!("no user with id '{id}'")));
-    }
-    db.lock_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
-}
-
-/// The user, for reading only.
-pub(crate) async fn read_user(db: &mut Db<'_>, id: &str) -> Result<User> {
-    if !cairn_domain::id::is_object_id(id) {
-        return Err(Error::NotFound(format!("no user with id '{id}'")));
-    }
-    db.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
 }
 
 /// The fields a new user was given, as audit changes (defaults left out). Built from the

@@ -1,0 +1,84 @@
+//! Mail into the outbox (§5): messages and the one-time links they carry, prepared in memory
+//! and written in the caller's transaction.
+
+use cairn_domain::mail::{compose, MailKind};
+use cairn_domain::{OutboxMessage, User};
+use cairn_store::Db;
+use chrono::Duration;
+
+use crate::error::Result;
+use crate::tokens::{random_token, token_hash};
+use crate::Directory;
+
+pub const ACTIVATION_VALIDITY: Duration = Duration::days(7);
+pub const RESET_VALIDITY: Duration = Duration::hours(1);
+
+/// Mail prepared in memory, written in one go (`Directory::send_prepared`).
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    tokens: Vec<cairn_store::NewToken>,
+    messages: Vec<OutboxMessage>,
+}
+
+impl Directory {
+    // ---- mail ---------------------------------------------------------------------------
+
+    /// Composes a message (and the one-time link it carries) into `out`, in memory; many can
+    /// be prepared and then written together by `send_prepared`.
+    pub(crate) fn prepare_mail(&self, out: &mut Outgoing, org: &str, kind: MailKind, user: &User, to: &str) {
+        let now = self.now();
+        let base = &self.config().base_url;
+        let (link, valid) = match kind {
+            MailKind::Activation | MailKind::PasswordReset => {
+                let (token_kind, validity, path, valid) = if kind == MailKind::Activation {
+                    ("activation", ACTIVATION_VALIDITY, "activate", "7 days")
+                } else {
+                    ("reset", RESET_VALIDITY, "reset", "1 hour")
+                };
+                let token = random_token();
+                out.tokens.push((token_hash(&token), user.id.clone(), token_kind.to_string(), now, now + validity));
+                (format!("{base}/portal/{path}?token={token}"), valid)
+            }
+            MailKind::Welcome | MailKind::TotpReset => (format!("{base}/portal/login"), ""),
+        };
+        let m = compose(kind, org, user, &link, valid);
+        let status = if self.config().smtp.is_some() { "queued" } else { "logged" };
+        out.messages.push(OutboxMessage {
+            id: self.new_id(),
+            created: now,
+            kind: kind.as_str().into(),
+            to: to.into(),
+            user_id: Some(user.id.clone()),
+            subject: m.subject,
+            text: m.text,
+            html: m.html,
+            status: status.into(),
+            attempts: 0,
+            next_attempt: now,
+            sent: None,
+            last_error: None,
+        });
+    }
+
+    /// Writes prepared mail in the caller's transaction: each new link replaces the user's
+    /// earlier ones of its kind; messages go to the outbox (`queued` with SMTP, else `logged`).
+    pub(crate) async fn send_prepared(&self, db: &mut Db<'_>, out: Outgoing) -> Result<()> {
+        for kind in ["activation", "reset"] {
+            let users: Vec<String> = out.tokens.iter().filter(|t| t.2 == kind).map(|t| t.1.clone()).collect();
+            if !users.is_empty() {
+                db.delete_tokens_of(&users, kind).await?;
+            }
+        }
+        db.insert_tokens(&out.tokens).await?;
+        db.insert_messages(&out.messages).await?;
+        Ok(())
+    }
+
+    /// Sends `kind` to `to` with a fresh link, in the caller's transaction.
+    pub(crate) async fn mail_user(&self, db: &mut Db<'_>, user: &User, kind: MailKind, to: &str) -> Result<()> {
+        let org = crate::org_of(db).await?;
+        let mut out = Outgoing::default();
+        self.prepare_mail(&mut out, &org.settings.name, kind, user, to);
+        self.send_prepared(db, out).await
+    }
+}
