@@ -312,7 +312,7 @@ async fn run_backend(backend: &'static str, url: &str, bin: &Path, data_dir: &Pa
 
     let plans = reference.plans().await?;
     reference.close().await;
-    in_process.dir.store().close().await;
+    in_process.dir.close().await;
     server.stop();
     Ok(Figures { backend, load_secs, http, store, sql, rss_ready_kb, rss_kb, hwm_kb, plans, load })
 }
@@ -322,7 +322,7 @@ async fn run_backend(backend: &'static str, url: &str, bin: &Path, data_dir: &Pa
 /// Loads the users in transactions of `BATCH`; returns how many users each department has.
 async fn load(url: &str) -> Result<Vec<usize>> {
     let store = Store::connect(url).await?;
-    let dir = Directory::new(store, Arc::new(SystemClock));
+    let dir = Directory::new(store.clone(), Arc::new(SystemClock));
     dir.migrate().await?;
     let mut rng = StdRng::seed_from_u64(2);
     let mut per_dept = vec![0usize; DEPARTMENTS];
@@ -333,7 +333,7 @@ async fn load(url: &str) -> Result<Vec<usize>> {
         users.push(make_user(&dir, n, d, &mut rng));
     }
     // PostgreSQL takes several writers at once; SQLite has one write lock.
-    let writers = match dir.store().backend() {
+    let writers = match store.backend() {
         cairn_store::Backend::Sqlite => 1,
         cairn_store::Backend::Postgres => 4,
     };
@@ -343,10 +343,10 @@ async fn load(url: &str) -> Result<Vec<usize>> {
     let mut batches = batches.into_iter();
     for _ in 0..writers {
         let mine: Vec<Vec<User>> = batches.by_ref().take(per_writer).collect();
-        let dir = dir.clone();
+        let store = store.clone();
         tasks.spawn(async move {
             for batch in mine {
-                let mut tx = dir.store().begin().await?;
+                let mut tx = store.begin().await?;
                 for u in &batch {
                     tx.db().insert_user(u).await?;
                 }
@@ -358,7 +358,7 @@ async fn load(url: &str) -> Result<Vec<usize>> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    dir.store().close().await;
+    store.close().await;
     Ok(per_dept)
 }
 

@@ -62,7 +62,8 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&data)?;
     let url = format!("sqlite://{}/cairn.db", data.display());
     {
-        let d = Directory::new(Store::connect(&url).await?, Arc::new(SystemClock));
+        let store = Store::connect(&url).await?;
+        let d = Directory::new(store.clone(), Arc::new(SystemClock));
         d.migrate().await?;
         let now = d.now();
         for chunk in (0..USERS).collect::<Vec<_>>().chunks(2000) {
@@ -93,11 +94,11 @@ async fn main() -> Result<()> {
                     }
                 })
                 .collect();
-            let mut tx = d.store().begin().await?;
+            let mut tx = store.begin().await?;
             tx.db().insert_users(&users).await?;
             tx.commit().await?;
         }
-        d.store().close().await;
+        d.close().await;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let base = format!("http://127.0.0.1:{port}");

@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         median(&mut cairn_rates),
         (median(&mut ratios) - 1.0) * 100.0
     );
-    d.store().close().await;
+    d.close().await;
     if let Some(url) = cairn_store::testing::fresh_postgres_url("password_verify bench").await {
         concurrent_failures(&url).await?;
     }
@@ -193,6 +193,6 @@ async fn concurrent_failures(url: &str) -> anyhow::Result<()> {
         lat[lat.len() - 1]
     );
     anyhow::ensure!(counted == ATTEMPTS as i64, "{counted} failures counted of {ATTEMPTS}");
-    d.store().close().await;
+    d.close().await;
     Ok(())
 }

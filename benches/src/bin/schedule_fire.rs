@@ -46,10 +46,11 @@ fn user(d: &Directory, i: usize) -> User {
 
 async fn run(name: &str, url: &str) -> anyhow::Result<(f64, f64)> {
     let clock = Arc::new(ManualClock::default());
-    let d = Directory::new(Store::connect(url).await?, clock.clone());
+    let store = Store::connect(url).await?;
+    let d = Directory::new(store.clone(), clock.clone());
     d.migrate().await?;
     let users: Vec<User> = (0..2 * N).map(|i| user(&d, i)).collect();
-    let mut tx = d.store().begin().await?;
+    let mut tx = store.begin().await?;
     tx.db().insert_users(&users).await?;
     tx.commit().await?;
     let ids: Vec<String> = users[..N].iter().map(|u| u.id.clone()).collect();

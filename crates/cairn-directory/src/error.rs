@@ -19,6 +19,9 @@ pub enum Error {
     /// A sign-in refused by `authenticate`; front ends say as little as their protocol allows.
     #[error("{}", refusal_text(.0))]
     Refused(Refusal),
+    /// A SCIM filter or sort naming what no column holds (`invalidFilter`, RFC 7644).
+    #[error("{0}")]
+    Filter(cairn_domain::scim::ScimParseError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use cairn_domain::id::format_object_id;
 use cairn_domain::throttle::Throttle;
 use cairn_domain::user::Change;
-use cairn_domain::{Actor, Event, OrgSettings};
+use cairn_domain::{Actor, Event, EventQuery, OrgSettings};
 use cairn_store::{Db, Store};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -42,7 +42,6 @@ pub use actions::{Action, ActionResult, Outcome, ACTIONS};
 pub use admins::{ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
 pub use auth::{AuthRequest, Authenticated, Credential, Principal, MAX_LOGIN_CHARS, STEP_VALIDITY};
 pub use cairn_domain as domain;
-pub use cairn_store::{Backend, EventQuery, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Smtp, Tls};
 pub use credentials::totp_code;
@@ -56,7 +55,16 @@ pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
-pub use scim::{NewScimToken, ScimGroupChange, ScimUserChange};
+pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
+
+/// The directory's figures for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauges {
+    pub staged: i64,
+    pub activated: i64,
+    pub suspended: i64,
+    pub outbox_depth: i64,
+}
 
 /// Who asks, through which interface, from where: recorded on every event.
 #[derive(Debug, Clone)]
@@ -136,8 +144,33 @@ impl Directory {
         &self.inner.config
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Whether the database answers and its schema is current (`/readyz`).
+    pub async fn ready(&self) -> Result<bool> {
+        Ok(self.store().ready().await?)
+    }
+
+    /// Closes the database: the last connection checkpoints SQLite's WAL away.
+    pub async fn close(&self) {
+        self.store().close().await
+    }
+
+    /// What `/metrics` reports of the directory, read from the database at scrape time so
+    /// every process of a PostgreSQL cluster reports the same truth.
+    pub async fn gauges(&self) -> Result<Gauges> {
+        let mut c = self.store().read().await?;
+        let by_state = c.db().count_users_by_state().await?;
+        let users = |s: &str| by_state.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        Ok(Gauges {
+            staged: users("STAGED"),
+            activated: users("ACTIVATED"),
+            suspended: users("SUSPENDED"),
+            // Messages waiting for (or in) delivery.
+            outbox_depth: c.db().count_messages("queued").await? + c.db().count_messages("sending").await?,
+        })
     }
 
     pub fn now(&self) -> DateTime<Utc> {

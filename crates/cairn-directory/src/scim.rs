@@ -3,9 +3,11 @@
 //! rules and the audit log apply unchanged. Every event carries the caller's source (`scim`).
 
 use cairn_domain::lifecycle::MailChoice;
+use cairn_domain::scim::{AttrPath, Filter};
 use cairn_domain::user::{normalize_username, Change, UserInput};
 use cairn_domain::{Actor, CreationSource, PasswordAuthority, Secret, State, User};
-use cairn_store::{ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
+use cairn_domain::{ScimGroupRow, ScimToken, ScimUserRow};
+use cairn_store::{scim_group_where, scim_user_where};
 use rand::RngCore;
 use serde_json::json;
 
@@ -14,6 +16,17 @@ use crate::keys::hash_key;
 use crate::{Ctx, Directory};
 
 /// A SCIM token as shown once at creation.
+/// A SCIM list request: the domain's filter tree, which the store translates to bound SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct ScimQuery<'a> {
+    pub filter: Option<&'a Filter>,
+    pub sort_by: Option<&'a AttrPath>,
+    pub descending: bool,
+    /// 0-based offset (SCIM's `startIndex` - 1).
+    pub start: i64,
+    pub count: i64,
+}
+
 pub struct NewScimToken {
     pub token: ScimToken,
     pub secret: Secret,
@@ -162,9 +175,11 @@ impl Directory {
         c.db().scim_user(id).await?.ok_or_else(|| Error::NotFound(format!("no user with id '{id}'")))
     }
 
-    pub async fn scim_list_users(&self, w: &ScimWhere, start: i64, count: i64) -> Result<(i64, Vec<ScimUserRow>)> {
+    /// A page of users matching a SCIM filter, sorted by `sort_by` (RFC 7644 §3.4.2).
+    pub async fn scim_list_users(&self, q: &ScimQuery<'_>) -> Result<(i64, Vec<ScimUserRow>)> {
+        let w = scim_user_where(q.filter, q.sort_by, q.descending).map_err(Error::Filter)?;
         let mut c = self.store().read().await?;
-        Ok(c.db().scim_list_users(w, start, count).await?)
+        Ok(c.db().scim_list_users(&w, q.start, q.count).await?)
     }
 
     /// `(id, name)` of each group of a user.
@@ -313,9 +328,11 @@ impl Directory {
         c.db().scim_group(id).await?.ok_or_else(|| Error::NotFound(format!("no group with id '{id}'")))
     }
 
-    pub async fn scim_list_groups(&self, w: &ScimWhere, start: i64, count: i64) -> Result<(i64, Vec<ScimGroupRow>)> {
+    /// As `scim_list_users`, for groups.
+    pub async fn scim_list_groups(&self, q: &ScimQuery<'_>) -> Result<(i64, Vec<ScimGroupRow>)> {
+        let w = scim_group_where(q.filter, q.sort_by, q.descending).map_err(Error::Filter)?;
         let mut c = self.store().read().await?;
-        Ok(c.db().scim_list_groups(w, start, count).await?)
+        Ok(c.db().scim_list_groups(&w, q.start, q.count).await?)
     }
 
     /// `(user id, display)` of every member.

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use cairn_directory::domain::query::ListQuery;
-use cairn_directory::{Ctx, Directory, EventQuery, ManualClock};
+use cairn_directory::{Ctx, Directory, ManualClock};
 use cairn_domain::Actor;
+use cairn_domain::EventQuery;
 use cairn_store::{testing, Store};
 use serde_json::json;
 
@@ -22,10 +23,8 @@ fn q(pairs: &[(&str, &str)]) -> ListQuery {
 #[tokio::test]
 async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_reads_back_right() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = Directory::new(
-        Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap(),
-        Arc::new(ManualClock::default()),
-    );
+    let store = Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap();
+    let d = Directory::new(store.clone(), Arc::new(ManualClock::default()));
     d.migrate().await.unwrap();
     d.update_settings(&admin(), &json!({"newSystemUserStateDefaults": {"csvImport": "STAGED"}})).await.unwrap();
     d.create_user(
@@ -51,7 +50,7 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
     let counts = d.run_csv_import(&admin(), &job, csv.into_bytes(), Default::default(), &|_, _| {}).await.unwrap();
     assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 1));
-    let missing = d.store().read().await.unwrap().db().missing_user_search_indexes().await.unwrap();
+    let missing = store.read().await.unwrap().db().missing_user_search_indexes().await.unwrap();
     assert_eq!(missing, Vec::<&str>::new());
 
     let (total, page) = d.list_users(&q(&[("sort", "lastname"), ("limit", "3")])).await.unwrap();

@@ -10,19 +10,22 @@ use cairn_store::{testing, EventQuery, Store};
 use chrono::Duration;
 use serde_json::json;
 
-async fn dirs(what: &str) -> Vec<(Directory, Arc<ManualClock>, Option<tempfile::TempDir>)> {
+/// Each database's directory, its clock, its store (to set up and read what no use case shows)
+/// and the SQLite directory's folder.
+async fn dirs(what: &str) -> Vec<(Directory, Arc<ManualClock>, Store, Option<tempfile::TempDir>)> {
     let mut out = vec![];
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap();
     let clock = Arc::new(ManualClock::default());
-    let d = Directory::new(store, clock.clone());
+    let d = Directory::new(store.clone(), clock.clone());
     d.migrate().await.unwrap();
-    out.push((d, clock, Some(tmp)));
+    out.push((d, clock, store, Some(tmp)));
     if let Some(url) = testing::fresh_postgres_url(what).await {
         let clock = Arc::new(ManualClock::default());
-        let d = Directory::new(Store::connect(&url).await.unwrap(), clock.clone());
+        let store = Store::connect(&url).await.unwrap();
+        let d = Directory::new(store.clone(), clock.clone());
         d.migrate().await.unwrap();
-        out.push((d, clock, None));
+        out.push((d, clock, store, None));
     }
     out
 }
@@ -58,7 +61,7 @@ async fn events(d: &Directory, user: &str, action: &str) -> Vec<cairn_domain::Ev
 
 #[tokio::test]
 async fn transitions_follow_the_table_and_suspension_revokes_sessions() {
-    for (d, _, _tmp) in dirs("lifecycle transitions on PostgreSQL").await {
+    for (d, _, store, _tmp) in dirs("lifecycle transitions on PostgreSQL").await {
         let id = staged(&d, "ada").await;
         let out = d.activate(&admin(), &id, MailChoice::To("alt@example.com".into())).await.unwrap();
         assert!(matches!(out, StateOutcome::Changed(ref u) if u.state == State::Activated));
@@ -69,14 +72,14 @@ async fn transitions_follow_the_table_and_suspension_revokes_sessions() {
         // Sessions of the user end in the suspending transaction.
         let now = d.now();
         {
-            let mut tx = d.store().begin().await.unwrap();
+            let mut tx = store.begin().await.unwrap();
             tx.db().insert_session("s1", &id, "portal", now, now + Duration::hours(1)).await.unwrap();
             tx.db().insert_session("s2", &id, "portal", now, now + Duration::hours(1)).await.unwrap();
             tx.commit().await.unwrap();
         }
         let out = d.suspend(&admin(), &id).await.unwrap();
         assert_eq!(out.user().state, State::Suspended);
-        let mut c = d.store().read().await.unwrap();
+        let mut c = store.read().await.unwrap();
         assert_eq!(c.db().count_sessions(&id).await.unwrap(), 0);
         drop(c);
         // Two sessions and the activation link mailed at activation.
@@ -92,7 +95,7 @@ async fn transitions_follow_the_table_and_suspension_revokes_sessions() {
 
 #[tokio::test]
 async fn schedules_fire_once_when_time_comes_and_are_skipped_when_moot() {
-    for (d, clock, _tmp) in dirs("scheduler on PostgreSQL").await {
+    for (d, clock, _, _tmp) in dirs("scheduler on PostgreSQL").await {
         let a = staged(&d, "ada").await;
         let b = staged(&d, "bob").await;
         let gone = staged(&d, "gone").await;
@@ -137,7 +140,7 @@ async fn schedules_fire_once_when_time_comes_and_are_skipped_when_moot() {
 
 #[tokio::test]
 async fn schedules_can_be_canceled_by_job_or_by_user() {
-    for (d, clock, _tmp) in dirs("schedule cancel on PostgreSQL").await {
+    for (d, clock, _, _tmp) in dirs("schedule cancel on PostgreSQL").await {
         let a = staged(&d, "ada").await;
         let b = staged(&d, "bob").await;
         let at = (d.now() + Duration::hours(1)).to_rfc3339();
@@ -155,7 +158,7 @@ async fn schedules_can_be_canceled_by_job_or_by_user() {
 
 #[tokio::test]
 async fn actions_answer_one_outcome_per_user() {
-    for (d, _, _tmp) in dirs("actions on PostgreSQL").await {
+    for (d, _, _, _tmp) in dirs("actions on PostgreSQL").await {
         let a = staged(&d, "ada").await;
         let b = staged(&d, "bob").await;
         let g = d.create_group(&admin(), &json!({"name": "eng"})).await.unwrap();

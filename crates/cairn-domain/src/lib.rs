@@ -18,6 +18,9 @@ pub mod throttle;
 pub mod user;
 
 pub use error::{DomainError, FieldError};
-pub use records::{Actor, Admin, ApiKey, Event, Group, LdapServer, LdapServerAction, OutboxMessage, Role, Session};
+pub use records::{
+    Actor, Admin, AdminSession, ApiKey, Event, EventQuery, Group, Job, JobResult, LdapServer, LdapServerAction,
+    OutboxMessage, OutboxQuery, Role, ScimGroupRow, ScimToken, ScimUserRow, Session,
+};
 pub use settings::{OrgSettings, PasswordAuthority};
 pub use user::{CreationSource, Secret, State, User};

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::user::Secret;
+use crate::user::{Secret, User};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
@@ -173,4 +173,93 @@ impl LdapServerAction {
             LdapServerAction::Remove => "remove",
         }
     }
+}
+
+// ---- what use cases read and list: jobs, queries, sessions, SCIM rows ----------------------
+
+/// An administrator's portal session, stored by the hash of its cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSession {
+    pub id: String,
+    pub admin_id: String,
+    /// `admin` (signed in) or `admin_totp` (password checked, TOTP code pending).
+    pub kind: String,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    pub created_by: Value,
+    pub params: Value,
+    pub total: i64,
+    pub processed: i64,
+    pub counts: Value,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub seq: i64,
+    pub username: Option<String>,
+    pub user_id: Option<String>,
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+/// Filters for the outbox listing.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxQuery {
+    pub to: Option<String>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub user_id: Option<String>,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+/// Filters for the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub target_id: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+/// A SCIM bearer token as stored (the token itself only as its hash).
+#[derive(Debug, Clone)]
+pub struct ScimToken {
+    pub id: String,
+    pub name: String,
+    pub token_hash: String,
+    /// The first characters of the token, to recognise it in a list.
+    pub prefix: String,
+    pub created: DateTime<Utc>,
+    pub created_by: Option<String>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+/// A user with its SCIM-only columns.
+#[derive(Debug, Clone)]
+pub struct ScimUserRow {
+    pub user: User,
+    pub external_id: Option<String>,
+    /// The `userName` as the provider sent it, when it differs from the Cairn username.
+    pub user_name: Option<String>,
+}
+
+/// A group with its SCIM-only column.
+#[derive(Debug, Clone)]
+pub struct ScimGroupRow {
+    pub group: Group,
+    pub external_id: Option<String>,
 }

@@ -6,13 +6,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_domain::user::format_time;
+use cairn_domain::OutboxQuery;
 use cairn_domain::{OutboxMessage, Role};
-use cairn_store::OutboxQuery;
 use serde_json::{json, Value};
 
-use crate::api_users::user_json;
 use crate::error::ApiResult;
 use crate::extract::{Caller, OptJsonBody, QueryPairs};
+use crate::shapes::user_json;
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {

@@ -8,12 +8,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cairn_directory::{Action, Outcome, ScheduleRequest, StateOutcome};
 use cairn_domain::lifecycle::{MailChoice, Schedule};
-use cairn_domain::user::format_time;
 use serde_json::{json, Value};
 
-use crate::api_users::user_json;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{field_error, Caller, JsonBody, OptJsonBody, QueryPairs};
+use crate::shapes::{schedule_json, user_json};
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {
@@ -78,19 +77,6 @@ async fn actions(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) 
         "counts": { "done": count(Outcome::Done), "skipped": count(Outcome::Skipped), "error": count(Outcome::Error) },
         "results": results,
     })))
-}
-
-/// JumpCloud `scheduled-userstate-result`.
-pub fn schedule_json(s: &Schedule) -> Value {
-    json!({
-        "id": s.id,
-        "scheduledJobId": s.job_id,
-        "systemUserId": s.user_id,
-        "state": s.target,
-        "scheduledDate": format_time(s.due),
-        "email": s.email,
-        "createdBy": s.created_by,
-    })
 }
 
 async fn create_schedules(

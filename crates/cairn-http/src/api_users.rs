@@ -5,13 +5,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_domain::lifecycle::{MailChoice, Schedule};
 use cairn_domain::query::ListQuery;
-use cairn_domain::user::project;
 use cairn_domain::{CreationSource, User};
 use serde_json::{json, Value};
 
-use crate::api_lifecycle::schedule_json;
 use crate::error::ApiResult;
 use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::shapes::user_json;
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {
@@ -23,14 +22,6 @@ pub fn routes() -> Router<Shared> {
 
 async fn org_id(st: &Shared) -> ApiResult<String> {
     Ok(st.dir.organization_id().await?)
-}
-
-/// The `systemuserreturn` JSON plus Cairn's `scheduledStateChanges` (pending schedules).
-pub fn user_json(u: &User, org: &str, fields: Option<&[String]>, pending: &[Schedule]) -> Value {
-    let mut m = u.to_json(org);
-    let mine: Vec<Value> = pending.iter().filter(|s| s.user_id == u.id).map(schedule_json).collect();
-    m.insert("scheduledStateChanges".into(), Value::Array(mine));
-    Value::Object(project(m, fields))
 }
 
 async fn pending_of(st: &Shared, users: &[User], fields: Option<&[String]>) -> ApiResult<Vec<Schedule>> {

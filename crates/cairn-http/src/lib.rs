@@ -15,6 +15,7 @@ mod openapi;
 mod openapi_doc;
 mod portal;
 mod scim;
+mod shapes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,7 +130,7 @@ async fn stylesheet() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {
-    match st.dir.store().ready().await {
+    match st.dir.ready().await {
         Ok(true) => (StatusCode::OK, "ready\n").into_response(),
         Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}\n")).into_response(),
@@ -140,19 +141,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let Some(handle) = &st.metrics else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response();
     };
-    // Gauges that describe the directory are read at scrape time, so every process of a
-    // PostgreSQL cluster reports the same truth.
-    if let Ok(mut c) = st.dir.store().read().await {
-        if let Ok(counts) = c.db().count_users_by_state().await {
-            for s in ["STAGED", "ACTIVATED", "SUSPENDED"] {
-                let n = counts.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
-                metrics::gauge!("cairn_users", "state" => s).set(n as f64);
-            }
+    if let Ok(g) = st.dir.gauges().await {
+        for (s, n) in [("STAGED", g.staged), ("ACTIVATED", g.activated), ("SUSPENDED", g.suspended)] {
+            metrics::gauge!("cairn_users", "state" => s).set(n as f64);
         }
-        // Outbox depth: messages waiting for (or in) delivery.
-        let queued =
-            c.db().count_messages("queued").await.unwrap_or(0) + c.db().count_messages("sending").await.unwrap_or(0);
-        metrics::gauge!("cairn_outbox_depth").set(queued as f64);
+        metrics::gauge!("cairn_outbox_depth").set(g.outbox_depth as f64);
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

@@ -3,6 +3,7 @@
 
 use cairn_domain::lockout::Lockout;
 use cairn_domain::query::ListQuery;
+use cairn_domain::AdminSession;
 use cairn_domain::{Admin, User};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -10,18 +11,6 @@ use sqlx::any::AnyRow;
 use crate::credentials::SessionTable;
 use crate::rows::{self, get_bool, get_opt_text};
 use crate::{order_by, time_text, Args, Db, Result};
-
-/// An administrator's portal session, stored by the hash of its cookie.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdminSession {
-    pub id: String,
-    pub admin_id: String,
-    /// `admin` (signed in) or `admin_totp` (password checked, TOTP code pending).
-    pub kind: String,
-    pub created: DateTime<Utc>,
-    pub expires: DateTime<Utc>,
-    pub data: serde_json::Value,
-}
 
 /// What the portal keeps about an administrator beside the `Admin` record.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,6 +1,7 @@
 //! Many rows at once (imports, bulk jobs): multi-row INSERTs, and the jobs with their results.
 
 use cairn_domain::{Event, User};
+use cairn_domain::{Job, JobResult};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -9,21 +10,6 @@ use crate::rows::{self, get_i64, get_opt_text, get_text, parse_time};
 use sqlx::any::AnyArguments;
 
 use crate::{map_unique, time_text, Arg, Args, Backend, Db, Result};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: String,
-    pub kind: String,
-    pub status: String,
-    pub created: DateTime<Utc>,
-    pub updated: DateTime<Utc>,
-    pub created_by: Value,
-    pub params: Value,
-    pub total: i64,
-    pub processed: i64,
-    pub counts: Value,
-    pub message: Option<String>,
-}
 
 /// A one-time token to store: (hash, user id, kind, created, expires).
 pub type NewToken = (String, String, String, DateTime<Utc>, DateTime<Utc>);
@@ -51,15 +37,6 @@ pub struct UserKeys {
     pub id: String,
     pub username: String,
     pub email: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobResult {
-    pub seq: i64,
-    pub username: Option<String>,
-    pub user_id: Option<String>,
-    pub outcome: String,
-    pub message: Option<String>,
 }
 
 fn job_from_row(r: &AnyRow) -> Result<Job> {

@@ -1,5 +1,6 @@
 //! Queries for mail, one-time tokens and sessions.
 
+use cairn_domain::OutboxQuery;
 use cairn_domain::{OutboxMessage, Session};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -41,17 +42,6 @@ pub(crate) const USER_SESSIONS: SessionTable = SessionTable { table: "sessions",
 
 /// (id, owner, kind, created, expires, data).
 pub(crate) type SessionRow = (String, String, String, DateTime<Utc>, DateTime<Utc>, Value);
-
-/// Filters for the outbox listing.
-#[derive(Debug, Clone, Default)]
-pub struct OutboxQuery {
-    pub to: Option<String>,
-    pub kind: Option<String>,
-    pub status: Option<String>,
-    pub user_id: Option<String>,
-    pub limit: i64,
-    pub skip: i64,
-}
 
 impl Db<'_> {
     pub async fn insert_message(&mut self, m: &OutboxMessage) -> Result<()> {

@@ -27,11 +27,12 @@ use sqlx::{Any, AnyConnection, Arguments, Executor, Transaction};
 
 pub(crate) use access::for_update;
 pub use access::{Account, Ticket};
-pub use admins::{AdminExtras, AdminSession};
-pub use bulk::{EventTexts, Job, JobResult, JobUpdate, NewToken, Prepared, UserKeys};
-pub use credentials::OutboxQuery;
+pub use admins::AdminExtras;
+pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use rows::time_text;
-pub use scim::{scim_group_where, scim_user_where, ScimGroupRow, ScimToken, ScimUserRow, ScimWhere};
+pub use scim::{scim_group_where, scim_user_where, ScimWhere};
+// Records the store reads and writes that front ends see too; they live in the domain.
+pub use cairn_domain::{AdminSession, EventQuery, Job, JobResult, OutboxQuery, ScimGroupRow, ScimToken, ScimUserRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -517,17 +518,6 @@ pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
         }
     }
     StoreError::Db(e)
-}
-
-/// Filters for the event log.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    pub target_id: Option<String>,
-    pub action: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: i64,
-    pub skip: i64,
 }
 
 impl Db<'_> {

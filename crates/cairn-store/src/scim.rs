@@ -4,41 +4,12 @@
 //! text.
 
 use cairn_domain::scim::{AttrPath, CompValue, CompareOp, Filter, ScimParseError, ENTERPRISE_SCHEMA};
-use cairn_domain::{Group, User};
+use cairn_domain::{ScimGroupRow, ScimToken, ScimUserRow};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 
 use crate::rows::{get_i64, get_opt_text, get_text, group_from_row, parse_time, user_from_row};
 use crate::{map_unique, time_text, Args, Db, Result};
-
-/// A SCIM bearer token as stored (the token itself only as its hash).
-#[derive(Debug, Clone)]
-pub struct ScimToken {
-    pub id: String,
-    pub name: String,
-    pub token_hash: String,
-    /// The first characters of the token, to recognise it in a list.
-    pub prefix: String,
-    pub created: DateTime<Utc>,
-    pub created_by: Option<String>,
-    pub last_used: Option<DateTime<Utc>>,
-}
-
-/// A user with its SCIM-only columns.
-#[derive(Debug, Clone)]
-pub struct ScimUserRow {
-    pub user: User,
-    pub external_id: Option<String>,
-    /// The `userName` as the provider sent it, when it differs from the Cairn username.
-    pub user_name: Option<String>,
-}
-
-/// A group with its SCIM-only column.
-#[derive(Debug, Clone)]
-pub struct ScimGroupRow {
-    pub group: Group,
-    pub external_id: Option<String>,
-}
 
 /// A translated filter and sort: a WHERE clause with its bound values, and an ORDER BY.
 #[derive(Clone)]

@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> Result<()> {
             serve(cfg).await
         }
         Command::Migrate => {
-            open(&cfg).await?.store().close().await;
+            open(&cfg).await?.close().await;
             println!("database is up to date");
             Ok(())
         }
@@ -262,7 +262,7 @@ async fn run(cli: Cli) -> Result<()> {
             let role = parse_role(&role)?;
             let dir = open(&cfg).await?;
             let k = dir.create_apikey(&Ctx::cli(), &name, role).await.map_err(|e| anyhow!("{e}"))?;
-            dir.store().close().await;
+            dir.close().await;
             println!("{}", k.secret.expose());
             eprintln!("API key '{}' ({}) created; it is shown only this once.", k.key.name, role.as_str());
             Ok(())
@@ -292,7 +292,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             out.write_all(ex.footer().as_bytes())?;
             out.flush()?;
-            dir.store().close().await;
+            dir.close().await;
             eprintln!("exported {n} users");
             Ok(())
         }
@@ -309,7 +309,7 @@ async fn run(cli: Cli) -> Result<()> {
             if require_mfa {
                 dir.set_admin_mfa_required(&Ctx::cli(), &admin.id, true).await.map_err(|e| anyhow!("{e}"))?;
             }
-            dir.store().close().await;
+            dir.close().await;
             println!(
                 "administrator {} created ({}{})",
                 admin.email,
@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Admin { command: AdminCommand::Unlock { email } } => {
             let dir = open(&cfg).await?;
             let was = dir.unlock_admin(&Ctx::cli(), &email).await.map_err(|e| anyhow!("{e}"));
-            dir.store().close().await;
+            dir.close().await;
             println!("administrator {email} {}", if was? { "unlocked" } else { "was not locked" });
             Ok(())
         }
@@ -388,7 +388,7 @@ async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool
         }
     }
     // Closed before exiting, so that the last connection checkpoints and removes the WAL.
-    dir.store().close().await;
+    dir.close().await;
     if counts.error > 0 {
         std::process::exit(2);
     }
@@ -451,7 +451,7 @@ async fn serve(cfg: Config) -> Result<()> {
     let _ = scheduler.await;
     let _ = mailer.await;
     served?;
-    dir.store().close().await;
+    dir.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -372,3 +372,24 @@ fn unknown_member_ids_are_accepted_and_recorded_not_stored() {
     let (_, evs) = s.get("/api/v2/events?action=group_member_ignored");
     assert_eq!(evs[0]["detail"]["ignored_member_ids"], json!(["fake-member-id"]), "the ignored id is in the event log");
 }
+
+#[test]
+fn locations_come_from_the_base_url_never_from_the_host_header() {
+    let s = Server::start(&Db::Sqlite);
+    let c = scim(&s);
+    let evil = [("host", "evil.example"), ("x-forwarded-proto", "https")];
+    let body = json!({ "schemas": [USER], "userName": "hosted", "emails": [{ "value": "hosted@example.com" }] });
+    let (st, u, h) = c.req_full("POST", "/Users", &c.token, Some(&body), &evil);
+    assert_eq!(st, 201, "{u}");
+    let want = format!("{}/scim/v2/Users/{}", s.base, u["id"].as_str().unwrap());
+    assert_eq!(u["meta"]["location"], json!(want), "{u}");
+    assert_eq!(h["location"].to_str().unwrap(), want);
+    let (st, list, _) = c.req_full("GET", "/Users?filter=userName%20eq%20%22hosted%22", &c.token, None, &evil);
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(list["Resources"][0]["meta"]["location"], json!(want));
+    let (_, types, _) = c.req_full("GET", "/ResourceTypes/User", &c.token, None, &evil);
+    assert!(types["meta"]["location"].as_str().unwrap().starts_with(&s.base), "{types}");
+    // A filter the store cannot translate is still SCIM's invalidFilter.
+    let (st, e) = c.req("GET", "/Users?filter=nosuchattr%20eq%20%22x%22", None);
+    assert_eq!((st, e["scimType"].as_str()), (400, Some("invalidFilter")), "{e}");
+}

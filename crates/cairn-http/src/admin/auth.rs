@@ -237,7 +237,7 @@ pub(super) async fn logout(State(st): State<Shared>, headers: HeaderMap, Form(fo
 
 // ---- account: TOTP enrolment ------------------------------------------------------------------
 
-async fn session_of(st: &Shared, headers: &HeaderMap) -> Option<cairn_store::AdminSession> {
+async fn session_of(st: &Shared, headers: &HeaderMap) -> Option<cairn_domain::AdminSession> {
     let c = cookie(headers, SESSION_COOKIE)?;
     st.dir.admin_session(&c).await.ok()?.map(|(s, _)| s)
 }

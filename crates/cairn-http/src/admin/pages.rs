@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cairn_directory::{Error, EventQuery, ImportOptions};
+use cairn_directory::{Error, ImportOptions};
+use cairn_domain::EventQuery;
 use cairn_domain::{Group, OutboxMessage};
-use cairn_store::{Job, JobResult, OutboxQuery};
+use cairn_domain::{Job, JobResult, OutboxQuery};
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
 

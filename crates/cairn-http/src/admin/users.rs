@@ -867,7 +867,7 @@ pub(super) async fn details(
     let all_groups = st.dir.list_groups(None, 1000, 0).await.map(|x| x.1).unwrap_or_default();
     let events = st
         .dir
-        .list_events(&cairn_directory::EventQuery { target_id: Some(u.id.clone()), limit: 50, ..Default::default() })
+        .list_events(&cairn_domain::EventQuery { target_id: Some(u.id.clone()), limit: 50, ..Default::default() })
         .await
         .map(|x| x.1)
         .unwrap_or_default();

@@ -3,7 +3,7 @@
 //! would be dropped.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use cairn_domain::scim::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use serde_json::{json, Value};
@@ -185,8 +185,8 @@ fn all_resource_types(base: &str) -> Vec<Value> {
     ]
 }
 
-pub(super) async fn service_provider_config(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    let base = base(&st, &headers);
+pub(super) async fn service_provider_config(State(st): State<Shared>) -> Response {
+    let base = base(&st);
     scim_json(
         StatusCode::OK,
         &json!({
@@ -208,40 +208,32 @@ pub(super) async fn service_provider_config(State(st): State<Shared>, headers: H
     )
 }
 
-pub(super) async fn resource_types(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    let list = all_resource_types(&base(&st, &headers));
+pub(super) async fn resource_types(State(st): State<Shared>) -> Response {
+    let list = all_resource_types(&base(&st));
     list_response(list.len() as i64, 0, list)
 }
 
-pub(super) async fn resource_type(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ScimResult<Response> {
-    all_resource_types(&base(&st, &headers))
+pub(super) async fn resource_type(State(st): State<Shared>, Path(name): Path<String>) -> ScimResult<Response> {
+    all_resource_types(&base(&st))
         .into_iter()
         .find(|r| r["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(&name)))
         .map(|r| scim_json(StatusCode::OK, &r))
         .ok_or_else(|| ScimError::not_found(format!("no resource type '{name}'")))
 }
 
-pub(super) async fn schemas(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    let list = all_schemas(&base(&st, &headers));
+pub(super) async fn schemas(State(st): State<Shared>) -> Response {
+    let list = all_schemas(&base(&st));
     list_response(list.len() as i64, 0, list)
 }
 
-pub(super) async fn schema_one(st: &Shared, headers: &HeaderMap, id: &str) -> ScimResult<Response> {
-    all_schemas(&base(st, headers))
+pub(super) async fn schema_one(st: &Shared, id: &str) -> ScimResult<Response> {
+    all_schemas(&base(st))
         .into_iter()
         .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
         .map(|s| scim_json(StatusCode::OK, &s))
         .ok_or_else(|| ScimError::not_found(format!("no schema '{id}'")))
 }
 
-pub(super) async fn schema(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ScimResult<Response> {
-    schema_one(&st, &headers, &id).await
+pub(super) async fn schema(State(st): State<Shared>, Path(id): Path<String>) -> ScimResult<Response> {
+    schema_one(&st, &id).await
 }

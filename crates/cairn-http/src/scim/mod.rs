@@ -15,11 +15,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cairn_directory::{Ctx, Directory, Error};
+use cairn_directory::{Ctx, Directory, Error, ScimQuery};
 use cairn_domain::scim::{parse_filter, parse_path, AttrPath, Filter, ScimParseError};
 use cairn_domain::user::format_time;
 use cairn_domain::Role;
-use cairn_store::{scim_group_where, scim_user_where};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -78,6 +77,7 @@ impl From<Error> for ScimError {
             Error::Unauthorized(m) => ScimError::new(401, None, m.clone()),
             Error::Refused(cairn_directory::Refusal::Throttled) => ScimError::new(429, None, e.to_string()),
             Error::Refused(_) => ScimError::new(401, None, e.to_string()),
+            Error::Filter(f) => ScimError::new(400, Some(f.scim_type), f.detail.clone()),
             Error::Internal(_) => ScimError::new(500, None, "internal error; see the server log"),
         }
     }
@@ -199,16 +199,10 @@ pub fn api_routes() -> Router<Shared> {
 }
 
 /// The base URL of this service provider, for `meta.location`.
-fn base(st: &Shared, headers: &HeaderMap) -> String {
-    let configured = st.dir.config().base_url.trim_end_matches('/').to_string();
-    let host = headers.get("host").and_then(|h| h.to_str().ok());
-    match host {
-        Some(h) if !configured.contains(h) => {
-            let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-            format!("{proto}://{h}/scim/v2")
-        }
-        _ => format!("{configured}/scim/v2"),
-    }
+/// Where resources live (`meta.location`, `Location`): always from `CAIRN_BASE_URL`, never
+/// from the request's `Host`, which a client chooses.
+fn base(st: &Shared) -> String {
+    format!("{}/scim/v2", st.dir.config().base_url.trim_end_matches('/'))
 }
 
 // ---- list parameters ------------------------------------------------------------------------
@@ -221,6 +215,18 @@ struct ListParams {
     descending: bool,
     attributes: Option<String>,
     excluded: Option<String>,
+}
+
+impl ListParams {
+    fn query(&self) -> ScimQuery<'_> {
+        ScimQuery {
+            filter: self.filter.as_ref(),
+            sort_by: self.sort_by.as_ref(),
+            descending: self.descending,
+            start: self.start,
+            count: self.count,
+        }
+    }
 }
 
 fn int_param(v: Option<&Value>, name: &str) -> ScimResult<Option<i64>> {
@@ -339,8 +345,7 @@ async fn user_doc(st: &Shared, base: &str, id: &str) -> ScimResult<Value> {
 }
 
 async fn users_page(st: &Shared, base: &str, p: &ListParams) -> ScimResult<(i64, Vec<Value>)> {
-    let w = scim_user_where(p.filter.as_ref(), p.sort_by.as_ref(), p.descending)?;
-    let (total, rows) = st.dir.scim_list_users(&w, p.start, p.count).await?;
+    let (total, rows) = st.dir.scim_list_users(&p.query()).await?;
     let want_groups = !excludes(p, "groups");
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -357,15 +362,15 @@ fn excludes(p: &ListParams, attr: &str) -> bool {
     listed(&p.excluded) || (p.attributes.is_some() && !listed(&p.attributes))
 }
 
-async fn list_users(State(st): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> ScimResult<Response> {
+async fn list_users(State(st): State<Shared>, uri: axum::http::Uri) -> ScimResult<Response> {
     let p = list_params(&query_map(&uri)?)?;
-    let (total, list) = users_page(&st, &base(&st, &headers), &p).await?;
+    let (total, list) = users_page(&st, &base(&st), &p).await?;
     Ok(list_response(total, p.start, list))
 }
 
-async fn search_users(State(st): State<Shared>, headers: HeaderMap, ScimBody(b): ScimBody) -> ScimResult<Response> {
+async fn search_users(State(st): State<Shared>, ScimBody(b): ScimBody) -> ScimResult<Response> {
     let p = list_params(&search_body(&b)?)?;
-    let (total, list) = users_page(&st, &base(&st, &headers), &p).await?;
+    let (total, list) = users_page(&st, &base(&st), &p).await?;
     Ok(list_response(total, p.start, list))
 }
 
@@ -382,7 +387,7 @@ async fn get_user(
     uri: axum::http::Uri,
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
-    let doc = user_doc(&st, &base(&st, &headers), &id).await?;
+    let doc = user_doc(&st, &base(&st), &id).await?;
     if not_modified(&headers, &doc) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
@@ -390,15 +395,10 @@ async fn get_user(
     Ok(scim_json(StatusCode::OK, &resources::project(doc, a.as_deref(), x.as_deref())))
 }
 
-async fn create_user(
-    State(st): State<Shared>,
-    c: ScimCaller,
-    headers: HeaderMap,
-    ScimBody(b): ScimBody,
-) -> ScimResult<Response> {
+async fn create_user(State(st): State<Shared>, c: ScimCaller, ScimBody(b): ScimBody) -> ScimResult<Response> {
     let change = resources::user_change(&b, true)?;
     let row = st.dir.scim_create_user(&c.0, change).await?;
-    let base = base(&st, &headers);
+    let base = base(&st);
     let doc = user_doc(&st, &base, &row.user.id).await?;
     let mut r = scim_json(StatusCode::CREATED, &doc);
     if let Ok(h) = HeaderValue::from_str(&format!("{base}/Users/{}", row.user.id)) {
@@ -414,7 +414,7 @@ async fn put_user(
     Path(id): Path<String>,
     ScimBody(b): ScimBody,
 ) -> ScimResult<Response> {
-    let base = base(&st, &headers);
+    let base = base(&st);
     let current = user_doc(&st, &base, &id).await?;
     check_if_match(&headers, &current)?;
     let change = resources::user_change(&b, false)?;
@@ -437,7 +437,7 @@ async fn patch_user(
     Path(id): Path<String>,
     ScimBody(b): ScimBody,
 ) -> ScimResult<Response> {
-    let base = base(&st, &headers);
+    let base = base(&st);
     let current = user_doc(&st, &base, &id).await?;
     check_if_match(&headers, &current)?;
     let mut doc = current.clone();
@@ -464,7 +464,7 @@ async fn delete_user(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
-    let current = user_doc(&st, &base(&st, &headers), &id).await?;
+    let current = user_doc(&st, &base(&st), &id).await?;
     check_if_match(&headers, &current)?;
     st.dir.delete_user(&c.0, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -479,8 +479,7 @@ async fn group_doc(st: &Shared, base: &str, id: &str, members: bool) -> ScimResu
 }
 
 async fn groups_page(st: &Shared, base: &str, p: &ListParams) -> ScimResult<(i64, Vec<Value>)> {
-    let w = scim_group_where(p.filter.as_ref(), p.sort_by.as_ref(), p.descending)?;
-    let (total, rows) = st.dir.scim_list_groups(&w, p.start, p.count).await?;
+    let (total, rows) = st.dir.scim_list_groups(&p.query()).await?;
     let want_members = !excludes(p, "members");
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -496,22 +495,22 @@ async fn groups_page(st: &Shared, base: &str, p: &ListParams) -> ScimResult<(i64
     Ok((total, out))
 }
 
-async fn list_groups(State(st): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> ScimResult<Response> {
+async fn list_groups(State(st): State<Shared>, uri: axum::http::Uri) -> ScimResult<Response> {
     let p = list_params(&query_map(&uri)?)?;
-    let (total, list) = groups_page(&st, &base(&st, &headers), &p).await?;
+    let (total, list) = groups_page(&st, &base(&st), &p).await?;
     Ok(list_response(total, p.start, list))
 }
 
-async fn search_groups(State(st): State<Shared>, headers: HeaderMap, ScimBody(b): ScimBody) -> ScimResult<Response> {
+async fn search_groups(State(st): State<Shared>, ScimBody(b): ScimBody) -> ScimResult<Response> {
     let p = list_params(&search_body(&b)?)?;
-    let (total, list) = groups_page(&st, &base(&st, &headers), &p).await?;
+    let (total, list) = groups_page(&st, &base(&st), &p).await?;
     Ok(list_response(total, p.start, list))
 }
 
 /// `POST /.search`: users then groups, paged as one list.
-async fn search_root(State(st): State<Shared>, headers: HeaderMap, ScimBody(b): ScimBody) -> ScimResult<Response> {
+async fn search_root(State(st): State<Shared>, ScimBody(b): ScimBody) -> ScimResult<Response> {
     let p = list_params(&search_body(&b)?)?;
-    let base = base(&st, &headers);
+    let base = base(&st);
     let (users_total, users) = users_page(&st, &base, &p).await?;
     let taken = users.len() as i64;
     let group_start = (p.start - users_total).max(0);
@@ -529,22 +528,17 @@ async fn get_group(
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
     let (a, x) = single_params(&uri)?;
-    let doc = group_doc(&st, &base(&st, &headers), &id, true).await?;
+    let doc = group_doc(&st, &base(&st), &id, true).await?;
     if not_modified(&headers, &doc) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     Ok(scim_json(StatusCode::OK, &resources::project(doc, a.as_deref(), x.as_deref())))
 }
 
-async fn create_group(
-    State(st): State<Shared>,
-    c: ScimCaller,
-    headers: HeaderMap,
-    ScimBody(b): ScimBody,
-) -> ScimResult<Response> {
+async fn create_group(State(st): State<Shared>, c: ScimCaller, ScimBody(b): ScimBody) -> ScimResult<Response> {
     let change = resources::group_change(&b)?;
     let row = st.dir.scim_create_group(&c.0, change).await?;
-    let base = base(&st, &headers);
+    let base = base(&st);
     let doc = group_doc(&st, &base, &row.group.id, true).await?;
     let mut r = scim_json(StatusCode::CREATED, &doc);
     if let Ok(h) = HeaderValue::from_str(&format!("{base}/Groups/{}", row.group.id)) {
@@ -560,7 +554,7 @@ async fn put_group(
     Path(id): Path<String>,
     ScimBody(b): ScimBody,
 ) -> ScimResult<Response> {
-    let base = base(&st, &headers);
+    let base = base(&st);
     let current = group_doc(&st, &base, &id, true).await?;
     check_if_match(&headers, &current)?;
     let change = resources::group_change(&b)?;
@@ -576,7 +570,7 @@ async fn patch_group(
     Path(id): Path<String>,
     ScimBody(b): ScimBody,
 ) -> ScimResult<Response> {
-    let base = base(&st, &headers);
+    let base = base(&st);
     let current = group_doc(&st, &base, &id, true).await?;
     check_if_match(&headers, &current)?;
     let mut doc = current.clone();
@@ -601,7 +595,7 @@ async fn delete_group(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
-    let current = group_doc(&st, &base(&st, &headers), &id, true).await?;
+    let current = group_doc(&st, &base(&st), &id, true).await?;
     check_if_match(&headers, &current)?;
     st.dir.delete_group(&c.0, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -609,7 +603,7 @@ async fn delete_group(
 
 // ---- admin: SCIM tokens under /api ----------------------------------------------------------
 
-fn token_json(t: &cairn_store::ScimToken) -> Value {
+fn token_json(t: &cairn_domain::ScimToken) -> Value {
     json!({
         "id": t.id,
         "name": t.name,

@@ -10,7 +10,7 @@ use cairn_domain::scim::{
 };
 use cairn_domain::user::{format_time, normalize_email, parse_user_input};
 use cairn_domain::Secret;
-use cairn_store::{ScimGroupRow, ScimUserRow};
+use cairn_domain::{ScimGroupRow, ScimUserRow};
 use serde_json::{json, Map, Value};
 
 use super::ScimError;
