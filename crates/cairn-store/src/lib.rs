@@ -8,12 +8,15 @@
 mod access;
 mod admins;
 mod bulk;
+mod changes;
 mod credentials;
 mod graph;
 mod rows;
 mod scim;
 pub mod testing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_domain::fields::Kind;
@@ -29,6 +32,7 @@ pub(crate) use access::for_update;
 pub use access::{Account, Ticket};
 pub use admins::AdminExtras;
 pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
+pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
 // Records the store reads and writes that front ends see too; they live in the domain.
@@ -66,6 +70,11 @@ pub struct Store {
     backend: Backend,
     /// The SQLite database's WAL file (none in memory or on PostgreSQL).
     wal: Option<std::path::PathBuf>,
+    /// Transactions this process committed: a read model that saw `n` knows that nothing
+    /// this process wrote since is in its view when it reads more than `n` (see
+    /// `changes.rs`).
+    commits: Arc<AtomicU64>,
+    url: String,
 }
 
 impl Store {
@@ -127,7 +136,7 @@ impl Store {
                 }),
             Backend::Postgres => None,
         };
-        Ok(Store { pool, backend, wal })
+        Ok(Store { pool, backend, wal, commits: Arc::default(), url: url.clone() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -171,7 +180,7 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { tx, backend: self.backend })
+        Ok(Tx { tx, backend: self.backend, commits: self.commits.clone() })
     }
 
     /// One connection held for a series of write transactions (an import's batches), so the
@@ -188,7 +197,13 @@ impl Store {
             }
             Backend::Postgres => None,
         };
-        Ok(Writer { c: Some(c), backend: self.backend, checkpoints, wal: self.wal.clone() })
+        Ok(Writer {
+            c: Some(c),
+            backend: self.backend,
+            checkpoints,
+            wal: self.wal.clone(),
+            commits: self.commits.clone(),
+        })
     }
 
     /// A pooled connection for reads.
@@ -204,6 +219,7 @@ impl Store {
 pub struct Tx {
     tx: Transaction<'static, Any>,
     backend: Backend,
+    commits: Arc<AtomicU64>,
 }
 
 impl Tx {
@@ -211,13 +227,15 @@ impl Tx {
         Db { c: &mut self.tx, b: self.backend }
     }
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        self.commits.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// A savepoint inside this transaction: one record's writes among many, undone alone
     /// when it is dropped without `commit`.
     pub async fn savepoint(&mut self) -> Result<Savepoint<'_>> {
-        Ok(Savepoint { tx: sqlx::Connection::begin(&mut *self.tx).await?, backend: self.backend })
+        Ok(Savepoint { tx: sqlx::Connection::begin(&mut *self.tx).await?, backend: self.backend, commits: None })
     }
 }
 
@@ -229,6 +247,7 @@ pub struct Writer {
     /// Checkpoints the WAL behind the writer (SQLite).
     checkpoints: Option<Checkpointer>,
     wal: Option<std::path::PathBuf>,
+    commits: Arc<AtomicU64>,
 }
 
 /// The page cache of a bulk writer's connection (SQLite), and SQLite's default, which it
@@ -252,12 +271,13 @@ impl Writer {
     /// A transaction on this connection, as [`Store::begin`] starts them.
     pub async fn begin(&mut self) -> Result<Savepoint<'_>> {
         let backend = self.backend;
+        let commits = self.commits.clone();
         let c = self.conn();
         let tx = match backend {
             Backend::Sqlite => sqlx::Connection::begin_with(c, "BEGIN IMMEDIATE").await?,
             Backend::Postgres => sqlx::Connection::begin(c).await?,
         };
-        Ok(Savepoint { tx, backend })
+        Ok(Savepoint { tx, backend, commits: Some(commits) })
     }
 
     pub fn db(&mut self) -> Db<'_> {
@@ -389,6 +409,8 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
 pub struct Savepoint<'t> {
     tx: Transaction<'t, Any>,
     backend: Backend,
+    /// A writer's transactions count as commits; savepoints inside one do not.
+    commits: Option<Arc<AtomicU64>>,
 }
 
 impl Savepoint<'_> {
@@ -396,7 +418,11 @@ impl Savepoint<'_> {
         Db { c: &mut self.tx, b: self.backend }
     }
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if let Some(c) = self.commits {
+            c.fetch_add(1, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -565,8 +591,9 @@ impl Db<'_> {
         self.user_where("id", id).await
     }
 
+    /// The user whose username is `username`, compared case-insensitively (§2.1).
     pub async fn user_by_username(&mut self, username: &str) -> Result<Option<User>> {
-        self.user_where("username", &username.to_lowercase()).await
+        self.user_where("lower(username)", &username.to_lowercase()).await
     }
 
     pub async fn user_by_email(&mut self, email: &str) -> Result<Option<User>> {
@@ -589,9 +616,9 @@ impl Db<'_> {
     ) -> Result<Vec<&'static str>> {
         let rows = sqlx::query(
             "SELECT username, email, employeeidentifier FROM users \
-             WHERE (username = $1 OR email = $2 OR employeeidentifier = $3) AND id <> $4",
+             WHERE (lower(username) = $1 OR email = $2 OR employeeidentifier = $3) AND id <> $4",
         )
-        .bind(username.to_string())
+        .bind(username.to_lowercase())
         .bind(email.to_string())
         .bind(employee_id.map(str::to_string))
         .bind(except_id.unwrap_or("").to_string())
@@ -599,7 +626,7 @@ impl Db<'_> {
         .await?;
         let mut out = Vec::new();
         for r in rows {
-            if rows::get_opt_text(&r, "username")?.as_deref() == Some(username) {
+            if rows::get_opt_text(&r, "username")?.is_some_and(|u| u.eq_ignore_ascii_case(username)) {
                 out.push("username");
             }
             if rows::get_opt_text(&r, "email")?.as_deref() == Some(email) {
@@ -654,7 +681,7 @@ impl Db<'_> {
                     .iter()
                     .map(|f| {
                         let expr = match f.column {
-                            "username" | "email" => f.column.to_string(),
+                            "email" => f.column.to_string(),
                             c => format!("lower({c})"),
                         };
                         format!("({expr} >= {lo} AND {expr} < {hi})")
@@ -1213,12 +1240,22 @@ fn folded(column: &str) -> bool {
     matches!(column, "firstname" | "lastname" | "displayname" | "department")
 }
 
+/// Usernames keep their case but are one name whatever the case (§2.1): filters and sorts
+/// read them through `lower()`, which their unique index is on.
+fn case_insensitive(column: &str) -> bool {
+    column == "username"
+}
+
 pub(crate) fn order_by(q: &ListQuery) -> String {
     let mut order: Vec<String> = q
         .sort
         .iter()
         .map(|(f, desc)| {
-            let expr = if folded(f.column) { format!("lower({})", f.column) } else { f.column.to_string() };
+            let expr = if folded(f.column) || case_insensitive(f.column) {
+                format!("lower({})", f.column)
+            } else {
+                f.column.to_string()
+            };
             if *desc {
                 format!("{expr} DESC NULLS LAST")
             } else {
@@ -1243,6 +1280,9 @@ fn cond_sql(c: &Cond, a: &mut Args) -> String {
         Scalar::Int(n) => a.push(*n),
     };
     let col = c.field.column;
+    if case_insensitive(col) {
+        return format!("lower({col}) {} lower({p})", c.op.sql());
+    }
     // `$ne` also matches users without a value, as an admin reading "not X" expects.
     if c.op == cairn_domain::query::Op::Ne && matches!(c.field.kind, Kind::Text | Kind::Int | Kind::Time) {
         format!("({col} <> {p} OR {col} IS NULL)")

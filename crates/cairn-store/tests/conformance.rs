@@ -4,7 +4,7 @@
 use cairn_domain::graph::{GraphKind, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
 use cairn_domain::query::ListQuery;
 use cairn_domain::{Actor, ApiKey, Event, Group, LdapServer, LdapServerAction, Role, Secret, State, User};
-use cairn_store::{testing, EventQuery, Store, StoreError};
+use cairn_store::{testing, Account, Change, ChangeCursor, ChangeKind, EventQuery, Store, StoreError};
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
@@ -60,6 +60,7 @@ async fn suite(store: Store) {
     events_and_keys(&store).await;
     rollback(&store).await;
     bulk_writer(&store).await;
+    change_log(&store).await;
 }
 
 async fn users_round_trip(store: &Store) {
@@ -518,4 +519,158 @@ async fn conformance_postgres() {
     };
     let store = Store::connect(&url).await.unwrap();
     suite(store).await;
+}
+
+/// Usernames are stored as given, unique and found case-insensitively (§2.1), on both
+/// databases: lookups, conflicts, the import's key lookup, filters, prefix search and sort.
+async fn usernames_keep_case(store: Store) {
+    store.migrate().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_user(&user(1, "Salt-Dave", json!({}))).await.unwrap();
+    tx.db().insert_user(&user(2, "alice", json!({}))).await.unwrap();
+    tx.db().insert_user(&user(3, "Bob", json!({}))).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let mut twin = user(4, "salt-dave", json!({}));
+    twin.email = "other@example.com".into();
+    assert!(
+        matches!(tx.db().insert_user(&twin).await, Err(StoreError::Conflict(f)) if f == "username"),
+        "Dave and dave cannot both exist"
+    );
+    drop(tx);
+    let mut c = store.read().await.unwrap();
+    for name in ["Salt-Dave", "salt-dave", "SALT-DAVE"] {
+        let u = c.db().user_by_username(name).await.unwrap().expect(name);
+        assert_eq!(u.username, "Salt-Dave", "stored exactly as given");
+    }
+    assert_eq!(c.db().user_conflicts("SALT-dave", "x@example.com", None, None).await.unwrap(), ["username"]);
+    assert!(c.db().user_conflicts("SALT-dave", "x@example.com", None, Some(&id(1))).await.unwrap().is_empty());
+    let found = c.db().users_matching(&["salt-dave".into(), "bob".into()], &[]).await.unwrap();
+    assert_eq!(found.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["Salt-Dave", "Bob"]);
+    let (_, v) = c.db().list_users(&q(&[("filter", "username:$eq:SALT-DAVE")])).await.unwrap();
+    assert_eq!(names(&v), ["Salt-Dave"]);
+    let (_, v) = c.db().list_users(&q(&[("filter", "username:$ne:salt-dave"), ("sort", "username")])).await.unwrap();
+    assert_eq!(names(&v), ["alice", "Bob"], "sorted case-insensitively");
+    let (_, v) = c.db().list_users(&q(&[("sort", "-username")])).await.unwrap();
+    assert_eq!(names(&v), ["Salt-Dave", "Bob", "alice"]);
+    let (_, v) = c.db().list_users(&q(&[("search", "sALT")])).await.unwrap();
+    assert_eq!(names(&v), ["Salt-Dave"]);
+}
+
+#[tokio::test]
+async fn usernames_keep_case_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    usernames_keep_case(Store::connect(&testing::sqlite_url(dir.path())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn usernames_keep_case_postgres() {
+    let Some(url) = testing::fresh_postgres_url("username case on PostgreSQL").await else {
+        return;
+    };
+    usernames_keep_case(Store::connect(&url).await.unwrap()).await;
+}
+
+async fn changes(store: &Store, cursor: &mut ChangeCursor) -> Vec<Change> {
+    let (list, next) = store.read().await.unwrap().db().changes_after(cursor).await.unwrap().expect("not behind");
+    *cursor = next;
+    list
+}
+
+fn change(kind: ChangeKind, id: &str) -> Change {
+    Change { kind, id: id.to_string() }
+}
+
+/// Every write a read model shows is logged once, by the triggers, and nothing else is; on
+/// PostgreSQL a transaction that commits after a later one is still read.
+async fn change_log(store: &Store) {
+    let mut cur = store.read().await.unwrap().db().change_cursor().await.unwrap();
+    assert_eq!(changes(store, &mut cur).await, vec![], "nothing after a fresh cursor");
+    let before = store.local_commits();
+    let u = user(900, "logged", json!({}));
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_user(&u).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.local_commits() > before, "commits are counted");
+    assert_eq!(changes(store, &mut cur).await, vec![change(ChangeKind::User, &u.id)]);
+    assert_eq!(changes(store, &mut cur).await, vec![], "each change is read once");
+
+    // A failed sign-in's counters are no read model's business.
+    let mut tx = store.begin().await.unwrap();
+    let l = cairn_domain::lockout::Lockout { failures: 3, locked: false, locked_at: None };
+    tx.db().set_lockout(Account::User, &u.id, &l).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(changes(store, &mut cur).await, vec![]);
+    // A lock is.
+    let mut tx = store.begin().await.unwrap();
+    let l = cairn_domain::lockout::Lockout { failures: 10, locked: true, locked_at: Some(t(5)) };
+    tx.db().set_lockout(Account::User, &u.id, &l).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(changes(store, &mut cur).await, vec![change(ChangeKind::User, &u.id)]);
+
+    let g = group(901, "logged-group");
+    let ldap = ResourceRef { kind: ResourceKind::LdapServer, id: id(902) };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_group(&g).await.unwrap();
+    tx.db().add_member(&g.id, &u.id, t(6)).await.unwrap();
+    let s = SubjectRef { kind: SubjectKind::UserGroup, id: g.id.clone() };
+    tx.db().add_association(&s, &ldap, t(6)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        changes(store, &mut cur).await,
+        vec![change(ChangeKind::Group, &g.id), change(ChangeKind::Members, &g.id), change(ChangeKind::Grant, &ldap.id)]
+    );
+    let mut tx = store.begin().await.unwrap();
+    tx.db().delete_user(&u.id).await.unwrap();
+    tx.commit().await.unwrap();
+    let got = changes(store, &mut cur).await;
+    assert!(got.contains(&change(ChangeKind::User, &u.id)), "{got:?}");
+
+    // Read model loads: every user not staged, groups with members, a resource's subjects.
+    let mut staged = user(903, "staged-one", json!({}));
+    staged.state = State::Staged;
+    let active = user(904, "active-one", json!({}));
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_user(&staged).await.unwrap();
+    tx.db().insert_user(&active).await.unwrap();
+    tx.db().add_member(&g.id, &active.id, t(7)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    let all = c.db().unstaged_users().await.unwrap();
+    assert!(all.iter().any(|x| x.id == active.id) && !all.iter().any(|x| x.id == staged.id));
+    let two = c.db().read_users_by_ids(&[staged.id.clone(), active.id.clone(), id(999)]).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let gs = c.db().groups_with_members(Some(&[g.id.clone()])).await.unwrap();
+    assert_eq!(gs.len(), 1);
+    assert_eq!(gs[0].1, vec![active.id.clone()]);
+    assert!(c.db().groups_with_members(None).await.unwrap().iter().any(|(x, _)| x.id == g.id));
+    assert_eq!(c.db().all_subjects_of(&ldap).await.unwrap(), vec![(SubjectKind::UserGroup, g.id.clone())]);
+    drop(c);
+    changes(store, &mut cur).await;
+
+    if store.backend() == cairn_store::Backend::Postgres {
+        // A takes its sequence number first and commits last.
+        let (a, b) = (user(910, "early-taker", json!({})), user(911, "late-taker", json!({})));
+        let mut ta = store.begin().await.unwrap();
+        ta.db().insert_user(&a).await.unwrap();
+        let mut tb = store.begin().await.unwrap();
+        tb.db().insert_user(&b).await.unwrap();
+        tb.commit().await.unwrap();
+        assert_eq!(changes(store, &mut cur).await, vec![change(ChangeKind::User, &b.id)]);
+        ta.commit().await.unwrap();
+        assert_eq!(changes(store, &mut cur).await, vec![change(ChangeKind::User, &a.id)], "the late commit is read");
+        assert_eq!(changes(store, &mut cur).await, vec![]);
+    }
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.db().prune_changes(Utc::now() + Duration::hours(1)).await.unwrap() > 0);
+    tx.commit().await.unwrap();
+    if let ChangeCursor::Seq(_) = cur {
+        let stale = ChangeCursor::Seq(1);
+        let mut tx = store.begin().await.unwrap();
+        tx.db().insert_user(&user(920, "after-prune", json!({}))).await.unwrap();
+        tx.commit().await.unwrap();
+        let r = store.read().await.unwrap().db().changes_after(&stale).await.unwrap();
+        assert!(r.is_none(), "a reader behind pruned rows is told to load everything");
+    }
 }
