@@ -274,7 +274,7 @@ impl Directory {
         let col = |name: &'static str| header.columns.iter().position(|c| *c == csv_import::Column::Field(name));
         let (ucol, ecol, icol) = (col("username"), col("email"), col("employeeIdentifier"));
         let cell = move |cells: &csv::StringRecord, i: Option<usize>| {
-            i.and_then(|i| cells.get(i)).map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty())
+            i.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty())
         };
         // Records become items as they are read (on the worker thread, for create mode).
         let items = records.map(move |(row, cells)| {
@@ -282,10 +282,11 @@ impl Directory {
                 Item { seq: row, username: None, parsed: None, result: None, cells: None, keys: Keys::default() };
             match cells {
                 Ok(cells) => {
+                    // The username as given (its case is kept); keys compare lowercase.
                     item.username = cell(&cells, ucol);
                     item.keys = [
-                        item.username.clone(),
-                        cell(&cells, ecol),
+                        item.username.as_deref().map(str::to_lowercase),
+                        cell(&cells, ecol).map(|e| e.to_lowercase()),
                         icol.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
                     ];
                     item.cells = Some(cells);
@@ -342,7 +343,7 @@ impl Directory {
             .map(|(i, v)| {
                 let mut item = Item {
                     seq: i + 1,
-                    username: v.get("username").and_then(Value::as_str).map(str::to_lowercase),
+                    username: v.get("username").and_then(Value::as_str).map(|u| u.trim().to_string()),
                     parsed: None,
                     result: None,
                     cells: None,
@@ -351,7 +352,7 @@ impl Directory {
                 match cairn_domain::user::parse_user_input(&v, true) {
                     Ok(input) => {
                         item.keys = [
-                            input.username.clone(),
+                            input.username.as_deref().map(str::to_lowercase),
                             input.email.clone(),
                             input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
                         ];
@@ -520,8 +521,11 @@ impl Directory {
         new_ids: &mut HashMap<String, String>,
     ) -> Result<()> {
         // What already exists, in two queries for the whole batch.
-        let usernames: Vec<String> =
-            chunk.iter().filter(|i| i.parsed.is_some()).filter_map(|i| i.username.clone()).collect();
+        let usernames: Vec<String> = chunk
+            .iter()
+            .filter(|i| i.parsed.is_some())
+            .filter_map(|i| i.username.as_deref().map(str::to_lowercase))
+            .collect();
         let emails: Vec<String> = chunk.iter().filter_map(|i| i.parsed.as_ref()?.input.email.clone()).collect();
         let managers: Vec<String> =
             chunk.iter().filter_map(|i| i.parsed.as_ref()?.manager.clone()).map(|m| m.to_lowercase()).collect();
@@ -545,7 +549,7 @@ impl Directory {
             let m = m.to_lowercase();
             manager_users
                 .iter()
-                .find(|u| u.username == m || u.id == m)
+                .find(|u| u.username.eq_ignore_ascii_case(&m) || u.id == m)
                 .map(|u| u.id.clone())
                 .or_else(|| new_ids.get(&m).cloned())
         };
@@ -555,6 +559,7 @@ impl Directory {
         for (idx, it) in chunk.iter_mut().enumerate() {
             let Some(p) = it.parsed.take() else { continue };
             let uname = it.username.clone().unwrap_or_default();
+            let ukey = uname.to_lowercase();
             let mut input = p.input;
             if let Some(m) = &p.manager {
                 match manager_id(m, new_ids) {
@@ -569,7 +574,7 @@ impl Directory {
             }
             let groups: Vec<String> = p.groups.iter().filter_map(|g| group_ids.get(g).cloned()).collect();
             if opts.update {
-                match by_name.get(uname.as_str()) {
+                match by_name.get(ukey.as_str()) {
                     None => {
                         it.done("error", None, format!("no user with username '{uname}' (update mode never creates)"))
                     }
@@ -589,8 +594,8 @@ impl Directory {
                 }
                 continue;
             }
-            if let Some(u) = by_name.get(uname.as_str()) {
-                it.done("exists", Some(u.id.clone()), format!("{uname} already exists"));
+            if let Some(u) = by_name.get(ukey.as_str()) {
+                it.done("exists", Some(u.id.clone()), format!("{} already exists", u.username));
                 continue;
             }
             let email = input.email.clone().unwrap_or_default();
@@ -616,7 +621,7 @@ impl Directory {
             };
             match self.new_user(org, input, source, origin, hash, self.now()) {
                 Ok(u) => {
-                    new_ids.insert(u.username.clone(), u.id.clone());
+                    new_ids.insert(u.username.to_lowercase(), u.id.clone());
                     creates.push((idx, u, groups));
                 }
                 Err(e) => it.done("error", None, e.to_string()),
@@ -740,7 +745,7 @@ impl Holders {
         let (mut by_name, mut by_email) = (HashMap::new(), HashMap::new());
         for u in db.users_matching(usernames, emails).await? {
             by_email.insert(u.email.clone(), u.clone());
-            by_name.insert(u.username.clone(), u);
+            by_name.insert(u.username.to_lowercase(), u);
         }
         let emp_owner = db.employee_ids_taken(employee_ids).await?.into_iter().collect();
         Ok(Holders { by_name, by_email, emp_owner })
@@ -972,7 +977,7 @@ impl Directory {
                 let key = m.to_lowercase();
                 let id = managers
                     .iter()
-                    .find(|(name, id)| *name == key || *id == key)
+                    .find(|(name, id)| name.eq_ignore_ascii_case(&key) || *id == key)
                     .map(|(_, id)| id.clone())
                     .or_else(|| new_ids.get(&key).cloned());
                 match id {
@@ -999,7 +1004,7 @@ impl Directory {
             match self.new_user(&plan.org, input, plan.source, &plan.origin, hash, now) {
                 Ok(u) => {
                     if plan.managers {
-                        new_ids.insert(u.username.clone(), u.id.clone());
+                        new_ids.insert(u.username.to_lowercase(), u.id.clone());
                     }
                     let groups = p.groups.iter().filter_map(|g| plan.group_ids.get(g).cloned()).collect();
                     places.push((idx, groups));
@@ -1103,7 +1108,7 @@ impl Directory {
         if !all {
             // Someone has these usernames, emails or employee ids: say who.
             let left: Vec<&User> = users.iter().filter(|u| !is_in(u)).collect();
-            let names: Vec<String> = left.iter().map(|u| u.username.clone()).collect();
+            let names: Vec<String> = left.iter().map(|u| u.username.to_lowercase()).collect();
             let emails: Vec<String> = left.iter().map(|u| u.email.clone()).collect();
             let emps: Vec<String> =
                 left.iter().filter_map(|u| u.text("employeeIdentifier").map(String::from)).collect();
@@ -1114,8 +1119,8 @@ impl Directory {
                 }
                 let it = &mut items[*idx];
                 let emp = u.text("employeeIdentifier");
-                if let Some(e) = by_name.get(u.username.as_str()) {
-                    it.done("exists", Some(e.id.clone()), format!("{} already exists", u.username));
+                if let Some(e) = by_name.get(u.username.to_lowercase().as_str()) {
+                    it.done("exists", Some(e.id.clone()), format!("{} already exists", e.username));
                 } else if let Some(e) = by_email.get(u.email.as_str()) {
                     it.done("error", None, format!("column Email: '{}' is already used by {}", u.email, e.username));
                 } else if let Some((emp, owner)) = emp.and_then(|e| emp_owner.get_key_value(e)) {

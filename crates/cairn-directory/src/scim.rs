@@ -70,7 +70,7 @@ fn username_for(user_name: &str) -> Result<(String, bool)> {
         return Err(Error::invalid("userName", "must be at most 256 characters"));
     }
     if let Ok(u) = normalize_username(trimmed) {
-        if u == trimmed {
+        if u == trimmed && cairn_domain::user::check_new_username(&u).is_ok() {
             return Ok((u, false));
         }
     }
@@ -83,7 +83,8 @@ fn sanitize(s: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-') { c } else { '.' })
         .collect();
-    while out.starts_with(['.', '_', '-']) {
+    // A username starts with a letter.
+    while out.starts_with(|c: char| !c.is_ascii_lowercase()) {
         out.remove(0);
     }
     if out.is_empty() {
@@ -447,10 +448,11 @@ mod tests {
     #[test]
     fn usernames_for_scim_names() {
         assert_eq!(username_for("bjensen").unwrap(), ("bjensen".into(), false));
-        assert_eq!(username_for("BJensen").unwrap(), ("bjensen".into(), true));
+        assert_eq!(username_for("BJensen").unwrap(), ("BJensen".into(), false), "a username keeps its case");
         assert_eq!(username_for("b.jensen-1").unwrap(), ("b.jensen-1".into(), false));
         assert_eq!(username_for("bjensen@example.com").unwrap(), ("bjensen.example.com".into(), true));
         assert_eq!(username_for("@@x").unwrap().0, "x");
+        assert_eq!(username_for("1x@y.z").unwrap(), ("x.y.z".into(), true), "a username starts with a letter");
         assert!(username_for("  ").is_err());
     }
 }

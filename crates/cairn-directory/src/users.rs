@@ -137,6 +137,10 @@ impl Directory {
         let now = self.now();
         let mut user = old.clone();
         apply_fields(&mut user, input.username, input.email, input.profile);
+        if !user.username.eq_ignore_ascii_case(&old.username) {
+            // A name given anew follows JumpCloud's rule; a user keeps the one it has.
+            cairn_domain::user::check_new_username(&user.username).map_err(|m| Error::invalid("username", m))?;
+        }
         if let Some(h) = hash {
             user.password_hash = Some(h);
             user.password_date = Some(now);

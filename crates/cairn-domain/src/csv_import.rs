@@ -409,7 +409,7 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect();
         let p = map_record(&h, &csv::StringRecord::from(cells), &groups(), true).unwrap();
-        assert_eq!(p.input.username.as_deref(), Some("ada"));
+        assert_eq!(p.input.username.as_deref(), Some("Ada"), "usernames keep their case");
         assert_eq!(p.groups, vec!["Engineering"]);
         assert_eq!(p.manager.as_deref(), Some("grace"));
         assert_eq!(p.input.state, Some(crate::State::Staged));

@@ -259,7 +259,10 @@ pub fn parse_user_object(obj: Map<String, Value>, creating: bool) -> Result<User
         match key.as_str() {
             "username" => match value.as_str() {
                 Some(s) => match normalize_username(s) {
-                    Ok(u) => input.username = Some(u),
+                    Ok(u) => match (creating, check_new_username(&u)) {
+                        (true, Err(m)) => errors.push(FieldError::new("username", m)),
+                        _ => input.username = Some(u),
+                    },
                     Err(m) => errors.push(FieldError::new("username", m)),
                 },
                 None => errors.push(FieldError::new("username", "must be a string")),
@@ -318,12 +321,17 @@ pub fn parse_user_object(obj: Map<String, Value>, creating: bool) -> Result<User
     }
 }
 
+/// Checks a username and keeps it as given (§2.1: JumpCloud keeps case, and hosts match it
+/// case-sensitively; Cairn compares it case-insensitively). ASCII letters, digits, `.`, `_`
+/// and `-`, at most 64. A name that existing users may already have is accepted here (it may
+/// start with a digit, as names could before); a name given to a user anew must also pass
+/// [`check_new_username`].
 pub fn normalize_username(s: &str) -> Result<String, String> {
-    let u = s.trim().to_lowercase();
+    let u = s.trim();
     let mut chars = u.chars();
     let ok = match chars.next() {
-        Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() => {
-            chars.clone().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        Some(c) if c.is_ascii_alphanumeric() => {
+            chars.clone().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         }
         _ => false,
     };
@@ -332,9 +340,18 @@ pub fn normalize_username(s: &str) -> Result<String, String> {
     } else if u.chars().count() > 64 {
         Err("must be at most 64 characters".into())
     } else if !ok {
-        Err("must start with a letter or digit and contain only letters, digits, '.', '_' and '-'".into())
+        Err("must start with a letter and contain only letters, digits, '.', '_' and '-'".into())
     } else {
-        Ok(u)
+        Ok(u.to_string())
+    }
+}
+
+/// JumpCloud's rule for a name a user is given (at creation or when renamed): it starts with
+/// a letter.
+pub fn check_new_username(u: &str) -> Result<(), String> {
+    match u.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() => Ok(()),
+        _ => Err("must start with a letter and contain only letters, digits, '.', '_' and '-'".into()),
     }
 }
 
@@ -533,9 +550,13 @@ mod tests {
     }
 
     #[test]
-    fn username_and_email_are_lowercased_and_checked() {
+    fn usernames_keep_their_case_and_emails_are_lowercased() {
         let i = parse_user_input(&json!({"username": " Ada.L ", "email": "Ada@Example.COM"}), true).unwrap();
-        assert_eq!(i.username.as_deref(), Some("ada.l"));
+        assert_eq!(i.username.as_deref(), Some("Ada.L"));
+        // A new name starts with a letter; one users may already have is still accepted on update.
+        assert!(parse_user_input(&json!({"username": "1ada", "email": "a@x.io"}), true).is_err());
+        assert_eq!(parse_user_input(&json!({"username": "1ada"}), false).unwrap().username.as_deref(), Some("1ada"));
+        assert!(normalize_username("Ädа").is_err(), "letters are ASCII letters");
         assert_eq!(i.email.as_deref(), Some("ada@example.com"));
         assert!(normalize_username("-bad").is_err());
         assert!(normalize_username("has space").is_err());

@@ -172,10 +172,11 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// Existing users among these usernames and e-mails (both lowercase).
+    /// Existing users among these usernames and e-mails (both lowercase; usernames match
+    /// whatever their stored case).
     pub async fn users_matching(&mut self, usernames: &[String], emails: &[String]) -> Result<Vec<UserKeys>> {
         let mut out = Vec::new();
-        for (col, vals) in [("username", usernames), ("email", emails)] {
+        for (col, vals) in [("lower(username)", usernames), ("email", emails)] {
             for chunk in vals.chunks(500) {
                 if chunk.is_empty() {
                     continue;

@@ -255,13 +255,13 @@ impl Tr<'_> {
                     Col::Exact(c) => (c.to_string(), s),
                     Col::Lower(c) => (c.to_string(), s.to_lowercase()),
                     Col::Fold(c) => (format!("LOWER({c})"), s.to_lowercase()),
-                    _ => ("COALESCE(scim_username_key, username)".to_string(), s.to_lowercase()),
+                    _ => ("COALESCE(scim_username_key, lower(username))".to_string(), s.to_lowercase()),
                 };
                 if let (Col::UserName, CompareOp::Eq) = (col, op) {
                     // Both halves use an index.
                     let ph = self.a.push(val);
                     return Ok(format!(
-                        "(scim_username_key = {ph} OR (username = {ph} AND scim_username_key IS NULL))"
+                        "(scim_username_key = {ph} OR (lower(username) = {ph} AND scim_username_key IS NULL))"
                     ));
                 }
                 let like = |a: &mut Args, pat: String| format!("{expr} LIKE {} ESCAPE '\\'", a.push(pat));
@@ -290,7 +290,7 @@ fn order_of(group: bool, sort_by: Option<&AttrPath>, descending: bool) -> std::r
     let expr = match col {
         Some(Col::Exact(c) | Col::Lower(c) | Col::Time(c)) => c.to_string(),
         Some(Col::Fold(c)) => format!("LOWER({c})"),
-        Some(Col::UserName) => "COALESCE(scim_username_key, username)".into(),
+        Some(Col::UserName) => "COALESCE(scim_username_key, lower(username))".into(),
         Some(Col::Active) => "state".into(),
         _ => {
             return Err(ScimParseError {
@@ -427,7 +427,7 @@ impl Db<'_> {
     pub async fn scim_user_by_name(&mut self, name: &str) -> Result<Option<ScimUserRow>> {
         let key = name.to_lowercase();
         let row = sqlx::query(
-            "SELECT * FROM users WHERE scim_username_key = $1 OR (username = $1 AND scim_username_key IS NULL)",
+            "SELECT * FROM users WHERE scim_username_key = $1 OR (lower(username) = $1 AND scim_username_key IS NULL)",
         )
         .bind(key)
         .fetch_optional(&mut *self.c)

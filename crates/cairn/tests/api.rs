@@ -20,7 +20,7 @@ fn crud(db: &Db) {
                "department": "R&D", "employeeIdentifier": "E-1", "sudo": true, "unix_uid": 1001,
                "attributes": [{"name": "badge", "value": "7"}]}),
     );
-    assert_eq!(ada["username"], "ada", "usernames are stored lowercase");
+    assert_eq!(ada["username"], "Ada", "usernames keep their case (§2.1)");
     assert_eq!(ada["email"], "ada@example.com");
     assert_eq!(ada["state"], "ACTIVATED", "the manualEntry default");
     assert_eq!(ada["activated"], false, "no password yet");
@@ -34,7 +34,7 @@ fn crud(db: &Db) {
     let (st, v) = s.get("/api/systemusers");
     assert_eq!(st, 200);
     assert_eq!(v["totalCount"], 4);
-    assert_eq!(usernames(&v), ["ada", "bob", "carol", "dave"]);
+    assert_eq!(usernames(&v), ["Ada", "bob", "carol", "dave"]);
 
     let (_, v) = s.get("/api/systemusers?filter=department:$eq:Sales&sort=lastname&fields=username%20lastname");
     assert_eq!(usernames(&v), ["carol", "bob"]);
@@ -43,9 +43,9 @@ fn crud(db: &Db) {
     let (_, v) = s.get("/api/systemusers?filter[0]=department:$eq:Sales&filter[1]=lastname:$ne:Brown");
     assert_eq!(usernames(&v), ["carol"]);
     let (_, v) = s.get("/api/systemusers?filter[or][0]=username:dave&filter[or][1]=unix_uid:$gte:1000&sort=-username");
-    assert_eq!(usernames(&v), ["dave", "ada"]);
+    assert_eq!(usernames(&v), ["dave", "Ada"]);
     let (_, v) = s.get("/api/systemusers?search=LOVE");
-    assert_eq!(usernames(&v), ["ada"]);
+    assert_eq!(usernames(&v), ["Ada"]);
     let (_, v) = s.get("/api/systemusers?limit=2&skip=1&sort=-username");
     assert_eq!((v["totalCount"].as_i64(), usernames(&v)), (Some(4), vec!["carol".to_string(), "bob".to_string()]));
     let (st, v) = s.post(
@@ -67,7 +67,7 @@ fn crud(db: &Db) {
     assert_eq!(v, json!({"_id": id, "jobTitle": "Countess"}));
 
     let (st, v) = s.delete(&format!("/api/systemusers/{id}"));
-    assert_eq!((st, v["username"].as_str()), (200, Some("ada")));
+    assert_eq!((st, v["username"].as_str()), (200, Some("Ada")));
     let (st, v) = s.get(&format!("/api/systemusers/{id}"));
     assert_eq!(st, 404, "{v}");
     assert_eq!(v["code"], 404);
