@@ -164,6 +164,8 @@ struct Acct {
     /// MFA is required of this account (the user's `enable_user_portal_multifactor`, the
     /// administrator's `mfa_required`).
     mfa_required: bool,
+    /// MFA is not asked of the account before this (JumpCloud's `mfa.exclusionUntil`).
+    mfa_excluded_until: Option<DateTime<Utc>>,
     state: State,
     password: PasswordStatus,
     delegated: bool,
@@ -177,6 +179,8 @@ impl Acct {
             lock: u.lockout(),
             totp: u.totp_enabled.then(|| u.totp_secret.as_ref().map(|s| s.expose().to_string())).flatten(),
             mfa_required: u.flag("enable_user_portal_multifactor"),
+            // The end of an exclusion the record holds, running or not (checked at `now`).
+            mfa_excluded_until: u.mfa_excluded_until(DateTime::<Utc>::MIN_UTC),
             state: u.state,
             password: u.password_status(),
             delegated: u.profile.get("delegatedAuthority").is_some_and(|v| !v.is_null()),
@@ -191,6 +195,7 @@ impl Acct {
             lock: x.lockout,
             totp: x.totp_secret,
             mfa_required: x.mfa_required,
+            mfa_excluded_until: None,
             // Administrators have no lifecycle of their own.
             state: State::Activated,
             password: PasswordStatus::Active,
@@ -495,7 +500,9 @@ impl Directory {
                 delegated: acct.delegated,
                 locked: false,
                 // On the web an enrolled authenticator is always asked for.
-                mfa_required: acct.mfa_required || (enrolled && protocol.web()),
+                // An exclusion period (resetmfa) waives the requirement until it ends.
+                mfa_required: (acct.mfa_required && acct.mfa_excluded_until.is_none_or(|t| t <= now))
+                    || (enrolled && protocol.web()),
                 mfa_presented: matches!(code, Code::Matched(_)),
                 granted,
             };
@@ -654,7 +661,7 @@ impl Directory {
             ..ctx.clone()
         };
         let user = self.write_password(&mut tx.db(), &ctx, user, new, "password_change").await?;
-        let out = if user.flag("enable_user_portal_multifactor") && !user.totp_enabled {
+        let out = if user.mfa_required_now(now) && !user.totp_enabled {
             let token = random_token();
             let t = Ticket {
                 owner: user.id.clone(),

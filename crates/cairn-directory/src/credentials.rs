@@ -173,14 +173,44 @@ impl Directory {
 
     /// Clears TOTP, ends every session, and mails the user (never a staged one).
     pub async fn reset_mfa(&self, ctx: &Ctx, id: &str) -> Result<(User, bool)> {
+        self.reset_mfa_with(ctx, id, None).await
+    }
+
+    /// [`Directory::reset_mfa`] with JumpCloud's enrolment period: until `exclusion_until`
+    /// the user may sign in without a second factor although MFA is required, then must
+    /// enrol (`mfa{exclusion, exclusionUntil}`). Without one, any earlier exclusion ends.
+    pub async fn reset_mfa_with(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        exclusion_until: Option<DateTime<Utc>>,
+    ) -> Result<(User, bool)> {
         let mut tx = self.store().begin().await?;
         let old = load_user(&mut tx.db(), id).await?;
         let mut u = old.clone();
         u.totp_enabled = false;
         u.totp_secret = None;
-        u.updated = self.now();
-        let changed = old.totp_enabled || old.totp_secret.is_some();
+        let mut mfa = match u.profile.get("mfa") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        mfa.insert("configured".into(), json!(false));
+        mfa.remove("exclusionDays");
+        match exclusion_until {
+            Some(t) => {
+                mfa.insert("exclusion".into(), json!(true));
+                mfa.insert("exclusionUntil".into(), json!(cairn_domain::user::format_time(t)));
+            }
+            None => {
+                mfa.insert("exclusion".into(), json!(false));
+                mfa.remove("exclusionUntil");
+            }
+        }
+        u.profile.insert("mfa".into(), Value::Object(mfa));
+        let changes = cairn_domain::user::diff(&old, &u);
+        let changed = !changes.is_empty() || old.totp_secret.is_some();
         if changed {
+            u.updated = self.now();
             tx.db().update_user(&u).await?;
         }
         let revoked = tx.db().revoke_user_access(&u.id).await?;
@@ -193,12 +223,24 @@ impl Directory {
             ctx,
             "mfa_reset",
             Some(("user", &u.id, &u.username)),
-            cairn_domain::user::diff(&old, &u),
-            json!({ "revoked_sessions_and_tokens": revoked, "mailed": mailed }),
+            changes,
+            json!({ "revoked_sessions_and_tokens": revoked, "mailed": mailed,
+                    "exclusion_until": exclusion_until.map(cairn_domain::user::format_time) }),
         );
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok((u, changed))
+    }
+
+    /// An administrator sets a user's password (`POST /systemusers/{id}/password`): the
+    /// same rules as every password change — the external authority, the policy, a new
+    /// password ending every session and link — on the user's locked row.
+    pub async fn set_password_by_admin(&self, ctx: &Ctx, id: &str, new: &Secret) -> Result<User> {
+        let mut tx = self.store().begin().await?;
+        let user = load_user(&mut tx.db(), id).await?;
+        let user = self.write_password(&mut tx.db(), ctx, user, new, "password_set_by_admin").await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// "Send Activation Email": activation mail while the password is pending, a reset mail

@@ -159,6 +159,24 @@ impl User {
         self.profile.get(field).and_then(Value::as_bool).unwrap_or(false)
     }
 
+    /// Until when the user may sign in without a second factor although MFA is required
+    /// (`mfa.exclusion` / `mfa.exclusionUntil`, set by `resetmfa`): `None` when no exclusion
+    /// holds at `now`.
+    pub fn mfa_excluded_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mfa = self.profile.get("mfa")?;
+        if mfa.get("exclusion").and_then(Value::as_bool) != Some(true) {
+            return None;
+        }
+        let until = mfa.get("exclusionUntil").and_then(Value::as_str)?;
+        let until = DateTime::parse_from_rfc3339(until).ok()?.with_timezone(&Utc);
+        (until > now).then_some(until)
+    }
+
+    /// MFA is required of the user now: required by the admin and no exclusion running.
+    pub fn mfa_required_now(&self, now: DateTime<Utc>) -> bool {
+        self.flag("enable_user_portal_multifactor") && self.mfa_excluded_until(now).is_none()
+    }
+
     pub fn password_authority(&self) -> Option<crate::PasswordAuthority> {
         self.profile.get("restrictedFields").and_then(crate::PasswordAuthority::from_restricted_fields)
     }
@@ -497,6 +515,68 @@ fn check_json(name: &str, value: &Value) -> Result<(), String> {
     }
 }
 
+/// The body of `POST /systemusers/{id}/resetmfa` (JumpCloud `UserMfa_Reset`): `exclusion`
+/// with `exclusionUntil` (RFC 3339) or `exclusionDays` (whole days from `now`; when both are
+/// sent, as JumpCloud's own samples do, `exclusionUntil` wins). Returns the end of the
+/// exclusion, `None` for a plain reset. Every problem is named by its field.
+pub fn parse_mfa_reset(body: &Value, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DomainError> {
+    let Some(obj) = body.as_object() else {
+        return Err(DomainError::field("body", "must be a JSON object: {\"exclusion\": true, \"exclusionUntil\": …}"));
+    };
+    let mut errors = Vec::new();
+    let exclusion = match obj.get("exclusion") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.push(FieldError::new("exclusion", "must be true or false"));
+            false
+        }
+    };
+    let until = match obj.get("exclusionUntil") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) if t.with_timezone(&Utc) > now => Some(t.with_timezone(&Utc)),
+            Ok(_) => {
+                errors.push(FieldError::new("exclusionUntil", "must be in the future"));
+                None
+            }
+            Err(_) => {
+                errors.push(FieldError::new("exclusionUntil", "must be an RFC 3339 time such as 2030-01-31T09:00:00Z"));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new("exclusionUntil", "must be an RFC 3339 time string"));
+            None
+        }
+    };
+    let days = match obj.get("exclusionDays") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(d) if (1.0..=3650.0).contains(&d) && d.fract() == 0.0 => Some(chrono::Duration::days(d as i64)),
+            _ => {
+                errors.push(FieldError::new("exclusionDays", "must be a whole number of days from 1 to 3650"));
+                None
+            }
+        },
+    };
+    for k in obj.keys().filter(|k| !matches!(k.as_str(), "exclusion" | "exclusionUntil" | "exclusionDays")).take(10) {
+        let name: String = k.chars().take(64).collect();
+        errors.push(FieldError::new(name, "is not a parameter of an MFA reset (exclusion, exclusionUntil, exclusionDays)"));
+    }
+    let end = until.or_else(|| days.map(|d| now + d));
+    if exclusion && end.is_none() && errors.is_empty() {
+        errors.push(FieldError::new("exclusionUntil", "is required with \"exclusion\": true (or give exclusionDays)"));
+    }
+    if !exclusion && end.is_some() && errors.is_empty() {
+        errors.push(FieldError::new("exclusion", "must be true when an exclusion period is given"));
+    }
+    if !errors.is_empty() {
+        return Err(DomainError::Invalid(errors));
+    }
+    Ok(if exclusion { end } else { None })
+}
+
 /// One changed field in an audit event; secrets are elided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
@@ -613,6 +693,63 @@ mod tests {
     fn state_must_be_known() {
         let e = errs(json!({"state": "ACTIVE"}), false);
         assert_eq!(e[0].field, "state");
+    }
+
+    #[test]
+    fn mfa_reset_bodies() {
+        let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_mfa_reset(&json!({}), now).unwrap(), None);
+        assert_eq!(parse_mfa_reset(&json!({"exclusion": false}), now).unwrap(), None);
+        let until = parse_mfa_reset(&json!({"exclusion": true, "exclusionUntil": "2030-01-08T00:00:00Z"}), now).unwrap();
+        assert_eq!(until, Some(now + chrono::Duration::days(7)));
+        let until = parse_mfa_reset(&json!({"exclusion": true, "exclusionDays": 2}), now).unwrap();
+        assert_eq!(until, Some(now + chrono::Duration::days(2)));
+        // JumpCloud's sample sends both: the date wins.
+        let both = json!({"exclusion": true, "exclusionDays": 1, "exclusionUntil": "2030-01-08T00:00:00Z"});
+        assert_eq!(parse_mfa_reset(&both, now).unwrap(), Some(now + chrono::Duration::days(7)));
+        for (body, field) in [
+            (json!({"exclusion": true}), "exclusionUntil"),
+            (json!({"exclusion": true, "exclusionUntil": "2029-01-01T00:00:00Z"}), "exclusionUntil"),
+            (json!({"exclusion": true, "exclusionUntil": "soon"}), "exclusionUntil"),
+            (json!({"exclusion": true, "exclusionDays": 0}), "exclusionDays"),
+            (json!({"exclusion": "yes"}), "exclusion"),
+            (json!({"exclusionDays": 3}), "exclusion"),
+            (json!({"exclusion": true, "exclusionDays": 1, "sudo": true}), "sudo"),
+            (json!([]), "body"),
+        ] {
+            match parse_mfa_reset(&body, now) {
+                Err(DomainError::Invalid(e)) => assert_eq!(e[0].field, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_mfa_exclusion_holds_until_its_end() {
+        let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let mut u = User {
+            id: "0123456789abcdef01234567".into(),
+            username: "u".into(),
+            email: "u@x.io".into(),
+            state: State::Activated,
+            created: now,
+            updated: now,
+            creation_source: "api".into(),
+            password_hash: None,
+            password_expired: false,
+            password_date: None,
+            account_locked: false,
+            account_locked_date: None,
+            bad_login_attempts: 0,
+            totp_enabled: false,
+            totp_secret: None,
+            profile: Map::new(),
+        };
+        u.profile.insert("enable_user_portal_multifactor".into(), json!(true));
+        assert!(u.mfa_required_now(now));
+        u.profile.insert("mfa".into(), json!({"exclusion": true, "exclusionUntil": "2030-01-02T00:00:00.000Z"}));
+        assert!(!u.mfa_required_now(now), "excluded until tomorrow");
+        assert!(u.mfa_required_now(now + chrono::Duration::days(1)), "required again once it ends");
     }
 
     #[test]

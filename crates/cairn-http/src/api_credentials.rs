@@ -11,7 +11,7 @@ use cairn_domain::{OutboxMessage, Role};
 use serde_json::{json, Value};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, OptJsonBody, QueryPairs};
+use crate::extract::{field_error, Caller, JsonBody, OptJsonBody, QueryPairs};
 use crate::shapes::user_json;
 use crate::Shared;
 
@@ -20,6 +20,7 @@ pub fn routes() -> Router<Shared> {
         .route("/systemusers/{id}/expire", post(expire))
         .route("/systemusers/{id}/unlock", post(unlock))
         .route("/systemusers/{id}/resetmfa", post(resetmfa))
+        .route("/systemusers/{id}/password", post(set_password))
         .route("/v2/emails", get(emails))
 }
 
@@ -56,15 +57,51 @@ async fn unlock(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> 
     answer(&st, &u, changed, "unlocked", "the account was not locked").await
 }
 
-/// JumpCloud's body (`{exclusion, exclusionUntil}`) is accepted and ignored: Cairn resets.
+/// Clears TOTP; JumpCloud's body `{exclusion, exclusionUntil | exclusionDays}` gives the user
+/// an enrolment period during which MFA is not asked (`mfa{exclusion, exclusionUntil}`).
 async fn resetmfa(
     State(st): State<Shared>,
     c: Caller,
     Path(id): Path<String>,
-    OptJsonBody(_): OptJsonBody,
+    OptJsonBody(body): OptJsonBody,
 ) -> ApiResult<Json<Value>> {
-    let (u, changed) = st.dir.reset_mfa(&c.ctx, &id).await?;
-    answer(&st, &u, changed, "TOTP cleared, sessions ended, the user was e-mailed", "no TOTP was enrolled").await
+    let until = cairn_domain::user::parse_mfa_reset(&body, st.dir.now())?;
+    let (u, changed) = st.dir.reset_mfa_with(&c.ctx, &id, until).await?;
+    let done = match until {
+        Some(t) => format!(
+            "TOTP cleared, sessions ended, the user was e-mailed; MFA is not asked until {}",
+            format_time(t)
+        ),
+        None => "TOTP cleared, sessions ended, the user was e-mailed".into(),
+    };
+    answer(&st, &u, changed, &done, "no TOTP was enrolled").await
+}
+
+/// `{"password": …}`: an administrator sets the password (the path JumpCloud's v1 spec lists
+/// without an operation). The same policy, authority and revocation as every password change;
+/// answers the user.
+async fn set_password(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let Some(obj) = body.as_object() else {
+        return Err(field_error("body", "must be a JSON object: {\"password\": \"…\"}"));
+    };
+    if let Some(k) = obj.keys().find(|k| *k != "password") {
+        let k: String = k.chars().take(64).collect();
+        return Err(field_error(&k, "is not a parameter of a password change (only \"password\")"));
+    }
+    let password = match obj.get("password") {
+        Some(Value::String(p)) => cairn_domain::Secret::new(p.clone()),
+        Some(_) => return Err(field_error("password", "must be a string")),
+        None => return Err(field_error("password", "is required")),
+    };
+    let u = st.dir.set_password_by_admin(&c.ctx, &id, &password).await?;
+    let org = st.dir.organization_id().await?;
+    let pending = st.dir.pending_schedules_of(std::slice::from_ref(&u.id)).await?;
+    Ok(Json(user_json(&u, &org, None, &pending)))
 }
 
 fn message_json(m: &OutboxMessage, reveal: bool) -> Value {

@@ -93,3 +93,109 @@ fn usernames_keep_their_case_and_match_case_insensitively() {
         mixed_case_round_trip(&db);
     }
 }
+
+fn password_endpoint(db: &Db) {
+    let s = Server::start(db);
+    let u = create(&s, json!({"username": "Pat", "email": "pat@example.com", "password": PW}));
+    let id = u["_id"].as_str().unwrap().to_string();
+    let path = format!("/api/systemusers/{id}/password");
+    let mut b = Browser::new(&s.base);
+    assert_eq!(b.login("pat", PW).0, "/portal/profile");
+    let new = "a brand new passphrase for pat";
+    let (st, v) = s.post(&path, json!({"password": new}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["_id"].as_str(), v["activated"].as_bool()), (Some(id.as_str()), Some(true)), "{v}");
+    assert!(v.get("password").is_none(), "a password is never returned");
+    // The open session ended; the old password no longer signs in, the new one does.
+    assert_eq!(b.get("/portal/profile").location.as_deref(), Some("/portal/login"));
+    assert_ne!(Browser::new(&s.base).login("pat", PW).0, "/portal/profile");
+    assert_eq!(Browser::new(&s.base).login("PAT", new).0, "/portal/profile");
+    let (_, ev) = s.get(&format!("/api/v2/events?user_id={id}&action=password_set_by_admin"));
+    assert_eq!(ev[0]["detail"]["revoked_sessions_and_tokens"], 1, "{ev}");
+    assert_eq!(ev[0]["source"], "api");
+    // The same rules as any password change, in JumpCloud's error shape.
+    let (st, v) = s.post(&path, json!({"password": "short"}));
+    assert_eq!((st, v["code"].as_i64(), v["status"].as_str()), (400, Some(400), Some("Bad Request")), "{v}");
+    assert_eq!(v["errors"][0]["field"], "password");
+    for (body, field) in [
+        (json!({}), "password"),
+        (json!({"password": 12}), "password"),
+        (json!({"password": new, "username": "x"}), "username"),
+        (json!(["x"]), "body"),
+    ] {
+        let (st, v) = s.post(&path, body.clone());
+        assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some(field)), "{body}: {v}");
+    }
+    let (st, v) = s.post("/api/systemusers/0123456789abcdef01234567/password", json!({"password": new}));
+    assert_eq!((st, v["code"].as_i64()), (404, Some(404)), "{v}");
+    let (st, _) = s.req("POST", &path, None, Some(&json!({"password": new})));
+    assert_eq!(st, 401);
+    let (_, k) = s.post("/api/v2/apikeys", json!({"name": "ro", "role": "read-only"}));
+    let (st, _) = s.req("POST", &path, k["key"].as_str(), Some(&json!({"password": new})));
+    assert_eq!(st, 403, "a read-only key changes nothing");
+    // A password an external directory holds is not Cairn's to set.
+    let (st, v) = s.put(&format!("/api/systemusers/{id}"), json!({"restrictedFields": [{"field": "password", "type": "active_directory"}]}));
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.post(&path, json!({"password": "yet another passphrase here"}));
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("external directory"), "{v}");
+}
+
+#[test]
+fn an_admin_sets_a_password_through_the_v1_password_path() {
+    for db in Db::all("POST /systemusers/{id}/password on PostgreSQL") {
+        password_endpoint(&db);
+    }
+}
+
+fn mfa_exclusion(db: &Db) {
+    let s = Server::start(db);
+    let u = create(
+        &s,
+        json!({"username": "mo", "email": "mo@example.com", "password": PW, "enable_user_portal_multifactor": true}),
+    );
+    let id = u["_id"].as_str().unwrap().to_string();
+    assert_eq!(Browser::new(&s.base).login("mo", PW).0, "/portal/enroll", "MFA required, nothing enrolled");
+    let until = (chrono::Utc::now() + chrono::Duration::days(7)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let (st, v) =
+        s.post(&format!("/api/systemusers/{id}/resetmfa"), json!({"exclusion": true, "exclusionUntil": until}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["user"]["mfa"], json!({"configured": false, "exclusion": true, "exclusionUntil": until}), "{v}");
+    let (_, v) = s.get(&format!("/api/systemusers/{id}"));
+    assert_eq!(v["mfa"]["exclusionUntil"], until, "visible on the user");
+    assert_eq!(Browser::new(&s.base).login("mo", PW).0, "/portal/profile", "no TOTP asked during the exclusion");
+    // exclusionDays, as JumpCloud's samples send it beside exclusionUntil.
+    let (st, v) = s.post(&format!("/api/systemusers/{id}/resetmfa"), json!({"exclusion": true, "exclusionDays": 2}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["user"]["mfa"]["exclusion"], true);
+    // Once the period is over the user must enrol.
+    let (st, v) = s.put(
+        &format!("/api/systemusers/{id}"),
+        json!({"mfa": {"exclusion": true, "exclusionUntil": "2020-01-01T00:00:00.000Z"}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(Browser::new(&s.base).login("mo", PW).0, "/portal/enroll", "the exclusion is over");
+    // A plain reset ends any exclusion.
+    let (_, v) = s.post(&format!("/api/systemusers/{id}/resetmfa"), json!({}));
+    assert_eq!(v["user"]["mfa"], json!({"configured": false, "exclusion": false}), "{v}");
+    for (body, field) in [
+        (json!({"exclusion": true}), "exclusionUntil"),
+        (json!({"exclusion": true, "exclusionUntil": "2001-01-01T00:00:00Z"}), "exclusionUntil"),
+        (json!({"exclusion": true, "exclusionUntil": "next week"}), "exclusionUntil"),
+        (json!({"exclusion": true, "exclusionDays": -1}), "exclusionDays"),
+        (json!({"exclusion": 1}), "exclusion"),
+        (json!({"exclude": true}), "exclude"),
+    ] {
+        let (st, v) = s.post(&format!("/api/systemusers/{id}/resetmfa"), body.clone());
+        assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some(field)), "{body}: {v}");
+    }
+    let (_, ev) = s.get(&format!("/api/v2/events?user_id={id}&action=mfa_reset"));
+    assert_eq!(ev.as_array().unwrap().len(), 3, "one event per reset, none for refused bodies: {ev}");
+}
+
+#[test]
+fn resetmfa_honours_an_exclusion_period_then_enrolment_is_required() {
+    for db in Db::all("resetmfa exclusion on PostgreSQL") {
+        mfa_exclusion(&db);
+    }
+}
