@@ -22,6 +22,7 @@ mod password;
 mod scheduler;
 mod scim;
 mod secretbox;
+mod tree;
 mod tokens;
 mod users;
 
@@ -55,6 +56,7 @@ pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
+pub use tree::{TreeChange, TreeCursor, TreeLoad};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
 
 /// The directory's figures for `/metrics`.
@@ -115,6 +117,8 @@ struct Inner {
     /// protects each account whatever the process).
     sign_in_throttle: Mutex<Throttle<IpAddr>>,
     reset_throttle: Mutex<Throttle<IpAddr>>,
+    /// The built-in LDAP server's id, read once: it is never deleted.
+    ldap_server_id: std::sync::OnceLock<String>,
 }
 
 impl Directory {
@@ -135,6 +139,7 @@ impl Directory {
                 id_counter: AtomicU32::new(rand::random::<u32>() & 0xff_ffff),
                 sign_in_throttle: Mutex::new(Throttle::new(config.sign_in_rate, THROTTLE_KEYS)),
                 reset_throttle: Mutex::new(Throttle::new(config.reset_rate, THROTTLE_KEYS)),
+                ldap_server_id: std::sync::OnceLock::new(),
                 config,
             }),
         }

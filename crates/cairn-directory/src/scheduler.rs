@@ -424,6 +424,12 @@ impl Directory {
                     Err(e) => tracing::warn!(error = %e, "unlock pass failed; retrying"),
                 }
             }
+            // About once a minute.
+            if pass % 240 == 1 {
+                if let Err(e) = self.prune_change_log().await {
+                    tracing::warn!(error = %e, "change log pruning failed; retrying");
+                }
+            }
             pass += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}

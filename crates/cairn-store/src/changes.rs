@@ -71,9 +71,41 @@ impl Store {
         self.commits.load(Ordering::Acquire)
     }
 
-    /// The database URL, for connections of their own (PostgreSQL's LISTEN).
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Changes other processes announced so far (see [`Store::watch_changes`]).
+    pub fn external_changes(&self) -> u64 {
+        self.external.load(Ordering::Acquire)
+    }
+
+    /// On PostgreSQL, listens on `cairn_changes` (the change log's triggers notify it when
+    /// their transaction commits) and counts each notification in `external_changes`, until
+    /// the process ends. A lost connection is made again and counted as a change, since
+    /// notifications may have been missed meanwhile. Nothing to do on SQLite.
+    pub fn watch_changes(&self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let (url, external) = (self.url.clone(), self.external.clone());
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(200);
+            loop {
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut l) => match l.listen("cairn_changes").await {
+                        Ok(()) => {
+                            wait = std::time::Duration::from_millis(200);
+                            external.fetch_add(1, Ordering::Release);
+                            while let Ok(Some(_)) = l.try_recv().await {
+                                external.fetch_add(1, Ordering::Release);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for directory changes"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot connect to listen for directory changes"),
+                }
+                external.fetch_add(1, Ordering::Release);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        });
     }
 }
 

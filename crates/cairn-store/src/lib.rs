@@ -74,6 +74,8 @@ pub struct Store {
     /// this process wrote since is in its view when it reads more than `n` (see
     /// `changes.rs`).
     commits: Arc<AtomicU64>,
+    /// Changes other processes announced (PostgreSQL's `cairn_changes`; see `changes.rs`).
+    external: Arc<AtomicU64>,
     url: String,
 }
 
@@ -136,7 +138,7 @@ impl Store {
                 }),
             Backend::Postgres => None,
         };
-        Ok(Store { pool, backend, wal, commits: Arc::default(), url: url.clone() })
+        Ok(Store { pool, backend, wal, commits: Arc::default(), external: Arc::default(), url: url.clone() })
     }
 
     pub fn backend(&self) -> Backend {

@@ -640,7 +640,7 @@ async fn change_log(store: &Store) {
     assert!(all.iter().any(|x| x.id == active.id) && !all.iter().any(|x| x.id == staged.id));
     let two = c.db().read_users_by_ids(&[staged.id.clone(), active.id.clone(), id(999)]).await.unwrap();
     assert_eq!(two.len(), 2);
-    let gs = c.db().groups_with_members(Some(&[g.id.clone()])).await.unwrap();
+    let gs = c.db().groups_with_members(Some(std::slice::from_ref(&g.id))).await.unwrap();
     assert_eq!(gs.len(), 1);
     assert_eq!(gs[0].1, vec![active.id.clone()]);
     assert!(c.db().groups_with_members(None).await.unwrap().iter().any(|(x, _)| x.id == g.id));

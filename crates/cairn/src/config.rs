@@ -15,6 +15,9 @@ struct FileConfig {
     base_url: Option<String>,
     ldap_addr: Option<String>,
     ldaps_addr: Option<String>,
+    ldap_base_dn: Option<String>,
+    ldap_tls_cert: Option<String>,
+    ldap_tls_key: Option<String>,
     radius_addr: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
@@ -29,12 +32,12 @@ pub struct Config {
     pub database_url: String,
     pub http_addr: String,
     pub base_url: String,
-    // LDAP and RADIUS settings are parsed and checked now; their listeners read them when
-    // they land.
-    #[allow(dead_code)]
     pub ldap_addr: Option<String>,
-    #[allow(dead_code)]
     pub ldaps_addr: Option<String>,
+    pub ldap_base_dn: String,
+    pub ldap_tls_cert: Option<String>,
+    pub ldap_tls_key: Option<String>,
+    // The RADIUS setting is parsed and checked now; its listener reads it when it lands.
     #[allow(dead_code)]
     pub radius_addr: Option<String>,
     pub smtp_url: Option<String>,
@@ -94,6 +97,9 @@ impl Config {
             base_url,
             ldap_addr: off(env("CAIRN_LDAP_ADDR").or(fc.ldap_addr).unwrap_or_else(|| "127.0.0.1:3389".into())),
             ldaps_addr: env("CAIRN_LDAPS_ADDR").or(fc.ldaps_addr).and_then(off),
+            ldap_base_dn: env("CAIRN_LDAP_BASE_DN").or(fc.ldap_base_dn).unwrap_or_else(|| "dc=cairn,dc=local".into()),
+            ldap_tls_cert: env("CAIRN_LDAP_TLS_CERT").or(fc.ldap_tls_cert),
+            ldap_tls_key: env("CAIRN_LDAP_TLS_KEY").or(fc.ldap_tls_key),
             radius_addr: off(env("CAIRN_RADIUS_ADDR").or(fc.radius_addr).unwrap_or_else(|| "127.0.0.1:1812".into())),
             smtp_url: env("CAIRN_SMTP_URL").or(fc.smtp_url),
             mail_from: env("CAIRN_MAIL_FROM").or(fc.mail_from).unwrap_or_else(|| "Cairn <noreply@localhost>".into()),

@@ -433,6 +433,27 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
     // The scheduler runs in every process; claiming makes each schedule fire once.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if cfg.ldap_addr.is_some() || cfg.ldaps_addr.is_some() {
+        let ldap = cairn_ldap::LdapConfig {
+            addr: cfg.ldap_addr.clone(),
+            ldaps_addr: cfg.ldaps_addr.clone(),
+            base_dn: cfg.ldap_base_dn.clone(),
+            tls_cert: cfg.ldap_tls_cert.clone(),
+            tls_key: cfg.ldap_tls_key.clone(),
+            limits: cairn_ldap::Limits::default(),
+        };
+        let r = cairn_ldap::start(dir.clone(), ldap, &cfg.data_dir, stop_rx.clone()).await?;
+        if let Some(a) = r.ldap {
+            println!("LDAP on ldap://{a} (StartTLS), base DN {}", cfg.ldap_base_dn);
+        }
+        if let Some(a) = r.ldaps {
+            println!("LDAPS on ldaps://{a}");
+        }
+        match &r.generated_cert {
+            Some(p) => println!("LDAP TLS certificate {} (self-signed), SHA-256 {}", p.display(), r.fingerprint),
+            None => println!("LDAP TLS certificate SHA-256 {}", r.fingerprint),
+        }
+    }
     let scheduler = {
         let dir = dir.clone();
         let stop = stop_rx.clone();
