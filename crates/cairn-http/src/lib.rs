@@ -11,6 +11,7 @@ mod api_misc;
 mod api_users;
 mod error;
 mod extract;
+mod headers;
 mod openapi;
 mod openapi_doc;
 mod portal;
@@ -69,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .merge(portal::routes())
         .merge(admin::routes())
         .route("/static/cairn.css", get(stylesheet))
+        .route("/static/admin.js", get(admin_script))
+        .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }
@@ -126,6 +129,16 @@ async fn stylesheet() -> impl IntoResponse {
             (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../static/cairn.css"),
+    )
+}
+
+async fn admin_script() -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/admin.js"),
     )
 }
 

