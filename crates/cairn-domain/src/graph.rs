@@ -15,6 +15,10 @@ use crate::id::is_object_id;
 /// The kinds at one end of an association, by their JumpCloud graph type names.
 pub trait GraphKind: Copy + Eq + std::fmt::Debug + Sized + 'static {
     const ALL: &'static [Self];
+    /// The other types JumpCloud's graph has on this side, which Cairn has no objects of:
+    /// accepted where JumpCloud accepts them (a list of them is empty; an operation on one
+    /// names an object that is not here).
+    const FOREIGN: &'static [&'static str] = &[];
     /// The JumpCloud type name (`ldap_server`, `user_group`, …), also the stored form.
     fn as_str(self) -> &'static str;
     /// For messages: "LDAP server", "user group".
@@ -35,6 +39,16 @@ pub enum ResourceKind {
 impl GraphKind for ResourceKind {
     const ALL: &'static [ResourceKind] =
         &[ResourceKind::LdapServer, ResourceKind::RadiusServer, ResourceKind::Application];
+    /// The rest of JumpCloud's targets of a user or user group (`GraphOperation-User`).
+    const FOREIGN: &'static [&'static str] = &[
+        "active_directory",
+        "g_suite",
+        "idp_routing_policy",
+        "office_365",
+        "password_manager_item",
+        "system",
+        "system_group",
+    ];
     fn as_str(self) -> &'static str {
         match self {
             ResourceKind::LdapServer => "ldap_server",
@@ -103,19 +117,17 @@ pub struct GraphOperation<K> {
     pub target: Node<K>,
 }
 
-/// Graph types JumpCloud has and Cairn does not: refused as such, not as if they were typos.
-const JUMPCLOUD_ONLY: &[&str] = &[
-    "active_directory",
-    "command",
-    "g_suite",
-    "idp_routing_policy",
-    "office_365",
-    "password_manager_item",
-    "policy",
-    "policy_group",
-    "system",
-    "system_group",
-];
+/// What a valid `GraphOperation` names: an object of a kind Cairn has, or one of a JumpCloud
+/// type Cairn has none of (`GraphKind::FOREIGN`), which therefore is not here (a 404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation<K> {
+    Cairn(GraphOperation<K>),
+    Foreign { op: GraphOp, type_name: &'static str, id: String },
+}
+
+/// Graph types JumpCloud has that are no target on this side at all (a user is never
+/// associated with a command): refused as such, not as if they were typos.
+const JUMPCLOUD_ONLY: &[&str] = &["command", "policy", "policy_group"];
 
 /// Longest piece of a refused value quoted back in a message.
 const QUOTE_MAX: usize = 64;
@@ -129,13 +141,18 @@ fn quoted(s: &str) -> String {
 }
 
 fn supported<K: GraphKind>() -> String {
-    K::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    K::ALL.iter().map(|k| k.as_str()).chain(K::FOREIGN.iter().copied()).collect::<Vec<_>>().join(", ")
+}
+
+/// Which JumpCloud type of this side Cairn has no objects of `s` is.
+fn foreign<K: GraphKind>(s: &str) -> Option<&'static str> {
+    K::FOREIGN.iter().copied().find(|f| *f == s)
 }
 
 fn parse_kind<K: GraphKind>(field: &str, s: &str) -> Result<K, FieldError> {
     K::parse(s).ok_or_else(|| {
         let why = if JUMPCLOUD_ONLY.contains(&s) {
-            "is a JumpCloud type Cairn does not have"
+            "is a JumpCloud type that cannot be associated here"
         } else if s.is_empty() {
             "is not a type"
         } else {
@@ -147,13 +164,17 @@ fn parse_kind<K: GraphKind>(field: &str, s: &str) -> Result<K, FieldError> {
 
 /// The `targets` query of an association list: one or more types of the far end, repeated
 /// (`targets=user&targets=user_group`) or comma-separated. JumpCloud requires it, and so does
-/// Cairn: a list must say which kind of association it asks for.
+/// Cairn: a list must say which kind of association it asks for. Every type JumpCloud
+/// defines for this side is accepted; those Cairn has no objects of add nothing to the list.
 pub fn parse_targets<K: GraphKind>(values: &[&str]) -> Result<Vec<K>, DomainError> {
     if values.is_empty() {
         return Err(DomainError::field("targets", format!("is required: one or more of {}", supported::<K>())));
     }
     let mut kinds = Vec::new();
     for part in values.iter().flat_map(|v| v.split(',')) {
+        if foreign::<K>(part.trim()).is_some() {
+            continue;
+        }
         let k = parse_kind::<K>("targets", part.trim()).map_err(|e| DomainError::Invalid(vec![e]))?;
         if !kinds.contains(&k) {
             kinds.push(k);
@@ -167,7 +188,7 @@ const UNKNOWN_FIELDS_MAX: usize = 10;
 
 /// Parses a `GraphOperation` body whose `type` is of kind `K` (a resource when posted to a
 /// user or group, a subject when posted to a resource). Every problem is named by its field.
-pub fn parse_operation<K: GraphKind>(body: &Value) -> Result<GraphOperation<K>, DomainError> {
+pub fn parse_operation<K: GraphKind>(body: &Value) -> Result<Operation<K>, DomainError> {
     let Some(obj) = body.as_object() else {
         return Err(DomainError::field("body", "must be a JSON object: {\"op\": \"add\", \"type\": …, \"id\": …}"));
     };
@@ -191,7 +212,12 @@ pub fn parse_operation<K: GraphKind>(body: &Value) -> Result<GraphOperation<K>, 
             None
         }
     };
+    let mut foreign_type = None;
     let kind = match obj.get("type").map(|v| v.as_str()) {
+        Some(Some(t)) if foreign::<K>(t).is_some() => {
+            foreign_type = foreign::<K>(t);
+            None
+        }
         Some(Some(t)) => parse_kind::<K>("type", t).map_err(|e| errors.push(e)).ok(),
         Some(None) => {
             errors.push(FieldError::new("type", format!("must be a string: one of {}", supported::<K>())));
@@ -226,8 +252,13 @@ pub fn parse_operation<K: GraphKind>(body: &Value) -> Result<GraphOperation<K>, 
         let name: String = k.chars().take(QUOTE_MAX).collect();
         errors.push(FieldError::new(name, "is not a field of a graph operation (JumpCloud GraphOperation)"));
     }
-    match (op, kind, id) {
-        (Some(op), Some(kind), Some(id)) if errors.is_empty() => Ok(GraphOperation { op, target: Node { kind, id } }),
+    match (op, kind, foreign_type, id) {
+        (Some(op), Some(kind), _, Some(id)) if errors.is_empty() => {
+            Ok(Operation::Cairn(GraphOperation { op, target: Node { kind, id } }))
+        }
+        (Some(op), None, Some(type_name), Some(id)) if errors.is_empty() => {
+            Ok(Operation::Foreign { op, type_name, id })
+        }
         _ => Err(DomainError::Invalid(errors)),
     }
 }
@@ -265,11 +296,26 @@ mod tests {
     #[test]
     fn an_operation_names_the_far_end() {
         let op = parse_operation::<ResourceKind>(&json!({"op": "add", "type": "ldap_server", "id": ID})).unwrap();
-        assert_eq!(op, GraphOperation { op: GraphOp::Add, target: ResourceRef::new(ResourceKind::LdapServer, ID) });
+        assert_eq!(
+            op,
+            Operation::Cairn(GraphOperation {
+                op: GraphOp::Add,
+                target: ResourceRef::new(ResourceKind::LdapServer, ID)
+            })
+        );
         let op =
             parse_operation::<SubjectKind>(&json!({"op": "remove", "type": "user_group", "id": ID, "attributes": {}}))
                 .unwrap();
-        assert_eq!(op, GraphOperation { op: GraphOp::Remove, target: SubjectRef::new(SubjectKind::UserGroup, ID) });
+        assert_eq!(
+            op,
+            Operation::Cairn(GraphOperation {
+                op: GraphOp::Remove,
+                target: SubjectRef::new(SubjectKind::UserGroup, ID)
+            })
+        );
+        // A JumpCloud type Cairn has no objects of names an object that is not here.
+        let op = parse_operation::<ResourceKind>(&json!({"op": "add", "type": "system", "id": ID})).unwrap();
+        assert_eq!(op, Operation::Foreign { op: GraphOp::Add, type_name: "system", id: ID.into() });
         // JumpCloud's own samples send `attributes: {}` or null.
         assert!(parse_operation::<ResourceKind>(
             &json!({"op": "add", "type": "application", "id": ID, "attributes": null})
@@ -303,9 +349,11 @@ mod tests {
     #[test]
     fn refused_types_are_named_with_the_supported_ones() {
         let m =
-            message(parse_operation::<ResourceKind>(&json!({"op": "add", "type": "system", "id": ID})).unwrap_err());
-        assert!(m.contains("'system' is a JumpCloud type Cairn does not have"), "{m}");
-        assert!(m.contains("ldap_server, radius_server, application"), "{m}");
+            message(parse_operation::<ResourceKind>(&json!({"op": "add", "type": "command", "id": ID})).unwrap_err());
+        assert!(m.contains("'command' is a JumpCloud type that cannot be associated here"), "{m}");
+        assert!(m.contains("ldap_server, radius_server, application, active_directory"), "{m}");
+        let m = message(parse_operation::<SubjectKind>(&json!({"op": "add", "type": "system", "id": ID})).unwrap_err());
+        assert!(m.contains("supported: user, user_group"), "{m}");
         let m = message(parse_targets::<SubjectKind>(&["ldap_server"]).unwrap_err());
         assert!(
             m.contains("'ldap_server' is not a type that can be associated here; supported: user, user_group"),
@@ -328,6 +376,10 @@ mod tests {
             parse_targets::<SubjectKind>(&["user", "user_group,user"]).unwrap(),
             [SubjectKind::User, SubjectKind::UserGroup]
         );
-        assert!(parse_targets::<ResourceKind>(&["ldap_server", "g_suite"]).is_err(), "one bad target refuses all");
+        assert!(parse_targets::<ResourceKind>(&["ldap_server", "nope"]).is_err(), "one bad target refuses all");
+        // Every type JumpCloud defines is a target; those Cairn has none of list nothing.
+        assert_eq!(parse_targets::<ResourceKind>(&["system,g_suite", "ldap_server"]).unwrap(), [ResourceKind::LdapServer]);
+        assert!(parse_targets::<ResourceKind>(&["office_365"]).unwrap().is_empty());
+        assert!(parse_targets::<SubjectKind>(&["system"]).is_err(), "not a target of a resource");
     }
 }

@@ -7,11 +7,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use cairn_directory::ldap_server_json;
-use cairn_domain::graph::{self, GraphKind, Node, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
+use cairn_domain::graph::{self, GraphKind, Node, Operation, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
 use serde_json::{json, Value};
 
 use crate::api_groups::total_header;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
@@ -24,9 +24,15 @@ pub fn routes() -> Router<Shared> {
         .route("/v2/ldapservers/{id}/associations", get(ldap_associations).post(change_ldap_associations))
 }
 
-/// JumpCloud's `GraphConnection`, with `from` left out as the path says it.
+/// JumpCloud's `GraphConnection`, with `from` left out as the path says it:
+/// `{"to": {"id", "type", "attributes"}, "attributes"}` (Cairn's associations have none).
 fn connection<K: GraphKind>(to: &Node<K>) -> Value {
-    json!({ "to": { "id": to.id, "type": to.kind.as_str() }, "attributes": null })
+    json!({ "to": { "id": to.id, "type": to.kind.as_str(), "attributes": null }, "attributes": null })
+}
+
+/// An operation on an object of a JumpCloud type Cairn has none of: that object is not here.
+fn foreign_not_found(type_name: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!("no {type_name} with id '{id}': Cairn has no objects of the JumpCloud type {type_name}"))
 }
 
 /// `targets` (required), `limit` and `skip` of an association list.
@@ -45,8 +51,14 @@ async fn subject_associations(st: &Shared, subject: SubjectRef, q: &QueryPairs) 
 
 /// A `GraphOperation` posted to a user or group names a resource.
 async fn change_subject(st: &Shared, c: &Caller, subject: SubjectRef, body: &Value) -> ApiResult<StatusCode> {
-    let op = graph::parse_operation::<ResourceKind>(body)?;
-    st.dir.associate(&c.ctx, &subject, &op.target, op.op).await?;
+    match graph::parse_operation::<ResourceKind>(body)? {
+        Operation::Cairn(op) => st.dir.associate(&c.ctx, &subject, &op.target, op.op).await?,
+        Operation::Foreign { type_name, id, .. } => {
+            // The subject is checked first, as for any other operation.
+            st.dir.associations_of_subject(&subject, &[], 1, 0).await?;
+            return Err(foreign_not_found(type_name, &id));
+        }
+    };
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -96,8 +108,11 @@ async fn resource_associations(st: &Shared, resource: ResourceRef, q: &QueryPair
 
 /// A `GraphOperation` posted to a resource names a user or group.
 async fn change_resource(st: &Shared, c: &Caller, resource: ResourceRef, body: &Value) -> ApiResult<StatusCode> {
-    let op = graph::parse_operation::<SubjectKind>(body)?;
-    st.dir.associate(&c.ctx, &op.target, &resource, op.op).await?;
+    match graph::parse_operation::<SubjectKind>(body)? {
+        Operation::Cairn(op) => st.dir.associate(&c.ctx, &op.target, &resource, op.op).await?,
+        // Users and groups are Cairn's own: a resource's far end is never foreign.
+        Operation::Foreign { type_name, id, .. } => return Err(foreign_not_found(type_name, &id)),
+    };
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -77,7 +77,7 @@ async fn members(
     let (limit, skip) = q.page(10, 100)?;
     let (total, ids) = st.dir.group_members(&id, limit, skip).await?;
     let body: Vec<Value> =
-        ids.iter().map(|u| json!({ "to": { "id": u, "type": "user" }, "attributes": null })).collect();
+        ids.iter().map(|u| json!({ "to": { "id": u, "type": "user", "attributes": null }, "attributes": null })).collect();
     Ok((total_header(total), Json(body)))
 }
 

@@ -179,7 +179,8 @@ fn lifecycle() -> Value {
 fn grants() -> Value {
     use cairn_domain::graph::{GraphKind, ResourceKind, SubjectKind};
     let names = |all: Vec<&'static str>| json!(all);
-    let resources = names(ResourceKind::ALL.iter().map(|k| k.as_str()).collect());
+    let resources =
+        names(ResourceKind::ALL.iter().map(|k| k.as_str()).chain(ResourceKind::FOREIGN.iter().copied()).collect());
     let subjects = names(SubjectKind::ALL.iter().map(|k| k.as_str()).collect());
     let targets = |types: &Value| {
         json!({ "name": "targets", "in": "query", "required": true, "style": "form", "explode": true,
@@ -416,7 +417,7 @@ fn core() -> Value {
                     "membershipMethod": { "type": "string", "enum": ["NOTSET", "STATIC"] }, "attributes": { "type": "object" } } },
                 "MemberOperation": { "type": "object", "required": ["op", "type", "id"], "additionalProperties": false, "properties": {
                     "op": { "type": "string", "enum": ["add", "remove"] }, "type": { "type": "string", "enum": ["user"] }, "id": { "type": "string" }, "attributes": { "type": "object" } } },
-                "GraphObject": { "type": "object", "properties": { "id": { "type": "string" }, "type": { "type": "string" } } },
+                "GraphObject": { "type": "object", "required": ["id", "type"], "properties": { "id": { "type": "string" }, "type": { "type": "string" }, "attributes": { "type": "object", "nullable": true } } },
                 "GraphConnection": { "type": "object", "properties": { "to": r("GraphObject"), "attributes": { "type": "object", "nullable": true } } },
                 "GraphObjectWithPaths": { "type": "object", "properties": { "id": { "type": "string" }, "type": { "type": "string" },
                     "paths": { "type": "array", "items": { "type": "array", "items": r("GraphConnection") } }, "compiledAttributes": { "type": "object" } } },

@@ -221,7 +221,7 @@ fn groups_hold_users_and_users_know_their_groups() {
     assert_eq!(st, 404);
 
     let (_, v) = s.get(&members);
-    assert_eq!(v, json!([{"to": {"id": uid, "type": "user"}, "attributes": null}]));
+    assert_eq!(v, json!([{"to": {"id": uid, "type": "user", "attributes": null}, "attributes": null}]));
     let (_, v) = s.get(&format!("/api/v2/usergroups/{gid}/membership"));
     assert_eq!(v[0]["id"], uid);
     let (_, v) = s.get(&format!("/api/v2/users/{uid}/memberof"));

@@ -36,7 +36,7 @@ fn op(op: &str, kind: &str, id: &str) -> Value {
 }
 
 fn to(kind: &str, id: &str) -> Value {
-    json!({"to": {"id": id, "type": kind}, "attributes": null})
+    json!({"to": {"id": id, "type": kind, "attributes": null}, "attributes": null})
 }
 
 fn graph(db: &Db) {
@@ -138,15 +138,31 @@ fn graph(db: &Db) {
     let (_, v) = s.post(&ops_assoc, op("add", "radius_server", MISSING));
     assert!(v["message"].as_str().unwrap().contains("Cairn has no RADIUS servers yet"), "{v}");
 
-    // Types Cairn does not have are refused by name, with the ones it has; targets is required.
-    let (st, v) = s.post(&ops_assoc, op("add", "system", &lid));
+    // Every type JumpCloud defines for users and groups is accepted: those Cairn has no objects
+    // of list nothing and name no object here (404); others are refused by name, with the
+    // supported ones; targets is required.
+    for t in ["system", "system_group", "g_suite", "office_365", "active_directory", "idp_routing_policy", "password_manager_item"] {
+        for path in [&ada_assoc, &ops_assoc] {
+            let (st, v) = s.get(&format!("{path}?targets={t}"));
+            assert_eq!((st, v), (200, json!([])), "{path}?targets={t}");
+            let (st, v) = s.post(path, op("add", t, &lid));
+            assert_eq!(st, 404, "{t}: {v}");
+            assert!(v["message"].as_str().unwrap().contains(&format!("no {t} with id")), "{v}");
+        }
+    }
+    let (_, v) = s.get(&format!("{ada_assoc}?targets=system&targets=ldap_server"));
+    assert_eq!(v, json!([]), "ada has no LDAP server at this point either");
+    let (st, v) = s.post(&format!("/api/v2/users/{MISSING}/associations"), op("add", "system", &lid));
+    assert_eq!(st, 404, "the subject is checked first: {v}");
+    assert!(v["message"].as_str().unwrap().contains("no user"), "{v}");
+    let (st, v) = s.post(&ops_assoc, op("add", "command", &lid));
     assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some("type")), "{v}");
     let m = v["errors"][0]["message"].as_str().unwrap();
-    assert!(m.contains("'system'") && m.contains("ldap_server, radius_server, application"), "{m}");
+    assert!(m.contains("'command'") && m.contains("ldap_server, radius_server, application, active_directory"), "{m}");
     let (st, v) = s.post(&ldap_assoc, op("add", "ldap_server", &lid));
     assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some("type")), "a resource holds users and groups");
     for (path, q) in [
-        (&ada_assoc, "targets=system"),
+        (&ada_assoc, "targets=policy"),
         (&ada_assoc, "targets=user"),
         (&ldap_assoc, "targets=ldap_server"),
         (&ldap_assoc, "targets=user&targets=g_suite"),
