@@ -1,6 +1,7 @@
 //! The `cairn` command (§1.1).
 
 mod config;
+mod files;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -160,8 +161,13 @@ fn init_logging(cfg: &Config) -> Result<()> {
 }
 
 async fn open(cfg: &Config) -> Result<Directory> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
+    for line in files::prepare(&cfg.data_dir, &cfg.database_url)? {
+        if tracing::dispatcher::has_been_set() {
+            tracing::warn!("tightened a file mode: {line}");
+        } else {
+            eprintln!("note: tightened a file mode: {line}");
+        }
+    }
     let smtp = cfg.smtp_url.as_deref().map(cairn_directory::Smtp::parse).transpose().map_err(|e| anyhow!(e))?;
     let secret_key = Some(secret_key(&cfg.data_dir)?);
     let store = Store::connect(&cfg.database_url)

@@ -139,3 +139,36 @@ fn every_page_forbids_framing_and_inline_code_and_https_adds_hsts() {
         assert!(hsts.starts_with("max-age=") && hsts["max-age=".len()..].parse::<u64>().unwrap() >= 15_552_000);
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_and_database_files_are_private_and_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut s = Server::start(&Db::Sqlite);
+    let (st, v) = s.post("/api/systemusers", json!({"username": "mo", "email": "mo@example.com"}));
+    assert_eq!(st, 200, "{v}");
+    let dir = s.data_dir().to_path_buf();
+    let files = ["cairn.db", "cairn.db-wal", "cairn.db-shm", "secret.key"];
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for f in files {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    // Modes an earlier version left, or a careless chmod: tightened at the next start, and said.
+    s.kill();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in files {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    s.restart();
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for f in files {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    let log = s.stderr.lock().unwrap().clone();
+    for f in ["cairn.db:", "cairn.db-wal:", "secret.key:"] {
+        assert!(log.lines().any(|l| l.contains("tightened a file mode") && l.contains(f)), "{f} not logged:\n{log}");
+    }
+    // What the users of the directory see still works.
+    assert_eq!(s.get("/api/systemusers").0, 200);
+}
