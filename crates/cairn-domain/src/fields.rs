@@ -127,6 +127,42 @@ pub fn is_secret(name: &str) -> bool {
     matches!(name, "password" | "password_hash" | "totp_secret")
 }
 
+/// What a value holding a NUL byte is told. No database stores NUL in text (PostgreSQL refuses
+/// it outright), so every way in refuses it first, naming the field.
+pub const NUL_REFUSED: &str = "must not contain a NUL byte (\\u0000)";
+
+/// Whether a text holds a NUL byte.
+pub fn has_nul(s: &str) -> bool {
+    s.as_bytes().contains(&0)
+}
+
+/// The path (`name`, `addresses[0].street`) of the first string or key of a JSON document that
+/// holds a NUL byte, if any.
+pub fn nul_path(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => has_nul(s).then(String::new),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| nul_path(x).map(|p| join(&format!("[{i}]"), &p))),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            if has_nul(k) {
+                return Some(k.replace('\0', "\\u0000"));
+            }
+            nul_path(x).map(|p| join(k, &p))
+        }),
+        _ => None,
+    }
+}
+
+fn join(head: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        head.to_string()
+    } else if rest.starts_with('[') {
+        format!("{head}{rest}")
+    } else {
+        format!("{head}.{rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +173,15 @@ mod tests {
             assert_eq!(profile_index(f.name), Some(i), "{} is named twice", f.name);
         }
         assert!(profile("username").is_none(), "a core field, not a profile one");
+    }
+
+    #[test]
+    fn nul_bytes_are_found_by_path() {
+        use serde_json::json;
+        assert_eq!(nul_path(&json!({"a": "x", "b": [1, {"c": "y"}]})), None);
+        assert_eq!(nul_path(&json!({"firstname": "a\0b"})).as_deref(), Some("firstname"));
+        assert_eq!(nul_path(&json!({"addresses": [{}, {"street": "\0"}]})).as_deref(), Some("addresses[1].street"));
+        assert_eq!(nul_path(&json!([{"k\0": 1}])).as_deref(), Some("[0].k\\u0000"));
+        assert_eq!(nul_path(&json!("\0")).as_deref(), Some(""));
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::error::{DomainError, FieldError};
-use crate::fields::{self, Field, Kind};
+use crate::fields::{self, has_nul, Field, Kind, NUL_REFUSED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -76,6 +76,12 @@ pub struct ListQuery {
 
 pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 1000;
+/// Most filter conditions one query may hold, AND'ed and OR'ed together (SCIM filters too): far
+/// more than a person writes, and few enough that no database's expression limit is reached
+/// (SQLite stops at a depth of 1,000).
+pub const MAX_FILTER_CONDITIONS: usize = 100;
+/// Most search terms one query may hold: each is compared with every search field.
+pub const MAX_SEARCH_TERMS: usize = 20;
 pub const SEARCH_FIELDS: &[&str] =
     &["username", "email", "firstname", "lastname", "displayname", "employeeIdentifier", "department"];
 
@@ -104,6 +110,11 @@ impl ListQuery {
     /// extras such as `sortIgnoreCase`); bad values of known ones are errors.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<ListQuery, DomainError> {
         let mut q = ListQuery::default();
+        // Too many conditions or terms are refused before any is parsed.
+        let is_filter = |k: &str| k == "filter" || k.starts_with("filter[");
+        let filters = pairs.iter().filter(|(k, _)| is_filter(k)).count();
+        let terms = pairs.iter().filter(|(k, v)| k == "search" && !v.trim().is_empty()).count();
+        check_counts(filters, terms).map_err(|e| DomainError::Invalid(vec![e]))?;
         let mut errors = Vec::new();
         for (k, v) in pairs {
             let res = match k.as_str() {
@@ -111,13 +122,14 @@ impl ListQuery {
                 "skip" => parse_int(v, 0, i64::MAX).map(|n| q.skip = n).map_err(|m| FieldError::new("skip", m)),
                 "sort" => parse_sort(v).map(|s| q.sort = s),
                 "fields" => parse_fields(v).map(|f| q.fields = f),
+                "search" if has_nul(v) => Err(FieldError::new("search", NUL_REFUSED)),
                 "search" => {
                     if !v.trim().is_empty() {
                         q.search.push(v.trim().to_string());
                     }
                     Ok(())
                 }
-                k if k == "filter" || k.starts_with("filter[") => {
+                k if is_filter(k) => {
                     let or = k.starts_with("filter[or]");
                     parse_filter(v).map(|c| if or { q.any.push(c) } else { q.all.push(c) })
                 }
@@ -174,7 +186,10 @@ impl ListQuery {
                         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
                         _ => vec![],
                     };
-                    let mut res = Ok(());
+                    let mut res = match terms.iter().any(|t| has_nul(t)) {
+                        true => Err(FieldError::new("searchFilter.searchTerm", NUL_REFUSED)),
+                        false => Ok(()),
+                    };
                     if let Some(Value::Array(fs)) = v.get("fields") {
                         let mut out = vec![];
                         for f in fs {
@@ -225,11 +240,29 @@ impl ListQuery {
             }
         }
         if errors.is_empty() {
-            Ok(())
+            let terms = self.search.len();
+            check_counts(self.all.len() + self.any.len(), terms).map_err(|e| DomainError::Invalid(vec![e]))
         } else {
             Err(DomainError::Invalid(errors))
         }
     }
+}
+
+/// Refuses more than [`MAX_FILTER_CONDITIONS`] conditions or [`MAX_SEARCH_TERMS`] terms.
+fn check_counts(conditions: usize, terms: usize) -> Result<(), FieldError> {
+    if conditions > MAX_FILTER_CONDITIONS {
+        return Err(FieldError::new(
+            "filter",
+            format!("at most {MAX_FILTER_CONDITIONS} filter conditions are allowed in one query ({conditions} given)"),
+        ));
+    }
+    if terms > MAX_SEARCH_TERMS {
+        return Err(FieldError::new(
+            "search",
+            format!("at most {MAX_SEARCH_TERMS} search terms are allowed in one query ({terms} given)"),
+        ));
+    }
+    Ok(())
 }
 
 fn as_list(v: &Value) -> Vec<Value> {
@@ -335,6 +368,9 @@ fn parse_filter(v: &str) -> Result<Cond, FieldError> {
 
 fn scalar(field: &'static Field, v: &str) -> Result<Scalar, FieldError> {
     let bad = |m: &str| FieldError::new(format!("filter.{}", field.name), m.to_string());
+    if has_nul(v) {
+        return Err(bad(NUL_REFUSED));
+    }
     Ok(match field.kind {
         Kind::Bool => match v {
             "true" => Scalar::Bool(true),
@@ -397,6 +433,53 @@ mod tests {
             };
             assert_eq!(e[0].field, field, "{k}={v}");
         }
+    }
+
+    #[test]
+    fn conditions_and_terms_are_capped_and_nul_bytes_refused() {
+        let field_of = |r: Result<ListQuery, DomainError>| match r {
+            Err(DomainError::Invalid(e)) => (e[0].field.clone(), e[0].message.clone()),
+            other => panic!("{other:?}"),
+        };
+        let filters = |n: usize, key: &str| -> Vec<(String, String)> {
+            (0..n).map(|i| (format!("{key}[{i}]"), format!("department:$eq:d{i}"))).collect()
+        };
+        assert_eq!(ListQuery::from_pairs(&filters(MAX_FILTER_CONDITIONS, "filter")).unwrap().all.len(), 100);
+        let (f, m) = field_of(ListQuery::from_pairs(&filters(1_100, "filter")));
+        assert_eq!(f, "filter");
+        assert!(m.contains("at most 100 filter conditions") && m.contains("1100 given"), "{m}");
+        let mut mixed = filters(60, "filter");
+        mixed.extend(filters(41, "filter[or]"));
+        assert_eq!(field_of(ListQuery::from_pairs(&mixed)).0, "filter");
+        let terms: Vec<(String, String)> = (0..20_000).map(|i| ("search".into(), format!("t{i}"))).collect();
+        let (f, m) = field_of(ListQuery::from_pairs(&terms));
+        assert_eq!(f, "search");
+        assert!(m.contains("at most 20 search terms"), "{m}");
+        let mut q = ListQuery::default();
+        let body = serde_json::json!({"filter": {"or": (0..1_100).map(|i| serde_json::json!({"department": i.to_string()})).collect::<Vec<_>>()}});
+        let Err(DomainError::Invalid(e)) = q.apply_search_body(&body) else { panic!() };
+        assert_eq!(e[0].field, "filter");
+        let mut q = ListQuery::default();
+        let body =
+            serde_json::json!({"searchFilter": {"searchTerm": (0..21).map(|i| format!("t{i}")).collect::<Vec<_>>()}});
+        let Err(DomainError::Invalid(e)) = q.apply_search_body(&body) else { panic!() };
+        assert_eq!(e[0].field, "search");
+
+        assert_eq!(field_of(ListQuery::from_pairs(&pairs(&[("search", "a\0b")]))).0, "search");
+        assert_eq!(field_of(ListQuery::from_pairs(&pairs(&[("filter", "department:$eq:a\0")]))).0, "filter.department");
+        let mut q = ListQuery::default();
+        let Err(DomainError::Invalid(e)) = q.apply_search_body(&serde_json::json!({"filter": [{"department": "\0"}]}))
+        else {
+            panic!()
+        };
+        assert_eq!(e[0].field, "filter.department");
+        let mut q = ListQuery::default();
+        let Err(DomainError::Invalid(e)) =
+            q.apply_search_body(&serde_json::json!({"searchFilter": {"searchTerm": ["ok", "\0"]}}))
+        else {
+            panic!()
+        };
+        assert_eq!(e[0].field, "searchFilter.searchTerm");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+pub use crate::query::MAX_FILTER_CONDITIONS;
+
 /// The core and extension schema URNs Cairn serves.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -199,6 +201,9 @@ fn tokenize(s: &str, err: fn(String) -> ScimParseError) -> Result<Vec<(usize, To
                 let end = chars[j].0 + 1;
                 let lit: String = serde_json::from_str(&s[pos..end])
                     .map_err(|e| err(format!("the string at position {pos} is not a valid JSON string: {e}")))?;
+                if crate::fields::has_nul(&lit) {
+                    return Err(err(format!("the string at position {pos} {}", crate::fields::NUL_REFUSED)));
+                }
                 out.push((pos, Tok::Str(lit)));
                 i = j + 1;
             }
@@ -284,6 +289,8 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     i: usize,
     depth: usize,
+    /// Attribute conditions so far (`pr` and comparisons), at most `MAX_FILTER_CONDITIONS`.
+    conditions: usize,
     len: usize,
     err: fn(String) -> ScimParseError,
 }
@@ -374,6 +381,14 @@ impl Parser {
     }
 
     fn attr_expr(&mut self, path: AttrPath, pos: usize) -> Result<Filter, ScimParseError> {
+        if !matches!(self.peek(), Some(Tok::LBracket)) {
+            self.conditions += 1;
+            if self.conditions > MAX_FILTER_CONDITIONS {
+                return self.fail(format!(
+                    "has more than {MAX_FILTER_CONDITIONS} conditions (the one at position {pos} is one too many)"
+                ));
+            }
+        }
         match self.peek().cloned() {
             Some(Tok::LBracket) => {
                 if path.sub.is_some() {
@@ -451,7 +466,7 @@ pub fn parse_filter(s: &str) -> Result<Filter, ScimParseError> {
     if toks.is_empty() {
         return Err(filter_err("the filter is empty"));
     }
-    let mut p = Parser { toks, i: 0, depth: 0, len: s.len(), err: mk_filter_err };
+    let mut p = Parser { toks, i: 0, depth: 0, conditions: 0, len: s.len(), err: mk_filter_err };
     let f = p.or_expr()?;
     if p.i < p.toks.len() {
         return Err(filter_err(format!("the filter has unexpected text at position {}", p.pos())));
@@ -490,7 +505,7 @@ pub fn parse_path(s: &str) -> Result<PatchPath, ScimParseError> {
     if toks.is_empty() {
         return Err(mk_path_err(format!("'{s}' has an empty value filter")));
     }
-    let mut p = Parser { toks, i: 0, depth: 1, len: inner.len(), err: mk_path_err };
+    let mut p = Parser { toks, i: 0, depth: 1, conditions: 0, len: inner.len(), err: mk_path_err };
     let filter = p.or_expr()?;
     if p.i < p.toks.len() {
         return Err(mk_path_err(format!("'{s}' has unexpected text in its value filter")));
@@ -734,6 +749,21 @@ mod tests {
         assert!(parse_filter(&nots).is_err());
         let ok = format!("{}a pr{}", "(".repeat(10), ")".repeat(10));
         assert!(parse_filter(&ok).is_ok());
+    }
+
+    #[test]
+    fn conditions_are_capped_and_nul_bytes_refused() {
+        let n = |k: usize| (0..k).map(|i| format!("userName eq \"u{i}\"")).collect::<Vec<_>>().join(" or ");
+        assert!(parse_filter(&n(MAX_FILTER_CONDITIONS)).is_ok());
+        let e = parse_filter(&n(MAX_FILTER_CONDITIONS + 1)).unwrap_err();
+        assert_eq!(e.scim_type, "invalidFilter");
+        assert!(e.detail.contains("more than 100 conditions"), "{}", e.detail);
+        let in_value_paths = (0..51).map(|i| format!("emails[value eq \"{i}\" and type pr]")).collect::<Vec<_>>();
+        assert!(parse_filter(&in_value_paths.join(" or ")).is_err(), "conditions inside value paths count");
+        let e = parse_filter(r#"userName eq "a\u0000b""#).unwrap_err();
+        assert_eq!(e.scim_type, "invalidFilter");
+        assert!(e.detail.contains("NUL"), "{}", e.detail);
+        assert!(parse_filter("userName eq \"a\0b\"").is_err(), "a raw NUL too");
     }
 
     #[test]

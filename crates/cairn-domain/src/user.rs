@@ -408,6 +408,12 @@ fn check_profile_value(f: &fields::Field, value: Value) -> Result<Value, String>
     if value.is_null() {
         return Ok(Value::Null);
     }
+    if let Some(at) = fields::nul_path(&value) {
+        return Err(match at.is_empty() {
+            true => fields::NUL_REFUSED.to_string(),
+            false => format!("{at}: {}", fields::NUL_REFUSED),
+        });
+    }
     match f.kind {
         Kind::Text | Kind::Time => {
             let Value::String(s) = value else {
@@ -562,7 +568,10 @@ pub fn parse_mfa_reset(body: &Value, now: DateTime<Utc>) -> Result<Option<DateTi
     };
     for k in obj.keys().filter(|k| !matches!(k.as_str(), "exclusion" | "exclusionUntil" | "exclusionDays")).take(10) {
         let name: String = k.chars().take(64).collect();
-        errors.push(FieldError::new(name, "is not a parameter of an MFA reset (exclusion, exclusionUntil, exclusionDays)"));
+        errors.push(FieldError::new(
+            name,
+            "is not a parameter of an MFA reset (exclusion, exclusionUntil, exclusionDays)",
+        ));
     }
     let end = until.or_else(|| days.map(|d| now + d));
     if exclusion && end.is_none() && errors.is_empty() {
@@ -700,7 +709,8 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(parse_mfa_reset(&json!({}), now).unwrap(), None);
         assert_eq!(parse_mfa_reset(&json!({"exclusion": false}), now).unwrap(), None);
-        let until = parse_mfa_reset(&json!({"exclusion": true, "exclusionUntil": "2030-01-08T00:00:00Z"}), now).unwrap();
+        let until =
+            parse_mfa_reset(&json!({"exclusion": true, "exclusionUntil": "2030-01-08T00:00:00Z"}), now).unwrap();
         assert_eq!(until, Some(now + chrono::Duration::days(7)));
         let until = parse_mfa_reset(&json!({"exclusion": true, "exclusionDays": 2}), now).unwrap();
         assert_eq!(until, Some(now + chrono::Duration::days(2)));

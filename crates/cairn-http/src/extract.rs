@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use cairn_directory::Ctx;
+use cairn_domain::fields::{has_nul, NUL_REFUSED};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -28,9 +29,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("a JSON request body is required"));
         }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
-        })
+        })?;
+        refuse_nul(&v)?;
+        Ok(JsonBody(v))
+    }
+}
+
+/// Refuses a JSON document with a NUL byte in any string or key, naming where: no database
+/// stores one as text, so it never gets further than this.
+pub fn refuse_nul(v: &Value) -> Result<(), ApiError> {
+    match cairn_domain::fields::nul_path(v) {
+        None => Ok(()),
+        Some(at) if at.is_empty() => Err(field_error("body", cairn_domain::fields::NUL_REFUSED)),
+        Some(at) => Err(field_error(at.trim_start_matches('.'), cairn_domain::fields::NUL_REFUSED)),
     }
 }
 
@@ -47,9 +60,11 @@ impl<S: Send + Sync> FromRequest<S> for OptJsonBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptJsonBody(Value::Object(Default::default())));
         }
-        serde_json::from_slice(&bytes).map(OptJsonBody).map_err(|e| {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
-        })
+        })?;
+        refuse_nul(&v)?;
+        Ok(OptJsonBody(v))
     }
 }
 
@@ -61,9 +76,13 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(q)
-            .map(QueryPairs)
-            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+        // A NUL byte (`%00`) in a parameter is refused here, naming it, before any parsing.
+        if let Some((k, _)) = pairs.iter().find(|(k, v)| has_nul(k) || has_nul(v)) {
+            return Err(field_error(&k.replace('\0', "\\u0000"), NUL_REFUSED));
+        }
+        Ok(QueryPairs(pairs))
     }
 }
 

@@ -172,3 +172,180 @@ fn the_data_directory_and_database_files_are_private_and_tightened_at_start() {
     // What the users of the directory see still works.
     assert_eq!(s.get("/api/systemusers").0, 200);
 }
+
+/// A 400 in JumpCloud's shape whose message names `field` (and the error list too, for REST).
+fn refused(r: (u16, serde_json::Value), field: &str, what: &str) -> serde_json::Value {
+    let (st, v) = r;
+    assert_eq!(st, 400, "{what}: {v}");
+    let text = v.to_string();
+    assert!(text.contains(field), "{what}: the answer does not name {field}: {v}");
+    v
+}
+
+fn rest_refused(r: (u16, serde_json::Value), field: &str, needle: &str, what: &str) {
+    let v = refused(r, field, what);
+    assert_eq!(v["code"], 400, "{what}: {v}");
+    assert_eq!(v["status"], "Bad Request", "{what}: {v}");
+    let m = v["message"].as_str().unwrap_or_default();
+    assert!(m.contains(field) && m.contains(needle), "{what}: {m}");
+}
+
+fn scim_token(s: &Server) -> String {
+    let (st, v) = s.post("/api/v2/scim/tokens", json!({"name": "idp"}));
+    assert_eq!(st, 201, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn scim(
+    s: &Server,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = s
+        .raw()
+        .request(method.parse().unwrap(), format!("{}/scim/v2{path}", s.base))
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        r = r.header("content-type", "application/scim+json").body(b.to_string());
+    }
+    let res = r.send().unwrap();
+    let st = res.status().as_u16();
+    (st, serde_json::from_str(&res.text().unwrap()).unwrap_or(serde_json::Value::Null))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn nul_bytes_are_refused_naming_the_field_before_the_store() {
+    for db in Db::all("hardening_nul") {
+        let s = Server::start(&db);
+        let (st, u) = s.post("/api/systemusers", json!({"username": "nia", "email": "nia@example.com"}));
+        assert_eq!(st, 200, "{u}");
+        let id = u["_id"].as_str().unwrap().to_string();
+        let nul = "a\u{0}b";
+        // REST bodies.
+        rest_refused(
+            s.post("/api/systemusers", json!({"username": "z", "email": "z@example.com", "firstname": nul})),
+            "firstname",
+            "NUL",
+            "create",
+        );
+        rest_refused(
+            s.put(&format!("/api/systemusers/{id}"), json!({"addresses": [{"type": "work", "streetAddress": nul}]})),
+            "addresses[0].streetAddress",
+            "NUL",
+            "update",
+        );
+        rest_refused(s.post("/api/v2/usergroups", json!({"name": nul})), "name", "NUL", "group");
+        rest_refused(
+            s.post("/api/search/systemusers", json!({"filter": [{"department": nul}]})),
+            "filter[0].department",
+            "NUL",
+            "search body filter",
+        );
+        rest_refused(
+            s.post("/api/search/systemusers", json!({"searchFilter": {"searchTerm": nul}})),
+            "searchFilter.searchTerm",
+            "NUL",
+            "search body term",
+        );
+        // Query strings: v1 list and search, v2 group filters, export.
+        for (path, field) in [
+            (format!("/api/systemusers?search={}", enc(nul)), "search"),
+            (format!("/api/systemusers?filter=department:$eq:{}", enc(nul)), "filter"),
+            (format!("/api/systemusers?filter[or][0]=lastname:{}", enc(nul)), "filter[or][0]"),
+            (format!("/api/v2/usergroups?filter=name:eq:{}", enc(nul)), "filter"),
+            (format!("/api/v2/users/export?search={}", enc(nul)), "search"),
+        ] {
+            rest_refused(s.get(&path), field, "NUL", &path);
+        }
+        // SCIM filters (the escape a filter string may carry) and bodies.
+        let t = scim_token(&s);
+        for path in ["/Users", "/Groups"] {
+            let attr = if path == "/Users" { "userName" } else { "displayName" };
+            let f = format!("{attr} eq \"a\\u0000b\"");
+            let v = refused(scim(&s, &t, "GET", &format!("{path}?filter={}", enc(&f)), None), "NUL", path);
+            assert_eq!(v["scimType"], "invalidFilter", "{v}");
+            let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": f});
+            refused(scim(&s, &t, "POST", &format!("{path}/.search"), Some(search)), "NUL", path);
+        }
+        let user = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "zed", "name": {"givenName": nul}, "emails": [{"value": "zed@example.com", "primary": true}],
+        });
+        let v = refused(scim(&s, &t, "POST", "/Users", Some(user)), "name.givenName", "SCIM create");
+        assert_eq!(v["scimType"], "invalidValue", "{v}");
+        let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": nul});
+        refused(scim(&s, &t, "POST", "/Groups", Some(group)), "displayName", "SCIM group");
+        let patch = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": nul}],
+        });
+        refused(scim(&s, &t, "PATCH", &format!("/Users/{id}"), Some(patch)), "Operations[0].value", "SCIM patch");
+        // Nothing reached the store: no store error was logged, and the user is unchanged.
+        let log = s.stderr.lock().unwrap().clone();
+        assert!(!log.contains("store error") && !log.contains("ERROR"), "{db:?}:\n{log}");
+        let (_, now) = s.get(&format!("/api/systemusers/{id}"));
+        assert_eq!(now["addresses"], json!([]), "{now}");
+    }
+}
+
+#[test]
+fn filters_and_search_terms_are_capped_with_a_400_naming_the_limit() {
+    for db in Db::all("hardening_filters") {
+        let s = Server::start(&db);
+        let q = |n: usize, key: &str| {
+            (0..n).map(|i| format!("{key}[{i}]=department:$eq:d{i}")).collect::<Vec<_>>().join("&")
+        };
+        // At the limit, every database answers; past it, a 400 naming the limit.
+        assert_eq!(s.get(&format!("/api/systemusers?{}", q(100, "filter"))).0, 200, "{db:?}");
+        assert_eq!(s.get(&format!("/api/systemusers?{}", q(100, "filter[or]"))).0, 200, "{db:?}");
+        for key in ["filter", "filter[or]"] {
+            rest_refused(
+                s.get(&format!("/api/systemusers?{}", q(1_100, key))),
+                "filter",
+                "at most 100 filter conditions",
+                key,
+            );
+        }
+        let or: Vec<_> = (0..1_100).map(|i| json!({"department": format!("d{i}")})).collect();
+        rest_refused(
+            s.post("/api/search/systemusers", json!({"filter": {"or": or}})),
+            "filter",
+            "at most 100 filter conditions",
+            "search body",
+        );
+        let terms = |n: usize| (0..n).map(|i| format!("search=t{i}")).collect::<Vec<_>>().join("&");
+        assert_eq!(s.get(&format!("/api/systemusers?{}", terms(20))).0, 200, "{db:?}");
+        rest_refused(s.get(&format!("/api/systemusers?{}", terms(21))), "search", "at most 20 search terms", "terms");
+        let many: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+        rest_refused(
+            s.post("/api/search/systemusers", json!({"searchFilter": {"searchTerm": many}})),
+            "search",
+            "at most 20 search terms",
+            "search body terms",
+        );
+        // v2 group filters.
+        let gq = |n: usize| (0..n).map(|i| format!("filter=name:eq:g{i}")).collect::<Vec<_>>().join("&");
+        rest_refused(s.get(&format!("/api/v2/usergroups?{}", gq(1_100))), "filter", "at most 100 filter", "groups");
+        let (st, v) = s.get(&format!("/api/v2/usergroups?{}", gq(2)));
+        assert_eq!((st, v), (200, json!([])), "two different names AND'ed match nothing");
+        // SCIM filters.
+        let t = scim_token(&s);
+        let f = |n: usize| (0..n).map(|i| format!("userName eq \"u{i}\"")).collect::<Vec<_>>().join(" or ");
+        assert_eq!(scim(&s, &t, "GET", &format!("/Users?filter={}", enc(&f(100))), None).0, 200);
+        let v = refused(scim(&s, &t, "GET", &format!("/Users?filter={}", enc(&f(101))), None), "100", "SCIM");
+        assert_eq!(v["scimType"], "invalidFilter", "{v}");
+        let log = s.stderr.lock().unwrap().clone();
+        assert!(!log.contains("store error") && !log.contains("ERROR"), "{db:?}:\n{log}");
+    }
+}

@@ -123,9 +123,15 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for ScimBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ScimError::invalid_syntax("a JSON request body is required"));
         }
-        serde_json::from_slice(&bytes).map(ScimBody).map_err(|e| {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ScimError::invalid_syntax(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
-        })
+        })?;
+        // No database stores a NUL byte as text: refused here, naming the attribute.
+        if let Some(at) = cairn_domain::fields::nul_path(&v) {
+            let at = if at.is_empty() { "the body".to_string() } else { at };
+            return Err(ScimError::invalid_value(format!("{at}: {}", cairn_domain::fields::NUL_REFUSED)));
+        }
+        Ok(ScimBody(v))
     }
 }
 
