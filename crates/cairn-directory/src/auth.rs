@@ -23,6 +23,7 @@ use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdi
 use cairn_domain::graph::{GraphKind, ResourceRef};
 use cairn_domain::lockout::{LockPolicy, Lockout};
 use cairn_domain::user::{Change, PasswordStatus};
+use cairn_domain::oauth::ServiceAccount;
 use cairn_domain::{Actor, Admin, Secret, State, User};
 use cairn_store::{Account, AdminExtras, Db, Ticket};
 use chrono::{DateTime, Duration, Utc};
@@ -59,6 +60,8 @@ pub enum Credential<'a> {
     /// The code for a sign-in whose password an earlier call verified: `ticket` is what that
     /// call returned with `Step::SecondFactor`.
     SecondFactor { ticket: &'a str, code: &'a str },
+    /// A service account's OAuth 2.0 client id and secret (protocol `OAuth2`).
+    ClientSecret { client_id: &'a str, secret: &'a Secret },
 }
 
 /// Who signed in.
@@ -66,6 +69,7 @@ pub enum Credential<'a> {
 pub enum Principal {
     User(User),
     Admin(Admin),
+    Service(ServiceAccount),
 }
 
 impl Principal {
@@ -73,18 +77,19 @@ impl Principal {
         match self {
             Principal::User(u) => &u.id,
             Principal::Admin(a) => &a.id,
+            Principal::Service(s) => &s.id,
         }
     }
     pub fn user(self) -> Option<User> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Admin(_) => None,
+            Principal::Admin(_) | Principal::Service(_) => None,
         }
     }
     pub fn admin(self) -> Option<Admin> {
         match self {
             Principal::Admin(a) => Some(a),
-            Principal::User(_) => None,
+            Principal::User(_) | Principal::Service(_) => None,
         }
     }
 }
@@ -212,6 +217,7 @@ impl Acct {
         match &self.principal {
             Principal::User(u) => &u.username,
             Principal::Admin(a) => &a.email,
+            Principal::Service(s) => &s.name,
         }
     }
 
@@ -219,6 +225,7 @@ impl Acct {
         match &self.principal {
             Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
             Principal::Admin(a) => Actor::admin(&a.id, &a.email),
+            Principal::Service(s) => s.actor(),
         }
     }
 
@@ -265,6 +272,7 @@ impl Directory {
             Credential::SecondFactor { ticket, code } => {
                 self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), ticket, code).await?
             }
+            Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
         };
         let ok = out.result.is_ok();
         metrics::counter!("cairn_auth_total", "protocol" => req.protocol.as_str(), "outcome" => if ok { "success" } else { "failure" })
@@ -426,6 +434,41 @@ impl Directory {
         self.conclude(ctx, protocol, resource, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
     }
 
+    /// A service account's client credentials: the secret's SHA-256 compared in constant time
+    /// with the stored one (a dummy when the client id is unknown, so both cost the same), one
+    /// event per attempt. No lockout: a secret is 256 random bits, and a lock would let anyone
+    /// who knows a client id shut the automation out; the address throttle slows guessing.
+    async fn client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
+        use subtle::ConstantTimeEq;
+        let client_id = client_id.trim();
+        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0')
+        {
+            None
+        } else {
+            let mut c = self.store().read().await?;
+            c.db().service_account_by_client_id(client_id).await?
+        };
+        let presented = crate::keys::hash_key(secret.expose());
+        let stored = found.as_ref().map_or_else(|| crate::keys::hash_key("no such client"), |a| a.secret_hash.clone());
+        let matches = bool::from(presented.as_bytes().ct_eq(stored.as_bytes()));
+        let detail = json!({ "protocol": Protocol::OAuth2, "resource": null,
+                             "login": clip(client_id, EVENT_LOGIN_CHARS), "grant_type": "client_credentials" });
+        let (result, reason, target) = match found {
+            Some(a) if matches && !secret.expose().is_empty() => {
+                (Ok(Authenticated::Granted(Principal::Service(a.clone()))), "token issued", Some(a))
+            }
+            Some(a) => (Err(Refusal::Credentials), "wrong client secret", Some(a)),
+            None => (Err(Refusal::Credentials), "no such client", None),
+        };
+        let ctx = match &target {
+            Some(a) => Ctx { actor: a.actor(), ..ctx.clone() },
+            None => ctx.clone(),
+        };
+        let t = target.as_ref().map(|a| ("service_account", a.id.as_str(), a.name.as_str()));
+        self.attempt_event(&ctx, t, result.is_ok(), reason, detail, vec![]).await?;
+        Ok(Outcome { result, reason: reason.into() })
+    }
+
     /// The part of an attempt that reads and writes the account: one transaction, the row
     /// locked, one event.
     #[allow(clippy::too_many_arguments)]
@@ -492,7 +535,7 @@ impl Directory {
             let granted = match (resource, &acct.principal) {
                 (None, _) => !protocol_needs_resource(protocol),
                 (Some(r), Principal::User(u)) => crate::grants::granted_in(&mut tx.db(), &u.id, r).await?,
-                (Some(_), Principal::Admin(_)) => false,
+                (Some(_), Principal::Admin(_) | Principal::Service(_)) => false,
             };
             let access = AccessRequest {
                 state: acct.state,

@@ -22,6 +22,7 @@ mod password;
 mod scheduler;
 mod scim;
 mod secretbox;
+mod service;
 mod tree;
 mod tokens;
 mod users;
@@ -57,6 +58,7 @@ pub use mailer::scrub as scrub_tokens;
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 pub use tree::{TreeChange, TreeCursor, TreeLoad};
+pub use service::{ApiCaller, IssuedToken, NewServiceAccount};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
 
 /// The directory's figures for `/metrics`.

@@ -66,6 +66,9 @@ pub enum Protocol {
     Ldap,
     Radius,
     Oidc,
+    /// OAuth 2.0 client credentials of a service account (`/oauth2/token`).
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 impl Protocol {
@@ -76,6 +79,7 @@ impl Protocol {
             Protocol::Ldap => "ldap",
             Protocol::Radius => "radius",
             Protocol::Oidc => "oidc",
+            Protocol::OAuth2 => "oauth2",
         }
     }
 

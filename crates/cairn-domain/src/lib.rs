@@ -9,6 +9,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod lockout;
 pub mod mail;
+pub mod oauth;
 pub mod password;
 pub mod query;
 pub mod records;

@@ -8,11 +8,13 @@ mod api_grants;
 mod api_groups;
 mod api_lifecycle;
 mod api_misc;
+mod api_service;
 mod api_users;
 mod error;
 mod extract;
 mod headers;
 mod openapi;
+mod oauth;
 mod openapi_doc;
 mod portal;
 mod scim;
@@ -29,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use cairn_directory::{Ctx, Directory};
-use cairn_domain::{Actor, Role};
+use cairn_domain::Role;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::{ApiError, ApiResult};
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_groups::routes())
         .merge(api_grants::routes())
         .merge(api_misc::routes())
+        .merge(api_service::routes())
         .merge(scim::api_routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(oauth::routes())
         .merge(portal::routes())
         .merge(admin::routes())
         .route("/static/cairn.css", get(stylesheet))
@@ -92,11 +96,13 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
         return ApiError::new(StatusCode::UNAUTHORIZED, "an API key is required: send it in the x-api-key header")
             .into_response();
     };
-    let key = match st.dir.authenticate_apikey(&presented).await {
+    // An API key, or a service account's bearer token from /oauth2/token.
+    let key = match st.dir.authenticate_api(&presented).await {
         Ok(Some(k)) => k,
         Ok(None) => {
             metrics::counter!("cairn_auth_total", "protocol" => "api", "outcome" => "failure").increment(1);
-            return ApiError::new(StatusCode::UNAUTHORIZED, "the API key is not valid").into_response();
+            return ApiError::new(StatusCode::UNAUTHORIZED, "the API key or token is not valid (or has expired)")
+                .into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -114,10 +120,10 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || (req.method() == Method::POST && req.uri().path().starts_with("/search/"));
     if key.role == Role::ReadOnly && !reads {
-        return ApiError::new(StatusCode::FORBIDDEN, "this API key is read-only").into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, "this API key or service account is read-only").into_response();
     }
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-    let ctx = Ctx::new(Actor::apikey(&key.id, &key.name), "api", client);
+    let ctx = Ctx::new(key.actor, "api", client);
     req.extensions_mut().insert(Caller { ctx, role: key.role });
     next.run(req).await
 }

@@ -125,6 +125,7 @@ pub fn build() -> Value {
     extend(&mut doc, lifecycle());
     extend(&mut doc, credentials_and_bulk());
     extend(&mut doc, grants());
+    extend(&mut doc, service_accounts());
     extend(&mut doc, crate::scim::openapi_paths());
     doc
 }
@@ -224,6 +225,40 @@ fn grants() -> Value {
     })
 }
 
+/// Service accounts and the OAuth 2.0 token endpoint (served at the root, not under /api).
+fn service_accounts() -> Value {
+    let account = json!({ "type": "object", "properties": { "id": { "type": "string" }, "name": { "type": "string" },
+        "role": { "type": "string", "enum": ["admin", "read-only"] }, "client_id": { "type": "string" },
+        "client_secret": { "type": "string", "description": "only in the answer to POST, shown once" },
+        "created": { "type": "string" }, "createdBy": { "type": "string", "nullable": true }, "lastUsed": { "type": "string", "nullable": true } } });
+    let mut token_ok = errors();
+    token_ok["200"] = json!({ "description": "a bearer token for /api", "content": { "application/json": { "schema": { "type": "object",
+        "properties": { "access_token": { "type": "string" }, "token_type": { "type": "string", "enum": ["Bearer"] },
+                        "expires_in": { "type": "integer" }, "scope": { "type": "string" } } } } } });
+    token_ok["429"] = json!({ "description": "too many failed attempts from this address" });
+    json!({
+        "paths": {
+            "/v2/serviceaccounts": {
+                "get": { "operationId": "serviceaccounts_list", "responses": ok("200", json!({ "type": "array", "items": r("ServiceAccount") })) },
+                "post": { "operationId": "serviceaccounts_create", "requestBody": body("ServiceAccountPost"), "responses": ok("201", r("ServiceAccount")) }
+            },
+            "/v2/serviceaccounts/{id}": { "parameters": [id_param("id")],
+                "delete": { "operationId": "serviceaccounts_delete", "description": "revokes the account: its tokens end at once", "responses": no_content("204") } },
+            "/oauth2/token": { "servers": [{ "url": "/" }], "post": { "operationId": "oauth2_token", "security": [{ "clientBasic": [] }, {}],
+                "description": "OAuth 2.0 client credentials (RFC 6749 §4.4): client_secret_basic or client_secret_post",
+                "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "required": ["grant_type"],
+                    "properties": { "grant_type": { "type": "string", "enum": ["client_credentials"] }, "client_id": { "type": "string" },
+                                    "client_secret": { "type": "string" }, "scope": { "type": "string", "enum": ["api"] } } } } } },
+                "responses": token_ok } }
+        },
+        "schemas": {
+            "ServiceAccount": account,
+            "ServiceAccountPost": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                "name": { "type": "string", "minLength": 1, "maxLength": 255 }, "role": { "type": "string", "enum": ["admin", "read-only"] } } }
+        }
+    })
+}
+
 fn credentials_and_bulk() -> Value {
     let outcome = json!({ "type": "object", "properties": { "outcome": { "type": "string", "enum": ["done", "skipped"] }, "message": { "type": "string" }, "user": r("SystemUser") } });
     let job_id = json!({ "type": "object", "properties": { "jobId": { "type": "string" } } });
@@ -238,7 +273,14 @@ fn credentials_and_bulk() -> Value {
         "paths": {
             "/systemusers/{id}/expire": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_expire", "responses": ok("200", outcome.clone()) } },
             "/systemusers/{id}/unlock": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_unlock", "responses": ok("200", outcome.clone()) } },
-            "/systemusers/{id}/resetmfa": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_resetmfa", "responses": ok("200", outcome) } },
+            "/systemusers/{id}/resetmfa": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_resetmfa",
+                "requestBody": { "required": false, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "properties": {
+                    "exclusion": { "type": "boolean" }, "exclusionUntil": { "type": "string", "format": "date-time" }, "exclusionDays": { "type": "integer", "minimum": 1, "maximum": 3650 } } } } } },
+                "responses": ok("200", outcome) } },
+            "/systemusers/{id}/password": { "parameters": [id_param("id")], "post": { "operationId": "systemusers_password",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["password"], "additionalProperties": false,
+                    "properties": { "password": { "type": "string", "writeOnly": true, "maxLength": 256 } } } } } },
+                "responses": ok("200", r("SystemUser")) } },
             "/v2/emails": { "get": { "operationId": "emails_list", "parameters": [
                 q("to", json!({ "type": "string" }), "recipient"), q("type", json!({ "type": "string", "enum": ["welcome", "activation", "password_reset", "totp_reset"] }), "message kind"),
                 q("status", json!({ "type": "string", "enum": ["queued", "sending", "sent", "failed", "logged"] }), "delivery status"), q("user_id", json!({ "type": "string" }), "the user it is about"),
@@ -377,7 +419,8 @@ fn core() -> Value {
         "components": {
             "securitySchemes": {
                 "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" },
-                "bearer": { "type": "http", "scheme": "bearer" }
+                "bearer": { "type": "http", "scheme": "bearer", "description": "an API key, or a service account's token from /oauth2/token" },
+                "clientBasic": { "type": "http", "scheme": "basic", "description": "a service account's client id and secret" }
             },
             "schemas": {
                 "Error": { "type": "object", "required": ["code", "status", "message"], "properties": {

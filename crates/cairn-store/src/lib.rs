@@ -13,6 +13,7 @@ mod credentials;
 mod graph;
 mod rows;
 mod scim;
+mod service;
 pub mod testing;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -537,6 +538,7 @@ pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
                 (["usergroups.name_key", "usergroups_name_uq"], "name"),
                 (["admins.email", "admins_email_uq"], "email"),
                 (["apikeys.key_hash", "apikeys_hash_uq"], "key"),
+                (["service_accounts.client_id", "service_accounts_client_uq"], "client_id"),
             ] {
                 if needles.iter().any(|n| msg.contains(n)) {
                     return StoreError::Conflict(field.to_string());

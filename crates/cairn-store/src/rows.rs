@@ -211,7 +211,7 @@ pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event> {
     })
 }
 
-fn role(r: &AnyRow) -> Result<Role> {
+pub(crate) fn role(r: &AnyRow) -> Result<Role> {
     let s = get_text(r, "role")?;
     Role::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("role '{s}'")))
 }

@@ -1,0 +1,78 @@
+//! Service accounts (§4.3): OAuth 2.0 client credentials for API automation, created and
+//! revoked by admins; the client secret is shown once, at creation.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use cairn_domain::oauth::ServiceAccount;
+use cairn_domain::user::format_time;
+use cairn_domain::{FieldError, Role};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody};
+use crate::Shared;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v2/serviceaccounts", get(list).post(create))
+        .route("/v2/serviceaccounts/{id}", delete(remove))
+}
+
+pub(crate) fn account_json(a: &ServiceAccount) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "role": a.role.as_str(),
+        "client_id": a.client_id,
+        "created": format_time(a.created),
+        "createdBy": a.created_by,
+        "lastUsed": a.last_used.map(format_time),
+    })
+}
+
+async fn list(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>> {
+    let all = st.dir.list_service_accounts().await?;
+    Ok(Json(Value::Array(all.iter().map(account_json).collect())))
+}
+
+/// `{name, role: admin|read-only}` → 201 with `client_id` and `client_secret`, shown once.
+async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
+    let mut errors = vec![];
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.trim().is_empty() {
+        errors.push(FieldError::new("name", "is required"));
+    }
+    let role = match body.get("role") {
+        None | Some(Value::Null) => Some(Role::Admin),
+        Some(v) => v.as_str().and_then(Role::parse),
+    };
+    if role.is_none() {
+        errors.push(FieldError::new("role", "must be \"admin\" or \"read-only\""));
+    }
+    match body.as_object() {
+        Some(o) => {
+            for k in o.keys().filter(|k| !matches!(k.as_str(), "name" | "role")).take(10) {
+                let k: String = k.chars().take(64).collect();
+                errors.push(FieldError::new(k, "is not a field of a service account (name, role)"));
+            }
+        }
+        None => errors.push(FieldError::new("body", "must be a JSON object: {\"name\": …, \"role\": …}")),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::from(cairn_directory::Error::Invalid(errors)));
+    }
+    let new = st.dir.create_service_account(&c.ctx, name, role.unwrap_or(Role::Admin)).await?;
+    let mut v = account_json(&new.account);
+    v["client_secret"] = new.secret.expose().into();
+    v["token_endpoint"] = "/oauth2/token".into();
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Revokes the account: every token it holds stops working at once.
+async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    st.dir.delete_service_account(&c.ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,23 @@
+-- OAuth 2.0 client credentials (§2.2 Service account): the client secret is kept as its
+-- SHA-256 (a long random string, like an API key's); access tokens likewise, each with its
+-- expiry. Deleting an account deletes its tokens in the same transaction.
+CREATE TABLE service_accounts (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    role TEXT COLLATE "C" NOT NULL,
+    client_id TEXT COLLATE "C" NOT NULL,
+    secret_hash TEXT COLLATE "C" NOT NULL,
+    created TEXT COLLATE "C" NOT NULL,
+    created_by TEXT COLLATE "C",
+    last_used TEXT COLLATE "C"
+);
+CREATE UNIQUE INDEX service_accounts_client_uq ON service_accounts (client_id);
+
+CREATE TABLE service_tokens (
+    token_hash TEXT COLLATE "C" PRIMARY KEY,
+    account_id TEXT COLLATE "C" NOT NULL,
+    created TEXT COLLATE "C" NOT NULL,
+    expires TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX service_tokens_account_ix ON service_tokens (account_id, created);
+CREATE INDEX service_tokens_expires_ix ON service_tokens (expires);
