@@ -89,6 +89,18 @@ struct Item {
     cells: Option<csv::StringRecord>,
     /// The normalized unique keys (see [`KEYS`]), for duplicates inside the file.
     keys: Keys,
+    /// Update mode: the key column (`username`, `email`, `employeeIdentifier`) and this
+    /// record's value of it, which finds the user to update.
+    key: Option<(&'static str, String)>,
+}
+
+/// A key field's column name in JumpCloud's template.
+fn header_name(field: &str) -> &'static str {
+    match field {
+        "username" => "Username",
+        "email" => "Email",
+        _ => "employeeIdentifier",
+    }
 }
 
 /// The keys no two users share, in the order of [`Item::keys`].
@@ -261,6 +273,7 @@ impl Directory {
         let total = csv_import::count_records(&bytes);
         let checked =
             csv_import::check_line_lengths(&bytes).and_then(|_| csv_import::records(std::io::Cursor::new(bytes)));
+        let checked = checked.and_then(|(h, r)| h.require(opts.update).map(|_| (h, r)));
         let (header, records) = match checked {
             Ok(x) => x,
             Err(m) => {
@@ -273,13 +286,22 @@ impl Directory {
         let note = (!unknown.is_empty()).then(|| format!("ignored unknown columns: {}", unknown.join(", ")));
         let col = |name: &'static str| header.columns.iter().position(|c| *c == csv_import::Column::Field(name));
         let (ucol, ecol, icol) = (col("username"), col("email"), col("employeeIdentifier"));
+        // What an update file matches users by (its first key column).
+        let update_key = if opts.update { header.update_key() } else { None };
         let cell = move |cells: &csv::StringRecord, i: Option<usize>| {
             i.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty())
         };
         // Records become items as they are read (on the worker thread, for create mode).
         let items = records.map(move |(row, cells)| {
-            let mut item =
-                Item { seq: row, username: None, parsed: None, result: None, cells: None, keys: Keys::default() };
+            let mut item = Item {
+                seq: row,
+                username: None,
+                parsed: None,
+                result: None,
+                cells: None,
+                keys: Keys::default(),
+                key: None,
+            };
             match cells {
                 Ok(cells) => {
                     // The username as given (its case is kept); keys compare lowercase.
@@ -289,6 +311,18 @@ impl Directory {
                         cell(&cells, ecol).map(|e| e.to_lowercase()),
                         icol.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
                     ];
+                    if let Some((name, i)) = update_key {
+                        let v = cell(&cells, Some(i));
+                        let v = if name == "employeeIdentifier" { v } else { v.map(|v| v.to_lowercase()) };
+                        match v {
+                            // In update mode the file's key is what must not repeat.
+                            Some(v) => {
+                                item.keys = [Some(v.clone()), None, None];
+                                item.key = Some((name, v));
+                            }
+                            None => item.done("error", None, format!("the key column {} is empty", header_name(name))),
+                        }
+                    }
                     item.cells = Some(cells);
                 }
                 Err(m) => item.done("error", None, m),
@@ -348,6 +382,7 @@ impl Directory {
                     result: None,
                     cells: None,
                     keys: Keys::default(),
+                    key: None,
                 };
                 match cairn_domain::user::parse_user_input(&v, true) {
                     Ok(input) => {
@@ -526,23 +561,34 @@ impl Directory {
             .filter(|i| i.parsed.is_some())
             .filter_map(|i| i.username.as_deref().map(str::to_lowercase))
             .collect();
-        let emails: Vec<String> = chunk.iter().filter_map(|i| i.parsed.as_ref()?.input.email.clone()).collect();
+        let mut emails: Vec<String> = chunk.iter().filter_map(|i| i.parsed.as_ref()?.input.email.clone()).collect();
+        // Update files keyed by e-mail or employee id find their users by those.
+        let key_of = |name: &str| -> Vec<String> {
+            chunk
+                .iter()
+                .filter(|i| i.parsed.is_some())
+                .filter_map(|i| i.key.as_ref().filter(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+                .collect()
+        };
+        emails.extend(key_of("email"));
+        let emp_keys = key_of("employeeIdentifier");
         let managers: Vec<String> =
             chunk.iter().filter_map(|i| i.parsed.as_ref()?.manager.clone()).map(|m| m.to_lowercase()).collect();
         let emp: Vec<String> = chunk
             .iter()
             .filter_map(|i| i.parsed.as_ref()?.input.profile.get("employeeIdentifier")?.as_str().map(String::from))
             .collect();
-        let (holders, manager_users) = {
+        let (holders, manager_users, by_emp) = {
             let mut c = self.store().read().await?;
             let holders = Holders::find(&mut c.db(), &usernames, &emails, &emp).await?;
+            let by_emp: HashMap<String, UserKeys> = c.db().users_by_employee_ids(&emp_keys).await?.into_iter().collect();
             let mut m = c.db().users_matching(&managers, &[]).await?;
             for id in managers.iter().filter(|x| cairn_domain::id::is_object_id(x)) {
                 if let Some(u) = c.db().get_user(id).await? {
                     m.push(UserKeys { id: u.id, username: u.username, email: u.email });
                 }
             }
-            (holders, m)
+            (holders, m, by_emp)
         };
         let Holders { by_name, by_email, emp_owner } = &holders;
         let manager_id = |m: &str, new_ids: &HashMap<String, String>| -> Option<String> {
@@ -574,10 +620,25 @@ impl Directory {
             }
             let groups: Vec<String> = p.groups.iter().filter_map(|g| group_ids.get(g).cloned()).collect();
             if opts.update {
-                match by_name.get(ukey.as_str()) {
-                    None => {
-                        it.done("error", None, format!("no user with username '{uname}' (update mode never creates)"))
+                let (key, value) = it.key.clone().unwrap_or(("username", ukey.clone()));
+                let found = match key {
+                    "email" => {
+                        // The key, not a change.
+                        input.email = None;
+                        by_email.get(value.as_str())
                     }
+                    "employeeIdentifier" => {
+                        input.profile.remove("employeeIdentifier");
+                        by_emp.get(value.as_str())
+                    }
+                    _ => by_name.get(value.as_str()),
+                };
+                match found {
+                    None => it.done(
+                        "error",
+                        None,
+                        format!("no user with {key} '{value}' (update mode never creates)"),
+                    ),
                     Some(u) => {
                         if let Some(e) = &input.email {
                             if let Some(other) = by_email.get(e.as_str()).filter(|o| o.id != u.id) {

@@ -102,15 +102,6 @@ pub struct Header {
 impl Header {
     pub fn new(names: Vec<String>) -> Result<Header, String> {
         let columns: Vec<Column> = names.iter().map(|n| classify(n)).collect();
-        for need in ["username", "email"] {
-            if !columns.contains(&Column::Field(need)) {
-                return Err(format!(
-                    "the header has no {} column (found: {})",
-                    if need == "username" { "Username" } else { "Email" },
-                    names.join(", ")
-                ));
-            }
-        }
         let mut seen = std::collections::HashSet::new();
         for n in &names {
             if !seen.insert(n.trim().to_lowercase()) {
@@ -118,6 +109,37 @@ impl Header {
             }
         }
         Ok(Header { names, columns })
+    }
+
+    /// Checks the header has what the mode needs: `Username` and `Email` to create; one key
+    /// column to update (see [`Header::update_key`]) plus the columns to change.
+    pub fn require(&self, update: bool) -> Result<(), String> {
+        if update {
+            return self.update_key().map(|_| ()).ok_or_else(|| {
+                format!(
+                    "the header has no key column: an update file needs Username, Email or employeeIdentifier (found: {})",
+                    self.names.join(", ")
+                )
+            });
+        }
+        for need in ["username", "email"] {
+            if !self.columns.contains(&Column::Field(need)) {
+                return Err(format!(
+                    "the header has no {} column (found: {})",
+                    if need == "username" { "Username" } else { "Email" },
+                    self.names.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The column an update file matches users by: `Username` when present, else `Email`,
+    /// else `employeeIdentifier` (the JSON field name, with its column's place).
+    pub fn update_key(&self) -> Option<(&'static str, usize)> {
+        ["username", "email", "employeeIdentifier"]
+            .into_iter()
+            .find_map(|k| self.columns.iter().position(|c| *c == Column::Field(k)).map(|i| (k, i)))
     }
 
     /// Columns that are neither fields nor (in `groups`, lowercase) group names.
@@ -444,8 +466,15 @@ mod tests {
 
     #[test]
     fn headers_need_username_and_email_once() {
-        assert!(Header::new(vec!["Username".into()]).unwrap_err().contains("Email"));
+        let h = |n: &[&str]| Header::new(n.iter().map(|s| s.to_string()).collect()).unwrap();
+        assert!(h(&["Username"]).require(false).unwrap_err().contains("Email"));
         assert!(Header::new(vec!["Username".into(), "Email".into(), "email".into()]).unwrap_err().contains("twice"));
+        // An update file needs one key column and the columns to change.
+        assert_eq!(h(&["Username", "department"]).update_key(), Some(("username", 0)));
+        assert!(h(&["Username", "department"]).require(true).is_ok());
+        assert_eq!(h(&["department", "Email"]).update_key(), Some(("email", 1)));
+        assert_eq!(h(&["employeeIdentifier", "jobTitle"]).update_key(), Some(("employeeIdentifier", 0)));
+        assert!(h(&["department"]).require(true).unwrap_err().contains("no key column"));
         assert!(read(b"").is_err());
     }
 }

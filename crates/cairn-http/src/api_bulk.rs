@@ -21,6 +21,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/v2/users/import", post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)))
         .route("/v2/users/import/{id}", get(import_status))
+        .route("/v2/users/import/{id}/results", get(import_results))
         .route("/v2/bulk/users", post(bulk_create).patch(bulk_update).layer(DefaultBodyLimit::max(64 * 1024 * 1024)))
         .route("/v2/bulk/users/{id}/results", get(bulk_results))
         .route("/v2/users/export", get(export))
@@ -66,32 +67,10 @@ async fn import(
         .into_response())
 }
 
-/// Status, counts and one result per record (`row` counts records, the header being 1);
-/// `?outcome=error` filters, `limit`/`skip` page the results (all by default).
-async fn import_status(
-    State(st): State<Shared>,
-    _: Caller,
-    Path(id): Path<String>,
-    q: QueryPairs,
-) -> ApiResult<Json<Value>> {
+/// Status, counts and progress of an import job; its results are paged at `…/results`
+/// (a 100,000-record job's results are megabytes: they are never answered whole).
+async fn import_status(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let job = st.dir.job(&id).await?;
-    let limit = match q.get("limit") {
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| field_error("limit", "must be a whole number of at least 1"))?,
-        None => i64::MAX,
-    };
-    let skip = match q.get("skip") {
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| field_error("skip", "must be a whole number of at least 0"))?,
-        None => 0,
-    };
-    let (matched, results) = st.dir.job_results(&id, q.get("outcome"), limit, skip).await?;
     let status = match job.status.as_str() {
         "interrupted" => "failed",
         s => s,
@@ -109,9 +88,56 @@ async fn import_status(
         "message": job.message,
         "created": format_time(job.created),
         "updated": format_time(job.updated),
-        "resultCount": matched,
-        "results": results.iter().map(|r| json!({ "row": r.seq, "username": r.username, "userId": r.user_id, "outcome": r.outcome, "message": r.message.clone().unwrap_or_default() })).collect::<Vec<_>>(),
+        "results": format!("/api/v2/users/import/{}/results", job.id),
     })))
+}
+
+/// One page of a job's results (`limit` default 10, at most 1000; `skip`; `?outcome=`
+/// created|updated|exists|error), oldest record first, with `x-total-count`: JumpCloud's
+/// `job-workresult` plus Cairn's `row` (records counted with the header as row 1),
+/// `username`, `userId`, `outcome` and `message`.
+async fn job_results_page(st: &Shared, id: &str, q: &QueryPairs) -> ApiResult<impl IntoResponse> {
+    let job = st.dir.job(id).await?;
+    let (limit, skip) = q.page(10, 1000)?;
+    let outcome = match q.get("outcome") {
+        None => None,
+        Some(o @ ("created" | "updated" | "exists" | "error")) => Some(o),
+        Some(o) => {
+            let o: String = o.chars().take(64).collect();
+            return Err(field_error("outcome", format!("'{o}' is not one of created, updated, exists, error")));
+        }
+    };
+    let (matched, results) = st.dir.job_results(id, outcome, limit, skip).await?;
+    let body: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let message = r.message.clone().unwrap_or_default();
+            json!({
+                "id": format!("{}-{}", job.id, r.seq),
+                "createdAt": format_time(job.created),
+                "updatedAt": format_time(job.updated),
+                "status": if r.outcome == "error" { "failed" } else { "finished" },
+                "statusMsg": if message.is_empty() { r.outcome.clone() } else { message.clone() },
+                "meta": { "row": r.seq, "username": r.username, "outcome": r.outcome, "jobStatus": job.status },
+                "persistedFields": { "id": r.user_id, "username": r.username },
+                "row": r.seq,
+                "username": r.username,
+                "userId": r.user_id,
+                "outcome": r.outcome,
+                "message": message,
+            })
+        })
+        .collect();
+    Ok((crate::api_groups::total_header(matched), Json(body)))
+}
+
+async fn import_results(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    job_results_page(&st, &id, &q).await
 }
 
 /// JumpCloud `creation-source`: `jumpcloud:bulk` (default) picks the csvImport default state,
@@ -156,26 +182,14 @@ async fn bulk_update(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBo
     Ok((StatusCode::CREATED, Json(json!({ "jobId": job }))).into_response())
 }
 
-/// JumpCloud `job-workresult` per record.
-async fn bulk_results(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let job = st.dir.job(&id).await?;
-    let (_, results) = st.dir.job_results(&id, None, i64::MAX, 0).await?;
-    Ok(Json(Value::Array(
-        results
-            .iter()
-            .map(|r| {
-                json!({
-                    "id": format!("{}-{}", job.id, r.seq),
-                    "createdAt": format_time(job.created),
-                    "updatedAt": format_time(job.updated),
-                    "status": if r.outcome == "error" { "failed" } else { "finished" },
-                    "statusMsg": r.message.clone().unwrap_or_else(|| r.outcome.clone()),
-                    "meta": { "row": r.seq, "username": r.username, "outcome": r.outcome, "jobStatus": job.status },
-                    "persistedFields": { "id": r.user_id, "username": r.username },
-                })
-            })
-            .collect(),
-    )))
+/// JumpCloud `job-workresult` per record, paged as JumpCloud pages it.
+async fn bulk_results(
+    State(st): State<Shared>,
+    _: Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<impl IntoResponse> {
+    job_results_page(&st, &id, &q).await
 }
 
 /// Every user matching the list parameters, streamed as CSV (default) or JSON.

@@ -288,10 +288,12 @@ fn credentials_and_bulk() -> Value {
                 "responses": ok("200", json!({ "type": "array", "items": r("OutboxMessage") })) } },
             "/v2/users/import": { "post": { "operationId": "users_import", "parameters": [flag("dry_run", "validate only, change nothing"), flag("update", "update users matched by Username; never create")],
                 "requestBody": csv_body, "responses": accepted } },
-            "/v2/users/import/{id}": { "parameters": [id_param("id")], "get": { "operationId": "users_import_status", "parameters": [
-                q("outcome", json!({ "type": "string", "enum": ["created", "updated", "exists", "error"] }), "only these results"),
-                q("limit", json!({ "type": "integer", "minimum": 1 }), "results per page (all by default)"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+            "/v2/users/import/{id}": { "parameters": [id_param("id")], "get": { "operationId": "users_import_status",
                 "responses": ok("200", r("ImportJob")) } },
+            "/v2/users/import/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "users_import_results", "parameters": [
+                q("outcome", json!({ "type": "string", "enum": ["created", "updated", "exists", "error"] }), "only these results"),
+                q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 10 }), "page size"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+                "responses": ok("200", json!({ "type": "array", "items": r("JobResult") })) } },
             "/v2/bulk/users": {
                 "post": { "operationId": "bulk_users_create", "parameters": [
                     { "name": "creation-source", "in": "header", "required": false, "schema": { "type": "string", "default": "jumpcloud:bulk", "enum": ["jumpcloud:gapps", "jumpcloud:o365", "jumpcloud:workday", "jumpcloud:scim", "jumpcloud:bulk", "jumpcloud:custom_integration"] } },
@@ -299,7 +301,10 @@ fn credentials_and_bulk() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": r("SystemUserPost") } } } }, "responses": ok("201", job_id.clone()) },
                 "patch": { "operationId": "bulk_users_update", "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object", "required": ["id"] } } } } }, "responses": ok("201", job_id) }
             },
-            "/v2/bulk/users/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "bulk_users_results", "responses": ok("200", json!({ "type": "array", "items": { "type": "object" } })) } },
+            "/v2/bulk/users/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "bulk_users_results", "parameters": [
+                q("outcome", json!({ "type": "string", "enum": ["created", "updated", "exists", "error"] }), "only these results"),
+                q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 10 }), "page size"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
+                "responses": ok("200", json!({ "type": "array", "items": r("JobResult") })) } },
             "/v2/users/export": { "get": { "operationId": "users_export", "parameters": [
                 q("format", json!({ "type": "string", "enum": ["csv", "json"], "default": "csv" }), "file format"),
                 q("fields", json!({ "type": "string" }), "space-separated columns"), q("filter", json!({ "type": "string" }), "as for /systemusers"),
@@ -313,8 +318,11 @@ fn credentials_and_bulk() -> Value {
             "ImportJob": { "type": "object", "properties": { "jobId": { "type": "string" }, "status": { "type": "string", "enum": ["queued", "running", "done", "failed"] },
                 "interrupted": { "type": "boolean" }, "total": { "type": "integer" }, "processed": { "type": "integer" }, "message": { "type": "string", "nullable": true },
                 "counts": { "type": "object", "properties": { "created": { "type": "integer" }, "updated": { "type": "integer" }, "exists": { "type": "integer" }, "error": { "type": "integer" } } },
-                "results": { "type": "array", "items": { "type": "object", "properties": { "row": { "type": "integer" }, "username": { "type": "string", "nullable": true },
-                    "outcome": { "type": "string", "enum": ["created", "updated", "exists", "error"] }, "message": { "type": "string" } } } } } }
+                "results": { "type": "string", "description": "where the job's results are, paged" } } },
+            "JobResult": { "type": "object", "properties": { "id": { "type": "string" }, "createdAt": { "type": "string" }, "updatedAt": { "type": "string" },
+                "status": { "type": "string", "enum": ["finished", "failed"] }, "statusMsg": { "type": "string" }, "meta": { "type": "object" }, "persistedFields": { "type": "object" },
+                "row": { "type": "integer" }, "username": { "type": "string", "nullable": true }, "userId": { "type": "string", "nullable": true },
+                "outcome": { "type": "string", "enum": ["created", "updated", "exists", "error"] }, "message": { "type": "string" } } }
         }
     })
 }

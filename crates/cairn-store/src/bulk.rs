@@ -198,6 +198,25 @@ impl Db<'_> {
         Ok(out)
     }
 
+    /// The users holding these employee identifiers (an update file keyed by them).
+    pub async fn users_by_employee_ids(&mut self, ids: &[String]) -> Result<Vec<(String, UserKeys)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut a = Args::positional(self.b);
+            let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();
+            let sql = format!(
+                "SELECT id, username, email, employeeidentifier FROM users WHERE employeeidentifier IN ({})",
+                ps.join(", ")
+            );
+            for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
+                let keys =
+                    UserKeys { id: get_text(&r, "id")?, username: get_text(&r, "username")?, email: get_text(&r, "email")? };
+                out.push((get_text(&r, "employeeidentifier")?, keys));
+            }
+        }
+        Ok(out)
+    }
+
     /// Existing employee identifiers among these.
     pub async fn employee_ids_taken(&mut self, ids: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();

@@ -199,3 +199,84 @@ fn resetmfa_honours_an_exclusion_period_then_enrolment_is_required() {
         mfa_exclusion(&db);
     }
 }
+
+fn key_only_updates(db: &Db) {
+    let s = Server::start(db);
+    let job = import(
+        &s,
+        "",
+        "Username,Email,employeeIdentifier\nAnna,anna@example.com,E-1\nben,ben@example.com,E-2\ncy,cy@example.com,E-3\n",
+    );
+    assert_eq!(job["counts"]["created"], 3, "{job}");
+    let get = |name: &str| s.get(&format!("/api/systemusers?filter=username:$eq:{name}")).1["results"][0].clone();
+    // The key column plus the columns to change: no Email needed to update by username.
+    let job = import(&s, "?update=true", "Username,department\nanna,Ops\nnobody,Ops\n");
+    assert_eq!((job["status"].as_str(), job["counts"]["updated"].as_i64()), (Some("done"), Some(1)), "{job}");
+    assert_eq!(get("Anna")["department"], "Ops");
+    assert_eq!(get("Anna")["email"], "anna@example.com", "the missing column changes nothing");
+    let (_, errs) = s.get(&format!("/api/v2/users/import/{}/results?outcome=error", job["jobId"].as_str().unwrap()));
+    assert!(errs[0]["message"].as_str().unwrap().contains("no user with username 'nobody'"), "{errs}");
+    // By e-mail when there is no Username column, by employee id when there is neither.
+    let job = import(&s, "?update=true", "Email,jobTitle\nBEN@example.com,Builder\n");
+    assert_eq!(job["counts"]["updated"], 1, "{job}");
+    assert_eq!(get("ben")["jobTitle"], "Builder");
+    let job = import(&s, "?update=true", "employeeIdentifier,location\nE-3,Lisbon\n");
+    assert_eq!(job["counts"]["updated"], 1, "{job}");
+    assert_eq!(get("cy")["location"], "Lisbon");
+    // A second run changes nothing.
+    let job = import(&s, "?update=true", "employeeIdentifier,location\nE-3,Lisbon\n");
+    assert_eq!((job["counts"]["updated"].as_i64(), job["counts"]["exists"].as_i64()), (Some(0), Some(1)), "{job}");
+    // A file with no key column fails whole, saying so; create mode still needs both.
+    let job = import(&s, "?update=true", "department\nOps\n");
+    assert_eq!(job["status"], "failed");
+    assert!(job["message"].as_str().unwrap().contains("no key column"), "{job}");
+    let job = import(&s, "", "Username,department\ndee,Ops\n");
+    assert_eq!(job["status"], "failed");
+    assert!(job["message"].as_str().unwrap().contains("no Email column"), "{job}");
+}
+
+#[test]
+fn an_update_file_needs_only_its_key_column_and_the_columns_to_change() {
+    for db in Db::all("key-only update CSV on PostgreSQL") {
+        key_only_updates(&db);
+    }
+}
+
+fn paged_results(db: &Db) {
+    let s = Server::start(db);
+    let mut csv = String::from("Username,Email\n");
+    for i in 0..25 {
+        csv.push_str(&format!("u{i},u{i}@example.com\n"));
+    }
+    csv.push_str("u3,dup@example.com\n");
+    let job = import(&s, "", &csv);
+    assert!(job["results"].is_string() && job.get("resultCount").is_none(), "counts and progress only: {job}");
+    assert_eq!((job["processed"].as_i64(), job["total"].as_i64()), (Some(26), Some(26)));
+    let id = job["jobId"].as_str().unwrap();
+    let page = |q: &str| {
+        let r = s.raw().get(format!("{}/api/v2/users/import/{id}/results{q}", s.base)).header("x-api-key", KEY).send().unwrap();
+        let total = r.headers()["x-total-count"].to_str().unwrap().parse::<i64>().unwrap();
+        (total, r.json::<Value>().unwrap())
+    };
+    let (total, first) = page("");
+    assert_eq!((total, first.as_array().unwrap().len()), (26, 10), "JumpCloud's default page of 10");
+    assert_eq!(first[0]["row"], 2, "the header is row 1");
+    let (_, next) = page("?limit=10&skip=20");
+    assert_eq!(next.as_array().unwrap().len(), 6);
+    let (errors, e) = page("?outcome=error");
+    assert_eq!((errors, e[0]["row"].as_i64()), (1, Some(27)));
+    assert_eq!((e[0]["status"].as_str(), e[0]["meta"]["outcome"].as_str()), (Some("failed"), Some("error")));
+    // The JSON bulk endpoint pages the same way, in the same shape.
+    let (st, v) = s.get(&format!("/api/v2/bulk/users/{id}/results?limit=2&skip=1"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["id"], format!("{id}-3"));
+    assert_eq!(v[0]["persistedFields"]["username"], "u1");
+}
+
+#[test]
+fn import_results_are_paged_and_the_status_carries_counts_only() {
+    for db in Db::all("paged import results on PostgreSQL") {
+        paged_results(&db);
+    }
+}
