@@ -24,6 +24,9 @@ struct FileConfig {
     bootstrap_api_key: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
+    http_header_timeout: Option<u64>,
+    http_idle_timeout: Option<u64>,
+    http_max_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,10 +48,28 @@ pub struct Config {
     pub bootstrap_api_key: Option<String>,
     pub log: String,
     pub log_format: String,
+    /// Seconds a client has to send a request head (`CAIRN_HTTP_HEADER_TIMEOUT`).
+    pub http_header_timeout: std::time::Duration,
+    /// Seconds a connection may move no byte before it ends (`CAIRN_HTTP_IDLE_TIMEOUT`).
+    pub http_idle_timeout: std::time::Duration,
+    /// Open HTTP connections at most; past it new ones wait (`CAIRN_HTTP_MAX_CONNECTIONS`).
+    pub http_max_connections: usize,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A whole number from the environment (which wins) or the file, at least `min`.
+fn number(name: &str, file: Option<u64>, default: u64, min: u64) -> Result<u64> {
+    let n = match env(name) {
+        Some(v) => v.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("{name} must be a whole number, not '{v}'"))?,
+        None => file.unwrap_or(default),
+    };
+    if n < min {
+        bail!("{name} must be at least {min}, not {n}");
+    }
+    Ok(n)
 }
 
 fn off(v: String) -> Option<String> {
@@ -106,6 +127,19 @@ impl Config {
             bootstrap_api_key: env("CAIRN_BOOTSTRAP_API_KEY").or(fc.bootstrap_api_key),
             log: env("CAIRN_LOG").or(fc.log).unwrap_or_else(|| "info".into()),
             log_format,
+            http_header_timeout: std::time::Duration::from_secs(number(
+                "CAIRN_HTTP_HEADER_TIMEOUT",
+                fc.http_header_timeout,
+                10,
+                1,
+            )?),
+            http_idle_timeout: std::time::Duration::from_secs(number(
+                "CAIRN_HTTP_IDLE_TIMEOUT",
+                fc.http_idle_timeout,
+                60,
+                1,
+            )?),
+            http_max_connections: number("CAIRN_HTTP_MAX_CONNECTIONS", fc.http_max_connections, 1024, 1)? as usize,
         })
     }
 }

@@ -2,9 +2,9 @@
 
 mod config;
 mod files;
+mod http_server;
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -470,10 +470,12 @@ async fn serve(cfg: Config) -> Result<()> {
         tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
     let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics) });
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("HTTP server failed");
+    let limits = http_server::Limits {
+        header_timeout: cfg.http_header_timeout,
+        idle_timeout: cfg.http_idle_timeout,
+        max_connections: cfg.http_max_connections,
+    };
+    let served = http_server::serve(listener, app, limits, shutdown()).await.context("HTTP server failed");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = mailer.await;

@@ -349,3 +349,103 @@ fn filters_and_search_terms_are_capped_with_a_400_naming_the_limit() {
         assert!(!log.contains("store error") && !log.contains("ERROR"), "{db:?}:\n{log}");
     }
 }
+
+/// The server process's open sockets (Linux).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Sends one request on an open connection and reads its answer (it is small: `ok\n`).
+fn healthz_on(c: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: cairn\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).ends_with("ok\n") {
+        let n = c.read(&mut buf).expect("the kept connection answers");
+        assert!(n > 0, "the kept connection was closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Whether the server ends a connection (EOF or reset) before `limit` — a liveness bound, far
+/// above the timeouts, not a measurement.
+fn closed_by_server(c: &mut std::net::TcpStream, drip: bool, limit: std::time::Duration) -> bool {
+    use std::io::{Read, Write};
+    c.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < limit {
+        if drip && c.write_all(b"a").is_err() {
+            return true;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn half_sent_requests_are_cut_off_and_cannot_exhaust_connections() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    const CAP: usize = 20;
+    let s = Server::start_with(
+        &Db::Sqlite,
+        &[
+            ("CAIRN_BOOTSTRAP_API_KEY", KEY),
+            ("CAIRN_HTTP_HEADER_TIMEOUT", "5"),
+            ("CAIRN_HTTP_IDLE_TIMEOUT", "30"),
+            ("CAIRN_HTTP_MAX_CONNECTIONS", "20"),
+        ],
+    );
+    let pid = s.child.as_ref().unwrap().id();
+    let addr = format!("127.0.0.1:{}", s.port);
+    let idle_sockets = sockets_of(pid);
+    // A kept-alive connection, open before the flood.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    assert!(healthz_on(&mut kept).starts_with("HTTP/1.1 200"));
+    // Three times the cap of half-sent requests, as the probe sent 19,995 of them.
+    let mut flood: Vec<TcpStream> = (0..3 * CAP)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: cairn\r\nX-Slow: ").unwrap();
+            c
+        })
+        .collect();
+    // The connection already accepted keeps answering.
+    assert!(healthz_on(&mut kept).starts_with("HTTP/1.1 200"), "the kept connection answers during the flood");
+    // The server holds no more connections than the cap; the rest wait in the accept queue.
+    std::thread::sleep(Duration::from_millis(500));
+    let held = sockets_of(pid).saturating_sub(idle_sockets);
+    assert!(held <= CAP, "the server holds {held} connections (cap {CAP})");
+    // A new connection is answered once the timeouts have freed slots.
+    let fresh = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let r = fresh.get(format!("{}/healthz", s.base)).send().expect("/healthz answers after the flood");
+    assert_eq!(r.status(), 200);
+    // Every half-sent request was cut off by the server; a slowloris trickling its header is too.
+    for c in flood.iter_mut() {
+        assert!(closed_by_server(c, false, Duration::from_secs(120)), "a half-sent request stays open");
+    }
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: cairn\r\nX-Slow: ").unwrap();
+    assert!(closed_by_server(&mut slow, true, Duration::from_secs(120)), "a slowloris is never cut off");
+    // A connection that says nothing at all ends too.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    assert!(closed_by_server(&mut silent, false, Duration::from_secs(120)), "a silent connection stays open");
+    assert_eq!(s.get("/api/systemusers").0, 200, "the server is still up");
+}
