@@ -191,6 +191,17 @@ impl Directory {
         Ok(c.db().list_groups(name, limit, skip).await?)
     }
 
+    /// A page of groups by a JumpCloud v2 list query (filters and sort).
+    pub async fn query_groups(
+        &self,
+        q: &cairn_domain::group_query::GroupQuery,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<Group>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().query_groups(q, limit, skip).await?)
+    }
+
     /// Adds or removes one user; returns whether membership changed. Repeating an add or a
     /// remove is not an error.
     pub async fn change_membership(&self, ctx: &Ctx, group_id: &str, user_id: &str, add: bool) -> Result<bool> {

@@ -5,6 +5,7 @@ pub mod csv_import;
 pub mod error;
 pub mod fields;
 pub mod graph;
+pub mod group_query;
 pub mod id;
 pub mod lifecycle;
 pub mod lockout;

@@ -19,14 +19,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// JumpCloud's operators, with or without the `$` (clients send both); v2's `ge` and
+    /// `le` are the same as `gte` and `lte`.
     fn parse(s: &str) -> Option<Op> {
-        Some(match s {
-            "$eq" => Op::Eq,
-            "$ne" => Op::Ne,
-            "$gt" => Op::Gt,
-            "$gte" => Op::Gte,
-            "$lt" => Op::Lt,
-            "$lte" => Op::Lte,
+        Some(match s.strip_prefix('$').unwrap_or(s) {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "gte" | "ge" => Op::Gte,
+            "lt" => Op::Lt,
+            "lte" | "le" => Op::Lte,
             _ => return None,
         })
     }
@@ -347,21 +349,40 @@ fn parse_fields(v: &str) -> Result<Option<Vec<String>>, FieldError> {
     Ok(Some(names))
 }
 
-/// `field:$op:value` or `field:value` (meaning `$eq`).
+/// Operator names JumpCloud's filters use that Cairn's v1 filters do not take: a filter
+/// naming one is refused, not read as an equality with a value that begins with it.
+const UNSUPPORTED_OPS: &[&str] =
+    &["in", "nin", "search", "between", "regex", "like", "exists", "contains", "co", "sw", "ew", "pr"];
+
+/// A filter quoted back in a message, cut short.
+fn quote(v: &str) -> String {
+    let q: String = v.chars().take(64).collect();
+    if q.len() < v.len() {
+        format!("'{q}…'")
+    } else {
+        format!("'{q}'")
+    }
+}
+
+/// `field:$op:value`, `field:op:value` (the operator without `$`, as many clients send it) or
+/// `field:value` (meaning `$eq`). Anything Cairn cannot read exactly is a 400 saying why,
+/// never a filter that silently matches nothing.
 fn parse_filter(v: &str) -> Result<Cond, FieldError> {
+    let bad = |why: String| FieldError::new("filter", format!("{} {why}", quote(v)));
     let Some((name, rest)) = v.split_once(':') else {
-        return Err(FieldError::new("filter", format!("'{v}' is not of the form field:$op:value")));
+        return Err(bad("is not of the form field:$op:value (e.g. username:$eq:ada)".into()));
     };
     let field = queryable(name, "filter")?;
-    let (op, value) = match rest.strip_prefix('$') {
-        Some(_) => {
-            let (op, value) = rest.split_once(':').unwrap_or((rest, ""));
-            let op = Op::parse(op).ok_or_else(|| {
-                FieldError::new("filter", format!("unknown operator '{op}' in '{v}' (use $eq $ne $gt $gte $lt $lte)"))
-            })?;
-            (op, value)
+    let ops = "$eq $ne $gt $gte $lt $lte (the $ may be left out)";
+    let (op, value) = match rest.split_once(':') {
+        Some((op, value)) if Op::parse(op).is_some() => (Op::parse(op).expect("checked"), value),
+        Some((op, _)) if op.starts_with('$') || UNSUPPORTED_OPS.contains(&op) => {
+            return Err(bad(format!("has an operator Cairn does not support: '{op}'; use {ops}")))
         }
-        None => (Op::Eq, rest),
+        None if rest.starts_with('$') || Op::parse(rest).is_some() || UNSUPPORTED_OPS.contains(&rest) => {
+            return Err(bad(format!("has an operator but no value: write {name}:$eq:VALUE (operators: {ops})")))
+        }
+        _ => (Op::Eq, rest),
     };
     Ok(Cond { field, op, value: scalar(field, value)? })
 }
@@ -480,6 +501,44 @@ mod tests {
             panic!()
         };
         assert_eq!(e[0].field, "searchFilter.searchTerm");
+    }
+
+    #[test]
+    fn operators_with_or_without_the_dollar() {
+        for (f, op, value) in [
+            ("username:eq:Salt-Dave", Op::Eq, "salt-dave"),
+            ("username:$eq:Salt-Dave", Op::Eq, "salt-dave"),
+            ("username:Salt-Dave", Op::Eq, "salt-dave"),
+            ("department:ne:IT", Op::Ne, "IT"),
+            ("department:gte:A", Op::Gte, "A"),
+            ("department:ge:A", Op::Gte, "A"),
+            ("department:$lte:Z", Op::Lte, "Z"),
+            ("department:$eq:", Op::Eq, ""),
+            ("department:Sales:East", Op::Eq, "Sales:East"),
+            ("description:eq:a:b", Op::Eq, "a:b"),
+        ] {
+            let q = ListQuery::from_pairs(&pairs(&[("filter", f)])).unwrap();
+            assert_eq!((q.all[0].op, &q.all[0].value), (op, &Scalar::Text(value.into())), "{f}");
+        }
+        let q = ListQuery::from_pairs(&pairs(&[("filter", "unix_uid:gt:1000")])).unwrap();
+        assert_eq!((q.all[0].op, &q.all[0].value), (Op::Gt, &Scalar::Int(1000)));
+        for f in [
+            "username:like:ada",
+            "username:in:a|b",
+            "username:$in:a",
+            "username:$regex:a",
+            "username:eq",
+            "username:$eq",
+            "username",
+            "nosuchfield:eq:x",
+            "addresses:eq:x",
+            "unix_uid:eq:many",
+        ] {
+            let Err(DomainError::Invalid(e)) = ListQuery::from_pairs(&pairs(&[("filter", f)])) else {
+                panic!("{f} must be refused")
+            };
+            assert!(e[0].field.starts_with("filter"), "{f}: {e:?}");
+        }
     }
 
     #[test]

@@ -6,11 +6,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use cairn_directory::group_json;
-use cairn_domain::query::MAX_FILTER_CONDITIONS;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::extract::{Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {
@@ -28,47 +27,12 @@ pub(crate) fn total_header(total: i64) -> HeaderMap {
     h
 }
 
-/// v2 filters are `field:op:value`, AND'ed when repeated; groups can be filtered by exact name.
-enum NameFilter {
-    Any,
-    Exactly(String),
-    /// Two different names AND'ed: no group has both.
-    Nothing,
-}
-
-fn name_filter(q: &QueryPairs) -> ApiResult<NameFilter> {
-    let filters: Vec<&str> = q.0.iter().filter(|(k, _)| k == "filter").map(|(_, v)| v.as_str()).collect();
-    if filters.len() > MAX_FILTER_CONDITIONS {
-        return Err(field_error(
-            "filter",
-            format!(
-                "at most {MAX_FILTER_CONDITIONS} filter conditions are allowed in one query ({} given)",
-                filters.len()
-            ),
-        ));
-    }
-    let mut names = NameFilter::Any;
-    for f in filters {
-        let name = match f.splitn(3, ':').collect::<Vec<_>>().as_slice() {
-            ["name", "eq" | "$eq", v] => v.to_string(),
-            _ => return Err(field_error("filter", format!("'{f}' is not supported: use name:eq:VALUE"))),
-        };
-        names = match names {
-            NameFilter::Any => NameFilter::Exactly(name),
-            NameFilter::Exactly(n) if n == name => NameFilter::Exactly(n),
-            _ => NameFilter::Nothing,
-        };
-    }
-    Ok(names)
-}
-
+/// JumpCloud v2: `filter=field:op:value` (repeated: AND'ed; `eq ne gt ge lt le in search` on
+/// id, name, description, email, membershipMethod) and `sort` (`-` for descending).
 async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(10, 100)?;
-    let (total, groups) = match name_filter(&q)? {
-        NameFilter::Any => st.dir.list_groups(None, limit, skip).await?,
-        NameFilter::Exactly(name) => st.dir.list_groups(Some(&name), limit, skip).await?,
-        NameFilter::Nothing => (0, vec![]),
-    };
+    let gq = cairn_domain::group_query::GroupQuery::from_pairs(&q.0)?;
+    let (total, groups) = st.dir.query_groups(&gq, limit, skip).await?;
     let body: Vec<Value> = groups.iter().map(group_json).collect();
     Ok((total_header(total), Json(body)))
 }

@@ -336,7 +336,7 @@ fn core() -> Value {
         q(
             "filter",
             json!({ "type": "string" }),
-            "field:$op:value with $eq $ne $gt $gte $lt $lte; filter[0]… AND, filter[or][0]… OR"
+            "field:$op:value with $eq $ne $gt $gte $lt $lte (the $ may be left out), or field:value; filter[0]… AND, filter[or][0]… OR; anything else is a 400"
         ),
         q(
             "search",
@@ -380,7 +380,8 @@ fn core() -> Value {
                 "put": { "operationId": "organizations_put", "requestBody": body("OrganizationPut"), "responses": ok("200", r("Organization")) }
             },
             "/v2/usergroups": {
-                "get": { "operationId": "usergroups_list", "parameters": [page_params[0], page_params[1], q("filter", json!({ "type": "string" }), "name:eq:VALUE")],
+                "get": { "operationId": "usergroups_list", "parameters": [page_params[0], page_params[1], q("filter", json!({ "type": "string" }), "field:op:value, repeated: AND'ed; fields id, name, description, email, membershipMethod; operators eq ne gt ge lt le in (a|b) search, with or without $"),
+                    q("sort", json!({ "type": "string" }), "comma-separated fields, '-' for descending")],
                          "responses": ok("200", json!({ "type": "array", "items": r("UserGroup") })) },
                 "post": { "operationId": "usergroups_create", "requestBody": body("UserGroupPost"), "responses": ok("201", r("UserGroup")) }
             },

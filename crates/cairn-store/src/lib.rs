@@ -836,6 +836,60 @@ impl Db<'_> {
         Ok((total, rows.iter().map(rows::group_from_row).collect::<Result<_>>()?))
     }
 
+    /// A page of groups by a v2 list query (filters AND'ed, sorted; by name when no sort is
+    /// given, the id last so pages are stable), and how many match in all.
+    pub async fn query_groups(
+        &mut self,
+        q: &cairn_domain::group_query::GroupQuery,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(i64, Vec<Group>)> {
+        use cairn_domain::group_query::GroupOp;
+        let mut a = Args::default();
+        let mut clauses = vec![];
+        for c in &q.all {
+            // Folded fields have a lowercase column of their own (`name_key`); values come lowercase.
+            let col = c.field.column;
+            let v = c.values.first().cloned().unwrap_or_default();
+            clauses.push(match c.op {
+                GroupOp::Eq => format!("{col} = {}", a.push(v)),
+                GroupOp::Ne => format!("({col} <> {} OR {col} IS NULL)", a.push(v)),
+                GroupOp::Gt => format!("{col} > {}", a.push(v)),
+                GroupOp::Ge => format!("{col} >= {}", a.push(v)),
+                GroupOp::Lt => format!("{col} < {}", a.push(v)),
+                GroupOp::Le => format!("{col} <= {}", a.push(v)),
+                GroupOp::In => {
+                    let ps: Vec<String> = c.values.iter().map(|v| a.push(v.clone())).collect();
+                    format!("{col} IN ({})", ps.join(", "))
+                }
+                GroupOp::Search => {
+                    format!("lower({col}) LIKE {} ESCAPE '\\'", a.push(format!("%{}%", escape_like(&v))))
+                }
+            });
+        }
+        let w = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let total =
+            rows::get_i64(&sqlx::query_with(&format!("SELECT COUNT(*) FROM usergroups{w}"), a.build()).fetch_one(&mut *self.c).await?, 0)?;
+        let mut order: Vec<String> = q
+            .sort
+            .iter()
+            .map(|(f, desc)| {
+                let expr = if f.column == "name_key" || f.column == "id" { f.column.to_string() } else { format!("lower({})", f.column) };
+                if *desc { format!("{expr} DESC NULLS LAST") } else { format!("{expr} ASC NULLS FIRST") }
+            })
+            .collect();
+        if order.is_empty() {
+            order.push("name_key ASC".into());
+        }
+        if !q.sort.iter().any(|(f, _)| f.column == "id") {
+            order.push("id ASC".into());
+        }
+        let (lim, off) = (a.push(limit), a.push(skip));
+        let sql = format!("SELECT * FROM usergroups{w} ORDER BY {} LIMIT {lim} OFFSET {off}", order.join(", "));
+        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
+        Ok((total, rows.iter().map(rows::group_from_row).collect::<Result<_>>()?))
+    }
+
     /// Adds a member; false when it already was one.
     pub async fn add_member(&mut self, group_id: &str, user_id: &str, now: DateTime<Utc>) -> Result<bool> {
         let r = sqlx::query(

@@ -280,3 +280,166 @@ fn import_results_are_paged_and_the_status_carries_counts_only() {
         paged_results(&db);
     }
 }
+
+/// A configuration-management client: makes the directory hold these users, groups,
+/// memberships and grants, finding everything by name as JumpCloud integrations do, and
+/// changing only what differs. Returns how many changes it sent.
+fn ensure(s: &Server, users: &[(&str, &str, &str)], groups: &[(&str, &[&str])], absent: &[&str]) -> usize {
+    let mut changes = 0;
+    let mut ids = std::collections::HashMap::new();
+    for (name, email, dept) in users {
+        let (st, v) = s.get(&format!("/api/systemusers?filter=username:eq:{name}&limit=2"));
+        assert_eq!(st, 200, "{v}");
+        match v["totalCount"].as_i64().unwrap() {
+            0 => {
+                let u = create(s, json!({"username": name, "email": email, "department": dept}));
+                changes += 1;
+                ids.insert(name.to_string(), u["_id"].as_str().unwrap().to_string());
+            }
+            1 => {
+                let u = &v["results"][0];
+                assert_eq!(u["username"], *name, "found by exact name");
+                let id = u["_id"].as_str().unwrap().to_string();
+                if u["email"] != *email || u["department"] != *dept {
+                    let (st, v) = s.put(&format!("/api/systemusers/{id}"), json!({"email": email, "department": dept}));
+                    assert_eq!(st, 200, "{v}");
+                    changes += 1;
+                }
+                ids.insert(name.to_string(), id);
+            }
+            n => panic!("{n} users named {name}"),
+        }
+    }
+    let (_, ldap) = s.get("/api/v2/ldapservers");
+    let ldap = ldap[0]["id"].as_str().unwrap().to_string();
+    for (group, members) in groups {
+        let (st, v) = s.get(&format!("/api/v2/usergroups?filter=name:eq:{group}"));
+        assert_eq!(st, 200, "{v}");
+        let gid = match v.as_array().unwrap().first() {
+            Some(g) => g["id"].as_str().unwrap().to_string(),
+            None => {
+                let (st, g) = s.post("/api/v2/usergroups", json!({"name": group}));
+                assert_eq!(st, 201, "{g}");
+                changes += 1;
+                g["id"].as_str().unwrap().to_string()
+            }
+        };
+        let mut have = vec![];
+        for skip in (0..).step_by(100) {
+            let (_, page) = s.get(&format!("/api/v2/usergroups/{gid}/members?limit=100&skip={skip}"));
+            let page = page.as_array().unwrap().clone();
+            have.extend(page.iter().map(|m| m["to"]["id"].as_str().unwrap().to_string()));
+            if page.len() < 100 {
+                break;
+            }
+        }
+        for m in *members {
+            let uid = &ids[*m];
+            if !have.contains(uid) {
+                let (st, v) = s.post(&format!("/api/v2/usergroups/{gid}/members"), json!({"op": "add", "type": "user", "id": uid}));
+                assert_eq!(st, 204, "{v}");
+                changes += 1;
+            }
+        }
+        let (st, grants) = s.get(&format!("/api/v2/usergroups/{gid}/associations?targets=ldap_server"));
+        assert_eq!(st, 200, "{grants}");
+        if !grants.as_array().unwrap().iter().any(|g| g["to"]["id"] == ldap.as_str()) {
+            let (st, v) = s.post(&format!("/api/v2/usergroups/{gid}/associations"), json!({"op": "add", "type": "ldap_server", "id": ldap}));
+            assert_eq!(st, 204, "{v}");
+            changes += 1;
+        }
+    }
+    for name in absent {
+        let (_, v) = s.get(&format!("/api/systemusers?filter=username:eq:{name}"));
+        for u in v["results"].as_array().unwrap() {
+            assert_eq!(s.delete(&format!("/api/systemusers/{}", u["_id"].as_str().unwrap())).0, 200);
+            changes += 1;
+        }
+    }
+    changes
+}
+
+fn ensure_present_twice(db: &Db) {
+    let s = Server::start(db);
+    create(&s, json!({"username": "Leaver", "email": "leaver@example.com"}));
+    create(&s, json!({"username": "Salt-Dave", "email": "dave@example.com", "department": "Old"}));
+    let users = [("Salt-Dave", "dave@example.com", "Ops"), ("ada", "ada@example.com", "R&D"), ("Bob.B", "bob@example.com", "Ops")];
+    let groups: [(&str, &[&str]); 2] = [("Engineering", &["Salt-Dave", "ada"]), ("ops", &["Bob.B"])];
+    let first = ensure(&s, &users, &groups, &["leaver"]);
+    // Dave's department, two users, two groups, three memberships, two grants, one deletion.
+    assert_eq!(first, 11);
+    let (_, events) = s.get("/api/v2/events?limit=1000");
+    let second = ensure(&s, &users, &groups, &["leaver"]);
+    assert_eq!(second, 0, "the second run finds everything as it should be and changes nothing");
+    let (_, after) = s.get("/api/v2/events?limit=1000");
+    assert_eq!(after.as_array().unwrap().len(), events.as_array().unwrap().len(), "no event either");
+    let (_, v) = s.get("/api/systemusers?sort=username");
+    assert_eq!(usernames(&v), ["ada", "Bob.B", "Salt-Dave"]);
+}
+
+#[test]
+fn a_client_ensuring_users_and_groups_by_name_changes_nothing_the_second_time() {
+    for db in Db::all("client-style ensure-present on PostgreSQL") {
+        ensure_present_twice(&db);
+    }
+}
+
+fn filters_cairn_cannot_read(db: &Db) {
+    let s = Server::start(db);
+    for (u, d) in [("ann", "Ops"), ("Bea", "IT"), ("cy", "Sales")] {
+        create(&s, json!({"username": u, "email": format!("{u}@example.com"), "department": d}));
+    }
+    // Operators with and without `$`.
+    for (f, want) in [
+        ("department:eq:Ops", vec!["ann"]),
+        ("department:$ne:Ops", vec!["Bea", "cy"]),
+        ("department:ne:Ops", vec!["Bea", "cy"]),
+        ("username:gt:bea", vec!["cy"]),
+        ("username:$lte:BEA", vec!["ann", "Bea"]),
+    ] {
+        let (st, v) = s.get(&format!("/api/systemusers?filter={f}&sort=username"));
+        assert_eq!((st, usernames(&v)), (200, want.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{f}");
+    }
+    let (_, v) = s.get("/api/systemusers?filter[or][0]=username:eq:ann&filter[or][1]=username:eq:cy&sort=-username");
+    assert_eq!(usernames(&v), ["cy", "ann"], "descending");
+    // What Cairn cannot read is a 400 saying what is wrong, never an empty 200.
+    for f in [
+        "username:like:ann",
+        "username:in:ann|cy",
+        "username:$regex:a",
+        "username:eq",
+        "username",
+        "shoeSize:eq:9",
+        "addresses:eq:x",
+    ] {
+        let (st, v) = s.get(&format!("/api/systemusers?filter={}", f.replace('|', "%7C")));
+        assert_eq!((st, v["code"].as_i64(), v["status"].as_str()), (400, Some(400), Some("Bad Request")), "{f}: {v}");
+        assert!(v["errors"][0]["field"].as_str().unwrap().starts_with("filter"), "{f}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    let (st, v) = s.get("/api/systemusers?sort=shoeSize");
+    assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some("sort")), "{v}");
+    // v2 groups: sort both ways, filter on more than the name, refuse what is not understood.
+    for g in ["Alpha", "beta", "Gamma"] {
+        let (st, _) = s.post("/api/v2/usergroups", json!({"name": g, "description": format!("{g} team")}));
+        assert_eq!(st, 201);
+    }
+    let names = |v: &Value| v.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&s.get("/api/v2/usergroups?sort=-name").1), ["Gamma", "beta", "Alpha"]);
+    assert_eq!(names(&s.get("/api/v2/usergroups?sort=name").1), ["Alpha", "beta", "Gamma"]);
+    assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:eq:BETA").1), ["beta"]);
+    assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:$ne:beta&sort=-name").1), ["Gamma", "Alpha"]);
+    assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:in:alpha%7Cgamma").1), ["Alpha", "Gamma"]);
+    assert_eq!(names(&s.get("/api/v2/usergroups?filter=description:search:TEAM&filter=name:gt:b").1), ["beta", "Gamma"]);
+    for q in ["filter=name:like:a", "filter=owner:eq:x", "filter=name:Alpha", "sort=-members"] {
+        let (st, v) = s.get(&format!("/api/v2/usergroups?{q}"));
+        assert_eq!((st, v["code"].as_i64()), (400, Some(400)), "{q}: {v}");
+    }
+}
+
+#[test]
+fn filters_take_operators_with_or_without_the_dollar_and_what_cairn_cannot_read_is_a_400() {
+    for db in Db::all("v1 and v2 filters on PostgreSQL") {
+        filters_cairn_cannot_read(&db);
+    }
+}
