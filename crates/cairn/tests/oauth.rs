@@ -181,3 +181,45 @@ fn a_flood_of_wrong_secrets_is_throttled_per_address() {
     let throttled = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(ev.as_array().unwrap().len(), 60 - throttled, "a throttled attempt does no work and writes nothing");
 }
+
+#[test]
+fn admins_create_and_revoke_service_accounts_in_the_portal() {
+    let s = Server::start(&Db::Sqlite);
+    let pw = "correct horse battery staple";
+    for (email, role) in [("admin@example.com", "admin"), ("viewer@example.com", "read-only")] {
+        let out = s
+            .command()
+            .args(["admin", "create", "--email", email, "--password", pw, "--role", role])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut b = common::Browser::new(&s.base);
+    b.get("/admin/login");
+    let p = b.post("/admin/login", &[("email", "admin@example.com"), ("password", pw)]);
+    b.follow(p);
+    let p = b.get("/admin/service-accounts");
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("No service accounts"), "{}", p.body);
+    let p = b.post("/admin/service-accounts", &[("name", "ci-pipeline"), ("role", "read-only")]);
+    assert_eq!(p.status, 200);
+    let secret = p.body.split("cairn_cs_").nth(1).map(|r| format!("cairn_cs_{}", &r[..r.find('<').unwrap()])).expect("the secret is shown");
+    let (_, list) = s.get("/api/v2/serviceaccounts");
+    let client = list[0]["client_id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["role"], "read-only");
+    let (st, t, _) = token_req(&s, Some((&client, &secret)), &[("grant_type", "client_credentials")]);
+    assert_eq!(st, 200, "the secret shown once works: {t}");
+    let p = b.get("/admin/service-accounts");
+    assert!(p.body.contains("ci-pipeline") && !p.body.contains(&secret), "listed, the secret not shown again");
+    // A read-only administrator sees the list and changes nothing.
+    let mut viewer = common::Browser::new(&s.base);
+    viewer.get("/admin/login");
+    let p = viewer.post("/admin/login", &[("email", "viewer@example.com"), ("password", pw)]);
+    viewer.follow(p);
+    assert!(viewer.get("/admin/service-accounts").body.contains("ci-pipeline"));
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(viewer.post(&format!("/admin/service-accounts/{id}/delete"), &[]).status, 403);
+    let p = b.post(&format!("/admin/service-accounts/{id}/delete"), &[]);
+    assert_eq!(p.location.as_deref(), Some("/admin/service-accounts?m=revoked"));
+    assert_eq!(bearer(&s, "GET", "/api/systemusers", t["access_token"].as_str().unwrap(), None).0, 401);
+}

@@ -7,6 +7,7 @@
 
 mod auth;
 mod pages;
+mod service_accounts;
 mod settings;
 mod users;
 
@@ -62,6 +63,8 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/groups", routing::get(pages::groups).post(pages::group_create))
         .route("/admin/groups/{id}", routing::get(pages::group))
         .route("/admin/groups/{id}/members", post(pages::group_members))
+        .route("/admin/service-accounts", routing::get(service_accounts::page).post(service_accounts::create))
+        .route("/admin/service-accounts/{id}/delete", post(service_accounts::delete))
         .route("/admin/outbox", routing::get(pages::outbox))
         .route("/admin/events", routing::get(pages::events))
 }
