@@ -22,8 +22,8 @@ use std::net::IpAddr;
 use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdict};
 use cairn_domain::graph::{GraphKind, ResourceRef};
 use cairn_domain::lockout::{LockPolicy, Lockout};
-use cairn_domain::user::{Change, PasswordStatus};
 use cairn_domain::oauth::ServiceAccount;
+use cairn_domain::user::{Change, PasswordStatus};
 use cairn_domain::{Actor, Admin, Secret, State, User};
 use cairn_store::{Account, AdminExtras, Db, Ticket};
 use chrono::{DateTime, Duration, Utc};
@@ -441,8 +441,7 @@ impl Directory {
     async fn client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
         use subtle::ConstantTimeEq;
         let client_id = client_id.trim();
-        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0')
-        {
+        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0') {
             None
         } else {
             let mut c = self.store().read().await?;

@@ -83,7 +83,8 @@ impl Directory {
             .await?
             .ok_or_else(|| Error::NotFound(format!("no service account with id '{id}'")))?;
         tx.db().delete_service_account(id).await?;
-        let ev = self.event(ctx, "service_account_delete", Some(("service_account", &a.id, &a.name)), vec![], json!({}));
+        let ev =
+            self.event(ctx, "service_account_delete", Some(("service_account", &a.id, &a.name)), vec![], json!({}));
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(a)

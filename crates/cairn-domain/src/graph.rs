@@ -378,7 +378,10 @@ mod tests {
         );
         assert!(parse_targets::<ResourceKind>(&["ldap_server", "nope"]).is_err(), "one bad target refuses all");
         // Every type JumpCloud defines is a target; those Cairn has none of list nothing.
-        assert_eq!(parse_targets::<ResourceKind>(&["system,g_suite", "ldap_server"]).unwrap(), [ResourceKind::LdapServer]);
+        assert_eq!(
+            parse_targets::<ResourceKind>(&["system,g_suite", "ldap_server"]).unwrap(),
+            [ResourceKind::LdapServer]
+        );
         assert!(parse_targets::<ResourceKind>(&["office_365"]).unwrap().is_empty());
         assert!(parse_targets::<SubjectKind>(&["system"]).is_err(), "not a target of a resource");
     }

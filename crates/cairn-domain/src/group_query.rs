@@ -136,11 +136,19 @@ fn parse_cond(f: &str) -> Result<GroupCond, FieldError> {
     let ops = "eq ne gt ge lt le in search (the $ may be left out)";
     let (name, op, value) = match f.splitn(3, ':').collect::<Vec<_>>().as_slice() {
         [name, op, value] => (*name, *op, *value),
-        _ => return Err(FieldError::new("filter", format!("{} is not of the form field:op:value (e.g. name:eq:Engineering)", quote(f)))),
+        _ => {
+            return Err(FieldError::new(
+                "filter",
+                format!("{} is not of the form field:op:value (e.g. name:eq:Engineering)", quote(f)),
+            ))
+        }
     };
     let field = field(name, "filter")?;
     let op = GroupOp::parse(op).ok_or_else(|| {
-        FieldError::new("filter", format!("{} has an operator Cairn does not support: {}; use {ops}", quote(f), quote(op)))
+        FieldError::new(
+            "filter",
+            format!("{} has an operator Cairn does not support: {}; use {ops}", quote(f), quote(op)),
+        )
     })?;
     let fold = |v: &str| if field.folded { v.to_lowercase() } else { v.to_string() };
     let values: Vec<String> = match op {

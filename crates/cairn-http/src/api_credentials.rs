@@ -3,25 +3,26 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn_domain::user::format_time;
 use cairn_domain::OutboxQuery;
 use cairn_domain::{OutboxMessage, Role};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiResult;
 use crate::extract::{field_error, Caller, JsonBody, OptJsonBody, QueryPairs};
 use crate::shapes::user_json;
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/systemusers/{id}/expire", post(expire))
-        .route("/systemusers/{id}/unlock", post(unlock))
-        .route("/systemusers/{id}/resetmfa", post(resetmfa))
-        .route("/systemusers/{id}/password", post(set_password))
-        .route("/v2/emails", get(emails))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(expire))
+        .routes(routes!(unlock))
+        .routes(routes!(resetmfa))
+        .routes(routes!(set_password))
+        .routes(routes!(emails))
 }
 
 async fn answer(
@@ -40,6 +41,8 @@ async fn answer(
     })))
 }
 
+#[utoipa::path(post, path = "/systemusers/{id}/expire", operation_id = "credentials_expire", tag = "credentials", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn expire(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let (u, changed) = st.dir.expire_password(&c.ctx, &id).await?;
     answer(
@@ -52,6 +55,8 @@ async fn expire(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> 
     .await
 }
 
+#[utoipa::path(post, path = "/systemusers/{id}/unlock", operation_id = "credentials_unlock", tag = "credentials", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn unlock(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let (u, changed) = st.dir.unlock(&c.ctx, &id).await?;
     answer(&st, &u, changed, "unlocked", "the account was not locked").await
@@ -59,6 +64,8 @@ async fn unlock(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> 
 
 /// Clears TOTP; JumpCloud's body `{exclusion, exclusionUntil | exclusionDays}` gives the user
 /// an enrolment period during which MFA is not asked (`mfa{exclusion, exclusionUntil}`).
+#[utoipa::path(post, path = "/systemusers/{id}/resetmfa", operation_id = "credentials_resetmfa", tag = "credentials", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn resetmfa(
     State(st): State<Shared>,
     c: Caller,
@@ -68,10 +75,9 @@ async fn resetmfa(
     let until = cairn_domain::user::parse_mfa_reset(&body, st.dir.now())?;
     let (u, changed) = st.dir.reset_mfa_with(&c.ctx, &id, until).await?;
     let done = match until {
-        Some(t) => format!(
-            "TOTP cleared, sessions ended, the user was e-mailed; MFA is not asked until {}",
-            format_time(t)
-        ),
+        Some(t) => {
+            format!("TOTP cleared, sessions ended, the user was e-mailed; MFA is not asked until {}", format_time(t))
+        }
         None => "TOTP cleared, sessions ended, the user was e-mailed".into(),
     };
     answer(&st, &u, changed, &done, "no TOTP was enrolled").await
@@ -80,6 +86,8 @@ async fn resetmfa(
 /// `{"password": …}`: an administrator sets the password (the path JumpCloud's v1 spec lists
 /// without an operation). The same policy, authority and revocation as every password change;
 /// answers the user.
+#[utoipa::path(post, path = "/systemusers/{id}/password", operation_id = "credentials_set_password", tag = "credentials", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn set_password(
     State(st): State<Shared>,
     c: Caller,
@@ -124,6 +132,8 @@ fn message_json(m: &OutboxMessage, reveal: bool) -> Value {
 }
 
 /// Newest first; `to`, `type`, `status`, `user_id`, `limit` (default 100), `skip`.
+#[utoipa::path(get, path = "/v2/emails", operation_id = "credentials_emails", tag = "credentials",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn emails(State(st): State<Shared>, c: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(100, 1000)?;
     let oq = OutboxQuery {

@@ -4,24 +4,25 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cairn_directory::ldap_server_json;
 use cairn_domain::graph::{self, GraphKind, Node, Operation, ResourceKind, ResourceRef, SubjectKind, SubjectRef};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api_groups::total_header;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v2/users/{id}/associations", get(user_associations).post(change_user_associations))
-        .route("/v2/usergroups/{id}/associations", get(group_associations).post(change_group_associations))
-        .route("/v2/ldapservers", get(ldap_servers))
-        .route("/v2/ldapservers/{id}", get(ldap_server))
-        .route("/v2/ldapservers/{id}/associations", get(ldap_associations).post(change_ldap_associations))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(user_associations, change_user_associations))
+        .routes(routes!(group_associations, change_group_associations))
+        .routes(routes!(ldap_servers))
+        .routes(routes!(ldap_server))
+        .routes(routes!(ldap_associations, change_ldap_associations))
 }
 
 /// JumpCloud's `GraphConnection`, with `from` left out as the path says it:
@@ -32,7 +33,9 @@ fn connection<K: GraphKind>(to: &Node<K>) -> Value {
 
 /// An operation on an object of a JumpCloud type Cairn has none of: that object is not here.
 fn foreign_not_found(type_name: &str, id: &str) -> ApiError {
-    ApiError::not_found(format!("no {type_name} with id '{id}': Cairn has no objects of the JumpCloud type {type_name}"))
+    ApiError::not_found(format!(
+        "no {type_name} with id '{id}': Cairn has no objects of the JumpCloud type {type_name}"
+    ))
 }
 
 /// `targets` (required), `limit` and `skip` of an association list.
@@ -62,6 +65,8 @@ async fn change_subject(st: &Shared, c: &Caller, subject: SubjectRef, body: &Val
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v2/users/{id}/associations", operation_id = "grants_user_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn user_associations(
     State(st): State<Shared>,
     _: Caller,
@@ -71,6 +76,8 @@ async fn user_associations(
     subject_associations(&st, SubjectRef::new(SubjectKind::User, id), &q).await
 }
 
+#[utoipa::path(post, path = "/v2/users/{id}/associations", operation_id = "grants_change_user_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn change_user_associations(
     State(st): State<Shared>,
     c: Caller,
@@ -80,6 +87,8 @@ async fn change_user_associations(
     change_subject(&st, &c, SubjectRef::new(SubjectKind::User, id), &body).await
 }
 
+#[utoipa::path(get, path = "/v2/usergroups/{id}/associations", operation_id = "grants_group_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn group_associations(
     State(st): State<Shared>,
     _: Caller,
@@ -89,6 +98,8 @@ async fn group_associations(
     subject_associations(&st, SubjectRef::new(SubjectKind::UserGroup, id), &q).await
 }
 
+#[utoipa::path(post, path = "/v2/usergroups/{id}/associations", operation_id = "grants_change_group_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn change_group_associations(
     State(st): State<Shared>,
     c: Caller,
@@ -116,6 +127,8 @@ async fn change_resource(st: &Shared, c: &Caller, resource: ResourceRef, body: &
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v2/ldapservers/{id}/associations", operation_id = "grants_ldap_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn ldap_associations(
     State(st): State<Shared>,
     _: Caller,
@@ -125,6 +138,8 @@ async fn ldap_associations(
     resource_associations(&st, ResourceRef::new(ResourceKind::LdapServer, id), &q).await
 }
 
+#[utoipa::path(post, path = "/v2/ldapservers/{id}/associations", operation_id = "grants_change_ldap_associations", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn change_ldap_associations(
     State(st): State<Shared>,
     c: Caller,
@@ -135,6 +150,8 @@ async fn change_ldap_associations(
 }
 
 /// A bare array, as JumpCloud's `GET /ldapservers` answers.
+#[utoipa::path(get, path = "/v2/ldapservers", operation_id = "grants_ldap_servers", tag = "graph",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn ldap_servers(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     if q.0.iter().any(|(k, _)| k.starts_with("filter")) {
         return Err(field_error("filter", "is not supported here: Cairn has one LDAP server, built in"));
@@ -144,6 +161,8 @@ async fn ldap_servers(State(st): State<Shared>, _: Caller, q: QueryPairs) -> Api
     Ok((total_header(total), Json(servers.iter().map(ldap_server_json).collect::<Vec<_>>())))
 }
 
+#[utoipa::path(get, path = "/v2/ldapservers/{id}", operation_id = "grants_ldap_server", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn ldap_server(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(ldap_server_json(&st.dir.ldap_server(&id).await?)))
 }

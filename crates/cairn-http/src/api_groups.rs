@@ -3,22 +3,23 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cairn_directory::group_json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v2/usergroups", get(list).post(create))
-        .route("/v2/usergroups/{id}", get(show).put(update).delete(remove))
-        .route("/v2/usergroups/{id}/members", get(members).post(change_members))
-        .route("/v2/usergroups/{id}/membership", get(membership))
-        .route("/v2/users/{id}/memberof", get(memberof))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(members, change_members))
+        .routes(routes!(membership))
+        .routes(routes!(memberof))
 }
 
 pub(crate) fn total_header(total: i64) -> HeaderMap {
@@ -29,6 +30,8 @@ pub(crate) fn total_header(total: i64) -> HeaderMap {
 
 /// JumpCloud v2: `filter=field:op:value` (repeated: AND'ed; `eq ne gt ge lt le in search` on
 /// id, name, description, email, membershipMethod) and `sort` (`-` for descending).
+#[utoipa::path(get, path = "/v2/usergroups", operation_id = "groups_list", tag = "groups",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(10, 100)?;
     let gq = cairn_domain::group_query::GroupQuery::from_pairs(&q.0)?;
@@ -37,15 +40,21 @@ async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<i
     Ok((total_header(total), Json(body)))
 }
 
+#[utoipa::path(post, path = "/v2/usergroups", operation_id = "groups_create", tag = "groups",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
     let g = st.dir.create_group(&c.ctx, &body).await?;
     Ok((StatusCode::CREATED, Json(group_json(&g))))
 }
 
+#[utoipa::path(get, path = "/v2/usergroups/{id}", operation_id = "groups_show", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn show(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&st.dir.get_group(&id).await?)))
 }
 
+#[utoipa::path(put, path = "/v2/usergroups/{id}", operation_id = "groups_update", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn update(
     State(st): State<Shared>,
     c: Caller,
@@ -55,10 +64,14 @@ async fn update(
     Ok(Json(group_json(&st.dir.update_group(&c.ctx, &id, &body).await?)))
 }
 
+#[utoipa::path(delete, path = "/v2/usergroups/{id}", operation_id = "groups_remove", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&st.dir.delete_group(&c.ctx, &id).await?)))
 }
 
+#[utoipa::path(get, path = "/v2/usergroups/{id}/members", operation_id = "groups_members", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn members(
     State(st): State<Shared>,
     _: Caller,
@@ -75,6 +88,8 @@ async fn members(
 }
 
 /// `{op: add|remove, type: "user", id}` (JumpCloud GraphOperation UserGroup-Member).
+#[utoipa::path(post, path = "/v2/usergroups/{id}/members", operation_id = "groups_change_members", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn change_members(
     State(st): State<Shared>,
     c: Caller,
@@ -109,6 +124,8 @@ async fn change_members(
 }
 
 /// Users in the group, direct or not (Cairn groups hold users directly): GraphObjectWithPaths.
+#[utoipa::path(get, path = "/v2/usergroups/{id}/membership", operation_id = "groups_membership", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn membership(
     State(st): State<Shared>,
     _: Caller,
@@ -124,6 +141,8 @@ async fn membership(
     Ok((total_header(total), Json(body)))
 }
 
+#[utoipa::path(get, path = "/v2/users/{id}/memberof", operation_id = "groups_memberof", tag = "groups", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn memberof(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let (user, groups) = st.dir.groups_of_user(&id).await?;
     let body: Vec<Value> = groups

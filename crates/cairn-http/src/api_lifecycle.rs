@@ -4,25 +4,26 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn_directory::{Action, Outcome, ScheduleRequest, StateOutcome};
 use cairn_domain::lifecycle::{MailChoice, Schedule};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{field_error, Caller, JsonBody, OptJsonBody, QueryPairs};
 use crate::shapes::{schedule_json, user_json};
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/systemusers/{id}/state/activate", post(activate))
-        .route("/systemusers/{id}/state/suspend", post(suspend))
-        .route("/v2/users/actions", post(actions))
-        .route("/v2/bulk/userstates", get(list_schedules).post(create_schedules))
-        .route("/v2/bulk/userstates/eventlist/next", get(next_events))
-        .route("/v2/bulk/userstates/{id}", delete(cancel_job))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(activate))
+        .routes(routes!(suspend))
+        .routes(routes!(actions))
+        .routes(routes!(list_schedules, create_schedules))
+        .routes(routes!(next_events))
+        .routes(routes!(cancel_job))
 }
 
 async fn state_answer(st: &Shared, out: StateOutcome, verb: &str) -> ApiResult<Json<Value>> {
@@ -36,6 +37,8 @@ async fn state_answer(st: &Shared, out: StateOutcome, verb: &str) -> ApiResult<J
 }
 
 /// Body `{}` / `{"email": true|false|"address"}` (JumpCloud's email flag).
+#[utoipa::path(post, path = "/systemusers/{id}/state/activate", operation_id = "lifecycle_activate", tag = "lifecycle", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn activate(
     State(st): State<Shared>,
     c: Caller,
@@ -54,6 +57,8 @@ async fn activate(
     state_answer(&st, out, "activated").await
 }
 
+#[utoipa::path(post, path = "/systemusers/{id}/state/suspend", operation_id = "lifecycle_suspend", tag = "lifecycle", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn suspend(
     State(st): State<Shared>,
     c: Caller,
@@ -68,6 +73,8 @@ async fn suspend(
 }
 
 /// `{action, user_ids[], …}` → one `{user_id, outcome, message}` per user.
+#[utoipa::path(post, path = "/v2/users/actions", operation_id = "lifecycle_actions", tag = "lifecycle",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn actions(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
     let (action, ids) = Action::parse(&body, st.dir.now())?;
     let results = st.dir.run_action(&c.ctx, &action, &ids).await?;
@@ -79,6 +86,8 @@ async fn actions(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) 
     })))
 }
 
+#[utoipa::path(post, path = "/v2/bulk/userstates", operation_id = "lifecycle_create_schedules", tag = "lifecycle",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create_schedules(
     State(st): State<Shared>,
     c: Caller,
@@ -96,6 +105,8 @@ async fn create_schedules(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(get, path = "/v2/bulk/userstates", operation_id = "lifecycle_list_schedules", tag = "lifecycle",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list_schedules(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(10, 100)?;
     let (total, list) = st.dir.pending_schedules(q.get("userid"), limit, skip).await?;
@@ -104,6 +115,8 @@ async fn list_schedules(State(st): State<Shared>, _: Caller, q: QueryPairs) -> A
     Ok((h, Json(Value::Array(list.iter().map(schedule_json).collect()))))
 }
 
+#[utoipa::path(delete, path = "/v2/bulk/userstates/{id}", operation_id = "lifecycle_cancel_job", tag = "lifecycle", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn cancel_job(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     st.dir.cancel_job(&c.ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -111,6 +124,8 @@ async fn cancel_job(State(st): State<Shared>, c: Caller, Path(id): Path<String>)
 
 /// The next pending change per user and target state, for up to 100 users
 /// (`users=a&users=b` or `users=a,b`).
+#[utoipa::path(get, path = "/v2/bulk/userstates/eventlist/next", operation_id = "lifecycle_next_events", tag = "lifecycle",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn next_events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Json<Value>> {
     let (limit, skip) = q.page(10, 100)?;
     let users: Vec<String> = q

@@ -3,26 +3,27 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use cairn_directory::Organization;
 use cairn_domain::user::format_time;
 use cairn_domain::EventQuery;
 use cairn_domain::{ApiKey, Event, FieldError, Role};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, QueryPairs};
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/organizations", get(list_orgs).put(put_org_any))
-        .route("/organizations/{id}", get(get_org).put(put_org))
-        .route("/v2/apikeys", get(list_keys).post(create_key))
-        .route("/v2/apikeys/{id}", delete(delete_key))
-        .route("/v2/events", get(events))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orgs, put_org_any))
+        .routes(routes!(get_org, put_org))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(delete_key))
+        .routes(routes!(events))
 }
 
 fn org_json(o: &Organization) -> Value {
@@ -36,11 +37,15 @@ fn org_json(o: &Organization) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/organizations", operation_id = "misc_list_orgs", tag = "organization",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list_orgs(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>> {
     let o = st.dir.organization().await?;
     Ok(Json(json!({ "totalCount": 1, "results": [org_json(&o)] })))
 }
 
+#[utoipa::path(get, path = "/organizations/{id}", operation_id = "misc_get_org", tag = "organization", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn get_org(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let o = st.dir.organization().await?;
     if o.id != id {
@@ -49,6 +54,8 @@ async fn get_org(State(st): State<Shared>, _: Caller, Path(id): Path<String>) ->
     Ok(Json(org_json(&o)))
 }
 
+#[utoipa::path(put, path = "/organizations/{id}", operation_id = "misc_put_org", tag = "organization", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn put_org(
     State(st): State<Shared>,
     c: Caller,
@@ -63,6 +70,8 @@ async fn put_org(
 }
 
 /// Body: `{"settings": {…}}` with any subset of the settings (JumpCloud organizationsettingsput).
+#[utoipa::path(put, path = "/organizations", operation_id = "misc_put_org_any", tag = "organization",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn put_org_any(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
     let Some(obj) = body.as_object() else {
         return Err(cairn_directory::Error::invalid("body", "must be a JSON object").into());
@@ -94,12 +103,16 @@ fn key_json(k: &ApiKey) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v2/apikeys", operation_id = "misc_list_keys", tag = "organization",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list_keys(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>> {
     let keys = st.dir.list_apikeys().await?;
     Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
 }
 
 /// `{name, role: admin|read-only}` → 201 with the key, shown this once.
+#[utoipa::path(post, path = "/v2/apikeys", operation_id = "misc_create_key", tag = "organization",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create_key(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
     let mut errors = vec![];
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");
@@ -127,6 +140,8 @@ async fn create_key(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBod
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(delete, path = "/v2/apikeys/{id}", operation_id = "misc_delete_key", tag = "organization", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn delete_key(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     st.dir.delete_apikey(&c.ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -157,6 +172,8 @@ fn parse_instant(field: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, 
 }
 
 /// Newest first; `user_id`, `action`, `since`, `until`, `limit` (default 100, at most 1000), `skip`.
+#[utoipa::path(get, path = "/v2/events", operation_id = "misc_events", tag = "organization",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<impl IntoResponse> {
     let (limit, skip) = q.page(100, 1000)?;
     let mut errors = vec![];

@@ -4,21 +4,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use cairn_domain::oauth::ServiceAccount;
 use cairn_domain::user::format_time;
 use cairn_domain::{FieldError, Role};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody};
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v2/serviceaccounts", get(list).post(create))
-        .route("/v2/serviceaccounts/{id}", delete(remove))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(remove))
 }
 
 pub(crate) fn account_json(a: &ServiceAccount) -> Value {
@@ -33,12 +32,16 @@ pub(crate) fn account_json(a: &ServiceAccount) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v2/serviceaccounts", operation_id = "service_list", tag = "service accounts",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>> {
     let all = st.dir.list_service_accounts().await?;
     Ok(Json(Value::Array(all.iter().map(account_json).collect())))
 }
 
 /// `{name, role: admin|read-only}` → 201 with `client_id` and `client_secret`, shown once.
+#[utoipa::path(post, path = "/v2/serviceaccounts", operation_id = "service_create", tag = "service accounts",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
     let mut errors = vec![];
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");
@@ -72,6 +75,8 @@ async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -
 }
 
 /// Revokes the account: every token it holds stops working at once.
+#[utoipa::path(delete, path = "/v2/serviceaccounts/{id}", operation_id = "service_remove", tag = "service accounts", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     st.dir.delete_service_account(&c.ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)

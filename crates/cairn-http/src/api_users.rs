@@ -1,23 +1,21 @@
 //! JumpCloud v1 system users (§4.1).
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn_domain::lifecycle::{MailChoice, Schedule};
 use cairn_domain::query::ListQuery;
 use cairn_domain::{CreationSource, User};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiResult;
 use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
 use crate::shapes::user_json;
 use crate::Shared;
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/systemusers", get(list).post(create))
-        .route("/systemusers/{id}", get(show).put(update).delete(remove))
-        .route("/search/systemusers", post(search))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, update, remove)).routes(routes!(search))
 }
 
 async fn org_id(st: &Shared) -> ApiResult<String> {
@@ -45,11 +43,15 @@ async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "totalCount": total, "results": results })))
 }
 
+#[utoipa::path(get, path = "/systemusers", operation_id = "users_list", tag = "users",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult<Json<Value>> {
     let q = ListQuery::from_pairs(&q.0)?;
     list_response(&st, &q).await
 }
 
+#[utoipa::path(post, path = "/search/systemusers", operation_id = "users_search", tag = "users",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn search(
     State(st): State<Shared>,
     _: Caller,
@@ -62,6 +64,8 @@ async fn search(
 }
 
 /// `?suppressEmail=true` creates an ACTIVATED user without the welcome or activation mail.
+#[utoipa::path(post, path = "/systemusers", operation_id = "users_create", tag = "users",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create(
     State(st): State<Shared>,
     c: Caller,
@@ -77,6 +81,8 @@ async fn create(
     one(&st, &u).await
 }
 
+#[utoipa::path(get, path = "/systemusers/{id}", operation_id = "users_show", tag = "users", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn show(State(st): State<Shared>, _: Caller, Path(id): Path<String>, q: QueryPairs) -> ApiResult<Json<Value>> {
     let fields = ListQuery::from_pairs(&q.0.into_iter().filter(|(k, _)| k == "fields").collect::<Vec<_>>())?.fields;
     let u = st.dir.get_user(&id).await?;
@@ -84,6 +90,8 @@ async fn show(State(st): State<Shared>, _: Caller, Path(id): Path<String>, q: Qu
     Ok(Json(user_json(&u, &org_id(&st).await?, fields.as_deref(), &pending)))
 }
 
+#[utoipa::path(put, path = "/systemusers/{id}", operation_id = "users_update", tag = "users", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn update(
     State(st): State<Shared>,
     c: Caller,
@@ -94,6 +102,8 @@ async fn update(
     one(&st, &u).await
 }
 
+#[utoipa::path(delete, path = "/systemusers/{id}", operation_id = "users_remove", tag = "users", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn remove(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let u = st.dir.delete_user(&c.ctx, &id).await?;
     Ok(Json(user_json(&u, &org_id(&st).await?, None, &[])))

@@ -10,8 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine;
 use cairn_directory::{Ctx, Error, Refusal};
 use cairn_domain::oauth::SCOPE;
@@ -19,12 +18,14 @@ use cairn_domain::{Actor, Secret};
 use serde_json::json;
 
 use crate::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A token request is a few form fields: anything larger is not one.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
 
-pub fn routes() -> Router<Shared> {
-    Router::new().route("/oauth2/token", post(token).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(token)).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -66,6 +67,8 @@ fn basic_credentials(h: &HeaderMap) -> Option<Result<(String, String), &'static 
     })
 }
 
+#[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth2_token", tag = "service accounts",
+    responses((status = 200, description = "a bearer token"), (status = "4XX", description = "RFC 6749 error, JumpCloud-shaped", body = crate::openapi_doc::ErrorBody)))]
 async fn token(
     State(st): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -83,17 +86,17 @@ async fn token(
         }
         Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the request body cannot be read"),
     };
-    let form: Vec<(String, String)> = match std::str::from_utf8(&body).ok().and_then(|t| serde_urlencoded::from_str(t).ok())
-    {
-        Some(f) => f,
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the body must be application/x-www-form-urlencoded (grant_type=client_credentials)",
-            )
-        }
-    };
+    let form: Vec<(String, String)> =
+        match std::str::from_utf8(&body).ok().and_then(|t| serde_urlencoded::from_str(t).ok()) {
+            Some(f) => f,
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the body must be application/x-www-form-urlencoded (grant_type=client_credentials)",
+                )
+            }
+        };
     let field = |name: &str| -> Result<Option<&str>, Response> {
         let mut it = form.iter().filter(|(k, _)| k == name);
         let first = it.next().map(|(_, v)| v.as_str());

@@ -1,5 +1,11 @@
-//! The OpenAPI 3 document served at `/api/openapi.json`. The user schemas are generated from
-//! the field registry the API itself validates against, so they cannot drift from it.
+//! The OpenAPI 3 document served at `/api/openapi.json`. Its paths and operations are derived
+//! from the mounted routes (utoipa: every `/api` handler carries its `#[utoipa::path]` and is
+//! mounted with `routes!`, so a route cannot be mounted without being in the document); the
+//! descriptions written here (parameters, bodies, schemas) fill in the operations they name,
+//! and never add one that is not mounted. The user schemas are generated from the field
+//! registry the API itself validates against, so they cannot drift from it.
+
+use std::borrow::Cow;
 
 use cairn_domain::fields::{self, Kind};
 use serde_json::{json, Map, Value};
@@ -120,7 +126,75 @@ fn r(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-pub fn build() -> Value {
+/// Paths still mounted as a plain router (CSV import and bulk jobs), documented here only.
+const PLAIN_ROUTES: &[&str] = &[
+    "/v2/users/import",
+    "/v2/users/import/{id}",
+    "/v2/users/import/{id}/results",
+    "/v2/bulk/users",
+    "/v2/bulk/users/{id}/results",
+    "/v2/users/export",
+];
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options"];
+
+/// JumpCloud's error shape, `{code, status, message, errors?}`, for the `#[utoipa::path]`
+/// annotations.
+pub struct ErrorBody;
+
+impl utoipa::PartialSchema for ErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(core()["components"]["schemas"]["Error"].clone()).expect("the Error schema is valid")
+    }
+}
+
+impl utoipa::ToSchema for ErrorBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Error")
+    }
+}
+
+/// The document: the operations `derived` from the mounted routes, each filled in with what
+/// is written here for the same path and method.
+pub fn build(derived: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = written();
+    let derived = serde_json::to_value(&derived).expect("the derived document serializes");
+    let written_paths = doc["paths"].take();
+    let mut paths = Map::new();
+    for (path, item) in derived["paths"].as_object().cloned().unwrap_or_default() {
+        let mut item = item;
+        if let Some(w) = written_paths.get(&path).and_then(Value::as_object) {
+            for (k, v) in w {
+                if !METHODS.contains(&k.as_str()) {
+                    item[k] = v.clone();
+                } else if let (Some(op), Some(wv)) = (item.get_mut(k).and_then(Value::as_object_mut), v.as_object()) {
+                    for (f, fv) in wv {
+                        op.insert(f.clone(), fv.clone());
+                    }
+                }
+                // A written operation that is not mounted is left out.
+            }
+        }
+        paths.insert(path, item);
+    }
+    for p in PLAIN_ROUTES {
+        if let Some(w) = written_paths.get(*p) {
+            paths.insert(p.to_string(), w.clone());
+        }
+    }
+    doc["paths"] = Value::Object(paths);
+    if let Some(schemas) = derived["components"]["schemas"].as_object() {
+        for (k, v) in schemas {
+            if doc["components"]["schemas"].get(k).is_none() {
+                doc["components"]["schemas"][k] = v.clone();
+            }
+        }
+    }
+    doc
+}
+
+/// The descriptions written for operations (see the module documentation).
+fn written() -> Value {
     let mut doc = core();
     extend(&mut doc, lifecycle());
     extend(&mut doc, credentials_and_bulk());
@@ -484,4 +558,34 @@ fn core() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A route mounted with `.route(…)` under /api would be missing from the document: every
+    /// /api module mounts through `OpenApiRouter::routes(routes!(…))`, which needs the
+    /// handler's `#[utoipa::path]`, so what is mounted is what is documented.
+    #[test]
+    fn api_routes_mount_only_through_the_openapi_router() {
+        let modules = [
+            ("api_users.rs", include_str!("api_users.rs")),
+            ("api_lifecycle.rs", include_str!("api_lifecycle.rs")),
+            ("api_credentials.rs", include_str!("api_credentials.rs")),
+            ("api_groups.rs", include_str!("api_groups.rs")),
+            ("api_grants.rs", include_str!("api_grants.rs")),
+            ("api_misc.rs", include_str!("api_misc.rs")),
+            ("api_service.rs", include_str!("api_service.rs")),
+            ("oauth.rs", include_str!("oauth.rs")),
+        ];
+        for (name, src) in modules {
+            for needle in [".route(", ".nest(", "Router::new()", ".route_service("] {
+                let found = src.lines().any(|l| l.contains(needle) && !l.contains("OpenApiRouter::new()"));
+                assert!(!found, "{name} mounts a route outside the OpenAPI router ({needle})");
+            }
+        }
+        let lib = include_str!("lib.rs");
+        let api = &lib[lib.find("fn api_openapi").expect("api_openapi")..];
+        let api = &api[..api.find("\n}\n").expect("end of api_openapi")];
+        assert!(!api.contains(".route("), "api_openapi mounts a route outside the OpenAPI router");
+    }
 }

@@ -209,8 +209,11 @@ impl Db<'_> {
                 ps.join(", ")
             );
             for r in sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await? {
-                let keys =
-                    UserKeys { id: get_text(&r, "id")?, username: get_text(&r, "username")?, email: get_text(&r, "email")? };
+                let keys = UserKeys {
+                    id: get_text(&r, "id")?,
+                    username: get_text(&r, "username")?,
+                    email: get_text(&r, "email")?,
+                };
                 out.push((get_text(&r, "employeeidentifier")?, keys));
             }
         }

@@ -868,14 +868,26 @@ impl Db<'_> {
             });
         }
         let w = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
-        let total =
-            rows::get_i64(&sqlx::query_with(&format!("SELECT COUNT(*) FROM usergroups{w}"), a.build()).fetch_one(&mut *self.c).await?, 0)?;
+        let total = rows::get_i64(
+            &sqlx::query_with(&format!("SELECT COUNT(*) FROM usergroups{w}"), a.build())
+                .fetch_one(&mut *self.c)
+                .await?,
+            0,
+        )?;
         let mut order: Vec<String> = q
             .sort
             .iter()
             .map(|(f, desc)| {
-                let expr = if f.column == "name_key" || f.column == "id" { f.column.to_string() } else { format!("lower({})", f.column) };
-                if *desc { format!("{expr} DESC NULLS LAST") } else { format!("{expr} ASC NULLS FIRST") }
+                let expr = if f.column == "name_key" || f.column == "id" {
+                    f.column.to_string()
+                } else {
+                    format!("lower({})", f.column)
+                };
+                if *desc {
+                    format!("{expr} DESC NULLS LAST")
+                } else {
+                    format!("{expr} ASC NULLS FIRST")
+                }
             })
             .collect();
         if order.is_empty() {

@@ -64,9 +64,14 @@ impl Db<'_> {
 
     /// Deletes the account and every token it holds; false when there was none.
     pub async fn delete_service_account(&mut self, id: &str) -> Result<bool> {
-        sqlx::query("DELETE FROM service_tokens WHERE account_id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
-        let r =
-            sqlx::query("DELETE FROM service_accounts WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        sqlx::query("DELETE FROM service_tokens WHERE account_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        let r = sqlx::query("DELETE FROM service_accounts WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -89,7 +94,10 @@ impl Db<'_> {
         expires: DateTime<Utc>,
         keep: i64,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM service_tokens WHERE expires <= $1").bind(time_text(now)).execute(&mut *self.c).await?;
+        sqlx::query("DELETE FROM service_tokens WHERE expires <= $1")
+            .bind(time_text(now))
+            .execute(&mut *self.c)
+            .await?;
         sqlx::query(
             "DELETE FROM service_tokens WHERE account_id = $1 AND token_hash NOT IN \
              (SELECT token_hash FROM service_tokens WHERE account_id = $1 ORDER BY created DESC, token_hash DESC LIMIT $2)",
@@ -109,7 +117,11 @@ impl Db<'_> {
     }
 
     /// The account a live token belongs to.
-    pub async fn service_token_account(&mut self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ServiceAccount>> {
+    pub async fn service_token_account(
+        &mut self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ServiceAccount>> {
         let row = sqlx::query(
             "SELECT a.* FROM service_tokens t JOIN service_accounts a ON a.id = t.account_id \
              WHERE t.token_hash = $1 AND t.expires > $2",

@@ -119,7 +119,11 @@ fn every_kind_of_bad_record_is_reported_on_its_row_and_the_rest_are_imported() {
         assert_eq!(f["code"], 404);
         let r = s
             .raw()
-            .get(format!("{}/api/v2/users/import/{}/results?outcome=error&limit=2", s.base, job["jobId"].as_str().unwrap()))
+            .get(format!(
+                "{}/api/v2/users/import/{}/results?outcome=error&limit=2",
+                s.base,
+                job["jobId"].as_str().unwrap()
+            ))
             .header("x-api-key", KEY)
             .send()
             .unwrap();

@@ -134,7 +134,10 @@ fn password_endpoint(db: &Db) {
     let (st, _) = s.req("POST", &path, k["key"].as_str(), Some(&json!({"password": new})));
     assert_eq!(st, 403, "a read-only key changes nothing");
     // A password an external directory holds is not Cairn's to set.
-    let (st, v) = s.put(&format!("/api/systemusers/{id}"), json!({"restrictedFields": [{"field": "password", "type": "active_directory"}]}));
+    let (st, v) = s.put(
+        &format!("/api/systemusers/{id}"),
+        json!({"restrictedFields": [{"field": "password", "type": "active_directory"}]}),
+    );
     assert_eq!(st, 200, "{v}");
     let (st, v) = s.post(&path, json!({"password": "yet another passphrase here"}));
     assert_eq!(st, 409, "{v}");
@@ -254,7 +257,12 @@ fn paged_results(db: &Db) {
     assert_eq!((job["processed"].as_i64(), job["total"].as_i64()), (Some(26), Some(26)));
     let id = job["jobId"].as_str().unwrap();
     let page = |q: &str| {
-        let r = s.raw().get(format!("{}/api/v2/users/import/{id}/results{q}", s.base)).header("x-api-key", KEY).send().unwrap();
+        let r = s
+            .raw()
+            .get(format!("{}/api/v2/users/import/{id}/results{q}", s.base))
+            .header("x-api-key", KEY)
+            .send()
+            .unwrap();
         let total = r.headers()["x-total-count"].to_str().unwrap().parse::<i64>().unwrap();
         (total, r.json::<Value>().unwrap())
     };
@@ -336,7 +344,10 @@ fn ensure(s: &Server, users: &[(&str, &str, &str)], groups: &[(&str, &[&str])], 
         for m in *members {
             let uid = &ids[*m];
             if !have.contains(uid) {
-                let (st, v) = s.post(&format!("/api/v2/usergroups/{gid}/members"), json!({"op": "add", "type": "user", "id": uid}));
+                let (st, v) = s.post(
+                    &format!("/api/v2/usergroups/{gid}/members"),
+                    json!({"op": "add", "type": "user", "id": uid}),
+                );
                 assert_eq!(st, 204, "{v}");
                 changes += 1;
             }
@@ -344,7 +355,10 @@ fn ensure(s: &Server, users: &[(&str, &str, &str)], groups: &[(&str, &[&str])], 
         let (st, grants) = s.get(&format!("/api/v2/usergroups/{gid}/associations?targets=ldap_server"));
         assert_eq!(st, 200, "{grants}");
         if !grants.as_array().unwrap().iter().any(|g| g["to"]["id"] == ldap.as_str()) {
-            let (st, v) = s.post(&format!("/api/v2/usergroups/{gid}/associations"), json!({"op": "add", "type": "ldap_server", "id": ldap}));
+            let (st, v) = s.post(
+                &format!("/api/v2/usergroups/{gid}/associations"),
+                json!({"op": "add", "type": "ldap_server", "id": ldap}),
+            );
             assert_eq!(st, 204, "{v}");
             changes += 1;
         }
@@ -363,7 +377,11 @@ fn ensure_present_twice(db: &Db) {
     let s = Server::start(db);
     create(&s, json!({"username": "Leaver", "email": "leaver@example.com"}));
     create(&s, json!({"username": "Salt-Dave", "email": "dave@example.com", "department": "Old"}));
-    let users = [("Salt-Dave", "dave@example.com", "Ops"), ("ada", "ada@example.com", "R&D"), ("Bob.B", "bob@example.com", "Ops")];
+    let users = [
+        ("Salt-Dave", "dave@example.com", "Ops"),
+        ("ada", "ada@example.com", "R&D"),
+        ("Bob.B", "bob@example.com", "Ops"),
+    ];
     let groups: [(&str, &[&str]); 2] = [("Engineering", &["Salt-Dave", "ada"]), ("ops", &["Bob.B"])];
     let first = ensure(&s, &users, &groups, &["leaver"]);
     // Dave's department, two users, two groups, three memberships, two grants, one deletion.
@@ -424,13 +442,17 @@ fn filters_cairn_cannot_read(db: &Db) {
         let (st, _) = s.post("/api/v2/usergroups", json!({"name": g, "description": format!("{g} team")}));
         assert_eq!(st, 201);
     }
-    let names = |v: &Value| v.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let names =
+        |v: &Value| v.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&s.get("/api/v2/usergroups?sort=-name").1), ["Gamma", "beta", "Alpha"]);
     assert_eq!(names(&s.get("/api/v2/usergroups?sort=name").1), ["Alpha", "beta", "Gamma"]);
     assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:eq:BETA").1), ["beta"]);
     assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:$ne:beta&sort=-name").1), ["Gamma", "Alpha"]);
     assert_eq!(names(&s.get("/api/v2/usergroups?filter=name:in:alpha%7Cgamma").1), ["Alpha", "Gamma"]);
-    assert_eq!(names(&s.get("/api/v2/usergroups?filter=description:search:TEAM&filter=name:gt:b").1), ["beta", "Gamma"]);
+    assert_eq!(
+        names(&s.get("/api/v2/usergroups?filter=description:search:TEAM&filter=name:gt:b").1),
+        ["beta", "Gamma"]
+    );
     for q in ["filter=name:like:a", "filter=owner:eq:x", "filter=name:Alpha", "sort=-members"] {
         let (st, v) = s.get(&format!("/api/v2/usergroups?{q}"));
         assert_eq!((st, v["code"].as_i64()), (400, Some(400)), "{q}: {v}");
@@ -442,4 +464,51 @@ fn filters_take_operators_with_or_without_the_dollar_and_what_cairn_cannot_read_
     for db in Db::all("v1 and v2 filters on PostgreSQL") {
         filters_cairn_cannot_read(&db);
     }
+}
+
+#[test]
+fn the_openapi_document_lists_every_mounted_route_and_only_those() {
+    let s = Server::start(&Db::Sqlite);
+    let (st, doc) = s.req("GET", "/api/openapi.json", None, None);
+    assert_eq!(st, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/systemusers/{id}/password",
+        "/v2/serviceaccounts",
+        "/oauth2/token",
+        "/v2/users/import/{id}/results",
+        "/v2/usergroups/{id}/associations",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(p), "{p} is missing");
+    }
+    assert!(doc["paths"]["/v2/usergroups"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "sort"));
+    let id = "0123456789abcdef01234567";
+    let mut ops = 0;
+    for (path, item) in paths {
+        let prefix = if path == "/oauth2/token" { "" } else { "/api" };
+        let url = format!("{prefix}{}", path.replace("{id}", id));
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            assert!(op["operationId"].is_string() && op["responses"].is_object(), "{method} {path}");
+            let (st, v) = s.req(&method.to_uppercase(), &url, Some(KEY), Some(&json!({})));
+            assert_ne!(st, 405, "{method} {path} is documented but not mounted");
+            assert!(v["message"] != "no such API endpoint", "{method} {path} is documented but not mounted: {v}");
+            if !["/openapi.json", "/oauth2/token"].contains(&path.as_str()) {
+                let (st, _) = s.req(&method.to_uppercase(), &url, None, Some(&json!({})));
+                assert_eq!(st, 401, "{method} {path} answers without an API key");
+            }
+            ops += 1;
+        }
+    }
+    assert!(ops >= 55, "{ops} operations");
+    // And nothing undocumented answers: an unknown path is the fallback.
+    let (st, v) = s.get("/api/v2/nothing-here");
+    assert_eq!((st, v["message"].as_str()), (404, Some("no such API endpoint")));
 }

@@ -141,7 +141,15 @@ fn graph(db: &Db) {
     // Every type JumpCloud defines for users and groups is accepted: those Cairn has no objects
     // of list nothing and name no object here (404); others are refused by name, with the
     // supported ones; targets is required.
-    for t in ["system", "system_group", "g_suite", "office_365", "active_directory", "idp_routing_policy", "password_manager_item"] {
+    for t in [
+        "system",
+        "system_group",
+        "g_suite",
+        "office_365",
+        "active_directory",
+        "idp_routing_policy",
+        "password_manager_item",
+    ] {
         for path in [&ada_assoc, &ops_assoc] {
             let (st, v) = s.get(&format!("{path}?targets={t}"));
             assert_eq!((st, v), (200, json!([])), "{path}?targets={t}");

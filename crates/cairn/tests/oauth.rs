@@ -6,7 +6,11 @@ mod common;
 use common::{Db, Server, KEY};
 use serde_json::{json, Value};
 
-fn token_req(s: &Server, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+fn token_req(
+    s: &Server,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut r = s.raw().post(format!("{}/oauth2/token", s.base)).form(form);
     if let Some((id, secret)) = basic {
         r = r.basic_auth(id, Some(secret));
@@ -43,7 +47,11 @@ fn client_credentials(db: &Db) {
     let (_, ro_key) = s.post("/api/v2/apikeys", json!({"name": "ro", "role": "read-only"}));
     let (st, _) = s.req("POST", "/api/v2/serviceaccounts", ro_key["key"].as_str(), Some(&json!({"name": "x"})));
     assert_eq!(st, 403, "a read-only key creates no accounts");
-    for (body, field) in [(json!({}), "name"), (json!({"name": "a", "role": "root"}), "role"), (json!({"name": "a", "scope": "x"}), "scope")] {
+    for (body, field) in [
+        (json!({}), "name"),
+        (json!({"name": "a", "role": "root"}), "role"),
+        (json!({"name": "a", "scope": "x"}), "scope"),
+    ] {
         let (st, v) = s.post("/api/v2/serviceaccounts", body.clone());
         assert_eq!((st, v["errors"][0]["field"].as_str()), (400, Some(field)), "{body}: {v}");
     }
@@ -52,7 +60,10 @@ fn client_credentials(db: &Db) {
     let grant = [("grant_type", "client_credentials")];
     let (st, t, h) = token_req(&s, Some((&client, &secret)), &grant);
     assert_eq!(st, 200, "{t}");
-    assert_eq!((t["token_type"].as_str(), t["expires_in"].as_i64(), t["scope"].as_str()), (Some("Bearer"), Some(3600), Some("api")));
+    assert_eq!(
+        (t["token_type"].as_str(), t["expires_in"].as_i64(), t["scope"].as_str()),
+        (Some("Bearer"), Some(3600), Some("api"))
+    );
     assert_eq!(h["cache-control"], "no-store");
     let token = t["access_token"].as_str().unwrap().to_string();
     let (st, t2, _) = token_req(
@@ -66,11 +77,20 @@ fn client_credentials(db: &Db) {
     for _ in 0..2 {
         assert_eq!(bearer(&s, "GET", "/api/systemusers", &token, None).0, 200);
     }
-    let (st, u) = bearer(&s, "POST", "/api/systemusers", &token, Some(json!({"username": "Bot-Made", "email": "bot@example.com"})));
+    let (st, u) = bearer(
+        &s,
+        "POST",
+        "/api/systemusers",
+        &token,
+        Some(json!({"username": "Bot-Made", "email": "bot@example.com"})),
+    );
     assert_eq!(st, 200, "{u}");
     let (_, ev) = s.get(&format!("/api/v2/events?user_id={}", u["_id"].as_str().unwrap()));
     assert_eq!(ev[0]["actor"], json!({"kind": "service_account", "id": id, "name": "terraform"}));
-    assert_eq!(s.raw().get(format!("{}/api/systemusers", s.base)).header("x-api-key", &token).send().unwrap().status(), 200);
+    assert_eq!(
+        s.raw().get(format!("{}/api/systemusers", s.base)).header("x-api-key", &token).send().unwrap().status(),
+        200
+    );
     // Not a SCIM token, not a client secret.
     assert_eq!(bearer(&s, "GET", "/scim/v2/Users", &token, None).0, 401);
     assert_eq!(token_req(&s, Some((&client, &token)), &grant).0, 401);
@@ -84,7 +104,8 @@ fn client_credentials(db: &Db) {
     let (_, t, _) = token_req(&s, Some((&ro_client, &ro_secret)), &grant);
     let ro = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(bearer(&s, "GET", "/api/systemusers", &ro, None).0, 200);
-    let (st, v) = bearer(&s, "POST", "/api/systemusers", &ro, Some(json!({"username": "no", "email": "no@example.com"})));
+    let (st, v) =
+        bearer(&s, "POST", "/api/systemusers", &ro, Some(json!({"username": "no", "email": "no@example.com"})));
     assert_eq!((st, v["code"].as_i64()), (403, Some(403)), "{v}");
     assert_eq!(bearer(&s, "POST", "/api/v2/serviceaccounts", &ro, Some(json!({"name": "escalate"}))).0, 403);
     assert_eq!(bearer(&s, "DELETE", &format!("/api/v2/serviceaccounts/{id}"), &ro, None).0, 403);
@@ -103,7 +124,12 @@ fn client_credentials(db: &Db) {
         (None, vec![("grant_type", "client_credentials"), ("client_secret", secret.as_str())], 400, "invalid_request"),
         (Some((client.as_str(), secret.as_str())), vec![("grant_type", "password")], 400, "unsupported_grant_type"),
         (Some((client.as_str(), secret.as_str())), vec![], 400, "invalid_request"),
-        (Some((client.as_str(), secret.as_str())), vec![("grant_type", "client_credentials"), ("scope", "admin")], 400, "invalid_scope"),
+        (
+            Some((client.as_str(), secret.as_str())),
+            vec![("grant_type", "client_credentials"), ("scope", "admin")],
+            400,
+            "invalid_scope",
+        ),
         (
             Some((client.as_str(), secret.as_str())),
             vec![("grant_type", "client_credentials"), ("client_secret", secret.as_str())],
@@ -121,7 +147,12 @@ fn client_credentials(db: &Db) {
         assert_eq!((st, v["error"].as_str()), (status, Some(error)), "{basic:?} {form:?}: {v}");
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
-    let r = s.raw().post(format!("{}/oauth2/token", s.base)).json(&json!({"grant_type": "client_credentials"})).send().unwrap();
+    let r = s
+        .raw()
+        .post(format!("{}/oauth2/token", s.base))
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400, "a JSON body is not a token request");
     let huge = format!("grant_type=client_credentials&client_id={client}&client_secret={}", "x".repeat(1 << 20));
     let r = reqwest::blocking::Client::new()
@@ -135,7 +166,10 @@ fn client_credentials(db: &Db) {
     let (_, fails) = s.get("/api/v2/events?action=login_failure&limit=1000");
     let fails: Vec<&Value> = fails.as_array().unwrap().iter().filter(|e| e["detail"]["protocol"] == "oauth2").collect();
     assert!(fails.iter().all(|e| e["source"] == "oauth2" && e["outcome"] == "failure"));
-    assert!(fails.iter().any(|e| e["target"]["id"] == id.as_str() && e["detail"]["reason"] == "wrong client secret"), "{fails:?}");
+    assert!(
+        fails.iter().any(|e| e["target"]["id"] == id.as_str() && e["detail"]["reason"] == "wrong client secret"),
+        "{fails:?}"
+    );
 
     // Secrets and tokens are stored as hashes only.
     if matches!(db, Db::Sqlite) {
@@ -187,11 +221,8 @@ fn admins_create_and_revoke_service_accounts_in_the_portal() {
     let s = Server::start(&Db::Sqlite);
     let pw = "correct horse battery staple";
     for (email, role) in [("admin@example.com", "admin"), ("viewer@example.com", "read-only")] {
-        let out = s
-            .command()
-            .args(["admin", "create", "--email", email, "--password", pw, "--role", role])
-            .output()
-            .unwrap();
+        let out =
+            s.command().args(["admin", "create", "--email", email, "--password", pw, "--role", role]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let mut b = common::Browser::new(&s.base);
@@ -203,7 +234,12 @@ fn admins_create_and_revoke_service_accounts_in_the_portal() {
     assert!(p.body.contains("No service accounts"), "{}", p.body);
     let p = b.post("/admin/service-accounts", &[("name", "ci-pipeline"), ("role", "read-only")]);
     assert_eq!(p.status, 200);
-    let secret = p.body.split("cairn_cs_").nth(1).map(|r| format!("cairn_cs_{}", &r[..r.find('<').unwrap()])).expect("the secret is shown");
+    let secret = p
+        .body
+        .split("cairn_cs_")
+        .nth(1)
+        .map(|r| format!("cairn_cs_{}", &r[..r.find('<').unwrap()]))
+        .expect("the secret is shown");
     let (_, list) = s.get("/api/v2/serviceaccounts");
     let client = list[0]["client_id"].as_str().unwrap().to_string();
     assert_eq!(list[0]["role"], "read-only");

@@ -6,6 +6,8 @@ mod discovery;
 mod resources;
 
 use std::net::SocketAddr;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -13,7 +15,7 @@ use axum::http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_directory::{Ctx, Directory, Error, ScimQuery};
 use cairn_domain::scim::{parse_filter, parse_path, AttrPath, Filter, ScimParseError};
@@ -198,10 +200,8 @@ pub fn routes(state: Shared) -> Router<Shared> {
 }
 
 /// The admin endpoints for SCIM tokens, merged into the `/api` router.
-pub fn api_routes() -> Router<Shared> {
-    Router::new()
-        .route("/v2/scim/tokens", get(list_tokens).post(create_token))
-        .route("/v2/scim/tokens/{id}", delete(delete_token))
+pub fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(list_tokens, create_token)).routes(routes!(delete_token))
 }
 
 /// The base URL of this service provider, for `meta.location`.
@@ -627,6 +627,8 @@ fn admin_only(c: &Caller) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v2/scim/tokens", operation_id = "scim_list_tokens", tag = "scim",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn list_tokens(State(st): State<Shared>, c: Caller) -> ApiResult<Json<Value>> {
     admin_only(&c)?;
     let list = st.dir.list_scim_tokens().await?;
@@ -634,6 +636,8 @@ async fn list_tokens(State(st): State<Shared>, c: Caller) -> ApiResult<Json<Valu
 }
 
 /// `{name}` → the token, shown once in `token`.
+#[utoipa::path(post, path = "/v2/scim/tokens", operation_id = "scim_create_token", tag = "scim",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create_token(State(st): State<Shared>, c: Caller, JsonBody(b): JsonBody) -> ApiResult<Response> {
     admin_only(&c)?;
     let name = b.get("name").and_then(Value::as_str).unwrap_or("");
@@ -643,6 +647,8 @@ async fn create_token(State(st): State<Shared>, c: Caller, JsonBody(b): JsonBody
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v2/scim/tokens/{id}", operation_id = "scim_delete_token", tag = "scim", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn delete_token(State(st): State<Shared>, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     admin_only(&c)?;
     let t = st.dir.delete_scim_token(&c.ctx, &id).await?;
