@@ -581,7 +581,8 @@ impl Directory {
         let (holders, manager_users, by_emp) = {
             let mut c = self.store().read().await?;
             let holders = Holders::find(&mut c.db(), &usernames, &emails, &emp).await?;
-            let by_emp: HashMap<String, UserKeys> = c.db().users_by_employee_ids(&emp_keys).await?.into_iter().collect();
+            let by_emp: HashMap<String, UserKeys> =
+                c.db().users_by_employee_ids(&emp_keys).await?.into_iter().collect();
             let mut m = c.db().users_matching(&managers, &[]).await?;
             for id in managers.iter().filter(|x| cairn_domain::id::is_object_id(x)) {
                 if let Some(u) = c.db().get_user(id).await? {
@@ -634,11 +635,7 @@ impl Directory {
                     _ => by_name.get(value.as_str()),
                 };
                 match found {
-                    None => it.done(
-                        "error",
-                        None,
-                        format!("no user with {key} '{value}' (update mode never creates)"),
-                    ),
+                    None => it.done("error", None, format!("no user with {key} '{value}' (update mode never creates)")),
                     Some(u) => {
                         if let Some(e) = &input.email {
                             if let Some(other) = by_email.get(e.as_str()).filter(|o| o.id != u.id) {

@@ -23,8 +23,8 @@ mod scheduler;
 mod scim;
 mod secretbox;
 mod service;
-mod tree;
 mod tokens;
+mod tree;
 mod users;
 
 use std::net::IpAddr;
@@ -57,9 +57,9 @@ pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
-pub use tree::{TreeChange, TreeCursor, TreeLoad};
-pub use service::{ApiCaller, IssuedToken, NewServiceAccount};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
+pub use service::{ApiCaller, IssuedToken, NewServiceAccount};
+pub use tree::{TreeChange, TreeCursor, TreeLoad};
 
 /// The directory's figures for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

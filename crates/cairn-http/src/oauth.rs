@@ -97,18 +97,21 @@ async fn token(
                 )
             }
         };
-    let field = |name: &str| -> Result<Option<&str>, Response> {
+    // Each field at most once (RFC 6749 §3.1); the name of one given twice.
+    let field = |name: &'static str| -> Result<Option<&str>, &'static str> {
         let mut it = form.iter().filter(|(k, _)| k == name);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{name} is given twice")));
+            return Err(name);
         }
         Ok(first)
     };
     let (grant, form_id, form_secret, scope) =
         match (field("grant_type"), field("client_id"), field("client_secret"), field("scope")) {
             (Ok(g), Ok(i), Ok(s), Ok(sc)) => (g, i, s, sc),
-            (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+            (Err(n), ..) | (_, Err(n), ..) | (_, _, Err(n), _) | (.., Err(n)) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{n} is given twice"))
+            }
         };
     match grant {
         Some("client_credentials") => {}
