@@ -114,6 +114,11 @@ pub struct Config {
     pub reset_rate: Rate,
     /// Reset mails one account may be sent through self-service requests per hour.
     pub resets_per_account_hour: i64,
+    /// Where uploads wait for their import (the data directory); `None`: the system's
+    /// temporary directory.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// CSV imports and bulk jobs running at once in this process; one more is refused (429).
+    pub max_concurrent_imports: usize,
 }
 
 impl Default for Config {
@@ -128,6 +133,8 @@ impl Default for Config {
             sign_in_rate: Rate { burst: 30, per_minute: 30 },
             reset_rate: Rate { burst: 10, per_minute: 10 },
             resets_per_account_hour: 3,
+            spool_dir: None,
+            max_concurrent_imports: 2,
         }
     }
 }

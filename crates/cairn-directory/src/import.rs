@@ -3,6 +3,7 @@
 //! interrupted are marked so, and re-running the same input converges.
 
 use std::collections::HashMap;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use cairn_domain::csv_import::{self, Header, Parsed};
 use cairn_domain::lifecycle::MailChoice;
@@ -12,6 +13,7 @@ use cairn_store::{Job, JobResult, JobUpdate, UserKeys};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::upload::{entries_of, ImportSlot, Upload};
 use crate::{Ctx, Directory};
 
 /// Records built and written as one unit.
@@ -109,11 +111,21 @@ type Keys = [Option<String>; 3];
 
 /// Items as they are read: a CSV import parses its records batch by batch.
 type ItemSource = Box<dyn Iterator<Item = Item> + Send>;
+/// A bulk job's entries, parsed one at a time from its upload.
+type Entries = Box<dyn Iterator<Item = std::result::Result<Value, String>> + Send>;
+
+fn read_failed(e: std::io::Error) -> Error {
+    Error::Internal(format!("cannot read the upload back: {e}"))
+}
 
 /// Duplicates inside the file: the later record is the error.
-struct Dedupe {
-    /// Per key of [`KEYS`]: the values seen → the record that had it first.
-    seen: Vec<HashMap<String, usize, foldhash::fast::RandomState>>,
+enum Dedupe {
+    /// Per key of [`KEYS`]: the values seen → the record that had it first (bulk jobs, at
+    /// most 100,000 entries).
+    Values(Vec<HashMap<String, usize, foldhash::fast::RandomState>>),
+    /// Only the keys a scan of the file found more than once are remembered (CSV imports,
+    /// whose files may hold millions of records).
+    Repeats(Repeats),
 }
 
 impl Dedupe {
@@ -123,7 +135,7 @@ impl Dedupe {
     fn new(records: usize, update: bool) -> Dedupe {
         let n = if update { 1 } else { KEYS.len() };
         let cap = records.min(1 << 20);
-        Dedupe { seen: (0..n).map(|_| HashMap::with_capacity_and_hasher(cap, Default::default())).collect() }
+        Dedupe::Values((0..n).map(|_| HashMap::with_capacity_and_hasher(cap, Default::default())).collect())
     }
 
     fn check(&mut self, it: &mut Item) {
@@ -131,23 +143,189 @@ impl Dedupe {
             return;
         }
         let mut keys = std::mem::take(&mut it.keys);
-        let first = self.seen.iter().zip(&keys).enumerate().find_map(|(k, (seen, v))| {
-            let v = v.as_ref()?;
-            seen.get(v).map(|first| (k, v, *first))
-        });
-        if let Some((k, v, first)) = first {
+        let first = match self {
+            Dedupe::Values(seen) => seen.iter().zip(&keys).enumerate().find_map(|(k, (seen, v))| {
+                let v = v.as_ref()?;
+                seen.get(v).map(|first| (k, *first))
+            }),
+            Dedupe::Repeats(r) => keys.iter().enumerate().find_map(|(k, v)| {
+                let first = *r.first.get(&r.hash(k, v.as_deref()?))?;
+                (first != 0).then_some((k, first as usize))
+            }),
+        };
+        if let Some((k, first)) = first {
+            let v = keys[k].as_deref().unwrap_or_default();
             let msg = format!("duplicate {} '{v}': already in row {first} of this file", KEYS[k]);
             it.parsed = None;
             it.cells = None;
             it.done("error", None, msg);
             return;
         }
-        for (seen, v) in self.seen.iter_mut().zip(keys.iter_mut()) {
-            if let Some(v) = v.take() {
-                seen.insert(v, it.seq);
+        match self {
+            Dedupe::Values(seen) => {
+                for (seen, v) in seen.iter_mut().zip(keys.iter_mut()) {
+                    if let Some(v) = v.take() {
+                        seen.insert(v, it.seq);
+                    }
+                }
+            }
+            Dedupe::Repeats(r) => {
+                for (k, v) in keys.iter().enumerate() {
+                    let Some(v) = v.as_deref() else { continue };
+                    let h = r.hash(k, v);
+                    if let Some(first) = r.first.get_mut(&h) {
+                        if *first == 0 {
+                            *first = it.seq as u32;
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// Key hashes a scan pass keeps at most (32 MiB); a file with more keys is scanned again, one
+/// share of the hashes per pass.
+const SCAN_HASHES: usize = 4 << 20;
+/// Most distinct keys a file may repeat (each costs the import about 20 bytes while it runs).
+const MAX_REPEATED_KEYS: usize = 2_000_000;
+
+/// The keys (see [`KEYS`]) that a CSV file holds more than once, found before its import by a
+/// scan of every record's keys as seeded 64-bit hashes, sorted: the import then remembers when
+/// it first met each of those, and nothing about the others, so its memory does not grow with
+/// the file. Two different keys of one file with the same hash would make the later a false
+/// duplicate: the seed is random per import, and for a million records the chance is about
+/// one in four million.
+struct Repeats {
+    state: foldhash::fast::RandomState,
+    /// The hash of every repeated key → the row that had it first (0 until met).
+    first: HashMap<u64, u32, foldhash::fast::RandomState>,
+}
+
+impl Repeats {
+    fn hash(&self, key: usize, value: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.state.hash_one((key as u8, value))
+    }
+}
+
+/// Where a file's key columns are; reads a record's keys the same way for the scan and for the
+/// import.
+#[derive(Clone, Copy)]
+struct KeyCols {
+    username: Option<usize>,
+    email: Option<usize>,
+    employee: Option<usize>,
+    /// What an update file matches users by (its first key column).
+    update: Option<(&'static str, usize)>,
+}
+
+/// A record's keys, read by [`KeyCols::read`].
+struct RecordKeys {
+    /// The username as given (its case is kept).
+    username: Option<String>,
+    /// What must not repeat inside the file (lowercase but the employee id).
+    keys: Keys,
+    /// An update file's key of the record.
+    key: Option<(&'static str, String)>,
+    /// An update file's record without its key.
+    error: Option<String>,
+}
+
+impl KeyCols {
+    fn of(header: &Header, update: bool) -> KeyCols {
+        let col = |name: &'static str| header.columns.iter().position(|c| *c == csv_import::Column::Field(name));
+        KeyCols {
+            username: col("username"),
+            email: col("email"),
+            employee: col("employeeIdentifier"),
+            update: if update { header.update_key() } else { None },
+        }
+    }
+
+    fn read(&self, cells: &csv::StringRecord) -> RecordKeys {
+        let cell = |i: Option<usize>| i.and_then(|i| cells.get(i)).map(|c| c.trim()).filter(|c| !c.is_empty());
+        let username = cell(self.username).map(str::to_string);
+        let mut out = RecordKeys {
+            keys: [
+                username.as_deref().map(str::to_lowercase),
+                cell(self.email).map(str::to_lowercase),
+                cell(self.employee).map(str::to_string),
+            ],
+            username,
+            key: None,
+            error: None,
+        };
+        if let Some((name, i)) = self.update {
+            let v = cell(Some(i));
+            let v = if name == "employeeIdentifier" { v.map(str::to_string) } else { v.map(str::to_lowercase) };
+            match v {
+                // In update mode the file's key is what must not repeat.
+                Some(v) => {
+                    out.keys = [Some(v.clone()), None, None];
+                    out.key = Some((name, v));
+                }
+                None => out.error = Some(format!("the key column {} is empty", header_name(name))),
+            }
+        }
+        out
+    }
+}
+
+/// Counts a CSV file's records and finds the keys it repeats ([`Repeats`]), reading it once,
+/// or once more per share of its key hashes when it has more than [`SCAN_HASHES`] keys.
+fn scan_repeats<R: Read + Seek>(input: &mut R, cols: KeyCols) -> std::result::Result<(usize, Repeats), String> {
+    let state = foldhash::fast::RandomState::default();
+    let repeats = Repeats { state, first: HashMap::default() };
+    let rewind = |f: &mut R| f.seek(SeekFrom::Start(0)).map_err(|e| format!("the file cannot be read: {e}"));
+    // Each pass keeps the hashes of one share (hash % shares == share) and sorts them.
+    let pass = |input: &mut R, shares: u64, share: u64, hashes: &mut Vec<u64>| {
+        hashes.clear();
+        let (mut records, mut keys) = (0usize, 0usize);
+        let (_, rows) = csv_import::records(BufReader::with_capacity(256 * 1024, &mut *input))?;
+        for (_, cells) in rows {
+            records += 1;
+            let Ok(cells) = cells else { continue };
+            let k = cols.read(&cells);
+            if k.error.is_some() {
+                continue;
+            }
+            for (i, v) in k.keys.iter().enumerate() {
+                let Some(v) = v else { continue };
+                keys += 1;
+                let h = repeats.hash(i, v);
+                if h % shares == share && hashes.len() < SCAN_HASHES {
+                    hashes.push(h);
+                }
+            }
+        }
+        Ok::<_, String>((records, keys))
+    };
+    let mut hashes: Vec<u64> = Vec::with_capacity(SCAN_HASHES);
+    let (total, keys) = pass(input, 1, 0, &mut hashes)?;
+    let shares = keys.div_ceil(SCAN_HASHES).max(1) as u64;
+    let mut first: HashMap<u64, u32, foldhash::fast::RandomState> = HashMap::default();
+    for share in 0..shares {
+        if shares > 1 {
+            rewind(input)?;
+            pass(input, shares, share, &mut hashes)?;
+        }
+        hashes.sort_unstable();
+        for w in hashes.windows(2) {
+            if w[0] == w[1] {
+                first.insert(w[0], 0);
+            }
+        }
+        if first.len() > MAX_REPEATED_KEYS {
+            return Err(format!(
+                "more than {MAX_REPEATED_KEYS} usernames, e-mails or employee ids repeat in this file (is it the \
+                 same records twice?): remove the repeated records and import it again"
+            ));
+        }
+    }
+    drop(hashes);
+    rewind(input)?;
+    Ok((total, Repeats { first, ..repeats }))
 }
 
 impl Item {
@@ -245,36 +423,64 @@ impl Directory {
         Ok(())
     }
 
-    /// Starts a CSV import in the background; returns the job id at once.
-    pub async fn start_csv_import(&self, ctx: &Ctx, bytes: Vec<u8>, opts: ImportOptions) -> Result<String> {
-        if bytes.is_empty() {
+    /// Starts a CSV import of an upload in the background; returns the job id at once. The
+    /// slot is held until the import ends.
+    pub async fn start_csv_import(
+        &self,
+        ctx: &Ctx,
+        upload: Upload,
+        opts: ImportOptions,
+        slot: ImportSlot,
+    ) -> Result<String> {
+        if upload.bytes == 0 {
             return Err(Error::invalid("body", "the CSV file is empty"));
         }
-        csv_import::check_line_lengths(&bytes).map_err(|m| Error::invalid("body", m))?;
+        // A line too long is refused before a job exists; the file is read, not loaded.
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            let mut file = upload.rewound().map_err(read_failed)?;
+            csv_import::check_line_lengths_in(&mut file).map_err(|m| Error::invalid("body", m))?;
+            file.seek(SeekFrom::Start(0)).map_err(read_failed)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the import check failed: {e}")))??;
         let job = self.create_job(ctx, "csv_import", json!({ "dry_run": opts.dry_run, "update": opts.update })).await?;
         let (dir, ctx, id) = (self.clone(), ctx.clone(), job.clone());
         tokio::spawn(async move {
-            if let Err(e) = dir.run_csv_import(&ctx, &id, bytes, opts, &|_, _| {}).await {
+            let _slot = slot;
+            if let Err(e) = dir.run_csv_import(&ctx, &id, file, opts, &|_, _| {}).await {
                 tracing::error!(job = %id, error = %e, "import failed");
             }
         });
         Ok(job)
     }
 
-    /// Runs a CSV import for an existing job, reporting progress; returns the counts.
-    pub async fn run_csv_import(
+    /// Runs a CSV import for an existing job, reporting progress; returns the counts. The file
+    /// is read three times (line lengths, record count, records), never whole into memory.
+    pub async fn run_csv_import<F: Read + Seek + Send + 'static>(
         &self,
         ctx: &Ctx,
         job: &str,
-        bytes: Vec<u8>,
+        input: F,
         opts: ImportOptions,
         progress: Progress<'_>,
     ) -> Result<Counts> {
-        let total = csv_import::count_records(&bytes);
-        let checked =
-            csv_import::check_line_lengths(&bytes).and_then(|_| csv_import::records(std::io::Cursor::new(bytes)));
-        let checked = checked.and_then(|(h, r)| h.require(opts.update).map(|_| (h, r)));
-        let (header, records) = match checked {
+        let update = opts.update;
+        let prepared = tokio::task::spawn_blocking(move || {
+            let mut input = input;
+            csv_import::check_line_lengths_in(&mut input)?;
+            input.seek(SeekFrom::Start(0)).map_err(|e| format!("the file cannot be read: {e}"))?;
+            let (header, _) = csv_import::records(BufReader::new(&mut input))?;
+            header.require(update)?;
+            input.seek(SeekFrom::Start(0)).map_err(|e| format!("the file cannot be read: {e}"))?;
+            let cols = KeyCols::of(&header, update);
+            let (total, repeats) = scan_repeats(&mut input, cols)?;
+            let (header, records) = csv_import::records(BufReader::with_capacity(256 * 1024, input))?;
+            Ok::<_, String>((total, header, records, repeats, cols))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the import's file check failed: {e}")))?;
+        let (total, header, records, repeats, cols) = match prepared {
             Ok(x) => x,
             Err(m) => {
                 self.finish_job(job, "failed", 0, 0, &Counts::default(), Some(&m)).await?;
@@ -284,13 +490,6 @@ impl Directory {
         let groups = self.group_names().await?;
         let unknown = header.unknown(&groups);
         let note = (!unknown.is_empty()).then(|| format!("ignored unknown columns: {}", unknown.join(", ")));
-        let col = |name: &'static str| header.columns.iter().position(|c| *c == csv_import::Column::Field(name));
-        let (ucol, ecol, icol) = (col("username"), col("email"), col("employeeIdentifier"));
-        // What an update file matches users by (its first key column).
-        let update_key = if opts.update { header.update_key() } else { None };
-        let cell = move |cells: &csv::StringRecord, i: Option<usize>| {
-            i.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty())
-        };
         // Records become items as they are read (on the worker thread, for create mode).
         let items = records.map(move |(row, cells)| {
             let mut item = Item {
@@ -304,24 +503,10 @@ impl Directory {
             };
             match cells {
                 Ok(cells) => {
-                    // The username as given (its case is kept); keys compare lowercase.
-                    item.username = cell(&cells, ucol);
-                    item.keys = [
-                        item.username.as_deref().map(str::to_lowercase),
-                        cell(&cells, ecol).map(|e| e.to_lowercase()),
-                        icol.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
-                    ];
-                    if let Some((name, i)) = update_key {
-                        let v = cell(&cells, Some(i));
-                        let v = if name == "employeeIdentifier" { v } else { v.map(|v| v.to_lowercase()) };
-                        match v {
-                            // In update mode the file's key is what must not repeat.
-                            Some(v) => {
-                                item.keys = [Some(v.clone()), None, None];
-                                item.key = Some((name, v));
-                            }
-                            None => item.done("error", None, format!("the key column {} is empty", header_name(name))),
-                        }
+                    let k = cols.read(&cells);
+                    (item.username, item.keys, item.key) = (k.username, k.keys, k.key);
+                    if let Some(e) = k.error {
+                        item.done("error", None, e);
                     }
                     item.cells = Some(cells);
                 }
@@ -332,28 +517,50 @@ impl Directory {
         let source = CreationSource::CsvImport;
         let mapping = Mapping { header: &header, groups: &groups };
         let items: ItemSource = Box::new(items);
-        self.run_items(ctx, job, items, total, opts, source, "csv", MailChoice::Default, note, Some(mapping), progress)
-            .await
+        let dedupe = Dedupe::Repeats(repeats);
+        self.run_items(
+            ctx,
+            job,
+            items,
+            total,
+            opts,
+            source,
+            "csv",
+            MailChoice::Default,
+            note,
+            Some(mapping),
+            Some(dedupe),
+            progress,
+        )
+        .await
     }
 
-    /// Starts a JSON bulk job (`POST|PATCH /api/v2/bulk/users`).
+    /// Starts a JSON bulk job (`POST|PATCH /api/v2/bulk/users`) of an upload counted by
+    /// [`Directory::receive_upload`]; its entries are read back one by one as the job goes.
+    /// The slot is held until the job ends.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_bulk_users(
         &self,
         ctx: &Ctx,
-        body: Vec<Value>,
+        upload: Upload,
         update: bool,
         source: CreationSource,
         origin: String,
         mail: MailChoice,
+        slot: ImportSlot,
     ) -> Result<String> {
+        let total = upload.entries;
+        let file = upload.rewound().map_err(read_failed)?;
         let kind = if update { "bulk_update" } else { "bulk_create" };
         let job = self.create_job(ctx, kind, json!({ "update": update, "creation_source": origin })).await?;
         let (dir, ctx, id) = (self.clone(), ctx.clone(), job.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            let entries: Entries = Box::new(entries_of(file));
             let r = if update {
-                dir.run_bulk_update(&ctx, &id, body).await
+                dir.run_bulk_update(&ctx, &id, entries, total).await
             } else {
-                dir.run_bulk_create(&ctx, &id, body, source, &origin, mail).await
+                dir.run_bulk_create(&ctx, &id, entries, total, source, &origin, mail).await
             };
             if let Err(e) = r {
                 tracing::error!(job = %id, error = %e, "bulk job failed");
@@ -362,78 +569,115 @@ impl Directory {
         Ok(job)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_bulk_create(
         &self,
         ctx: &Ctx,
         job: &str,
-        body: Vec<Value>,
+        entries: Entries,
+        total: usize,
         source: CreationSource,
         origin: &str,
         mail: MailChoice,
     ) -> Result<Counts> {
-        let items = body
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let mut item = Item {
-                    seq: i + 1,
-                    username: v.get("username").and_then(Value::as_str).map(|u| u.trim().to_string()),
-                    parsed: None,
-                    result: None,
-                    cells: None,
-                    keys: Keys::default(),
-                    key: None,
-                };
-                match cairn_domain::user::parse_user_input(&v, true) {
-                    Ok(input) => {
-                        item.keys = [
-                            input.username.as_deref().map(str::to_lowercase),
-                            input.email.clone(),
-                            input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
-                        ];
-                        item.parsed = Some(Parsed { input, groups: vec![], manager: None });
-                    }
-                    Err(e) => item.done("error", None, e.to_string()),
+        // Entries become items as they are read (on the worker thread of the creates).
+        let items = entries.enumerate().map(|(i, v)| {
+            let mut item = Item {
+                seq: i + 1,
+                username: None,
+                parsed: None,
+                result: None,
+                cells: None,
+                keys: Keys::default(),
+                key: None,
+            };
+            let v = match v {
+                Ok(v) => v,
+                Err(m) => {
+                    item.done("error", None, m);
+                    return item;
                 }
-                item
-            })
-            .collect();
+            };
+            item.username = v.get("username").and_then(Value::as_str).map(|u| u.trim().to_string());
+            let parsed = match v {
+                Value::Object(o) => cairn_domain::user::parse_user_object(o, true),
+                other => cairn_domain::user::parse_user_input(&other, true),
+            };
+            match parsed {
+                Ok(input) => {
+                    item.keys = [
+                        input.username.as_deref().map(str::to_lowercase),
+                        input.email.clone(),
+                        input.profile.get("employeeIdentifier").and_then(Value::as_str).map(String::from),
+                    ];
+                    item.parsed = Some(Parsed { input, groups: vec![], manager: None });
+                }
+                Err(e) => item.done("error", None, e.to_string()),
+            }
+            item
+        });
         let ctx = Ctx { source: "bulk_api".into(), ..ctx.clone() };
-        let items: Vec<Item> = items;
-        let total = items.len();
-        let items: ItemSource = Box::new(items.into_iter());
-        self.run_items(&ctx, job, items, total, ImportOptions::default(), source, origin, mail, None, None, &|_, _| {})
-            .await
+        let items: ItemSource = Box::new(items);
+        let opts = ImportOptions::default();
+        self.run_items(&ctx, job, items, total, opts, source, origin, mail, None, None, None, &|_, _| {}).await
     }
 
     /// Updates by `id` (JumpCloud `bulk-user-update`), each user in its own transaction.
-    async fn run_bulk_update(&self, ctx: &Ctx, job: &str, body: Vec<Value>) -> Result<Counts> {
+    async fn run_bulk_update(&self, ctx: &Ctx, job: &str, entries: Entries, total: usize) -> Result<Counts> {
         let ctx = Ctx { source: "bulk_api".into(), ..ctx.clone() };
-        let total = body.len();
         let mut counts = Counts::default();
         self.finish_job(job, "running", 0, total, &counts, None).await?;
         let mut results = Vec::with_capacity(total);
-        for (i, mut v) in body.into_iter().enumerate() {
-            let id = v.as_object_mut().and_then(|o| o.remove("id")).and_then(|x| x.as_str().map(String::from));
-            let (outcome, uid, username, msg) = match id {
-                None => ("error", None, None, "each entry needs the \"id\" of the user to update".to_string()),
-                Some(id) => match cairn_domain::user::parse_user_input(&v, false).map_err(Error::from) {
-                    Ok(input) => match self.update_user_from(&ctx, &id, input).await {
-                        Ok((u, true)) => ("updated", Some(u.id), Some(u.username), String::new()),
-                        Ok((u, false)) => ("exists", Some(u.id), Some(u.username), "nothing to change".to_string()),
+        let mut entries = entries.enumerate();
+        loop {
+            // The next entries are parsed off the async runtime.
+            let (rest, chunk) = tokio::task::spawn_blocking(move || {
+                let chunk: Vec<_> = entries.by_ref().take(BATCH).collect();
+                (entries, chunk)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("reading the bulk job's entries failed: {e}")))?;
+            entries = rest;
+            if chunk.is_empty() {
+                break;
+            }
+            for (i, v) in chunk {
+                let mut v = match v {
+                    Ok(v) => v,
+                    Err(m) => {
+                        counts.add("error");
+                        let message = Some(m);
+                        results.push(JobResult {
+                            seq: i as i64 + 1,
+                            username: None,
+                            user_id: None,
+                            outcome: "error".into(),
+                            message,
+                        });
+                        continue;
+                    }
+                };
+                let id = v.as_object_mut().and_then(|o| o.remove("id")).and_then(|x| x.as_str().map(String::from));
+                let (outcome, uid, username, msg) = match id {
+                    None => ("error", None, None, "each entry needs the \"id\" of the user to update".to_string()),
+                    Some(id) => match cairn_domain::user::parse_user_input(&v, false).map_err(Error::from) {
+                        Ok(input) => match self.update_user_from(&ctx, &id, input).await {
+                            Ok((u, true)) => ("updated", Some(u.id), Some(u.username), String::new()),
+                            Ok((u, false)) => ("exists", Some(u.id), Some(u.username), "nothing to change".to_string()),
+                            Err(e) => ("error", Some(id), None, e.to_string()),
+                        },
                         Err(e) => ("error", Some(id), None, e.to_string()),
                     },
-                    Err(e) => ("error", Some(id), None, e.to_string()),
-                },
-            };
-            counts.add(outcome);
-            results.push(JobResult {
-                seq: i as i64 + 1,
-                username,
-                user_id: uid,
-                outcome: outcome.into(),
-                message: Some(msg).filter(|m| !m.is_empty()),
-            });
+                };
+                counts.add(outcome);
+                results.push(JobResult {
+                    seq: i as i64 + 1,
+                    username,
+                    user_id: uid,
+                    outcome: outcome.into(),
+                    message: Some(msg).filter(|m| !m.is_empty()),
+                });
+            }
         }
         let mut tx = self.store().begin().await?;
         tx.db().insert_job_results(job, &results).await?;
@@ -473,6 +717,7 @@ impl Directory {
         mail: MailChoice,
         note: Option<String>,
         mapping: Option<Mapping<'_>>,
+        dedupe: Option<Dedupe>,
         progress: Progress<'_>,
     ) -> Result<Counts> {
         let mut counts = Counts::default();
@@ -482,7 +727,7 @@ impl Directory {
             let (_, groups) = self.list_groups(None, i64::MAX, 0).await?;
             groups.into_iter().map(|g| (g.name, g.id)).collect()
         };
-        let mut dedupe = Dedupe::new(total, opts.update);
+        let mut dedupe = dedupe.unwrap_or_else(|| Dedupe::new(total, opts.update));
         let items = items.map(move |mut it| {
             dedupe.check(&mut it);
             it
@@ -513,10 +758,25 @@ impl Directory {
                 }
             };
         }
-        let mut items: Vec<Item> = items.collect();
+        // Batch by batch: the file's records are never all in memory.
+        let mut items: ItemSource = Box::new(items);
         let mut done = 0;
+        // Usernames of the users created so far, kept only when a record may name one as its
+        // manager (a file with a manager column).
         let mut new_ids: HashMap<String, String> = HashMap::new();
-        for chunk in items.chunks_mut(BATCH) {
+        let managers = mapping.as_ref().is_some_and(|m| m.header.columns.contains(&csv_import::Column::Manager));
+        loop {
+            let (rest, mut chunk) = tokio::task::spawn_blocking(move || {
+                let chunk: Vec<Item> = items.by_ref().take(BATCH).collect();
+                (items, chunk)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("reading the import's records failed: {e}")))?;
+            items = rest;
+            if chunk.is_empty() {
+                break;
+            }
+            let chunk = &mut chunk[..];
             let n = chunk.len();
             if let Some(m) = &mapping {
                 for it in chunk.iter_mut() {
@@ -528,7 +788,8 @@ impl Directory {
                     }
                 }
             }
-            self.run_batch(ctx, job, chunk, opts, source, origin, &org, &group_ids, &mut new_ids).await?;
+            let ids = managers.then_some(&mut new_ids);
+            self.run_batch(ctx, job, chunk, opts, source, origin, &org, &group_ids, ids).await?;
             for it in chunk.iter() {
                 counts.add(it.result.as_ref().map(|r| r.0.as_str()).unwrap_or("error"));
             }
@@ -553,7 +814,7 @@ impl Directory {
         origin: &str,
         org: &crate::Organization,
         group_ids: &HashMap<String, String>,
-        new_ids: &mut HashMap<String, String>,
+        mut new_ids: Option<&mut HashMap<String, String>>,
     ) -> Result<()> {
         // What already exists, in two queries for the whole batch.
         let usernames: Vec<String> = chunk
@@ -592,13 +853,13 @@ impl Directory {
             (holders, m, by_emp)
         };
         let Holders { by_name, by_email, emp_owner } = &holders;
-        let manager_id = |m: &str, new_ids: &HashMap<String, String>| -> Option<String> {
+        let manager_id = |m: &str, new_ids: Option<&HashMap<String, String>>| -> Option<String> {
             let m = m.to_lowercase();
             manager_users
                 .iter()
                 .find(|u| u.username.eq_ignore_ascii_case(&m) || u.id == m)
                 .map(|u| u.id.clone())
-                .or_else(|| new_ids.get(&m).cloned())
+                .or_else(|| new_ids?.get(&m).cloned())
         };
 
         let mut creates: Vec<(usize, User, Vec<String>)> = vec![];
@@ -609,7 +870,7 @@ impl Directory {
             let ukey = uname.to_lowercase();
             let mut input = p.input;
             if let Some(m) = &p.manager {
-                match manager_id(m, new_ids) {
+                match manager_id(m, new_ids.as_deref()) {
                     Some(id) => {
                         input.profile.insert("manager".into(), json!(id));
                     }
@@ -679,7 +940,9 @@ impl Directory {
             };
             match self.new_user(org, input, source, origin, hash, self.now()) {
                 Ok(u) => {
-                    new_ids.insert(u.username.to_lowercase(), u.id.clone());
+                    if let Some(ids) = new_ids.as_deref_mut() {
+                        ids.insert(u.username.to_lowercase(), u.id.clone());
+                    }
                     creates.push((idx, u, groups));
                 }
                 Err(e) => it.done("error", None, e.to_string()),
@@ -978,8 +1241,8 @@ impl Directory {
                 // are built.
                 tx.commit().await?;
                 writer.committed().await;
-                tx = writer.begin().await?;
-                tx.db().create_user_search_indexes().await?;
+                writer.build_user_search_indexes().await?;
+                return Ok(());
             }
             tx.commit().await?;
             Ok::<_, Error>(())
@@ -987,9 +1250,7 @@ impl Directory {
         .await;
         if written.is_err() && reindex {
             // Whatever was committed before the failure stays; the indexes must come back.
-            let mut tx = writer.begin().await?;
-            tx.db().create_user_search_indexes().await?;
-            tx.commit().await?;
+            writer.build_user_search_indexes().await?;
         }
         writer.finish().await?;
         written?;

@@ -25,6 +25,7 @@ mod secretbox;
 mod service;
 mod tokens;
 mod tree;
+mod upload;
 mod users;
 
 use std::net::IpAddr;
@@ -60,6 +61,9 @@ pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
 pub use service::{ApiCaller, IssuedToken, NewServiceAccount};
 pub use tree::{TreeChange, TreeCursor, TreeLoad};
+pub use upload::{
+    count_entries, ImportSlot, Upload, UploadKind, UploadRefusal, UploadSink, MAX_BULK_BYTES, MAX_BULK_ENTRIES,
+};
 
 /// The directory's figures for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +123,8 @@ struct Inner {
     /// protects each account whatever the process).
     sign_in_throttle: Mutex<Throttle<IpAddr>>,
     reset_throttle: Mutex<Throttle<IpAddr>>,
+    /// Places for imports and bulk jobs running at once (`Config::max_concurrent_imports`).
+    imports: Arc<tokio::sync::Semaphore>,
     /// The built-in LDAP server's id, read once: it is never deleted.
     ldap_server_id: std::sync::OnceLock<String>,
 }
@@ -141,6 +147,7 @@ impl Directory {
                 id_counter: AtomicU32::new(rand::random::<u32>() & 0xff_ffff),
                 sign_in_throttle: Mutex::new(Throttle::new(config.sign_in_rate, THROTTLE_KEYS)),
                 reset_throttle: Mutex::new(Throttle::new(config.reset_rate, THROTTLE_KEYS)),
+                imports: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1))),
                 ldap_server_id: std::sync::OnceLock::new(),
                 config,
             }),

@@ -48,7 +48,10 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     // A last batch with no user to create: the record repeats an earlier username.
     csv.push_str("user00003,again@example.com,Again,Again,Dept 0\n");
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
-    let counts = d.run_csv_import(&admin(), &job, csv.into_bytes(), Default::default(), &|_, _| {}).await.unwrap();
+    let counts = d
+        .run_csv_import(&admin(), &job, std::io::Cursor::new(csv.into_bytes()), Default::default(), &|_, _| {})
+        .await
+        .unwrap();
     assert_eq!((counts.created, counts.exists, counts.error), (n - 1, 1, 1));
     let missing = store.read().await.unwrap().db().missing_user_search_indexes().await.unwrap();
     assert_eq!(missing, Vec::<&str>::new());
@@ -80,7 +83,9 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     let csv =
         "Username,Email,Password\nmailme,mailme@example.com,\nhaspw,haspw@example.com,lantern orchard seventeen\n";
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
-    d.run_csv_import(&admin(), &job, csv.as_bytes().to_vec(), Default::default(), &|_, _| {}).await.unwrap();
+    d.run_csv_import(&admin(), &job, std::io::Cursor::new(csv.as_bytes().to_vec()), Default::default(), &|_, _| {})
+        .await
+        .unwrap();
     let (_, evs) = d
         .list_events(&EventQuery { action: Some("user_create".into()), limit: 2, ..Default::default() })
         .await

@@ -309,9 +309,31 @@ fn describe(e: &DomainError, header: &Header) -> String {
 /// Refuses a file with a line longer than `MAX_RECORD_BYTES` before any work starts (every
 /// front end: the API answers 400, the command line an error).
 pub fn check_line_lengths(bytes: &[u8]) -> Result<(), String> {
-    match bytes.split(|b| *b == b'\n').enumerate().find(|(_, l)| l.len() > MAX_RECORD_BYTES) {
-        Some((n, _)) => Err(format!("line {} is longer than {MAX_RECORD_BYTES} bytes", n + 1)),
-        None => Ok(()),
+    check_line_lengths_in(bytes)
+}
+
+/// [`check_line_lengths`] of a file read piece by piece (an upload waiting on disk).
+pub fn check_line_lengths_in<R: std::io::Read>(mut input: R) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut line, mut len) = (1usize, 0usize);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("the file cannot be read: {e}")),
+        };
+        for part in buf[..n].split_inclusive(|b| *b == b'\n') {
+            let ends = part.last() == Some(&b'\n');
+            len += part.len() - usize::from(ends);
+            if len > MAX_RECORD_BYTES {
+                return Err(format!("line {line} is longer than {MAX_RECORD_BYTES} bytes"));
+            }
+            if ends {
+                line += 1;
+                len = 0;
+            }
+        }
     }
 }
 
@@ -372,7 +394,12 @@ impl<R: std::io::Read> Iterator for Records<R> {
 
 /// How many records follow the header (for progress), without keeping any.
 pub fn count_records(bytes: &[u8]) -> usize {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
+    count_records_in(bytes)
+}
+
+/// [`count_records`] of a file read piece by piece.
+pub fn count_records_in<R: std::io::Read>(input: R) -> usize {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
     let mut r = csv::ByteRecord::new();
     let mut n = 0;
     while let Ok(true) = rdr.read_byte_record(&mut r) {
@@ -462,6 +489,22 @@ mod tests {
         assert!(check_line_lengths(&f).is_ok());
         f.extend(vec![b'x'; MAX_RECORD_BYTES + 1]);
         assert_eq!(check_line_lengths(&f).unwrap_err(), format!("line 3 is longer than {MAX_RECORD_BYTES} bytes"));
+        // Read in small pieces, a long line spans many of them.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(7);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        assert_eq!(
+            check_line_lengths_in(Trickle(&f)).unwrap_err(),
+            format!("line 3 is longer than {MAX_RECORD_BYTES} bytes")
+        );
+        let ok = [&b"a\n"[..], &vec![b'x'; MAX_RECORD_BYTES], b"\n", &vec![b'y'; MAX_RECORD_BYTES]].concat();
+        assert!(check_line_lengths_in(Trickle(&ok)).is_ok());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! CSV import, JSON bulk jobs (§4.2 `bulk/users`) and streamed export (§4.3).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cairn_directory::{ExportFormat, Exporter, ImportOptions, MAX_IMPORT_BYTES};
+use cairn_directory::{
+    Directory, ExportFormat, Exporter, ImportOptions, ImportSlot, Upload, UploadKind, UploadRefusal,
+};
 use cairn_domain::lifecycle::MailChoice;
 use cairn_domain::query::ListQuery;
 use cairn_domain::user::format_time;
@@ -14,15 +16,15 @@ use cairn_domain::CreationSource;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{field_error, Caller, JsonBody, QueryPairs};
+use crate::extract::{field_error, Caller, QueryPairs};
 use crate::Shared;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/v2/users/import", post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)))
+        .route("/v2/users/import", post(import))
         .route("/v2/users/import/{id}", get(import_status))
         .route("/v2/users/import/{id}/results", get(import_results))
-        .route("/v2/bulk/users", post(bulk_create).patch(bulk_update).layer(DefaultBodyLimit::max(64 * 1024 * 1024)))
+        .route("/v2/bulk/users", post(bulk_create).patch(bulk_update))
         .route("/v2/bulk/users/{id}/results", get(bulk_results))
         .route("/v2/users/export", get(export))
 }
@@ -35,30 +37,116 @@ fn flag(q: &QueryPairs, name: &str) -> ApiResult<bool> {
     }
 }
 
-/// `text/csv` body → 202 `{jobId}`; `?dry_run=true`, `?update=true`.
-async fn import(
-    State(st): State<Shared>,
-    c: Caller,
-    q: QueryPairs,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> ApiResult<Response> {
-    let body = body.map_err(|e| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                format!("the CSV file is larger than the limit of {} MiB", MAX_IMPORT_BYTES / (1024 * 1024)),
-            )
-        } else {
-            ApiError::new(status, format!("could not read the upload: {e}"))
+/// One of the places for imports and bulk jobs running at once, or a 429 saying so — asked
+/// before the body is read, so a refused upload costs nothing.
+pub(crate) fn import_slot(dir: &Directory) -> ApiResult<ImportSlot> {
+    dir.try_import_slot().ok_or_else(|| {
+        let n = dir.config().max_concurrent_imports;
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{n} import{} already running, the most that run at once (CAIRN_MAX_CONCURRENT_IMPORTS): \
+                 send this one again when one has finished",
+                if n == 1 { " is" } else { "s are" }
+            ),
+        );
+        e.retry_after = Some(30);
+        e
+    })
+}
+
+/// Receives an upload body into a spool file, counted as it streams (see
+/// `Directory::receive_upload`): 413 past the size limit, 400 for a bulk body that is not an
+/// array of at most 100,000 entries, each as soon as it shows.
+pub(crate) async fn receive(dir: &Directory, kind: UploadKind, headers: &HeaderMap, body: Body) -> ApiResult<Upload> {
+    let too_large = |limit: u64| {
+        let what = match kind {
+            UploadKind::Csv => "the CSV file",
+            UploadKind::BulkUsers => "the request body",
+        };
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is larger than the limit of {} MiB", limit / (1024 * 1024)),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > kind.max_bytes()) {
+        return Err(too_large(kind.max_bytes()));
+    }
+    let mut sink = dir.receive_upload(kind);
+    let mut stream = body.into_data_stream();
+    let (mut taking, mut seen) = (true, 0u64);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the upload: {e}")))?;
+        seen += chunk.len() as u64;
+        if taking && !sink.send(chunk).await {
+            // Refused: the rest is read and dropped (up to the limit), so that the client,
+            // still sending, reads the answer rather than a reset connection.
+            taking = false;
+            if expects_continue(headers) {
+                break;
+            }
         }
-    })?;
+        if !taking && seen > kind.max_bytes() {
+            break;
+        }
+    }
+    sink.finish().await.map_err(|r| match r {
+        UploadRefusal::TooLarge(limit) => too_large(limit),
+        UploadRefusal::Invalid(e) | UploadRefusal::Failed(e) => e.into(),
+    })
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body (curl does for large
+/// ones): then a refusal needs no body read.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Reads and drops a body that is refused before its first byte is used, up to `limit` bytes, so
+/// that a client sending it all before reading the answer (most HTTP libraries) gets the
+/// answer, not a reset connection. Nothing is kept.
+pub(crate) async fn drain(headers: &HeaderMap, body: Body, limit: u64) {
+    if expects_continue(headers) {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return;
+        }
+    }
+}
+
+/// The import slot, or the 429 once the refused body is drained.
+async fn slot_or_busy(
+    dir: &Directory,
+    kind: UploadKind,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(ImportSlot, Body)> {
+    match import_slot(dir) {
+        Ok(slot) => Ok((slot, body)),
+        Err(e) => {
+            drain(headers, body, kind.max_bytes()).await;
+            Err(e)
+        }
+    }
+}
+
+/// `text/csv` body → 202 `{jobId}`; `?dry_run=true`, `?update=true`. The file waits on disk
+/// and is read as the import goes; a 429 when as many imports as may run at once are running.
+async fn import(State(st): State<Shared>, c: Caller, q: QueryPairs, h: HeaderMap, body: Body) -> ApiResult<Response> {
     let opts = ImportOptions { dry_run: flag(&q, "dry_run")?, update: flag(&q, "update")? };
-    if body.is_empty() {
+    let (slot, body) = slot_or_busy(&st.dir, UploadKind::Csv, &h, body).await?;
+    let upload = receive(&st.dir, UploadKind::Csv, &h, body).await?;
+    if upload.bytes == 0 {
         return Err(field_error("body", "send the CSV file as the request body (Content-Type: text/csv)"));
     }
     let ctx = cairn_directory::Ctx { source: "csv".into(), ..c.ctx };
-    let job = st.dir.start_csv_import(&ctx, body.to_vec(), opts).await?;
+    let job = st.dir.start_csv_import(&ctx, upload, opts, slot).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v2/users/import/{job}"))],
@@ -150,34 +238,35 @@ fn creation_source(h: &HeaderMap) -> ApiResult<(CreationSource, String)> {
     CreationSource::from_bulk_header(v).map_err(|m| field_error("creation-source", m))
 }
 
-fn users_array(body: Value) -> ApiResult<Vec<Value>> {
-    match body {
-        Value::Array(a) if a.is_empty() => Err(field_error("body", "the list of users is empty")),
-        Value::Array(a) if a.len() > 100_000 => Err(field_error("body", "at most 100,000 users per job")),
-        Value::Array(a) => Ok(a),
-        _ => Err(field_error("body", "must be a JSON array of users")),
-    }
-}
-
 async fn bulk_create(
     State(st): State<Shared>,
     c: Caller,
     h: HeaderMap,
     q: QueryPairs,
-    JsonBody(body): JsonBody,
+    body: Body,
 ) -> ApiResult<Response> {
     let (source, origin) = creation_source(&h)?;
     let mail = if flag(&q, "suppressEmail")? { MailChoice::None } else { MailChoice::Default };
-    let users = users_array(body)?;
-    let job = st.dir.start_bulk_users(&c.ctx, users, false, source, origin, mail).await?;
+    let (slot, body) = slot_or_busy(&st.dir, UploadKind::BulkUsers, &h, body).await?;
+    let upload = receive(&st.dir, UploadKind::BulkUsers, &h, body).await?;
+    let job = st.dir.start_bulk_users(&c.ctx, upload, false, source, origin, mail, slot).await?;
     Ok((StatusCode::CREATED, Json(json!({ "jobId": job }))).into_response())
 }
 
-async fn bulk_update(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let users = users_array(body)?;
+async fn bulk_update(State(st): State<Shared>, c: Caller, h: HeaderMap, body: Body) -> ApiResult<Response> {
+    let (slot, body) = slot_or_busy(&st.dir, UploadKind::BulkUsers, &h, body).await?;
+    let upload = receive(&st.dir, UploadKind::BulkUsers, &h, body).await?;
     let job = st
         .dir
-        .start_bulk_users(&c.ctx, users, true, CreationSource::CsvImport, "jumpcloud:bulk".into(), MailChoice::None)
+        .start_bulk_users(
+            &c.ctx,
+            upload,
+            true,
+            CreationSource::CsvImport,
+            "jumpcloud:bulk".into(),
+            MailChoice::None,
+            slot,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!({ "jobId": job }))).into_response())
 }

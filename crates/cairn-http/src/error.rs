@@ -12,11 +12,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub errors: Vec<FieldError>,
+    /// Seconds after which a refused request may be sent again (a `Retry-After` header).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), errors: vec![] }
+        ApiError { status, message: message.into(), errors: vec![], retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -47,7 +49,7 @@ impl From<Error> for ApiError {
             Error::Invalid(v) => v,
             _ => vec![],
         };
-        ApiError { status, message, errors }
+        ApiError { status, message, errors, retry_after: None }
     }
 }
 
@@ -67,7 +69,11 @@ impl IntoResponse for ApiError {
         if !self.errors.is_empty() {
             body["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
         }
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 

@@ -288,6 +288,27 @@ impl Writer {
         Db { c: self.conn(), b }
     }
 
+    /// Builds whichever of [`USER_SEARCH_INDEXES`] are missing, in a transaction of its own.
+    /// On SQLite the sort of their keys spills to temporary files rather than memory while it
+    /// runs (a million users' keys would hold a hundred MB per index); the setting can only
+    /// change between transactions, so it is set here and put back after.
+    pub async fn build_user_search_indexes(&mut self) -> Result<()> {
+        let sqlite = self.backend == Backend::Sqlite;
+        if sqlite {
+            self.conn().execute("PRAGMA temp_store = FILE").await?;
+        }
+        let built = async {
+            let mut tx = self.begin().await?;
+            tx.db().create_user_search_indexes().await?;
+            tx.commit().await
+        }
+        .await;
+        if sqlite {
+            self.conn().execute("PRAGMA temp_store = MEMORY").await?;
+        }
+        built
+    }
+
     /// Call after each commit: the WAL pages it wrote are copied into the database by another
     /// connection while this one goes on writing (once the WAL is past [`BULK_WAL_BYTES`],
     /// this waits for that copy, so that the next transaction starts the WAL over).

@@ -484,6 +484,8 @@ async fn bulk_writer(store: &Store) {
         tx.commit().await.unwrap();
         w.committed().await;
     }
+    // Index builds sort in temporary files, then the connection goes back to memory for them.
+    w.build_user_search_indexes().await.unwrap();
     w.finish().await.unwrap();
     let mut dropped = store.writer().await.unwrap();
     let mut tx = dropped.begin().await.unwrap();
@@ -501,6 +503,7 @@ async fn bulk_writer(store: &Store) {
         if let Some(n) = testing::sqlite_pragma(c, "wal_autocheckpoint").await {
             assert_eq!(n, 1000, "checkpoints are back on every pooled connection");
             assert_eq!(testing::sqlite_pragma(c, "cache_size").await, Some(-2000), "and the usual page cache");
+            assert_eq!(testing::sqlite_pragma(c, "temp_store").await, Some(2), "and temporary storage in memory");
         }
     }
 }

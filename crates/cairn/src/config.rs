@@ -27,6 +27,7 @@ struct FileConfig {
     http_header_timeout: Option<u64>,
     http_idle_timeout: Option<u64>,
     http_max_connections: Option<u64>,
+    max_concurrent_imports: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub struct Config {
     pub http_idle_timeout: std::time::Duration,
     /// Open HTTP connections at most; past it new ones wait (`CAIRN_HTTP_MAX_CONNECTIONS`).
     pub http_max_connections: usize,
+    /// CSV imports and bulk jobs running at once; past it a 429 (`CAIRN_MAX_CONCURRENT_IMPORTS`).
+    pub max_concurrent_imports: usize,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -140,6 +143,7 @@ impl Config {
                 1,
             )?),
             http_max_connections: number("CAIRN_HTTP_MAX_CONNECTIONS", fc.http_max_connections, 1024, 1)? as usize,
+            max_concurrent_imports: number("CAIRN_MAX_CONCURRENT_IMPORTS", fc.max_concurrent_imports, 2, 1)? as usize,
         })
     }
 }

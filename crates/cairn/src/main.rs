@@ -178,6 +178,8 @@ async fn open(cfg: &Config) -> Result<Directory> {
         smtp,
         mail_from: cfg.mail_from.clone(),
         secret_key,
+        spool_dir: Some(cfg.data_dir.clone()),
+        max_concurrent_imports: cfg.max_concurrent_imports,
         ..Default::default()
     };
     let dir = Directory::with_config(store, clock(), config);
@@ -338,7 +340,8 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool) -> Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Read as the import goes, never whole into memory.
+    let input = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let dir = open(&cfg).await?;
     let ctx = Ctx { source: "csv".into(), ..Ctx::cli() };
     let opts = cairn_directory::ImportOptions { dry_run, update };
@@ -363,7 +366,7 @@ async fn import(cfg: Config, file: &std::path::Path, dry_run: bool, update: bool
         b.set_length(total as u64);
         b.set_position(done as u64);
     };
-    let counts = dir.run_csv_import(&ctx, &job, bytes, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
+    let counts = dir.run_csv_import(&ctx, &job, input, opts, &progress).await.map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
     // Finding the errors reads all of the job's results: only when there are some.
     let errors = match counts.error {

@@ -449,3 +449,222 @@ fn half_sent_requests_are_cut_off_and_cannot_exhaust_connections() {
     assert!(closed_by_server(&mut silent, false, Duration::from_secs(120)), "a silent connection stays open");
     assert_eq!(s.get("/api/systemusers").0, 200, "the server is still up");
 }
+
+/// The server's peak resident memory so far (VmHWM), in MiB.
+fn peak_mib(s: &Server) -> u64 {
+    let pid = s.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 =
+        status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+fn post_raw(
+    s: &Server,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let r = s
+        .raw()
+        .request(method.parse().unwrap(), format!("{}{path}", s.base))
+        .header("x-api-key", KEY)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .unwrap();
+    let st = r.status().as_u16();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (st, serde_json::from_str(&r.text().unwrap()).unwrap_or(serde_json::Value::Null), retry)
+}
+
+/// A JSON array of `n` users, each padded to about `size` bytes.
+fn users_json(prefix: &str, n: usize, size: usize) -> Vec<u8> {
+    let pad = "x".repeat(size.saturating_sub(120));
+    let mut out = Vec::with_capacity(n * size + 2);
+    out.push(b'[');
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        let e = json!({"username": format!("{prefix}{i:06}"), "email": format!("{prefix}{i:06}@example.com"), "description": pad});
+        out.extend_from_slice(e.to_string().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+fn wait_for_job(s: &Server, id: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (st, j) = s.get(&format!("/api/v2/users/import/{id}"));
+        assert_eq!(st, 200, "{j}");
+        if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+            return j;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(600), "job {id} never ends: {j}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_bulk_array_past_the_entry_limit_is_refused_as_it_streams() {
+    let s = Server::start_with(&Db::Sqlite, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_LOG", "warn")]);
+    // The probe's 63 MB array: 1.5 million small entries.
+    let mut body = Vec::with_capacity(64_000_000);
+    body.push(b'[');
+    let mut i = 0;
+    while body.len() < 63_000_000 {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(format!("{{\"username\":\"p{i}\",\"email\":\"p{i}@x.io\"}}").as_bytes());
+        i += 1;
+    }
+    body.push(b']');
+    for method in ["POST", "PATCH"] {
+        let (st, v, _) = post_raw(&s, method, "/api/v2/bulk/users", "application/json", body.clone());
+        assert_eq!(st, 400, "{method}: {v}");
+        assert_eq!((v["code"].as_i64(), v["status"].as_str()), (Some(400), Some("Bad Request")), "{v}");
+        assert_eq!(v["errors"][0]["field"], "body", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("at most 100,000 users per job"), "{v}");
+    }
+    // Counted as it streamed, one entry at a time: the array was never held (it took 3.4 GB).
+    let peak = peak_mib(&s);
+    eprintln!("peak RSS after the refused arrays: {peak} MiB");
+    assert!(peak < 200, "peak RSS {peak} MiB for a refused 63 MB array");
+    // Larger than the body limit: 413; not an array, empty, malformed: 400 naming the body.
+    let (st, v, _) = post_raw(&s, "POST", "/api/v2/bulk/users", "application/json", vec![b' '; 65 * 1024 * 1024]);
+    assert_eq!(st, 413, "{v}");
+    for (bad, says) in [
+        (&b"{\"username\":\"a\"}"[..], "must be a JSON array of users"),
+        (b"[]", "the list of users is empty"),
+        (b"[{\"username\":\"a\"}", "malformed JSON"),
+        (b"", "a JSON request body is required"),
+    ] {
+        let (st, v, _) = post_raw(&s, "POST", "/api/v2/bulk/users", "application/json", bad.to_vec());
+        assert_eq!(st, 400, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{says}: {v}");
+    }
+    assert_eq!(s.get("/api/systemusers?limit=1").1["totalCount"], 0, "nothing was created");
+}
+
+/// An upload the server has begun to take (it asked for the body with `100 Continue`) and that
+/// is never finished: it holds one of the import places.
+fn held_upload(s: &Server, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(format!("127.0.0.1:{}", s.port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: cairn\r\nx-api-key: {KEY}\r\nContent-Type: text/csv\r\n\
+         Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the held upload");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 100"), "{}", String::from_utf8_lossy(&got));
+    c.write_all(b"Username,Email\nheld,held@example.com\n").unwrap();
+    c
+}
+
+#[test]
+fn imports_past_the_cap_are_refused_with_a_429_before_their_body_is_read() {
+    let s = Server::start_with(&Db::Sqlite, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_MAX_CONCURRENT_IMPORTS", "2")]);
+    let csv = b"Username,Email\nivy,ivy@example.com\n".to_vec();
+    let one = held_upload(&s, "/api/v2/users/import");
+    let two = held_upload(&s, "/api/v2/users/import?dry_run=true");
+    // A third import, a bulk job, a bulk update: all refused, clearly, while two run.
+    for (method, path, ctype, body) in [
+        ("POST", "/api/v2/users/import", "text/csv", csv.clone()),
+        ("POST", "/api/v2/bulk/users", "application/json", users_json("b", 3, 200)),
+        ("PATCH", "/api/v2/bulk/users", "application/json", b"[{\"id\":\"0123456789abcdef01234567\"}]".to_vec()),
+    ] {
+        let (st, v, retry) = post_raw(&s, method, path, ctype, body);
+        assert_eq!(st, 429, "{method} {path}: {v}");
+        assert_eq!((v["code"].as_i64(), v["status"].as_str()), (Some(429), Some("Too Many Requests")), "{v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(m.contains("2 imports are already running") && m.contains("CAIRN_MAX_CONCURRENT_IMPORTS"), "{m}");
+        assert!(retry.is_some_and(|r| r.parse::<u32>().is_ok()), "a Retry-After header");
+    }
+    // The admin portal's import shares the places.
+    let out = s.command().args(["admin", "create", "--email", ADMIN, "--password", ADMIN_PW]).output().unwrap();
+    assert!(out.status.success());
+    let mut b = Browser::new(&s.base);
+    b.get("/admin/login");
+    b.post("/admin/login", &[("email", ADMIN), ("password", ADMIN_PW)]);
+    let page = b.get("/admin/import");
+    assert_eq!(page.status, 200);
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let boundary = "cairn-test-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"people.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&csv);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = b.post_body("/admin/import", &format!("multipart/form-data; boundary={boundary}"), form);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Imports are busy"), "{}", r.body);
+    // One ends (its client went away): its place is free again.
+    drop(one);
+    let start = std::time::Instant::now();
+    let job = loop {
+        let (st, v, _) = post_raw(&s, "POST", "/api/v2/users/import", "text/csv", csv.clone());
+        if st == 202 {
+            break v["jobId"].as_str().unwrap().to_string();
+        }
+        assert_eq!(st, 429, "{v}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the place of a dropped upload is never freed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(wait_for_job(&s, &job)["counts"]["created"], 1);
+    drop(two);
+    // Uploads wait in unnamed files: nothing is left in the data directory.
+    let mut names: Vec<String> = std::fs::read_dir(s.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().all(|n| n.starts_with("cairn.db") || n == "secret.key"), "{names:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn four_parallel_maximum_bulk_uploads_keep_memory_bounded() {
+    let s = Server::start_with(&Db::Sqlite, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_LOG", "warn")]);
+    let (st, _) = s.put(
+        "/api/organizations",
+        json!({"settings": {"newSystemUserStateDefaults": {"csvImport": "STAGED", "applicationImport": "STAGED"}}}),
+    );
+    assert_eq!(st, 200);
+    // The largest job accepted: 100,000 users in about 60 MB, four at once.
+    let bodies: Vec<Vec<u8>> = ["ba", "bb", "bc", "bd"].iter().map(|p| users_json(p, 100_000, 600)).collect();
+    assert!(bodies[0].len() > 55_000_000 && bodies[0].len() < 64 * 1024 * 1024);
+    let answers: Vec<(u16, serde_json::Value, Option<String>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = bodies
+            .into_iter()
+            .map(|b| sc.spawn(|| post_raw(&s, "POST", "/api/v2/bulk/users", "application/json", b)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 429), "{answers:?}");
+    assert!(statuses.contains(&201), "{answers:?}");
+    assert!(statuses.iter().filter(|s| **s == 201).count() <= 2, "at most two run at once: {answers:?}");
+    for (_, v, _) in answers.iter().filter(|a| a.0 == 201) {
+        let j = wait_for_job(&s, v["jobId"].as_str().unwrap());
+        assert_eq!(j["counts"]["created"], 100_000, "{j}");
+    }
+    let peak = peak_mib(&s);
+    eprintln!("peak RSS under four maximum bulk uploads: {peak} MiB ({statuses:?})");
+    assert!(peak <= 300, "peak RSS {peak} MiB under four maximum bulk uploads");
+}

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cairn_directory::{Error, ImportOptions};
+use cairn_directory::{Error, ImportOptions, ImportSlot, Upload, UploadKind, UploadRefusal};
 use cairn_domain::EventQuery;
 use cairn_domain::{Group, OutboxMessage};
 use cairn_domain::{Job, JobResult, OutboxQuery};
@@ -88,15 +88,61 @@ async fn wait_for(st: &Shared, id: &str) -> Result<Job, Error> {
     st.dir.job(id).await
 }
 
+/// The page an admin sees when as many imports as may run at once are running.
+fn busy(st: &Shared, s: &Signed) -> Response {
+    let n = st.dir.config().max_concurrent_imports;
+    let body = format!(
+        "{n} import{} already running, the most that run at once. Send the file again when one has \
+         finished (Import CSV shows their progress).",
+        if n == 1 { " is" } else { "s are" }
+    );
+    s.p.message(StatusCode::TOO_MANY_REQUESTS, "Imports are busy", &body)
+}
+
+fn upload_refused(s: &Signed, r: UploadRefusal) -> Response {
+    match r {
+        UploadRefusal::TooLarge(limit) => s.fail(Error::invalid(
+            "file",
+            format!("The file is larger than the limit of {} MiB.", limit / (1024 * 1024)),
+        )),
+        UploadRefusal::Invalid(e) | UploadRefusal::Failed(e) => s.fail(e),
+    }
+}
+
 pub(super) async fn import_upload(State(st): State<Shared>, s: Signed, mut mp: Multipart) -> Response {
+    // A place first: a refused upload is read and dropped, never kept.
+    let Some(slot) = st.dir.try_import_slot() else {
+        while let Ok(Some(mut f)) = mp.next_field().await {
+            while let Ok(Some(_)) = f.chunk().await {}
+        }
+        return busy(&st, &s);
+    };
     let mut form: Pairs = vec![];
-    let mut bytes: Vec<u8> = vec![];
+    let mut upload: Option<Upload> = None;
     loop {
         match mp.next_field().await {
+            Ok(Some(mut f)) if f.name() == Some("file") => {
+                // The file goes to a spool file as it arrives, never whole into memory.
+                let mut sink = st.dir.receive_upload(UploadKind::Csv);
+                loop {
+                    match f.chunk().await {
+                        Ok(Some(c)) => {
+                            if !sink.send(c).await {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return s.fail(Error::invalid("file", format!("The upload could not be read: {e}"))),
+                    }
+                }
+                match sink.finish().await {
+                    Ok(u) => upload = Some(u),
+                    Err(r) => return upload_refused(&s, r),
+                }
+            }
             Ok(Some(f)) => {
                 let name = f.name().unwrap_or("").to_string();
                 match f.bytes().await {
-                    Ok(b) if name == "file" => bytes = b.to_vec(),
                     Ok(b) => form.push((name, String::from_utf8_lossy(&b).into_owned())),
                     Err(e) => return s.fail(Error::invalid("file", format!("The upload could not be read: {e}"))),
                 }
@@ -108,18 +154,21 @@ pub(super) async fn import_upload(State(st): State<Shared>, s: Signed, mut mp: M
     if let Some(r) = s.may_change(&form) {
         return r;
     }
-    if bytes.is_empty() {
+    let Some(upload) = upload.filter(|u| u.bytes > 0) else {
         return s.fail(Error::invalid("file", "Choose a CSV file to upload."));
-    }
+    };
     let opts = ImportOptions { dry_run: get(&form, "dry_run").is_some(), update: get(&form, "update").is_some() };
-    start(&st, &s, bytes, opts).await
+    start(&st, &s, upload, opts, slot).await
 }
 
-async fn start(st: &Shared, s: &Signed, bytes: Vec<u8>, opts: ImportOptions) -> Response {
-    let keep = opts.dry_run && bytes.len() <= PREVIEW_KEEP_BYTES;
-    let b64 = if keep { B64.encode(&bytes) } else { String::new() };
-    let too_big = opts.dry_run && !keep;
-    let id = match st.dir.start_csv_import(&s.ctx, bytes, opts).await {
+async fn start(st: &Shared, s: &Signed, mut upload: Upload, opts: ImportOptions, slot: ImportSlot) -> Response {
+    let kept = match opts.dry_run {
+        true => upload.contents_if_at_most(PREVIEW_KEEP_BYTES as u64),
+        false => None,
+    };
+    let too_big = opts.dry_run && kept.is_none();
+    let b64 = kept.map(|b| B64.encode(b)).unwrap_or_default();
+    let id = match st.dir.start_csv_import(&s.ctx, upload, opts, slot).await {
         Ok(id) => id,
         Err(e) => return s.fail(e),
     };
@@ -145,8 +194,17 @@ pub(super) async fn import_run(State(st): State<Shared>, s: Signed, Form(form): 
     if bytes.is_empty() {
         return s.fail(Error::invalid("file", "The previewed file was lost; upload it again."));
     }
+    let Some(slot) = st.dir.try_import_slot() else {
+        return busy(&st, &s);
+    };
+    let mut sink = st.dir.receive_upload(UploadKind::Csv);
+    sink.send(bytes).await;
+    let upload = match sink.finish().await {
+        Ok(u) => u,
+        Err(r) => return upload_refused(&s, r),
+    };
     let opts = ImportOptions { dry_run: false, update: get(&form, "update") == Some("true") };
-    start(&st, &s, bytes, opts).await
+    start(&st, &s, upload, opts, slot).await
 }
 
 pub(super) async fn import_job(

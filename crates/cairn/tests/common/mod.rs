@@ -344,6 +344,12 @@ impl Browser {
         self.page(r)
     }
 
+    /// Posts a body as it is (a multipart form, say).
+    pub fn post_body(&mut self, path: &str, content_type: &str, body: Vec<u8>) -> Page {
+        let r = self.http.post(self.url(path)).header("content-type", content_type).body(body).send().unwrap();
+        self.page(r)
+    }
+
     /// Follows redirects from a page until one answers with content.
     pub fn follow(&mut self, mut p: Page) -> (String, Page) {
         let mut at = String::new();
