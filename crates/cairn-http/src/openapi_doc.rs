@@ -110,6 +110,16 @@ fn no_content(status: &str) -> Value {
     r
 }
 
+/// An upload that waits when as many imports run as may (`CAIRN_MAX_CONCURRENT_IMPORTS`).
+fn or_busy(mut responses: Value) -> Value {
+    responses["429"] = json!({
+        "description": "as many imports and bulk jobs as may run at once are running: send it again later",
+        "headers": { "Retry-After": { "schema": { "type": "integer" } } },
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+    });
+    responses
+}
+
 fn errors() -> Value {
     let e = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     json!({
@@ -361,7 +371,7 @@ fn credentials_and_bulk() -> Value {
                 q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000 }), "page size"), q("skip", json!({ "type": "integer", "minimum": 0 }), "offset")],
                 "responses": ok("200", json!({ "type": "array", "items": r("OutboxMessage") })) } },
             "/v2/users/import": { "post": { "operationId": "users_import", "parameters": [flag("dry_run", "validate only, change nothing"), flag("update", "update users matched by Username; never create")],
-                "requestBody": csv_body, "responses": accepted } },
+                "requestBody": csv_body, "responses": or_busy(accepted) } },
             "/v2/users/import/{id}": { "parameters": [id_param("id")], "get": { "operationId": "users_import_status",
                 "responses": ok("200", r("ImportJob")) } },
             "/v2/users/import/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "users_import_results", "parameters": [
@@ -372,8 +382,8 @@ fn credentials_and_bulk() -> Value {
                 "post": { "operationId": "bulk_users_create", "parameters": [
                     { "name": "creation-source", "in": "header", "required": false, "schema": { "type": "string", "default": "jumpcloud:bulk", "enum": ["jumpcloud:gapps", "jumpcloud:o365", "jumpcloud:workday", "jumpcloud:scim", "jumpcloud:bulk", "jumpcloud:custom_integration"] } },
                     flag("suppressEmail", "no welcome or activation mail")],
-                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": r("SystemUserPost") } } } }, "responses": ok("201", job_id.clone()) },
-                "patch": { "operationId": "bulk_users_update", "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object", "required": ["id"] } } } } }, "responses": ok("201", job_id) }
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": r("SystemUserPost") } } } }, "responses": or_busy(ok("201", job_id.clone())) },
+                "patch": { "operationId": "bulk_users_update", "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object", "required": ["id"] } } } } }, "responses": or_busy(ok("201", job_id)) }
             },
             "/v2/bulk/users/{id}/results": { "parameters": [id_param("id")], "get": { "operationId": "bulk_users_results", "parameters": [
                 q("outcome", json!({ "type": "string", "enum": ["created", "updated", "exists", "error"] }), "only these results"),
