@@ -156,6 +156,62 @@ impl Directory {
         c.db().get_ldap_server(id).await?.ok_or_else(|| no_such(ResourceKind::LdapServer, id))
     }
 
+    /// JumpCloud `PATCH /ldapservers/{id}` (also `PUT`): `name`, `userLockoutAction` and
+    /// `userPasswordExpirationAction` (`disable` or `remove`); any other field is refused by
+    /// name, `id` may only repeat the server's. One transaction with its event.
+    pub async fn update_ldap_server(&self, ctx: &Ctx, id: &str, patch: &Value) -> Result<LdapServer> {
+        let Some(obj) = patch.as_object() else {
+            return Err(Error::invalid("body", "must be a JSON object"));
+        };
+        let mut errors = Vec::new();
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        if !is_object_id(id) {
+            return Err(no_such(ResourceKind::LdapServer, id));
+        }
+        let old = db.lock_ldap_server(id).await?.ok_or_else(|| no_such(ResourceKind::LdapServer, id))?;
+        let mut new = old.clone();
+        for (k, v) in obj {
+            match k.as_str() {
+                "id" if v.as_str() == Some(id) => {}
+                "id" => errors.push(cairn_domain::FieldError::new("id", "is the server's own and cannot change")),
+                "name" => match v.as_str().map(str::trim) {
+                    Some(n) if !n.is_empty() && n.chars().count() <= 256 && !n.contains('\0') => {
+                        new.name = n.to_string()
+                    }
+                    _ => errors.push(cairn_domain::FieldError::new(
+                        "name",
+                        "must be a non-empty string of at most 256 characters",
+                    )),
+                },
+                "userLockoutAction" | "userPasswordExpirationAction" => {
+                    match v.as_str().and_then(LdapServerAction::parse) {
+                        Some(a) if k == "userLockoutAction" => new.user_lockout_action = a,
+                        Some(a) => new.user_password_expiration_action = a,
+                        None => errors.push(cairn_domain::FieldError::new(k, "must be \"disable\" or \"remove\"")),
+                    }
+                }
+                other => errors.push(cairn_domain::FieldError::new(
+                    other,
+                    "is not a field of an LDAP server (id, name, userLockoutAction, userPasswordExpirationAction)",
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        if new != old {
+            db.update_ldap_server(&new).await?;
+            let before = ldap_server_json(&old);
+            let after = ldap_server_json(&new);
+            let changes = crate::json_changes("ldapserver", &before, &after);
+            let ev = self.event(ctx, "ldapserver_update", Some(("ldap_server", id, &new.name)), changes, json!({}));
+            db.insert_event(&ev).await?;
+            tx.commit().await?;
+        }
+        Ok(new)
+    }
+
     /// The built-in LDAP server (§2.2), the resource LDAP binds ask to be granted.
     pub async fn builtin_ldap_server(&self) -> Result<LdapServer> {
         let (_, servers) = self.ldap_servers(1, 0).await?;

@@ -21,7 +21,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(user_associations, change_user_associations))
         .routes(routes!(group_associations, change_group_associations))
         .routes(routes!(ldap_servers))
-        .routes(routes!(ldap_server))
+        .routes(routes!(ldap_server, patch_ldap_server, put_ldap_server))
         .routes(routes!(ldap_associations, change_ldap_associations))
 }
 
@@ -165,4 +165,29 @@ async fn ldap_servers(State(st): State<Shared>, _: Caller, q: QueryPairs) -> Api
     responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn ldap_server(State(st): State<Shared>, _: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(ldap_server_json(&st.dir.ldap_server(&id).await?)))
+}
+
+/// `name`, `userLockoutAction`, `userPasswordExpirationAction` (`disable` | `remove`); what
+/// the LDAP tree does with locked users and expired passwords follows at once.
+#[utoipa::path(patch, path = "/v2/ldapservers/{id}", operation_id = "grants_patch_ldap_server", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
+async fn patch_ldap_server(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(ldap_server_json(&st.dir.update_ldap_server(&c.ctx, &id, &body).await?)))
+}
+
+/// As `PATCH` (SPEC §4.2 names `PUT`; fields left out keep their values).
+#[utoipa::path(put, path = "/v2/ldapservers/{id}", operation_id = "grants_put_ldap_server", tag = "graph", params(("id" = String, Path, description = "the object's id")),
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
+async fn put_ldap_server(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(ldap_server_json(&st.dir.update_ldap_server(&c.ctx, &id, &body).await?)))
 }

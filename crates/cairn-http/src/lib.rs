@@ -46,6 +46,20 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub dir: Directory,
     pub metrics: Option<PrometheusHandle>,
+    /// Where the LDAP listeners run, for the admin portal's LDAP page (`None`: off).
+    pub ldap: Option<LdapListing>,
+}
+
+/// The LDAP front end as the admin portal shows it.
+#[derive(Debug, Clone)]
+pub struct LdapListing {
+    /// `ldap://host:port` (StartTLS offered), when on.
+    pub ldap_url: Option<String>,
+    /// `ldaps://host:port`, when on.
+    pub ldaps_url: Option<String>,
+    pub base_dn: String,
+    /// SHA-256 of the TLS certificate.
+    pub fingerprint: String,
 }
 
 pub type Shared = Arc<AppState>;

@@ -238,3 +238,91 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, session: &mut
         }
     }
 }
+
+/// Entry points for the fuzz target (`fuzz/`): Cairn's own handling of what the decoder
+/// yields, without a network or a database.
+#[doc(hidden)]
+pub mod fuzzing {
+    use ldap3_proto::proto::{LdapMsg, LdapOp};
+
+    use crate::entry::{parse_dn, Base, Entry};
+    use crate::model::{GroupRec, Model, UserRec};
+
+    fn sample() -> Model {
+        let now = chrono::Utc::now();
+        let mut m = Model::default();
+        let u = UserRec {
+            id: "0123456789abcdef01234567".into(),
+            uid: "Alice".into(),
+            key: "alice".into(),
+            mail: "alice@example.com".into(),
+            state: cairn_domain::State::Activated,
+            locked: false,
+            expired: false,
+            password_date: None,
+            service: false,
+            created: now,
+            updated: now,
+            cn: "Alice Example".into(),
+            sn: "Example".into(),
+            given_name: Some("Alice".into()),
+            display_name: None,
+            title: Some("Engineer".into()),
+            department: Some("R&D".into()),
+            employee_number: None,
+            employee_type: None,
+            company: None,
+            location: None,
+            description: None,
+            manager: None,
+            phones: vec!["+1 555".into()],
+            mobiles: vec![],
+            uid_number: Some(5001),
+            gid_number: None,
+            ssh_keys: vec!["ssh-ed25519 AAAA".into()],
+        };
+        let g = GroupRec {
+            id: "0123456789abcdef01234568".into(),
+            name: "ops, \"core\"".into(),
+            key: "ops, \"core\"".into(),
+            description: None,
+            gid_number: Some(7000),
+            created: now,
+            updated: now,
+            members: vec![u.id.clone()],
+        };
+        m.granted_users.insert(u.id.clone());
+        m.granted_groups.insert(g.id.clone());
+        m.users.insert(u.id.clone(), std::sync::Arc::new(u));
+        m.user_groups.insert("0123456789abcdef01234567".into(), vec![g.id.clone()]);
+        m.groups.insert(g.id.clone(), std::sync::Arc::new(g));
+        m
+    }
+
+    /// Parses every DN the message names and evaluates its filter on a sample tree.
+    pub fn exercise(msg: &LdapMsg) {
+        let base = Base::new("dc=cairn,dc=local").expect("base");
+        let m = sample();
+        match &msg.op {
+            LdapOp::BindRequest(b) => {
+                let _ = base.target(&b.dn);
+            }
+            LdapOp::CompareRequest(c) => {
+                let _ = base.target(&c.dn);
+                let _ = crate::entry::attr(&c.atype);
+            }
+            LdapOp::SearchRequest(s) => {
+                let _ = base.target(&s.base);
+                let _ = parse_dn(&s.base);
+                let user = m.users.values().next().cloned().expect("user");
+                let group = m.groups.values().next().cloned().expect("group");
+                for e in [Entry::Base, Entry::Users, Entry::User(&user), Entry::Group(&group)] {
+                    let _ = crate::filter::eval(&s.filter, e, &m, &base);
+                }
+                let _ = crate::filter::user_candidates(&s.filter, &m);
+                let _ = crate::filter::group_candidates(&s.filter, &m);
+            }
+            _ => {}
+        }
+    }
+}

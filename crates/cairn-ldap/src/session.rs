@@ -430,10 +430,14 @@ impl Session {
                 (Target::Groups, OneLevel) => (vec![], None, Some(None)),
                 (Target::Groups, _) => (vec![Item::Groups], None, Some(None)),
                 (Target::User(uid), scope) => match m.user_by_uid(uid) {
+                    // Another user's entry is, to one that may not read it, as absent as a
+                    // missing one: no oracle of who exists.
+                    Some(u) if !service && u.id != me => return Err(not_found(&base.users_dn)),
                     Some(u) if *scope != OneLevel => (vec![], Some(Some(u.id.clone())), None),
                     Some(_) => (vec![], None, None),
                     None => return Err(not_found(&base.users_dn)),
                 },
+                (Target::Group(_), _) if !service => return Err(not_found(&base.groups_dn)),
                 (Target::Group(cn), scope) => match m.group_by_cn(cn) {
                     Some(g) if *scope != OneLevel => (vec![], None, Some(Some(g.id.clone()))),
                     Some(_) => (vec![], None, None),

@@ -227,6 +227,28 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Writes the server's name and actions; false when there is no such server.
+    pub async fn update_ldap_server(&mut self, s: &LdapServer) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE ldap_servers SET name = $2, user_lockout_action = $3, user_password_expiration_action = $4 \
+             WHERE id = $1",
+        )
+        .bind(s.id.clone())
+        .bind(s.name.clone())
+        .bind(s.user_lockout_action.as_str())
+        .bind(s.user_password_expiration_action.as_str())
+        .execute(&mut *self.c)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The server, locked for the caller's transaction (read-modify-write).
+    pub async fn lock_ldap_server(&mut self, id: &str) -> Result<Option<LdapServer>> {
+        let sql = format!("SELECT * FROM ldap_servers WHERE id = $1{}", crate::for_update(self.b));
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *self.c).await?;
+        row.map(|r| ldap_server_from_row(&r)).transpose()
+    }
+
     pub async fn get_ldap_server(&mut self, id: &str) -> Result<Option<LdapServer>> {
         let row = sqlx::query("SELECT * FROM ldap_servers WHERE id = $1")
             .bind(id.to_string())

@@ -442,6 +442,7 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
     // The scheduler runs in every process; claiming makes each schedule fire once.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut ldap_listing = None;
     if cfg.ldap_addr.is_some() || cfg.ldaps_addr.is_some() {
         let ldap = cairn_ldap::LdapConfig {
             addr: cfg.ldap_addr.clone(),
@@ -462,6 +463,12 @@ async fn serve(cfg: Config) -> Result<()> {
             Some(p) => println!("LDAP TLS certificate {} (self-signed), SHA-256 {}", p.display(), r.fingerprint),
             None => println!("LDAP TLS certificate SHA-256 {}", r.fingerprint),
         }
+        ldap_listing = Some(cairn_http::LdapListing {
+            ldap_url: r.ldap.map(|a| format!("ldap://{a}")),
+            ldaps_url: r.ldaps.map(|a| format!("ldaps://{a}")),
+            base_dn: cfg.ldap_base_dn.clone(),
+            fingerprint: r.fingerprint.clone(),
+        });
     }
     let scheduler = {
         let dir = dir.clone();
@@ -472,7 +479,7 @@ async fn serve(cfg: Config) -> Result<()> {
         let dir = dir.clone();
         tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
-    let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics) });
+    let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics), ldap: ldap_listing });
     let limits = http_server::Limits {
         header_timeout: cfg.http_header_timeout,
         idle_timeout: cfg.http_idle_timeout,

@@ -258,6 +258,51 @@ fn expired_passwords_and_lockout() {
         let (_, u) = s.get(&format!("/api/systemusers/{fred}"));
         assert_eq!(u["account_locked"], true, "{u}");
         assert_eq!(l.bind("fred", PW).1.rc, 49, "locked: the right password is refused too");
+
+        // The server's actions: `disable` keeps the entries (the default), `remove` hides them.
+        let svc = user(s, "reader", json!({"ldap_binding_user": true}));
+        associate(s, "user", &svc);
+        let (mut rc, _) = l.bind("reader", PW);
+        let present = |c: &mut LdapConn| uids(&search(c, BASE, Scope::Subtree, "(objectClass=person)", &["uid"]).0);
+        assert_eq!(present(&mut rc), ["erin", "fred", "reader"]);
+        let lid = ldap_server(s);
+        let (st, v) = s.req(
+            "PATCH",
+            &format!("/api/v2/ldapservers/{lid}"),
+            Some(common::KEY),
+            Some(&json!({"userLockoutAction": "remove", "userPasswordExpirationAction": "remove"})),
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["userLockoutAction"], "remove");
+        assert_eq!(present(&mut rc), ["reader"], "locked and expired users leave the tree at once");
+        let (st, v) = s.req(
+            "PUT",
+            &format!("/api/v2/ldapservers/{lid}"),
+            Some(common::KEY),
+            Some(&json!({"userLockoutAction": "disable"})),
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(present(&mut rc), ["fred", "reader"]);
+        for bad in [
+            json!({"userLockoutAction": "delete"}),
+            json!({"colour": "blue"}),
+            json!({"id": "0123456789abcdef01234567"}),
+            json!([1]),
+        ] {
+            let (st, v) = s.req("PATCH", &format!("/api/v2/ldapservers/{lid}"), Some(common::KEY), Some(&bad));
+            assert_eq!(st, 400, "{bad}: {v}");
+        }
+        let (st, _) = s.req(
+            "PATCH",
+            "/api/v2/ldapservers/0123456789abcdef01234567",
+            Some(common::KEY),
+            Some(&json!({"name": "x"})),
+        );
+        assert_eq!(st, 404);
+        let (_, v) = s.get("/api/v2/events?action=ldapserver_update&limit=10");
+        let list = v.as_array().cloned().unwrap_or_else(|| v["results"].as_array().cloned().unwrap_or_default());
+        assert_eq!(list.len(), 2, "one event per change: {v}");
+
         let (st, _) = s.post(&format!("/api/systemusers/{fred}/unlock"), json!({}));
         assert_eq!(st, 200);
         assert_eq!(l.bind("fred", PW).1.rc, 0);
@@ -514,4 +559,60 @@ fn hostile_input_ends_the_connection_not_the_server() {
     let mut c = l.conn();
     let (e, rc) = search(&mut c, "", Scope::Base, "(objectClass=*)", &["supportedLDAPVersion"]);
     assert_eq!((rc, e[0].attrs["supportedLDAPVersion"].clone()), (0, vec!["3".to_string()]));
+}
+
+/// The admin portal's LDAP page: where the server listens, its base DN and the line to try
+/// it; associating a group by name and changing the lockout action take effect in the tree;
+/// a read-only administrator changes nothing.
+#[test]
+fn the_admin_portal_ldap_page_manages_the_server() {
+    const ADMIN_PW: &str = "correct horse battery staple";
+    let l = start(&Db::Sqlite);
+    let s = &l.s;
+    for (email, role) in [("root@example.com", "admin"), ("viewer@example.com", "read-only")] {
+        let out = s
+            .command()
+            .args(["admin", "create", "--email", email, "--password", ADMIN_PW, "--role", role])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let kim = user(s, "kim", json!({}));
+    group(s, "engineers", &[&kim], None);
+    let login = |email: &str| {
+        let mut b = common::Browser::new(&s.base);
+        b.get("/admin/login");
+        let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
+        b.follow(p);
+        b
+    };
+    let mut b = login("root@example.com");
+    let p = b.get("/admin/ldap");
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains(&format!("ldap://127.0.0.1:{}", l.port)), "{}", p.body);
+    assert!(p.body.contains(&format!("ldaps://127.0.0.1:{}", l.ldaps)));
+    assert!(p.body.contains(BASE) && p.body.contains("ldapsearch -x -H"), "{}", p.body);
+    assert!(p.body.contains("Nothing is associated"));
+    assert_eq!(l.bind("kim", PW).1.rc, 49, "not associated yet");
+
+    let p = b.post("/admin/ldap/associations", &[("op", "add"), ("type", "user_group"), ("name", "engineers")]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.get("/admin/ldap");
+    assert!(p.body.contains(">engineers</a>"), "{}", p.body);
+    assert_eq!(l.bind("kim", PW).1.rc, 0, "associated through the group");
+    let p = b.post("/admin/ldap/associations", &[("op", "add"), ("type", "user_group"), ("name", "no such group")]);
+    assert_eq!(p.status, 404);
+
+    let mut ro = login("viewer@example.com");
+    let p = ro.get("/admin/ldap");
+    assert_eq!(p.status, 200);
+    let p = ro.post("/admin/ldap", &[("userLockoutAction", "remove"), ("userPasswordExpirationAction", "remove")]);
+    assert_eq!(p.status, 403);
+    let p = b.post("/admin/ldap", &[("userLockoutAction", "remove"), ("userPasswordExpirationAction", "disable")]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, v) = s.get("/api/v2/ldapservers");
+    assert_eq!(
+        (v[0]["userLockoutAction"].as_str(), v[0]["userPasswordExpirationAction"].as_str()),
+        (Some("remove"), Some("disable"))
+    );
 }

@@ -6,6 +6,7 @@
 //! change nothing (the forms are hidden and the handlers refuse).
 
 mod auth;
+mod ldap;
 mod pages;
 mod service_accounts;
 mod settings;
@@ -65,6 +66,8 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/groups/{id}/members", post(pages::group_members))
         .route("/admin/service-accounts", routing::get(service_accounts::page).post(service_accounts::create))
         .route("/admin/service-accounts/{id}/delete", post(service_accounts::delete))
+        .route("/admin/ldap", routing::get(ldap::page).post(ldap::save))
+        .route("/admin/ldap/associations", post(ldap::grant))
         .route("/admin/outbox", routing::get(pages::outbox))
         .route("/admin/events", routing::get(pages::events))
 }
