@@ -616,3 +616,38 @@ fn the_admin_portal_ldap_page_manages_the_server() {
         (Some("remove"), Some("disable"))
     );
 }
+
+/// Two processes on one PostgreSQL: a change made through one is in the other's tree as soon
+/// as its notification arrives (milliseconds; the test allows seconds), and binds, which read
+/// the database, follow at once.
+#[test]
+fn a_change_on_one_node_shows_on_the_other() {
+    let Some(Db::Postgres(url)) = Db::all("ldap_two_nodes").into_iter().find(|d| matches!(d, Db::Postgres(_))) else {
+        return;
+    };
+    let db = Db::Postgres(url);
+    let a = start(&db);
+    let b = start(&db);
+    let svc = user(&a.s, "svc", json!({"ldap_binding_user": true}));
+    associate(&a.s, "user", &svc);
+    let (mut sc, r) = b.bind("svc", PW);
+    assert_eq!(r.rc, 0, "a bind on the other node sees the new user at once");
+    let nina = user(&a.s, "nina", json!({}));
+    associate(&a.s, "user", &nina);
+    let wait_for = |c: &mut LdapConn, filter: &str, want: usize| {
+        let t = std::time::Instant::now();
+        loop {
+            let n = search(c, BASE, Scope::Subtree, filter, &["uid"]).0.len();
+            if n == want || t.elapsed() > std::time::Duration::from_secs(10) {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert_eq!(wait_for(&mut sc, "(uid=nina)", 1), 1);
+    assert_eq!(b.bind("nina", PW).1.rc, 0);
+    let (st, _) = a.s.post(&format!("/api/systemusers/{nina}/state/suspend"), json!({}));
+    assert_eq!(st, 200);
+    assert_eq!(b.bind("nina", PW).1.rc, 49, "binds on the other node are refused at once");
+    assert_eq!(wait_for(&mut sc, "(&(uid=nina)(nsAccountLock=TRUE))", 1), 1);
+}
