@@ -183,11 +183,6 @@ async fn patch_ldap_server(
 /// As `PATCH` (SPEC §4.2 names `PUT`; fields left out keep their values).
 #[utoipa::path(put, path = "/v2/ldapservers/{id}", operation_id = "grants_put_ldap_server", tag = "graph", params(("id" = String, Path, description = "the object's id")),
     responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
-async fn put_ldap_server(
-    State(st): State<Shared>,
-    c: Caller,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(ldap_server_json(&st.dir.update_ldap_server(&c.ctx, &id, &body).await?)))
+async fn put_ldap_server(st: State<Shared>, c: Caller, id: Path<String>, body: JsonBody) -> ApiResult<Json<Value>> {
+    patch_ldap_server(st, c, id, body).await
 }

@@ -114,27 +114,8 @@ async fn list_keys(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>
 #[utoipa::path(post, path = "/v2/apikeys", operation_id = "misc_create_key", tag = "organization",
     responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create_key(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
-    let mut errors = vec![];
-    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
-    if name.trim().is_empty() {
-        errors.push(FieldError::new("name", "is required"));
-    }
-    let role = match body.get("role") {
-        None | Some(Value::Null) => Some(Role::Admin),
-        Some(v) => v.as_str().and_then(Role::parse),
-    };
-    if role.is_none() {
-        errors.push(FieldError::new("role", "must be \"admin\" or \"read-only\""));
-    }
-    if let Some(o) = body.as_object() {
-        for k in o.keys().filter(|k| !matches!(k.as_str(), "name" | "role")) {
-            errors.push(FieldError::new(k.clone(), "is not a field of an API key (name, role)"));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::from(cairn_directory::Error::Invalid(errors)));
-    }
-    let new = st.dir.create_apikey(&c.ctx, name, role.unwrap_or(Role::Admin)).await?;
+    let (name, role) = name_and_role(&body, "an API key")?;
+    let new = st.dir.create_apikey(&c.ctx, &name, role).await?;
     let mut v = key_json(&new.key);
     v["key"] = new.secret.expose().into();
     Ok((StatusCode::CREATED, Json(v)))
@@ -200,4 +181,34 @@ async fn events(State(st): State<Shared>, _: Caller, q: QueryPairs) -> ApiResult
     let mut h = HeaderMap::new();
     h.insert("x-total-count", HeaderValue::from(total));
     Ok((h, Json(Value::Array(events.iter().map(event_json).collect()))))
+}
+
+/// The `{name, role}` body that creates an API key or a service account: a name, and `admin`
+/// (the default) or `read-only`; any other field is refused by name (the first ten).
+pub(crate) fn name_and_role(body: &Value, what: &str) -> ApiResult<(String, Role)> {
+    let mut errors = vec![];
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.trim().is_empty() {
+        errors.push(FieldError::new("name", "is required"));
+    }
+    let role = match body.get("role") {
+        None | Some(Value::Null) => Some(Role::Admin),
+        Some(v) => v.as_str().and_then(Role::parse),
+    };
+    if role.is_none() {
+        errors.push(FieldError::new("role", "must be \"admin\" or \"read-only\""));
+    }
+    match body.as_object() {
+        Some(o) => {
+            for k in o.keys().filter(|k| !matches!(k.as_str(), "name" | "role")).take(10) {
+                let k: String = k.chars().take(64).collect();
+                errors.push(FieldError::new(k, format!("is not a field of {what} (name, role)")));
+            }
+        }
+        None => errors.push(FieldError::new("body", "must be a JSON object: {\"name\": …, \"role\": …}")),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::from(cairn_directory::Error::Invalid(errors)));
+    }
+    Ok((name.to_string(), role.unwrap_or(Role::Admin)))
 }

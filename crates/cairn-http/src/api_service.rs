@@ -7,12 +7,11 @@ use axum::response::IntoResponse;
 use axum::Json;
 use cairn_domain::oauth::ServiceAccount;
 use cairn_domain::user::format_time;
-use cairn_domain::{FieldError, Role};
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody};
 use crate::Shared;
 
@@ -43,31 +42,8 @@ async fn list(State(st): State<Shared>, _: Caller) -> ApiResult<Json<Value>> {
 #[utoipa::path(post, path = "/v2/serviceaccounts", operation_id = "service_create", tag = "service accounts",
     responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
 async fn create(State(st): State<Shared>, c: Caller, JsonBody(body): JsonBody) -> ApiResult<impl IntoResponse> {
-    let mut errors = vec![];
-    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
-    if name.trim().is_empty() {
-        errors.push(FieldError::new("name", "is required"));
-    }
-    let role = match body.get("role") {
-        None | Some(Value::Null) => Some(Role::Admin),
-        Some(v) => v.as_str().and_then(Role::parse),
-    };
-    if role.is_none() {
-        errors.push(FieldError::new("role", "must be \"admin\" or \"read-only\""));
-    }
-    match body.as_object() {
-        Some(o) => {
-            for k in o.keys().filter(|k| !matches!(k.as_str(), "name" | "role")).take(10) {
-                let k: String = k.chars().take(64).collect();
-                errors.push(FieldError::new(k, "is not a field of a service account (name, role)"));
-            }
-        }
-        None => errors.push(FieldError::new("body", "must be a JSON object: {\"name\": …, \"role\": …}")),
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::from(cairn_directory::Error::Invalid(errors)));
-    }
-    let new = st.dir.create_service_account(&c.ctx, name, role.unwrap_or(Role::Admin)).await?;
+    let (name, role) = crate::api_misc::name_and_role(&body, "a service account")?;
+    let new = st.dir.create_service_account(&c.ctx, &name, role).await?;
     let mut v = account_json(&new.account);
     v["client_secret"] = new.secret.expose().into();
     v["token_endpoint"] = "/oauth2/token".into();

@@ -125,6 +125,22 @@ fn eval_at(f: &LdapFilter, e: Entry<'_>, m: &Model, base: &Base, depth: usize) -
     }
 }
 
+/// The candidates of an OR: every branch must have an index, and their union is taken.
+fn union<'m, T>(
+    list: &[LdapFilter],
+    m: &'m Model,
+    each: impl Fn(&LdapFilter, &'m Model) -> Option<Vec<&'m Arc<T>>>,
+    id: impl Fn(&T) -> &String,
+) -> Option<Vec<&'m Arc<T>>> {
+    let mut out: Vec<&Arc<T>> = Vec::new();
+    for x in list {
+        out.extend(each(x, m)?);
+    }
+    out.sort_by(|a, b| id(a).cmp(id(b)));
+    out.dedup_by(|a, b| id(a) == id(b));
+    Some(out)
+}
+
 const USER_ONLY: &[&str] = &["person", "organizationalperson", "inetorgperson", "posixaccount", "ldappublickey"];
 const GROUP_ONLY: &[&str] = &["groupofnames", "posixgroup", "groupofuniquenames"];
 
@@ -138,15 +154,7 @@ pub fn user_candidates<'m>(f: &LdapFilter, m: &'m Model) -> Option<Vec<&'m Arc<U
             _ => None,
         },
         LdapFilter::And(list) => list.iter().find_map(|x| user_candidates(x, m)),
-        LdapFilter::Or(list) => {
-            let mut out: Vec<&Arc<UserRec>> = Vec::new();
-            for x in list {
-                out.extend(user_candidates(x, m)?);
-            }
-            out.sort_by(|a, b| a.id.cmp(&b.id));
-            out.dedup_by(|a, b| a.id == b.id);
-            Some(out)
-        }
+        LdapFilter::Or(list) => union(list, m, user_candidates, |u| &u.id),
         _ => None,
     }
 }
@@ -161,15 +169,7 @@ pub fn group_candidates<'m>(f: &LdapFilter, m: &'m Model) -> Option<Vec<&'m Arc<
             _ => None,
         },
         LdapFilter::And(list) => list.iter().find_map(|x| group_candidates(x, m)),
-        LdapFilter::Or(list) => {
-            let mut out: Vec<&Arc<GroupRec>> = Vec::new();
-            for x in list {
-                out.extend(group_candidates(x, m)?);
-            }
-            out.sort_by(|a, b| a.id.cmp(&b.id));
-            out.dedup_by(|a, b| a.id == b.id);
-            Some(out)
-        }
+        LdapFilter::Or(list) => union(list, m, group_candidates, |g| &g.id),
         _ => None,
     }
 }
