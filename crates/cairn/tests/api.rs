@@ -124,15 +124,10 @@ fn duplicates_are_409_and_bad_input_is_400_naming_each_field() {
         "{{\"username\":\"x\",\"email\":\"x@example.com\",\"description\":\"{}\"}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    // Its own client: the server answers before reading the whole body and closes.
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{}/api/systemusers", s.base))
-        .header("x-api-key", KEY)
-        .body(big)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let v: Value = r.json().unwrap();
+    // The server answers before reading the whole body and closes.
+    let (st, _, text) = s.send_unread("POST", "/api/systemusers", &[("x-api-key", KEY)], big.into_bytes());
+    assert_eq!(st, 413);
+    let v: Value = serde_json::from_slice(&text).unwrap();
     assert_eq!(v["code"], 413);
 
     let (st, v) = s.get("/api/systemusers?limit=5000");

@@ -459,9 +459,6 @@ fn peak_mib(s: &Server) -> u64 {
     kb / 1024
 }
 
-/// Sends like curl does: the body goes out from another thread while the answer is read, so
-/// a server that refuses before reading the whole body (413 on the length, 400 mid-stream) is
-/// heard even when the rest of the body then meets a closed socket.
 fn post_raw(
     s: &Server,
     method: &str,
@@ -469,49 +466,8 @@ fn post_raw(
     ctype: &str,
     body: Vec<u8>,
 ) -> (u16, serde_json::Value, Option<String>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let c = std::net::TcpStream::connect(format!("127.0.0.1:{}", s.port)).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
-    let mut w = c.try_clone().unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {KEY}\r\ncontent-type: {ctype}\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let writer = std::thread::spawn(move || {
-        // A write error here is the server having answered and closed: the answer decides.
-        let _ = w.write_all(head.as_bytes()).and_then(|_| w.write_all(&body));
-    });
-    let mut r = BufReader::new(c);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let st: u16 = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("no status line: {line:?}")).parse().unwrap();
-    let (mut len, mut retry) = (None, None);
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap();
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = Some(v.trim().parse::<usize>().unwrap()),
-            "retry-after" => retry = Some(v.trim().to_string()),
-            _ => {}
-        }
-    }
-    let mut text = Vec::new();
-    match len {
-        Some(n) => {
-            text.resize(n, 0);
-            r.read_exact(&mut text).unwrap();
-        }
-        // `connection: close` was asked for: the body runs to the end of the stream.
-        None => drop(r.read_to_end(&mut text)),
-    }
-    drop(r);
-    let _ = writer.join();
+    let (st, headers, text) = s.send_unread(method, path, &[("x-api-key", KEY), ("content-type", ctype)], body);
+    let retry = headers.iter().find(|(k, _)| k == "retry-after").map(|(_, v)| v.clone());
     (st, serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null), retry)
 }
 

@@ -184,6 +184,57 @@ impl Server {
         self.req("DELETE", path, Some(KEY), None)
     }
 
+    /// Sends as curl does: the body goes out from another thread while the answer is read, so
+    /// a server that refuses before reading the whole body (413 on the length, 400 mid-stream)
+    /// is heard even when the rest of the body then meets a closed socket (a broken pipe with
+    /// reqwest). Answers the status, the headers (names lowercased) and the body.
+    pub fn send_unread(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let c = std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let writer = std::thread::spawn(move || {
+            // A write error is the server having answered and closed: the answer decides.
+            let _ = w.write_all(head.as_bytes()).and_then(|_| w.write_all(&body));
+        });
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let status = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("no status line: {line:?}"));
+        let status: u16 = status.parse().unwrap();
+        let mut got = Vec::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let Some((k, v)) = line.trim_end().split_once(':') else { break };
+            got.push((k.to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let len = got.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse::<usize>().unwrap());
+        let mut text = Vec::new();
+        match len {
+            Some(n) => {
+                text.resize(n, 0);
+                r.read_exact(&mut text).unwrap();
+            }
+            // `connection: close` was asked for: the body runs to the end of the stream.
+            None => drop(r.read_to_end(&mut text)),
+        }
+        drop(r);
+        let _ = writer.join();
+        (status, got, text)
+    }
+
     pub fn raw(&self) -> &reqwest::blocking::Client {
         &self.http
     }
