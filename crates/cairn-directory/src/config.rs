@@ -119,6 +119,9 @@ pub struct Config {
     pub spool_dir: Option<std::path::PathBuf>,
     /// CSV imports and bulk jobs running at once in this process; one more is refused (429).
     pub max_concurrent_imports: usize,
+    /// Delivered and logged messages older than this leave the outbox (their events stay);
+    /// `None` keeps them forever.
+    pub outbox_retention: Option<chrono::Duration>,
 }
 
 impl Default for Config {
@@ -135,6 +138,7 @@ impl Default for Config {
             resets_per_account_hour: 3,
             spool_dir: None,
             max_concurrent_imports: 2,
+            outbox_retention: Some(chrono::Duration::days(30)),
         }
     }
 }

@@ -187,6 +187,17 @@ impl Directory {
         })
     }
 
+    /// Whether the configured secrets key opens what is sealed in the database: `None` when
+    /// nothing sealed is stored yet. A restore with the wrong key is found here, not at the
+    /// first TOTP sign-in.
+    pub async fn check_secret_key(&self) -> Result<Option<bool>> {
+        let sealed = self.store().read().await?.db().any_sealed_totp().await?;
+        Ok(match sealed {
+            Some(s) => Some(crate::secretbox::open(self.secret_key()?, &s).is_ok()),
+            None => None,
+        })
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }

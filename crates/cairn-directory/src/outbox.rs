@@ -13,6 +13,9 @@ use crate::Directory;
 pub const ACTIVATION_VALIDITY: Duration = Duration::days(7);
 pub const RESET_VALIDITY: Duration = Duration::hours(1);
 
+/// Messages pruned per transaction.
+const PRUNE_BATCH: i64 = 1000;
+
 /// Mail prepared in memory, written in one go (`Directory::send_prepared`).
 #[derive(Default)]
 pub(crate) struct Outgoing {
@@ -80,5 +83,22 @@ impl Directory {
         let mut out = Outgoing::default();
         self.prepare_mail(&mut out, &org.settings.name, kind, user, to);
         self.send_prepared(db, out).await
+    }
+
+    /// Prunes the outbox of messages past `outbox_retention` (delivered or logged), a thousand
+    /// per transaction so writers never wait long behind it; answers how many went.
+    pub async fn prune_outbox(&self) -> Result<u64> {
+        let Some(keep) = self.config().outbox_retention else { return Ok(0) };
+        let before = self.now() - keep;
+        let mut total = 0;
+        loop {
+            let mut tx = self.store().begin().await?;
+            let n = tx.db().prune_messages(before, PRUNE_BATCH).await?;
+            tx.commit().await?;
+            total += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 }

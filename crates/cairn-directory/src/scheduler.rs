@@ -429,6 +429,11 @@ impl Directory {
                 if let Err(e) = self.prune_change_log().await {
                     tracing::warn!(error = %e, "change log pruning failed; retrying");
                 }
+                match self.prune_outbox().await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "old messages left the outbox"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "outbox pruning failed; retrying"),
+                }
             }
             pass += 1;
             tokio::select! {

@@ -158,6 +158,34 @@ impl Db<'_> {
         Ok(r.rows_affected())
     }
 
+    /// Deletes up to `limit` messages delivered (`sent`) or kept without SMTP (`logged`) before
+    /// `before`; answers how many went. `next_attempt` holds the delivery instant of a sent
+    /// message and the creation of a logged one, so the status index answers the query.
+    /// Queued, sending and failed messages stay whatever their age.
+    pub async fn prune_messages(&mut self, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status IN ('sent', 'logged') \
+             AND next_attempt < $1 LIMIT $2)",
+        )
+        .bind(time_text(before))
+        .bind(limit)
+        .execute(&mut *self.c)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// One sealed TOTP secret of a user or an administrator, if any is stored: enough to tell
+    /// whether a key is the one they were sealed with.
+    pub async fn any_sealed_totp(&mut self) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT totp_secret FROM users WHERE totp_secret IS NOT NULL \
+             UNION ALL SELECT totp_secret FROM admins WHERE totp_secret IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(&mut *self.c)
+        .await?;
+        row.map(|r| get_text(&r, 0)).transpose()
+    }
+
     pub async fn count_messages(&mut self, status: &str) -> Result<i64> {
         get_i64(
             &sqlx::query("SELECT COUNT(*) FROM outbox WHERE status = $1")

@@ -214,6 +214,54 @@ impl Store {
         Ok(Conn { c: self.pool.acquire().await?, backend: self.backend })
     }
 
+    /// The URL the store was opened with (for `pg_dump` and `pg_restore`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes a consistent copy of a SQLite database to `path` (which must not exist) while
+    /// the database keeps serving: `VACUUM INTO` reads one snapshot, and in WAL mode writers
+    /// go on beside it. PostgreSQL is copied by `pg_dump` instead.
+    pub async fn snapshot_into(&self, path: &std::path::Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Incomplete("only a SQLite database is copied by the store".into()));
+        }
+        let mut c = self.pool.acquire().await?;
+        sqlx::query("VACUUM INTO $1").bind(path.to_string_lossy().into_owned()).execute(&mut *c).await?;
+        Ok(())
+    }
+
+    /// The tables of the database (of the current schema on PostgreSQL): none means nothing
+    /// was ever written there, the only kind of database a restore goes into.
+    pub async fn tables(&self) -> Result<Vec<String>> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+            Backend::Postgres => {
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() \
+                 ORDER BY table_name"
+            }
+        };
+        let mut c = self.pool.acquire().await?;
+        let rows = sqlx::query(sql).fetch_all(&mut *c).await?;
+        rows.iter().map(|r| rows::get_text(r, 0)).collect()
+    }
+
+    /// The newest migration applied to the database, and the newest this build knows.
+    pub async fn schema_versions(&self) -> Result<(i64, i64)> {
+        let mut c = self.pool.acquire().await?;
+        let applied = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&mut *c)
+            .await
+            .ok()
+            .and_then(|r| rows::get_i64(&r, 0).ok())
+            .unwrap_or(0);
+        let known = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().map(|m| m.version).max(),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().map(|m| m.version).max(),
+        };
+        Ok((applied, known.unwrap_or(0)))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await
     }

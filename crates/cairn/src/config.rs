@@ -28,6 +28,7 @@ struct FileConfig {
     http_idle_timeout: Option<u64>,
     http_max_connections: Option<u64>,
     max_concurrent_imports: Option<u64>,
+    outbox_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub struct Config {
     pub http_max_connections: usize,
     /// CSV imports and bulk jobs running at once; past it a 429 (`CAIRN_MAX_CONCURRENT_IMPORTS`).
     pub max_concurrent_imports: usize,
+    /// Days a delivered or logged message stays in the outbox; 0 keeps them forever
+    /// (`CAIRN_OUTBOX_RETENTION_DAYS`).
+    pub outbox_retention_days: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -144,6 +148,7 @@ impl Config {
             )?),
             http_max_connections: number("CAIRN_HTTP_MAX_CONNECTIONS", fc.http_max_connections, 1024, 1)? as usize,
             max_concurrent_imports: number("CAIRN_MAX_CONCURRENT_IMPORTS", fc.max_concurrent_imports, 2, 1)? as usize,
+            outbox_retention_days: number("CAIRN_OUTBOX_RETENTION_DAYS", fc.outbox_retention_days, 30, 0)?,
         })
     }
 }

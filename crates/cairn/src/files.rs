@@ -32,7 +32,7 @@ pub fn prepare(data_dir: &Path, database_url: &str) -> Result<Vec<String>> {
 }
 
 /// The file of a `sqlite://` URL (none for an in-memory database).
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))

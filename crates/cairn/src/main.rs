@@ -1,5 +1,6 @@
 //! The `cairn` command (§1.1).
 
+mod backup;
 mod config;
 mod files;
 mod http_server;
@@ -51,6 +52,24 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Write a consistent backup of the directory to FILE while it keeps serving: the
+    /// database, secret.key (unless --without-key) and the LDAP certificate, as one archive.
+    Backup {
+        file: PathBuf,
+        /// Leave secret.key out (keep it apart; a restore then needs --key).
+        #[arg(long)]
+        without_key: bool,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into an empty data directory and an empty database (refuses others).
+    Restore {
+        file: PathBuf,
+        /// The secret.key kept apart from a backup made --without-key.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
 }
 
@@ -180,6 +199,8 @@ async fn open(cfg: &Config) -> Result<Directory> {
         secret_key,
         spool_dir: Some(cfg.data_dir.clone()),
         max_concurrent_imports: cfg.max_concurrent_imports,
+        outbox_retention: (cfg.outbox_retention_days > 0)
+            .then(|| chrono::Duration::days(cfg.outbox_retention_days.min(36_500) as i64)),
         ..Default::default()
     };
     let dir = Directory::with_config(store, clock(), config);
@@ -275,6 +296,8 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("API key '{}' ({}) created; it is shown only this once.", k.key.name, role.as_str());
             Ok(())
         }
+        Command::Backup { file, without_key, force } => backup::backup(&cfg, &file, without_key, force).await,
+        Command::Restore { file, key } => backup::restore(&cfg, &file, key.as_deref()).await,
         Command::Users { command: UsersCommand::Import { file, dry_run, update } } => {
             import(cfg, &file, dry_run, update).await
         }

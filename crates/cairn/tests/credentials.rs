@@ -332,3 +332,56 @@ fn forms_without_the_csrf_token_are_refused() {
         r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     assert!(cookies.iter().any(|c| c.contains("HttpOnly") && c.contains("SameSite=Lax")), "{cookies:?}");
 }
+
+/// Delivered (or, without SMTP, logged) messages leave the outbox after the retention
+/// (`CAIRN_OUTBOX_RETENTION_DAYS`, 30 by default); younger ones and every event stay.
+#[test]
+fn old_delivered_and_logged_messages_are_pruned_and_their_events_stay() {
+    let emails = |s: &Server, to: &str| s.get(&format!("/api/v2/emails?to={to}")).1.as_array().unwrap().len();
+    let creations = |s: &Server| s.get("/api/v2/events?action=user_create&limit=1000").1.as_array().unwrap().len();
+    let move_clock = |clock: &std::path::Path, days: i64| std::fs::write(clock, (days * 86_400).to_string()).unwrap();
+    let wait_gone = |s: &Server, to: &str| {
+        let start = std::time::Instant::now();
+        while emails(s, to) > 0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "the old message stayed");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Sent through a real SMTP server.
+    let Some(mut e) = env() else { return };
+    create(&e.s, json!({"username": "old", "email": "old@example.com"}));
+    e.smtp.wait_for("old@example.com", 1);
+    let start = std::time::Instant::now();
+    while e.s.get("/api/v2/emails?to=old@example.com&status=sent").1.as_array().unwrap().is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "never marked sent");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    move_clock(&e.clock, 20);
+    create(&e.s, json!({"username": "young", "email": "young@example.com"}));
+    e.smtp.wait_for("young@example.com", 1);
+    move_clock(&e.clock, 31);
+    // Pruning runs shortly after start and then about once a minute.
+    e.s.restart();
+    wait_gone(&e.s, "old@example.com");
+    assert_eq!(emails(&e.s, "young@example.com"), 1, "an 11-day-old message stays");
+    assert_eq!(creations(&e.s), 2, "events stay");
+
+    // Logged without SMTP, on both databases; a retention of 0 keeps everything.
+    for db in Db::all("outbox_retention") {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = tmp.path().join("clock");
+        let c = clock.to_str().unwrap();
+        let mut s = Server::start_with(&db, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_TEST_CLOCK_FILE", c)]);
+        create(&s, json!({"username": "ann", "email": "ann@example.com"}));
+        assert_eq!(s.get("/api/v2/emails?to=ann@example.com&status=logged").1.as_array().unwrap().len(), 1);
+        move_clock(&clock, 45);
+        s.env.push(("CAIRN_OUTBOX_RETENTION_DAYS".into(), "0".into()));
+        s.restart();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert_eq!(emails(&s, "ann@example.com"), 1, "retention 0 keeps messages");
+        s.env.pop();
+        s.restart();
+        wait_gone(&s, "ann@example.com");
+        assert_eq!(creations(&s), 1);
+    }
+}

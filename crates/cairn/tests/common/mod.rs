@@ -38,6 +38,17 @@ impl Db {
         }
         v
     }
+
+    /// Another empty database of the same kind (a second data directory's for SQLite).
+    pub fn another(&self, what: &str) -> Db {
+        match self {
+            Db::Sqlite => Db::Sqlite,
+            Db::Postgres(_) => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                Db::Postgres(rt.block_on(cairn_store::testing::fresh_postgres_url(what)).expect("PostgreSQL"))
+            }
+        }
+    }
 }
 
 pub struct Server {
@@ -59,13 +70,20 @@ impl Server {
     }
 
     pub fn start_with(db: &Db, env: &[(&str, &str)]) -> Server {
+        let mut s = Server::unstarted(db, env);
+        s.launch();
+        s
+    }
+
+    /// A data directory and database for a server, not started (e.g. to restore into first).
+    pub fn unstarted(db: &Db, env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}/cairn.db", data_dir.display()),
             Db::Postgres(u) => u.clone(),
         };
-        let mut s = Server {
+        Server {
             child: None,
             base: String::new(),
             data_dir,
@@ -76,9 +94,7 @@ impl Server {
             env: env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             _tmp: Some(tmp),
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-        };
-        s.launch();
-        s
+        }
     }
 
     pub fn command(&self) -> Command {
@@ -97,7 +113,7 @@ impl Server {
         c
     }
 
-    fn launch(&mut self) {
+    pub fn launch(&mut self) {
         self.port = free_port();
         self.base = format!("http://127.0.0.1:{}", self.port);
         let mut child = self
