@@ -470,7 +470,8 @@ impl Directory {
     /// Outbox listing.
     pub async fn list_messages(&self, q: &cairn_store::OutboxQuery) -> Result<(i64, Vec<OutboxMessage>)> {
         let mut c = self.store().read().await?;
-        Ok(c.db().list_messages(q).await?)
+        let (total, list) = c.db().list_messages(q).await?;
+        Ok((total, list.into_iter().map(OutboxMessage::with_bodies).collect()))
     }
 }
 

@@ -33,6 +33,17 @@ pub fn scrub(s: &str) -> String {
     out
 }
 
+/// The stored copy of a sent message, its link's token redacted: the parameters of a message
+/// rendered when sent, or the bodies of one stored composed.
+fn scrubbed(m: &OutboxMessage) -> OutboxMessage {
+    let mut s = m.clone();
+    match &mut s.params {
+        Some(p) => p.link = scrub(&p.link),
+        None => (s.text, s.html) = (scrub(&m.text), scrub(&m.html)),
+    }
+    s
+}
+
 fn transport(s: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     let bad = |e: lettre::transport::smtp::Error| Error::Internal(format!("SMTP setup for {}: {e}", s.host));
     let mut b = match s.tls {
@@ -51,11 +62,12 @@ fn transport(s: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
 fn build(from: &str, m: &OutboxMessage) -> std::result::Result<Message, String> {
     let from: Mailbox = from.parse().map_err(|e| format!("CAIRN_MAIL_FROM '{from}': {e}"))?;
     let to: Mailbox = m.to.parse().map_err(|e| format!("recipient '{}': {e}", m.to))?;
+    let c = m.rendered();
     Message::builder()
         .from(from)
         .to(to)
-        .subject(m.subject.clone())
-        .multipart(MultiPart::alternative_plain_html(m.text.clone(), m.html.clone()))
+        .subject(c.subject)
+        .multipart(MultiPart::alternative_plain_html(c.text, c.html))
         .map_err(|e| e.to_string())
 }
 
@@ -84,8 +96,7 @@ impl Directory {
             let mut tx = self.store().begin().await?;
             match result {
                 Ok(()) => {
-                    let (t, h) = (scrub(&m.text), scrub(&m.html));
-                    tx.db().finish_message(&m.id, "sent", now, now, None, Some((&t, &h))).await?;
+                    tx.db().finish_message(&m.id, "sent", now, now, None, Some(&scrubbed(m))).await?;
                     metrics::counter!("cairn_mail_total", "outcome" => "sent").increment(1);
                 }
                 Err((permanent, e)) if permanent || m.attempts >= MAX_ATTEMPTS => {

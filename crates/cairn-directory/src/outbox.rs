@@ -1,7 +1,7 @@
 //! Mail into the outbox (§5): messages and the one-time links they carry, prepared in memory
 //! and written in the caller's transaction.
 
-use cairn_domain::mail::{compose, MailKind};
+use cairn_domain::mail::{MailKind, MailParams};
 use cairn_domain::{OutboxMessage, User};
 use cairn_store::Db;
 use chrono::Duration;
@@ -44,7 +44,8 @@ impl Directory {
             }
             MailKind::Welcome | MailKind::TotpReset => (format!("{base}/portal/login"), ""),
         };
-        let m = compose(kind, org, user, &link, valid);
+        // Kept as the template's parameters, rendered when read or sent.
+        let params = MailParams::new(org, user, &link, valid);
         let status = if self.config().smtp.is_some() { "queued" } else { "logged" };
         out.messages.push(OutboxMessage {
             id: self.new_id(),
@@ -52,14 +53,15 @@ impl Directory {
             kind: kind.as_str().into(),
             to: to.into(),
             user_id: Some(user.id.clone()),
-            subject: m.subject,
-            text: m.text,
-            html: m.html,
+            subject: String::new(),
+            text: String::new(),
+            html: String::new(),
             status: status.into(),
             attempts: 0,
             next_attempt: now,
             sent: None,
             last_error: None,
+            params: Some(params),
         });
     }
 

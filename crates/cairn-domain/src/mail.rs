@@ -1,7 +1,7 @@
 //! Which message goes to whom (§5.2), and what it says. Pure: the directory writes the
 //! result to the outbox in the transaction of the change that caused it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::MailChoice;
 use crate::user::{State, User};
@@ -81,28 +81,63 @@ pub fn display_name(user: &User) -> String {
     }
 }
 
+/// What a message's template needs: all an outbox row keeps of a new message (a few hundred
+/// bytes, against about 1.2 KB composed), so it is rendered when read or sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailParams {
+    #[serde(rename = "u")]
+    pub username: String,
+    #[serde(rename = "n")]
+    pub name: String,
+    #[serde(rename = "o")]
+    pub org: String,
+    /// The portal URL with its one-time token where there is one.
+    #[serde(rename = "l")]
+    pub link: String,
+    /// "7 days", "1 hour"; empty where the link does not expire.
+    #[serde(rename = "v")]
+    pub valid_for: String,
+}
+
+impl MailParams {
+    pub fn new(org: &str, user: &User, link: &str, valid_for: &str) -> MailParams {
+        MailParams {
+            username: user.username.clone(),
+            name: display_name(user),
+            org: org.into(),
+            link: link.into(),
+            valid_for: valid_for.into(),
+        }
+    }
+}
+
 /// Writes the message; `link` is the portal URL with its one-time token where there is one.
 pub fn compose(kind: MailKind, org: &str, user: &User, link: &str, valid_for: &str) -> Composed {
-    let name = display_name(user);
+    render(kind, &MailParams::new(org, user, link, valid_for))
+}
+
+/// Writes the message from its parameters.
+pub fn render(kind: MailKind, p: &MailParams) -> Composed {
+    let (org, name, username, valid_for, link) = (&p.org, &p.name, &p.username, &p.valid_for, p.link.as_str());
     let (subject, lead, action) = match kind {
         MailKind::Welcome => (
             format!("Welcome to {org}"),
-            format!("your {org} account ({}) is active. Sign in to the user portal with your username and password.", user.username),
+            format!("your {org} account ({}) is active. Sign in to the user portal with your username and password.", username),
             "Open the user portal",
         ),
         MailKind::Activation => (
             format!("Activate your {org} account"),
-            format!("an account ({}) has been created for you at {org}. Choose your password to activate it. The link is valid for {valid_for} and can be used once.", user.username),
+            format!("an account ({}) has been created for you at {org}. Choose your password to activate it. The link is valid for {valid_for} and can be used once.", username),
             "Choose your password",
         ),
         MailKind::PasswordReset => (
             format!("Reset your {org} password"),
-            format!("a password reset was requested for your {org} account ({}). The link is valid for {valid_for} and can be used once. If you did not ask for this, ignore this message: your password stays as it is.", user.username),
+            format!("a password reset was requested for your {org} account ({}). The link is valid for {valid_for} and can be used once. If you did not ask for this, ignore this message: your password stays as it is.", username),
             "Choose a new password",
         ),
         MailKind::TotpReset => (
             format!("Your {org} two-factor authentication was reset"),
-            format!("an administrator reset the authenticator (TOTP) of your {org} account ({}). Sign in to the user portal to enrol your authenticator app again.", user.username),
+            format!("an administrator reset the authenticator (TOTP) of your {org} account ({}). Sign in to the user portal to enrol your authenticator app again.", username),
             "Sign in and enrol again",
         ),
     };
@@ -111,7 +146,7 @@ pub fn compose(kind: MailKind, org: &str, user: &User, link: &str, valid_for: &s
         "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello {n},</p><p>{l}</p>\
          <p><a href=\"{u}\" style=\"display:inline-block;padding:8px 14px;background:#2c5282;color:#fff;text-decoration:none;border-radius:4px\">{a}</a></p>\
          <p style=\"color:#555;font-size:90%\">Or paste this address into your browser: {u}</p><p style=\"color:#555\">{o}</p></body></html>",
-        n = escape(&name),
+        n = escape(name),
         l = escape(&lead),
         u = escape(link),
         a = escape(action),

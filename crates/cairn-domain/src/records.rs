@@ -125,6 +125,32 @@ pub struct OutboxMessage {
     pub next_attempt: DateTime<Utc>,
     pub sent: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// What the template needs, for messages rendered when read or sent (subject and bodies
+    /// are then empty); `None` for messages stored composed by earlier versions.
+    pub params: Option<crate::mail::MailParams>,
+}
+
+impl OutboxMessage {
+    /// The message as it is sent and shown.
+    pub fn rendered(&self) -> crate::mail::Composed {
+        match (&self.params, crate::mail::MailKind::parse(&self.kind)) {
+            (Some(p), Some(kind)) => crate::mail::render(kind, p),
+            _ => crate::mail::Composed {
+                subject: self.subject.clone(),
+                text: self.text.clone(),
+                html: self.html.clone(),
+            },
+        }
+    }
+
+    /// With its subject and bodies filled in, for lists and pages.
+    pub fn with_bodies(mut self) -> OutboxMessage {
+        if self.params.is_some() {
+            let c = self.rendered();
+            (self.subject, self.text, self.html) = (c.subject, c.text, c.html);
+        }
+        self
+    }
 }
 
 /// A portal session, stored by the hash of its cookie.

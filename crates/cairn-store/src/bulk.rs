@@ -464,12 +464,15 @@ impl Db<'_> {
                         a.push(m.status.clone()),
                         a.push(m.attempts),
                         a.push(time_text(m.next_attempt)),
+                        a.push(Arg::Text(
+                            m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize")),
+                        )),
                     ];
                     format!("({})", ps.join(", "))
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt) VALUES {}",
+                "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, params) VALUES {}",
                 vals.join(", ")
             );
             sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;

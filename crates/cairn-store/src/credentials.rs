@@ -28,7 +28,12 @@ fn message_from_row(r: &AnyRow) -> Result<OutboxMessage> {
         next_attempt: parse_time(&get_text(r, "next_attempt")?)?,
         sent: opt_time(r, "sent")?,
         last_error: get_opt_text(r, "last_error")?,
+        params: get_opt_text(r, "params")?.and_then(|p| serde_json::from_str(&p).ok()),
     })
+}
+
+fn params_text(m: &OutboxMessage) -> Option<String> {
+    m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize"))
 }
 
 /// User and admin sessions live in two tables of one shape, told apart by their owner column.
@@ -46,8 +51,8 @@ pub(crate) type SessionRow = (String, String, String, DateTime<Utc>, DateTime<Ut
 impl Db<'_> {
     pub async fn insert_message(&mut self, m: &OutboxMessage) -> Result<()> {
         sqlx::query(
-            "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, sent, last_error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, sent, last_error, params) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(m.id.clone())
         .bind(time_text(m.created))
@@ -62,6 +67,7 @@ impl Db<'_> {
         .bind(time_text(m.next_attempt))
         .bind(m.sent.map(time_text))
         .bind(m.last_error.clone())
+        .bind(params_text(m))
         .execute(&mut *self.c)
         .await?;
         Ok(())
@@ -117,8 +123,8 @@ impl Db<'_> {
     }
 
     /// Records the result of a delivery attempt: `sent`, `failed`, or `queued` again at
-    /// `next_attempt` for a retry. Bodies of sent messages are replaced by `scrubbed` ones so
-    /// the stored copy no longer carries a usable token.
+    /// `next_attempt` for a retry. The bodies (or parameters) of sent messages are replaced by
+    /// `scrubbed` ones so the stored copy no longer carries a usable token.
     pub async fn finish_message(
         &mut self,
         id: &str,
@@ -126,20 +132,22 @@ impl Db<'_> {
         at: DateTime<Utc>,
         next_attempt: DateTime<Utc>,
         error: Option<&str>,
-        scrubbed: Option<(&str, &str)>,
+        scrubbed: Option<&OutboxMessage>,
     ) -> Result<()> {
         let sent = (status == "sent").then(|| time_text(at));
         sqlx::query(
             "UPDATE outbox SET status = $2, sent = $3, next_attempt = $4, last_error = $5, claimed_until = NULL, \
-             body_text = COALESCE($6, body_text), body_html = COALESCE($7, body_html) WHERE id = $1",
+             body_text = COALESCE($6, body_text), body_html = COALESCE($7, body_html), params = COALESCE($8, params) \
+             WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(status.to_string())
         .bind(sent)
         .bind(time_text(next_attempt))
         .bind(error.map(str::to_string))
-        .bind(scrubbed.map(|s| s.0.to_string()))
-        .bind(scrubbed.map(|s| s.1.to_string()))
+        .bind(scrubbed.map(|s| s.text.clone()))
+        .bind(scrubbed.map(|s| s.html.clone()))
+        .bind(scrubbed.and_then(params_text))
         .execute(&mut *self.c)
         .await?;
         Ok(())
