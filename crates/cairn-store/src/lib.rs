@@ -146,11 +146,23 @@ impl Store {
         self.backend
     }
 
-    pub async fn migrate(&self) -> Result<()> {
+    /// The migrations of this build for the store's backend.
+    fn migrator(&self) -> sqlx::migrate::Migrator {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         }
+    }
+
+    /// One number of the migrations table (0 before the first migration).
+    async fn migrations_applied(&self, aggregate: &str) -> Result<i64> {
+        let mut c = self.pool.acquire().await?;
+        let sql = format!("SELECT COALESCE({aggregate}, 0) FROM _sqlx_migrations WHERE success = TRUE");
+        Ok(sqlx::query(&sql).fetch_one(&mut *c).await.ok().and_then(|r| rows::get_i64(&r, 0).ok()).unwrap_or(0))
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.pool).await?;
         // An import that died while loading leaves these missing: every start puts them back.
         if !self.read().await?.db().missing_user_search_indexes().await?.is_empty() {
             let mut tx = self.begin().await?;
@@ -162,18 +174,9 @@ impl Store {
 
     /// True when the database answers and every migration has been applied.
     pub async fn ready(&self) -> Result<bool> {
-        let mut c = self.pool.acquire().await?;
-        let applied: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(&mut *c)
-            .await
-            .ok()
-            .and_then(|r| rows::get_i64(&r, 0).ok())
-            .unwrap_or(0);
-        let known = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().count(),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().count(),
-        };
-        Ok(applied as usize >= known)
+        // A database that does not answer is an error; one never migrated has applied 0.
+        drop(self.pool.acquire().await?);
+        Ok(self.migrations_applied("COUNT(*)").await? as usize >= self.migrator().iter().count())
     }
 
     /// A transaction for a change. On SQLite it takes the write lock at once
@@ -248,18 +251,8 @@ impl Store {
 
     /// The newest migration applied to the database, and the newest this build knows.
     pub async fn schema_versions(&self) -> Result<(i64, i64)> {
-        let mut c = self.pool.acquire().await?;
-        let applied = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(&mut *c)
-            .await
-            .ok()
-            .and_then(|r| rows::get_i64(&r, 0).ok())
-            .unwrap_or(0);
-        let known = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().map(|m| m.version).max(),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().map(|m| m.version).max(),
-        };
-        Ok((applied, known.unwrap_or(0)))
+        let applied = self.migrations_applied("MAX(version)").await?;
+        Ok((applied, self.migrator().iter().map(|m| m.version).max().unwrap_or(0)))
     }
 
     pub async fn close(&self) {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{link_in, Browser, Db, Server, SmtpSink, KEY};
+use common::{enrolled_admin, link_in, Browser, Db, Server, SmtpSink, ADMIN_PW, KEY};
 use serde_json::{json, Value};
 
 const PW: &str = "lantern orchard seventeen";
-const ADMIN_PW: &str = "correct horse battery staple";
 
 fn create(s: &Server, body: Value) -> String {
     let (st, v) = s.post("/api/systemusers", body);
@@ -132,26 +131,6 @@ fn an_open_session_ends_when_the_account_locks() {
         }
         assert_eq!(mine.get("/portal/profile").location.as_deref(), Some("/portal/login"));
     }
-}
-
-fn enrolled_admin(s: &Server, email: &str) -> Vec<u8> {
-    let out = s.command().args(["admin", "create", "--email", email, "--password", ADMIN_PW]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut b = Browser::new(&s.base);
-    b.get("/admin/login");
-    let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
-    assert_eq!(b.follow(p).0, "/admin/users");
-    b.get("/admin/account");
-    let p = b.post("/admin/account/totp", &[]);
-    let (_, page) = b.follow(p);
-    let marker = "<code class=\"secret\">";
-    let start = page.body.find(marker).unwrap() + marker.len();
-    let b32 = &page.body[start..start + page.body[start..].find('<').unwrap()];
-    let secret = totp_rs::Secret::Encoded(b32.to_string()).to_bytes().unwrap();
-    let earlier = cairn_directory::totp_code(&secret, chrono::Utc::now() - chrono::Duration::seconds(30));
-    let p = b.post("/admin/account/totp/confirm", &[("code", &earlier)]);
-    assert_eq!(b.follow(p).0, "/admin/account?m=totp");
-    secret
 }
 
 #[test]

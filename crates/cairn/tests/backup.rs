@@ -4,37 +4,15 @@
 
 mod common;
 
-use common::{Browser, Db, Server, KEY};
+use common::{enrolled_admin, Browser, Db, Server, ADMIN_PW, KEY};
 use serde_json::{json, Value};
 
 const PW: &str = "correct horse battery staple";
-const ADMIN_PW: &str = "an admin's long passphrase";
 
 fn run(s: &Server, args: &[&str]) -> (bool, String) {
     let out = s.command().args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
-}
-
-/// An administrator with an authenticator enrolled; answers its TOTP secret.
-fn enrolled_admin(s: &Server, email: &str) -> Vec<u8> {
-    let (ok, text) = run(s, &["admin", "create", "--email", email, "--password", ADMIN_PW]);
-    assert!(ok, "{text}");
-    let mut b = Browser::new(&s.base);
-    b.get("/admin/login");
-    let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
-    assert_eq!(b.follow(p).0, "/admin/users");
-    b.get("/admin/account");
-    let p = b.post("/admin/account/totp", &[]);
-    let (_, page) = b.follow(p);
-    let marker = "<code class=\"secret\">";
-    let start = page.body.find(marker).unwrap() + marker.len();
-    let b32 = &page.body[start..start + page.body[start..].find('<').unwrap()];
-    let secret = totp_rs::Secret::Encoded(b32.to_string()).to_bytes().unwrap();
-    let earlier = cairn_directory::totp_code(&secret, chrono::Utc::now() - chrono::Duration::seconds(30));
-    let p = b.post("/admin/account/totp/confirm", &[("code", &earlier)]);
-    assert_eq!(b.follow(p).0, "/admin/account?m=totp");
-    secret
 }
 
 /// What must come back: users with their states, the group and its member, the pending

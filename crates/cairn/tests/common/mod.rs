@@ -434,3 +434,28 @@ impl Browser {
         self.follow(p)
     }
 }
+
+/// The password of administrators the tests create.
+pub const ADMIN_PW: &str = "correct horse battery staple";
+
+/// An administrator (password `ADMIN_PW`) with an authenticator enrolled through the admin
+/// portal; answers its TOTP secret.
+pub fn enrolled_admin(s: &Server, email: &str) -> Vec<u8> {
+    let out = s.command().args(["admin", "create", "--email", email, "--password", ADMIN_PW]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut b = Browser::new(&s.base);
+    b.get("/admin/login");
+    let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
+    assert_eq!(b.follow(p).0, "/admin/users");
+    b.get("/admin/account");
+    let p = b.post("/admin/account/totp", &[]);
+    let (_, page) = b.follow(p);
+    let marker = "<code class=\"secret\">";
+    let start = page.body.find(marker).unwrap() + marker.len();
+    let b32 = &page.body[start..start + page.body[start..].find('<').unwrap()];
+    let secret = totp_rs::Secret::Encoded(b32.to_string()).to_bytes().unwrap();
+    let earlier = cairn_directory::totp_code(&secret, chrono::Utc::now() - chrono::Duration::seconds(30));
+    let p = b.post("/admin/account/totp/confirm", &[("code", &earlier)]);
+    assert_eq!(b.follow(p).0, "/admin/account?m=totp");
+    secret
+}
