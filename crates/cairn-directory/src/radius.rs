@@ -51,6 +51,7 @@ pub struct RadiusClient {
     pub name: String,
     pub source: Source,
     pub secret: Secret,
+    pub mfa: RadiusMfa,
     pub user_password_enabled: bool,
 }
 
@@ -243,6 +244,7 @@ impl Directory {
                 name: s.name,
                 source: s.source,
                 secret: Secret::new(secret),
+                mfa: s.mfa,
                 user_password_enabled: s.user_password_enabled,
             });
         }
