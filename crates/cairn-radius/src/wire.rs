@@ -5,7 +5,7 @@
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
-use radius::core::code::Code;
+pub use radius::core::code::Code;
 use radius::core::packet::Packet;
 use radius::core::{rfc2865, rfc2869};
 use subtle::ConstantTimeEq;
