@@ -274,7 +274,8 @@ impl Directory {
                 self.password_attempt(&ctx, req.protocol, req.resource.as_ref(), device, login, password, *code).await?
             }
             Credential::SecondFactor { ticket, code } => {
-                self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), req.device.as_deref(), ticket, code).await?
+                self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), req.device.as_deref(), ticket, code)
+                    .await?
             }
             Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
         };
@@ -519,7 +520,8 @@ impl Directory {
             Code::Matched(step) if password_ok && !lock.locked => !tx.db().claim_totp_step(account, id, step).await?,
             _ => false,
         };
-        let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked && !lock_maintained {
+        let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked && !lock_maintained
+        {
             // Refused and not counted; only the owner of the right password learns why (the
             // state first, as in the access decision).
             let d = if acct.state != State::Activated { Denial::NotActive } else { Denial::Locked };

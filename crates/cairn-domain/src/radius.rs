@@ -257,10 +257,8 @@ fn read_field(k: &str, v: &Value, own_id: Option<&str>, input: &mut RadiusInput,
             Some(false) => {}
             _ => err("must be false: Cairn has no RadSec or certificate authentication"),
         },
-        _ => err(
-            "is not a field of a RADIUS server (name, networkSourceIp, sharedSecret, mfa, userLockoutAction, \
-             userPasswordExpirationAction, userPasswordEnabled)",
-        ),
+        _ => err("is not a field of a RADIUS server (name, networkSourceIp, sharedSecret, mfa, userLockoutAction, \
+             userPasswordExpirationAction, userPasswordEnabled)"),
     }
 }
 
@@ -327,7 +325,8 @@ mod tests {
             (Always, [true, true, true, true]),
         ];
         for (m, want) in table {
-            let got = [m.requires(false, false), m.requires(false, true), m.requires(true, false), m.requires(true, true)];
+            let got =
+                [m.requires(false, false), m.requires(false, true), m.requires(true, false), m.requires(true, true)];
             assert_eq!(got, want, "{m:?}");
         }
     }

@@ -80,7 +80,12 @@ async fn get_one(State(st): State<Shared>, _: Caller, Path(id): Path<String>) ->
 /// takes effect at the next request.
 #[utoipa::path(put, path = "/radiusservers/{id}", operation_id = "radius_put", tag = "radius", params(("id" = String, Path, description = "the object's id")),
     responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
-async fn put(State(st): State<Shared>, c: Caller, Path(id): Path<String>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+async fn put(
+    State(st): State<Shared>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let s = st.dir.update_radius_server(&c.ctx, &id, &body).await?;
     Ok(Json(st.dir.radius_server_json(&s).await?))
 }

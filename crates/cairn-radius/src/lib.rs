@@ -130,7 +130,11 @@ struct Shared {
 }
 
 /// Binds `cfg.addr` and answers until `stop` turns true; returns the bound address.
-pub async fn start(dir: Directory, cfg: RadiusConfig, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<SocketAddr> {
+pub async fn start(
+    dir: Directory,
+    cfg: RadiusConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr> {
     let sock = UdpSocket::bind(&cfg.addr).await.with_context(|| format!("cannot listen for RADIUS on {}", cfg.addr))?;
     let addr = sock.local_addr()?;
     let (stamp, clients) = dir.radius_clients().await.context("cannot read the RADIUS servers")?;
@@ -263,7 +267,11 @@ impl Shared {
         }
         match self.dir.radius_clients().await {
             Ok((stamp, clients)) => {
-                let t = Arc::new(Table { stamp, read_at: Instant::now(), clients: clients.into_iter().map(Arc::new).collect() });
+                let t = Arc::new(Table {
+                    stamp,
+                    read_at: Instant::now(),
+                    clients: clients.into_iter().map(Arc::new).collect(),
+                });
                 *self.table.write().expect("table") = t.clone();
                 Some(t)
             }
@@ -300,7 +308,8 @@ impl Shared {
             return None;
         };
         // From here on the request is authentic: every refusal is a real Access-Reject.
-        let proxy: Vec<(u8, Vec<u8>)> = rfc2865::lookup_all_proxy_state(&req).into_iter().map(|v| (PROXY_STATE, v)).collect();
+        let proxy: Vec<(u8, Vec<u8>)> =
+            rfc2865::lookup_all_proxy_state(&req).into_iter().map(|v| (PROXY_STATE, v)).collect();
         let answer = match self.decide(&req, &client, peer).await {
             Ok(a) => a,
             Err(e) => {
@@ -344,18 +353,33 @@ impl Shared {
         }
         let Ok(password) = String::from_utf8(password) else { return Ok(Answer::Reject) };
         let nas = rfc2865::lookup_nas_identifier(req).and_then(Result::ok);
-        let ctx = Ctx::new(Actor { kind: "user".into(), id: None, name: None }, "radius", Some(canonical(peer.ip()).to_string()));
+        let ctx = Ctx::new(
+            Actor { kind: "user".into(), id: None, name: None },
+            "radius",
+            Some(canonical(peer.ip()).to_string()),
+        );
         let state = rfc2865::lookup_state(req);
         let resource = Some(client.resource());
         let secret;
         let credential = match &state {
             Some(s) => {
                 // One use: taken out whatever the code turns out to be.
-                let c = <[u8; 16]>::try_from(s.as_slice()).ok().and_then(|k| self.challenges.lock().expect("challenges").remove(&k));
+                let c = <[u8; 16]>::try_from(s.as_slice())
+                    .ok()
+                    .and_then(|k| self.challenges.lock().expect("challenges").remove(&k));
                 match c {
                     Some(c) if c.expires > self.dir.now() && c.server == client.id && c.user == user => {
                         let ticket = c.ticket;
-                        return self.conclude(&ctx, client, &user, nas, resource, Credential::SecondFactor { ticket: &ticket, code: &password }).await;
+                        return self
+                            .conclude(
+                                &ctx,
+                                client,
+                                &user,
+                                nas,
+                                resource,
+                                Credential::SecondFactor { ticket: &ticket, code: &password },
+                            )
+                            .await;
                     }
                     _ => return Ok(Answer::Reject),
                 }

@@ -81,7 +81,8 @@ impl Db<'_> {
     /// False when there was no such server. Its associations go with it (the caller's
     /// transaction).
     pub async fn delete_radius_server(&mut self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM radius_servers WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
+        let r =
+            sqlx::query("DELETE FROM radius_servers WHERE id = $1").bind(id.to_string()).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
 

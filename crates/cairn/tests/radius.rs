@@ -183,7 +183,10 @@ fn radius_events(s: &Server) -> Vec<Value> {
 fn have(tool: &str) -> bool {
     let ok = Command::new(tool).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !ok {
-        assert!(std::env::var("CAIRN_REQUIRE_ALL").is_err(), "{tool} is required (CAIRN_REQUIRE_ALL): freeradius-utils");
+        assert!(
+            std::env::var("CAIRN_REQUIRE_ALL").is_err(),
+            "{tool} is required (CAIRN_REQUIRE_ALL): freeradius-utils"
+        );
         eprintln!("{tool} not installed: skipping its part");
     }
     ok
@@ -255,7 +258,11 @@ fn associated_active_users_get_in_and_everyone_else_gets_a_reject() {
         ] {
             let rep = nas.ask(who, pw, None);
             assert_eq!(rep.code, Code::AccessReject, "{who}");
-            assert_eq!(rep.reply_message.as_deref(), Some("Access denied"), "{who}: the same words whatever the reason");
+            assert_eq!(
+                rep.reply_message.as_deref(),
+                Some("Access denied"),
+                "{who}: the same words whatever the reason"
+            );
         }
 
         // Suspension closes the door at the next request; reactivation opens it again.
@@ -267,10 +274,8 @@ fn associated_active_users_get_in_and_everyone_else_gets_a_reject() {
         assert_eq!(st, 200);
         assert_eq!(nas.code("bob", PW), Code::AccessAccept);
         // Leaving the group, or the group leaving the server, ends the grant at once.
-        let (st, _) = s.post(
-            &format!("/api/v2/usergroups/{staff}/members"),
-            json!({"op": "remove", "type": "user", "id": bob}),
-        );
+        let (st, _) =
+            s.post(&format!("/api/v2/usergroups/{staff}/members"), json!({"op": "remove", "type": "user", "id": bob}));
         assert_eq!(st, 204);
         assert_eq!(nas.code("bob", PW), Code::AccessReject);
 
@@ -303,7 +308,8 @@ fn associated_active_users_get_in_and_everyone_else_gets_a_reject() {
         }
         if have("radclient") {
             let ma = "Message-Authenticator = 0x00";
-            let (ok, out) = radclient(r.addr, SECRET, &format!("User-Name = \"ada\"\nUser-Password = \"{PW}\"\n{ma}\n"));
+            let (ok, out) =
+                radclient(r.addr, SECRET, &format!("User-Name = \"ada\"\nUser-Password = \"{PW}\"\n{ma}\n"));
             assert!(ok && out.contains("Received Access-Accept"), "{out}");
             let (ok, out) =
                 radclient(r.addr, SECRET, &format!("User-Name = \"oscar\"\nUser-Password = \"{PW}\"\n{ma}\n"));
@@ -365,7 +371,12 @@ fn unauthentic_requests_are_dropped_and_counted() {
         // radclient with a wrong secret hears nothing, nor without a Message-Authenticator.
         if have("radclient") {
             let attrs = format!("User-Name = \"ada\"\nUser-Password = \"{PW}\"\n");
-            let (ok, out) = radclient_waiting(r.addr, "not-the-shared-secret-at-all", &format!("{attrs}Message-Authenticator = 0x00\n"), 2);
+            let (ok, out) = radclient_waiting(
+                r.addr,
+                "not-the-shared-secret-at-all",
+                &format!("{attrs}Message-Authenticator = 0x00\n"),
+                2,
+            );
             assert!(!ok && !out.contains("Received Access-"), "{out}");
             let (ok, out) = radclient_waiting(r.addr, SECRET, &attrs, 2);
             assert!(!ok && !out.contains("Received Access-"), "{out}");
@@ -386,9 +397,8 @@ fn totp_by_challenge_and_appended() {
         associate(s, &vpn, "user", &tess);
         associate(s, &vpn, "user", &noah);
         let secret = enroll(s, &tess);
-        let code_at = |offset: i64| {
-            cairn_directory::totp_code(&secret, chrono::Utc::now() + chrono::Duration::seconds(offset))
-        };
+        let code_at =
+            |offset: i64| cairn_directory::totp_code(&secret, chrono::Utc::now() + chrono::Duration::seconds(offset));
         let mut nas = r.nas("127.0.0.1", SECRET);
 
         // REQUIRED: a user without an authenticator cannot get in on a password alone.
@@ -436,7 +446,8 @@ fn totp_by_challenge_and_appended() {
         if have("radclient") {
             r.set_clock(690);
             let ma = "Message-Authenticator = 0x00";
-            let (_, out) = radclient(r.addr, SECRET, &format!("User-Name = \"tess\"\nUser-Password = \"{PW}\"\n{ma}\n"));
+            let (_, out) =
+                radclient(r.addr, SECRET, &format!("User-Name = \"tess\"\nUser-Password = \"{PW}\"\n{ma}\n"));
             assert!(out.contains("Received Access-Challenge"), "{out}");
             let state = out.lines().find_map(|l| l.trim().strip_prefix("State = ")).expect("a State").to_string();
             let (ok, out) = radclient(
@@ -493,7 +504,11 @@ fn lockout_is_shared_with_the_portal_and_retransmissions_count_once() {
         let (bytes, _) = nas.request("lou", "not the password", None, true);
         let first = nas.send(&bytes, Duration::from_secs(30)).expect("an answer");
         for _ in 0..2 {
-            assert_eq!(nas.send(&bytes, Duration::from_secs(30)).as_ref(), Some(&first), "the same reply, from the cache");
+            assert_eq!(
+                nas.send(&bytes, Duration::from_secs(30)).as_ref(),
+                Some(&first),
+                "the same reply, from the cache"
+            );
         }
         assert_eq!(read_reply(&first, &bytes, SECRET.as_bytes()).unwrap().code, Code::AccessReject);
         let (_, u) = s.get(&format!("/api/systemusers/{lou}"));
@@ -576,10 +591,19 @@ fn radius_servers_in_jumpclouds_shape() {
             (json!({"name": "x", "networkSourceIp": "wifi.example.com", "sharedSecret": SECRET}), "networkSourceIp"),
             (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": "short"}), "sharedSecret"),
             (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": "x".repeat(200)}), "sharedSecret"),
-            (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": "0123456789abcdef\u{0}"}), "sharedSecret"),
+            (
+                json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": "0123456789abcdef\u{0}"}),
+                "sharedSecret",
+            ),
             (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "mfa": "SOMETIMES"}), "mfa"),
-            (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "userLockoutAction": "disable"}), "userLockoutAction"),
-            (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "radsecEnabled": true}), "radsecEnabled"),
+            (
+                json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "userLockoutAction": "disable"}),
+                "userLockoutAction",
+            ),
+            (
+                json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "radsecEnabled": true}),
+                "radsecEnabled",
+            ),
             (json!({"name": "x", "networkSourceIp": "10.9.0.0/16", "sharedSecret": SECRET, "colour": "red"}), "colour"),
             (json!(["not", "an", "object"]), "body"),
         ] {
@@ -591,7 +615,10 @@ fn radius_servers_in_jumpclouds_shape() {
 
         // PUT changes what it names and answers radiusserverput (no secret); a new secret
         // takes effect at the next request.
-        let (st, v) = s.put(&format!("/api/radiusservers/{wifi}"), json!({"name": "Lobby Wi-Fi", "sharedSecret": "a-new-secret-0123456789"}));
+        let (st, v) = s.put(
+            &format!("/api/radiusservers/{wifi}"),
+            json!({"name": "Lobby Wi-Fi", "sharedSecret": "a-new-secret-0123456789"}),
+        );
         assert_eq!(st, 200, "{v}");
         assert_eq!((v["name"].as_str(), v.get("sharedSecret")), (Some("Lobby Wi-Fi"), None));
         let ada = user(s, "ada", json!({}));
@@ -698,4 +725,98 @@ fn a_flood_degrades_to_drops() {
         }
         assert!(start.elapsed() < Duration::from_secs(300), "the listener never recovered");
     }
+}
+
+/// The admin portal's RADIUS pages: a server created with a generated secret shown once,
+/// which a NAS then uses; a group associated by name lets its members in; settings saved;
+/// a read-only administrator sees and changes nothing; deleting closes the door.
+#[test]
+fn the_admin_portal_manages_radius_servers() {
+    const ADMIN_PW: &str = "correct horse battery staple";
+    let r = start(&Db::Sqlite);
+    let s = &r.s;
+    for (email, role) in [("root@example.com", "admin"), ("viewer@example.com", "read-only")] {
+        let out = s
+            .command()
+            .args(["admin", "create", "--email", email, "--password", ADMIN_PW, "--role", role])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let kim = user(s, "kim", json!({}));
+    group(s, "engineers", &[&kim]);
+    let login = |email: &str| {
+        let mut b = Browser::new(&s.base);
+        b.get("/admin/login");
+        let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
+        b.follow(p);
+        b
+    };
+    let mut b = login("root@example.com");
+    let p = b.get("/admin/radius");
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains(&format!("udp://{}", r.addr)), "{}", p.body);
+    assert!(p.body.contains("No RADIUS servers"));
+
+    let p = b.post(
+        "/admin/radius",
+        &[("name", "Lobby Wi-Fi"), ("networkSourceIp", "127.0.0.1"), ("sharedSecret", ""), ("mfa", "DISABLED")],
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    let marker = "<dt>Shared secret (shown once)</dt><dd><code class=\"wrap\">";
+    let at = p.body.find(marker).expect("the secret shown") + marker.len();
+    let secret = p.body[at..at + p.body[at..].find('<').unwrap()].to_string();
+    assert_eq!(secret.len(), 32, "{secret}");
+    let p = b.get("/admin/radius");
+    assert!(!p.body.contains(&secret), "shown once");
+    let (_, v) = s.get("/api/radiusservers");
+    let id = v["results"][0]["_id"].as_str().unwrap().to_string();
+
+    let mut nas = r.nas("127.0.0.1", &secret);
+    assert_eq!(nas.code("kim", PW), Code::AccessReject, "not associated yet");
+    let p = b.post(
+        &format!("/admin/radius/{id}/associations"),
+        &[("op", "add"), ("type", "user_group"), ("name", "engineers")],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.get(&format!("/admin/radius/{id}"));
+    assert!(p.body.contains(">engineers</a>"), "{}", p.body);
+    assert!(p.body.contains("radclient"));
+    assert_eq!(nas.code("kim", PW), Code::AccessAccept, "associated through the group");
+    let p = b.post(
+        &format!("/admin/radius/{id}/associations"),
+        &[("op", "add"), ("type", "user_group"), ("name", "no such group")],
+    );
+    assert_eq!(p.status, 404);
+    // Overlapping sources are refused on the page too.
+    let p = b.post("/admin/radius", &[("name", "Other"), ("networkSourceIp", "127.0.0.0/8"), ("sharedSecret", "")]);
+    assert!(matches!(p.status, 400 | 409), "{}", p.body);
+    assert!(p.body.contains("overlaps") && p.body.contains("Lobby Wi-Fi"), "{}", p.body);
+
+    let mut ro = login("viewer@example.com");
+    let p = ro.get(&format!("/admin/radius/{id}"));
+    assert_eq!(p.status, 200);
+    assert!(!p.body.contains("Delete Lobby Wi-Fi"));
+    assert_eq!(ro.post(&format!("/admin/radius/{id}"), &[("mfa", "ALWAYS")]).status, 403);
+    assert_eq!(ro.post("/admin/radius", &[("name", "x"), ("networkSourceIp", "10.0.0.1")]).status, 403);
+
+    let p = b.post(
+        &format!("/admin/radius/{id}"),
+        &[
+            ("name", "Lobby Wi-Fi"),
+            ("networkSourceIp", "127.0.0.1"),
+            ("sharedSecret", ""),
+            ("mfa", "DISABLED"),
+            ("userLockoutAction", "MAINTAIN"),
+            ("userPasswordExpirationAction", "REMOVE"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(s.get(&format!("/api/radiusservers/{id}")).1["userLockoutAction"], "MAINTAIN");
+    assert_eq!(nas.code("kim", PW), Code::AccessAccept, "the secret kept when left empty");
+
+    let p = b.post(&format!("/admin/radius/{id}/delete"), &[]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (bytes, _) = nas.request("kim", PW, None, true);
+    assert_eq!(nas.send(&bytes, SILENCE), None, "deleted: no answer");
 }
