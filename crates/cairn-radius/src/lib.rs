@@ -171,7 +171,7 @@ async fn receive(shared: Arc<Shared>) {
             }
         };
         metrics::counter!("cairn_radius_requests_total").increment(1);
-        if n < 20 || n > wire::MAX_PACKET {
+        if !(20..=wire::MAX_PACKET).contains(&n) {
             dropped("malformed");
             continue;
         }
