@@ -1,7 +1,8 @@
 //! What the benchmark binaries share: the release `cairn serve` they start, free ports, and
 //! the raw Argon2id rate of this machine that sign-in figures are read against.
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -50,6 +51,27 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts the release `cairn serve` in `data` (SQLite there) with these settings and waits
+    /// until it is ready; its output goes to `data/server.log`.
+    pub fn start(cairn: &Path, data: &Path, http: u16, env: &[(&str, String)]) -> Result<Server> {
+        std::fs::create_dir_all(data)?;
+        let log = std::fs::File::create(data.join("server.log"))?;
+        let mut c = Command::new(cairn);
+        c.arg("serve")
+            .current_dir(data)
+            .env("CAIRN_DATA_DIR", data)
+            .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("CAIRN_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut server = Server { child: c.spawn()?, base: format!("http://127.0.0.1:{http}") };
+        server.wait()?;
+        Ok(server)
+    }
+
     /// Waits for `/readyz`.
     pub fn wait(&mut self) -> Result<()> {
         let t = Instant::now();

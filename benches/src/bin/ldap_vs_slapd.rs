@@ -12,7 +12,7 @@
 //! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin ldap_vs_slapd
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -58,24 +58,13 @@ fn main() -> Result<()> {
 
     // Cairn, the same users through the CSV import, granted through one group.
     let t = Instant::now();
-    let data = tmp.path().join("cairn");
-    std::fs::create_dir_all(&data)?;
     let (http, ldap) = (free_port()?, free_port()?);
-    let log = std::fs::File::create(data.join("server.log"))?;
-    let child = Command::new(&cairn)
-        .arg("serve")
-        .current_dir(&data)
-        .env("CAIRN_DATA_DIR", &data)
-        .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("CAIRN_LDAP_ADDR", format!("127.0.0.1:{ldap}"))
-        .env("CAIRN_RADIUS_ADDR", "off")
-        .env("CAIRN_BOOTSTRAP_API_KEY", KEY)
-        .env("CAIRN_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let mut server = Server { child, base: format!("http://127.0.0.1:{http}") };
-    server.wait()?;
+    let env = [
+        ("CAIRN_LDAP_ADDR", format!("127.0.0.1:{ldap}")),
+        ("CAIRN_RADIUS_ADDR", "off".to_string()),
+        ("CAIRN_BOOTSTRAP_API_KEY", KEY.to_string()),
+    ];
+    let server = Server::start(&cairn, &tmp.path().join("cairn"), http, &env)?;
     let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
     let api = |method: &str, path: &str, body: Value| -> Result<Value> {
         let r =

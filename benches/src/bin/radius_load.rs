@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,31 +29,17 @@ fn main() -> Result<()> {
         bail!("{} is missing: cargo build --release -p cairn", cairn.display());
     }
     let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("cairn");
-    std::fs::create_dir_all(&data)?;
     let (http, radius) = (free_port()?, free_port()?);
-    let log = std::fs::File::create(data.join("server.log"))?;
-    let child = Command::new(&cairn)
-        .arg("serve")
-        .current_dir(&data)
-        .env("CAIRN_DATA_DIR", &data)
-        .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("CAIRN_LDAP_ADDR", "off")
-        .env("CAIRN_RADIUS_ADDR", format!("127.0.0.1:{radius}"))
-        .env("CAIRN_BOOTSTRAP_API_KEY", KEY)
-        .env("CAIRN_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let mut server = Server { child, base: format!("http://127.0.0.1:{http}") };
-    server.wait()?;
+    let env = [
+        ("CAIRN_LDAP_ADDR", "off".to_string()),
+        ("CAIRN_RADIUS_ADDR", format!("127.0.0.1:{radius}")),
+        ("CAIRN_BOOTSTRAP_API_KEY", KEY.to_string()),
+    ];
+    let server = Server::start(&cairn, &tmp.path().join("cairn"), http, &env)?;
     let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
     let api = |method: &str, path: &str, body: Value| -> Result<Value> {
-        let r = c
-            .request(method.parse()?, format!("{}{path}", server.base))
-            .header("x-api-key", KEY)
-            .json(&body)
-            .send()?;
+        let r =
+            c.request(method.parse()?, format!("{}{path}", server.base)).header("x-api-key", KEY).json(&body).send()?;
         let status = r.status();
         let text = r.text()?;
         if !status.is_success() {
@@ -62,7 +47,11 @@ fn main() -> Result<()> {
         }
         Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
     };
-    let wifi = api("POST", "/api/radiusservers", json!({"name": "bench", "networkSourceIp": "127.0.0.1", "sharedSecret": SECRET}))?;
+    let wifi = api(
+        "POST",
+        "/api/radiusservers",
+        json!({"name": "bench", "networkSourceIp": "127.0.0.1", "sharedSecret": SECRET}),
+    )?;
     let group = api("POST", "/api/v2/usergroups", json!({"name": "staff"}))?;
     let gid = group["id"].as_str().context("group id")?.to_string();
     for i in 0..USERS {
@@ -75,7 +64,11 @@ fn main() -> Result<()> {
         api("POST", &format!("/api/v2/usergroups/{gid}/members"), json!({"op": "add", "type": "user", "id": uid}))?;
     }
     let sid = wifi["_id"].as_str().context("server id")?;
-    api("POST", &format!("/api/v2/radiusservers/{sid}/associations"), json!({"op": "add", "type": "user_group", "id": gid}))?;
+    api(
+        "POST",
+        &format!("/api/v2/radiusservers/{sid}/associations"),
+        json!({"op": "add", "type": "user_group", "id": gid}),
+    )?;
     let to: SocketAddr = format!("127.0.0.1:{radius}").parse()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -115,7 +108,9 @@ fn main() -> Result<()> {
         std::thread::spawn(move || {
             while stop.load(Ordering::Relaxed) == 0 {
                 if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)) {
+                    if let Some(kib) =
+                        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1))
+                    {
                         samples.lock().unwrap().push(kib.parse::<f64>().unwrap_or(0.0) / 1024.0);
                     }
                 }

@@ -131,6 +131,8 @@ struct Inner {
     ldap_server_id: std::sync::OnceLock<String>,
     /// RADIUS server writes by this process, so its listener rereads them at once.
     radius_epoch: AtomicU64,
+    /// Other processes' changes are listened for once, whichever front ends ask.
+    watching: std::sync::Once,
 }
 
 impl Directory {
@@ -154,6 +156,7 @@ impl Directory {
                 imports: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1))),
                 ldap_server_id: std::sync::OnceLock::new(),
                 radius_epoch: AtomicU64::new(0),
+                watching: std::sync::Once::new(),
                 config,
             }),
         }

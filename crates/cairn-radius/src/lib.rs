@@ -137,6 +137,8 @@ pub async fn start(
 ) -> Result<SocketAddr> {
     let sock = UdpSocket::bind(&cfg.addr).await.with_context(|| format!("cannot listen for RADIUS on {}", cfg.addr))?;
     let addr = sock.local_addr()?;
+    // Another process's change of a server reaches this one's table at once (PostgreSQL).
+    dir.watch_changes();
     let (stamp, clients) = dir.radius_clients().await.context("cannot read the RADIUS servers")?;
     let table = Table { stamp, read_at: Instant::now(), clients: clients.into_iter().map(Arc::new).collect() };
     let shared = Arc::new(Shared {

@@ -27,6 +27,20 @@ fn from_row(r: &AnyRow) -> Result<RadiusServer> {
     })
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `$1`…`$8`: the id and every column a write sets.
+fn bind<'q>(q: Query<'q>, s: &RadiusServer) -> Query<'q> {
+    q.bind(s.id.clone())
+        .bind(s.name.clone())
+        .bind(s.source.to_string())
+        .bind(s.sealed_secret.clone())
+        .bind(s.mfa.as_str())
+        .bind(s.user_lockout_action.as_str())
+        .bind(s.user_password_expiration_action.as_str())
+        .bind(i64::from(s.user_password_enabled))
+}
+
 impl Db<'_> {
     /// Holds every other writer of RADIUS servers off until this transaction ends, so that an
     /// overlap check and the write it allows are one step (SQLite's one writer already is).
@@ -39,42 +53,19 @@ impl Db<'_> {
     }
 
     pub async fn insert_radius_server(&mut self, s: &RadiusServer) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO radius_servers (id, name, network_source_ip, shared_secret, mfa, user_lockout_action, \
-             user_password_expiration_action, user_password_enabled, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(s.id.clone())
-        .bind(s.name.clone())
-        .bind(s.source.to_string())
-        .bind(s.sealed_secret.clone())
-        .bind(s.mfa.as_str())
-        .bind(s.user_lockout_action.as_str())
-        .bind(s.user_password_expiration_action.as_str())
-        .bind(i64::from(s.user_password_enabled))
-        .bind(time_text(s.created))
-        .execute(&mut *self.c)
-        .await?;
+        let sql = "INSERT INTO radius_servers (id, name, network_source_ip, shared_secret, mfa, user_lockout_action, \
+                   user_password_expiration_action, user_password_enabled, created) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        bind(sqlx::query(sql), s).bind(time_text(s.created)).execute(&mut *self.c).await?;
         Ok(())
     }
 
     /// Writes everything but the id and creation time; false when there is no such server.
     pub async fn update_radius_server(&mut self, s: &RadiusServer) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE radius_servers SET name = $2, network_source_ip = $3, shared_secret = $4, mfa = $5, \
-             user_lockout_action = $6, user_password_expiration_action = $7, user_password_enabled = $8 \
-             WHERE id = $1",
-        )
-        .bind(s.id.clone())
-        .bind(s.name.clone())
-        .bind(s.source.to_string())
-        .bind(s.sealed_secret.clone())
-        .bind(s.mfa.as_str())
-        .bind(s.user_lockout_action.as_str())
-        .bind(s.user_password_expiration_action.as_str())
-        .bind(i64::from(s.user_password_enabled))
-        .execute(&mut *self.c)
-        .await?;
+        let sql = "UPDATE radius_servers SET name = $2, network_source_ip = $3, shared_secret = $4, mfa = $5, \
+                   user_lockout_action = $6, user_password_expiration_action = $7, user_password_enabled = $8 \
+                   WHERE id = $1";
+        let r = bind(sqlx::query(sql), s).execute(&mut *self.c).await?;
         Ok(r.rows_affected() == 1)
     }
 

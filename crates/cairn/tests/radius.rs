@@ -820,3 +820,57 @@ fn the_admin_portal_manages_radius_servers() {
     let (bytes, _) = nas.request("kim", PW, None, true);
     assert_eq!(nas.send(&bytes, SILENCE), None, "deleted: no answer");
 }
+
+/// Two processes on one PostgreSQL: a server created through one is answered by the other's
+/// listener, a suspension through one closes the other's door at the next request, and a
+/// deletion silences it.
+#[test]
+fn a_second_process_follows_changes_on_postgres() {
+    for db in Db::all("radius_two_processes") {
+        if matches!(db, Db::Sqlite) {
+            continue;
+        }
+        let a = start(&db);
+        let port = free_udp_port();
+        // The same data directory: the same key opens the sealed secrets.
+        let b = Server::start_with(
+            &db,
+            &[
+                ("CAIRN_BOOTSTRAP_API_KEY", common::KEY),
+                ("CAIRN_RADIUS_ADDR", &format!("127.0.0.1:{port}")),
+                ("CAIRN_DATA_DIR", a.s.data_dir().to_str().unwrap()),
+            ],
+        );
+        let b_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let s = &a.s;
+        let wifi = radius_server(s, "Office Wi-Fi", "127.0.0.1", SECRET, json!({}));
+        let ada = user(s, "ada", json!({}));
+        associate(s, &wifi, "user", &ada);
+        let mut nas = a.nas("127.0.0.1", SECRET);
+        nas.to = b_addr;
+        // The other process hears of the new server by notification, asynchronously.
+        let start = Instant::now();
+        loop {
+            let (bytes, _) = nas.request("ada", PW, None, true);
+            if let Some(reply) = nas.send(&bytes, Duration::from_secs(2)) {
+                assert_eq!(read_reply(&reply, &bytes, SECRET.as_bytes()).unwrap().code, Code::AccessAccept);
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the second process never learnt of the server");
+        }
+        let (st, _) = s.put(&format!("/api/systemusers/{ada}"), json!({"state": "SUSPENDED"}));
+        assert_eq!(st, 200);
+        assert_eq!(nas.code("ada", PW), Code::AccessReject, "suspended through the other process");
+        let (st, _) = s.delete(&format!("/api/radiusservers/{wifi}"));
+        assert_eq!(st, 200);
+        let start = Instant::now();
+        loop {
+            let (bytes, _) = nas.request("ada", PW, None, true);
+            if nas.send(&bytes, SILENCE).is_none() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the deleted server is still answered");
+        }
+        drop(b);
+    }
+}
