@@ -129,7 +129,7 @@ fn main() -> Result<()> {
     let dropped: f64 = text
         .lines()
         .filter(|l| l.starts_with("cairn_radius_dropped_total{reason=\"overload\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     println!(
         "\n10× overload (500 outstanding, {SECONDS} s): answered {:.1}/s, p99 of answered {:.0} ms, unanswered {}, \
