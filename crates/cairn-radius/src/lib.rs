@@ -77,6 +77,22 @@ fn dropped(reason: &'static str) {
     metrics::counter!("cairn_radius_dropped_total", "reason" => reason).increment(1);
 }
 
+/// A dropped request worth an administrator's eye (an unknown device, a wrong secret): logged
+/// as a warning at most every ten seconds, so a flood cannot fill the log; the metric counts
+/// every one.
+fn warn_dropped(peer: SocketAddr, why: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = START.get_or_init(Instant::now).elapsed().as_secs() + 10;
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(%peer, "RADIUS request dropped: {why} (more are counted in cairn_radius_dropped_total)");
+    } else {
+        tracing::debug!(%peer, "RADIUS request dropped: {why}");
+    }
+}
+
 /// The servers as last read, with the stamp to tell when to read them again.
 struct Table {
     stamp: RadiusStamp,
@@ -182,7 +198,7 @@ async fn receive(shared: Arc<Shared>) {
         let fresh = table.fresh(&shared.dir);
         if fresh && table.find(peer.ip()).is_none() {
             dropped("unknown_source");
-            tracing::debug!(%peer, "RADIUS request from an unknown source dropped");
+            warn_dropped(peer, "no RADIUS server claims its source address");
             continue;
         }
         let key: DupKey = (peer, datagram[1], datagram[4..20].try_into().expect("16 octets"));
@@ -289,6 +305,7 @@ impl Shared {
         let client = self.table().await?.find(peer.ip());
         let Some(client) = client else {
             dropped("unknown_source");
+            warn_dropped(peer, "no RADIUS server claims its source address");
             return None;
         };
         if datagram[0] != Code::AccessRequest as u8 {
@@ -297,12 +314,15 @@ impl Shared {
         }
         let secret = client.secret.expose().as_bytes();
         if let Err(p) = wire::verify_request(datagram, secret) {
-            dropped(match p {
-                wire::MaProblem::Missing => "message_authenticator_missing",
-                wire::MaProblem::Malformed => "malformed",
-                wire::MaProblem::Wrong => "message_authenticator_wrong",
-            });
-            tracing::debug!(%peer, server = %client.id, problem = ?p, "RADIUS request dropped");
+            let (reason, why) = match p {
+                wire::MaProblem::Missing => ("message_authenticator_missing", "no Message-Authenticator"),
+                wire::MaProblem::Malformed => ("malformed", "malformed attributes"),
+                wire::MaProblem::Wrong => {
+                    ("message_authenticator_wrong", "wrong Message-Authenticator (a wrong shared secret?)")
+                }
+            };
+            dropped(reason);
+            warn_dropped(peer, why);
             return None;
         }
         let Ok(req) = Packet::decode(datagram, secret) else {
