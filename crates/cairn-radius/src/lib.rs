@@ -121,9 +121,10 @@ enum Seen {
     Answered(Arc<Vec<u8>>),
 }
 
-/// Replies by (source, identifier, authenticator) for a few seconds, oldest first out.
+/// Replies by (source, identifier, authenticator) for a few seconds after they were sent,
+/// oldest first out; a request in work stays until it is answered or dropped.
 struct Replies {
-    map: HashMap<DupKey, Seen>,
+    map: HashMap<DupKey, (Instant, Seen)>,
     order: VecDeque<(Instant, DupKey)>,
 }
 
@@ -236,7 +237,7 @@ impl Shared {
     fn seen(&self, key: DupKey) -> Option<Seen> {
         let mut r = self.replies.lock().expect("replies");
         r.expire(self.limits.duplicate_window);
-        r.map.get(&key).map(|s| match s {
+        r.map.get(&key).map(|(_, s)| match s {
             Seen::InWork => Seen::InWork,
             Seen::Answered(b) => Seen::Answered(b.clone()),
         })
@@ -248,8 +249,7 @@ impl Shared {
         if r.map.len() >= self.limits.max_cached_replies {
             return false;
         }
-        r.map.insert(key, Seen::InWork);
-        r.order.push_back((Instant::now(), key));
+        r.map.insert(key, (Instant::now(), Seen::InWork));
         true
     }
 
@@ -262,8 +262,10 @@ impl Shared {
                     tracing::debug!(%peer, error = %e, "RADIUS reply not sent");
                 }
                 let mut r = self.replies.lock().expect("replies");
+                let now = Instant::now();
                 if let Some(s) = r.map.get_mut(&key) {
-                    *s = Seen::Answered(Arc::new(bytes));
+                    *s = (now, Seen::Answered(Arc::new(bytes)));
+                    r.order.push_back((now, key));
                 }
             }
             None => {
@@ -473,7 +475,11 @@ impl Replies {
                 break;
             }
             self.order.pop_front();
-            self.map.remove(&key);
+            // Only the reply this entry was queued for (the same request may have been
+            // answered again since).
+            if self.map.get(&key).is_some_and(|(t, s)| *t == at && matches!(s, Seen::Answered(_))) {
+                self.map.remove(&key);
+            }
         }
     }
 }
@@ -482,4 +488,30 @@ enum Answer {
     Accept,
     Reject,
     Challenge([u8; 16]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_expire_after_their_answer_and_requests_in_work_stay() {
+        let mut r = Replies { map: HashMap::new(), order: VecDeque::new() };
+        let key = |id: u8| -> DupKey { ("192.0.2.1:5000".parse().unwrap(), id, [id; 16]) };
+        let old = Instant::now();
+        r.map.insert(key(1), (old, Seen::InWork));
+        r.map.insert(key(2), (old, Seen::Answered(Arc::new(vec![2]))));
+        r.order.push_back((old, key(2)));
+        // Answered again later: the earlier queue entry must not remove the newer reply.
+        let newer = old + Duration::from_millis(1);
+        r.map.insert(key(3), (newer, Seen::Answered(Arc::new(vec![3]))));
+        r.order.push_back((old, key(3)));
+        r.order.push_back((newer, key(3)));
+        r.expire(Duration::from_secs(3600));
+        assert_eq!(r.map.len(), 3, "nothing is old yet");
+        r.expire(Duration::ZERO);
+        assert!(r.map.contains_key(&key(1)), "a request in work stays however long it takes");
+        assert!(!r.map.contains_key(&key(2)) && !r.map.contains_key(&key(3)));
+        assert!(r.order.is_empty());
+    }
 }
