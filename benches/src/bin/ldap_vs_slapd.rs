@@ -12,11 +12,11 @@
 //! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin ldap_vs_slapd
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use cairn_bench::{free_port, raw_argon2_rate, Server};
 use serde_json::{json, Value};
 
 const KEY: &str = "cairn_bench_ldap_key_0123456789abcdef";
@@ -58,24 +58,13 @@ fn main() -> Result<()> {
 
     // Cairn, the same users through the CSV import, granted through one group.
     let t = Instant::now();
-    let data = tmp.path().join("cairn");
-    std::fs::create_dir_all(&data)?;
     let (http, ldap) = (free_port()?, free_port()?);
-    let log = std::fs::File::create(data.join("server.log"))?;
-    let child = Command::new(&cairn)
-        .arg("serve")
-        .current_dir(&data)
-        .env("CAIRN_DATA_DIR", &data)
-        .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("CAIRN_LDAP_ADDR", format!("127.0.0.1:{ldap}"))
-        .env("CAIRN_RADIUS_ADDR", "off")
-        .env("CAIRN_BOOTSTRAP_API_KEY", KEY)
-        .env("CAIRN_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let mut server = Server { child, base: format!("http://127.0.0.1:{http}") };
-    server.wait()?;
+    let env = [
+        ("CAIRN_LDAP_ADDR", format!("127.0.0.1:{ldap}")),
+        ("CAIRN_RADIUS_ADDR", "off".to_string()),
+        ("CAIRN_BOOTSTRAP_API_KEY", KEY.to_string()),
+    ];
+    let server = Server::start(&cairn, &tmp.path().join("cairn"), http, &env)?;
     let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
     let api = |method: &str, path: &str, body: Value| -> Result<Value> {
         let r =
@@ -235,70 +224,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// Argon2id verifications per second on every core, Cairn's parameters.
-fn raw_argon2_rate() -> Result<f64> {
-    let salt = SaltString::encode_b64(b"benchmark-salt16")?;
-    let hash = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(19 * 1024, 2, 1, None).map_err(|e| anyhow!("{e}"))?,
-    )
-    .hash_password(b"pw-u000001", &salt)
-    .map_err(|e| anyhow!("{e}"))?
-    .to_string();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let t = Instant::now();
-    let per = 40;
-    let threads: Vec<_> = (0..cores)
-        .map(|_| {
-            let hash = hash.clone();
-            std::thread::spawn(move || {
-                let parsed = PasswordHash::new(&hash).expect("phc");
-                for _ in 0..per {
-                    argon2::Argon2::default().verify_password(b"pw-u000001", &parsed).expect("verifies");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().map_err(|_| anyhow!("thread"))?;
-    }
-    Ok((cores * per) as f64 / t.elapsed().as_secs_f64())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn wait(&mut self) -> Result<()> {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(60) {
-            if let Ok(r) = reqwest::blocking::get(format!("{}/readyz", self.base)) {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if let Some(s) = self.child.try_wait()? {
-                bail!("cairn exited: {s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("cairn did not become ready")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Kill(u32);
 
 impl Drop for Kill {

@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                             credential: Credential::Password { login: "bench", password: &password, code: None },
                             resource: None,
                             client_addr: None,
+                            device: None,
                         };
                         d.authenticate(&ctx, req).await.expect("login");
                     }
@@ -166,6 +167,7 @@ async fn concurrent_failures(url: &str) -> anyhow::Result<()> {
                         credential: Credential::Password { login: "target", password: &password, code: None },
                         resource: None,
                         client_addr: None,
+                        device: None,
                     };
                     let s = Instant::now();
                     assert!(d.authenticate(&ctx, req).await.is_err());

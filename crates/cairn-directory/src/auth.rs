@@ -50,6 +50,9 @@ pub struct AuthRequest<'a> {
     /// `None` for Cairn's own portals; the other protocols grant nothing without one.
     pub resource: Option<ResourceRef>,
     pub client_addr: Option<String>,
+    /// The device the person signs in through, as it names itself (a RADIUS NAS-Identifier),
+    /// kept in the event.
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,10 +270,12 @@ impl Directory {
         let ctx = Ctx { client_addr: req.client_addr.clone().or_else(|| ctx.client_addr.clone()), ..ctx.clone() };
         let out = match &req.credential {
             Credential::Password { login, password, code } => {
-                self.password_attempt(&ctx, req.protocol, req.resource.as_ref(), login, password, *code).await?
+                let device = req.device.as_deref();
+                self.password_attempt(&ctx, req.protocol, req.resource.as_ref(), device, login, password, *code).await?
             }
             Credential::SecondFactor { ticket, code } => {
-                self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), ticket, code).await?
+                self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), req.device.as_deref(), ticket, code)
+                    .await?
             }
             Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
         };
@@ -325,11 +330,13 @@ impl Directory {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn password_attempt(
         &self,
         ctx: &Ctx,
         protocol: Protocol,
         resource: Option<&ResourceRef>,
+        device: Option<&str>,
         login: &str,
         password: &Secret,
         code: Option<&str>,
@@ -342,7 +349,7 @@ impl Directory {
         } else {
             self.find_account(account, &key).await?
         };
-        let detail = attempt_detail(protocol, resource, clip(login, EVENT_LOGIN_CHARS));
+        let detail = attempt_detail(protocol, resource, device, clip(login, EVENT_LOGIN_CHARS));
         let Some(acct) = found else {
             // Spend what a real check costs, so timing does not tell which accounts exist.
             let _ = self.hasher().verify(password, &dummy_hash()).await;
@@ -386,6 +393,7 @@ impl Directory {
         ctx: &Ctx,
         protocol: Protocol,
         resource: Option<&ResourceRef>,
+        device: Option<&str>,
         ticket: &str,
         code: &str,
     ) -> Result<Outcome> {
@@ -429,7 +437,7 @@ impl Directory {
                 reason: "the sign-in step is for another resource".into(),
             });
         }
-        let mut detail = attempt_detail(protocol, resource, acct.name().to_string());
+        let mut detail = attempt_detail(protocol, resource, device, acct.name().to_string());
         detail["step"] = json!("totp");
         self.conclude(ctx, protocol, resource, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
     }
@@ -499,8 +507,12 @@ impl Directory {
             }
             Proof::Ticket => true,
         };
+        let rules = crate::radius::resource_rules(&mut tx.db(), resource).await?;
         let before = acct.lock;
         let mut lock = before.current(&policy, now);
+        // A resource may let a locked account in (RADIUS `userLockoutAction: MAINTAIN`): only
+        // with the right password, and the lock stays for everything else.
+        let lock_maintained = lock.locked && rules.allow_locked && password_ok;
         let mut revoke = false;
         let mut new_ticket: Option<(Step, String)> = None;
         // A matching code is used up here, and only here, so it is accepted once.
@@ -508,7 +520,8 @@ impl Directory {
             Code::Matched(step) if password_ok && !lock.locked => !tx.db().claim_totp_step(account, id, step).await?,
             _ => false,
         };
-        let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked {
+        let (result, reason): (std::result::Result<Authenticated, Refusal>, String) = if lock.locked && !lock_maintained
+        {
             // Refused and not counted; only the owner of the right password learns why (the
             // state first, as in the access decision).
             let d = if acct.state != State::Activated { Denial::NotActive } else { Denial::Locked };
@@ -536,15 +549,22 @@ impl Directory {
                 (Some(r), Principal::User(u)) => crate::grants::granted_in(&mut tx.db(), &u.id, r).await?,
                 (Some(_), Principal::Admin(_) | Principal::Service(_)) => false,
             };
+            let excluded = acct.mfa_excluded_until.is_some_and(|t| t > now);
+            let password = match acct.password {
+                // RADIUS `userPasswordExpirationAction: MAINTAIN` lets an expired password in.
+                PasswordStatus::Expired if rules.allow_expired => PasswordStatus::Active,
+                p => p,
+            };
             let access = AccessRequest {
                 state: acct.state,
-                password: acct.password,
+                password,
                 delegated: acct.delegated,
                 locked: false,
                 // On the web an enrolled authenticator is always asked for.
                 // An exclusion period (resetmfa) waives the requirement until it ends.
-                mfa_required: (acct.mfa_required && acct.mfa_excluded_until.is_none_or(|t| t <= now))
-                    || (enrolled && protocol.web()),
+                mfa_required: (acct.mfa_required && !excluded)
+                    || (enrolled && protocol.web())
+                    || rules.mfa.is_some_and(|m| m.requires(enrolled, excluded)),
                 mfa_presented: matches!(code, Code::Matched(_)),
                 granted,
             };
@@ -729,8 +749,12 @@ fn resource_json(r: Option<&ResourceRef>) -> Value {
     r.map_or(Value::Null, |r| json!({ "type": r.kind.as_str(), "id": r.id }))
 }
 
-fn attempt_detail(protocol: Protocol, resource: Option<&ResourceRef>, login: String) -> Value {
-    json!({ "protocol": protocol, "resource": resource_json(resource), "login": login })
+fn attempt_detail(protocol: Protocol, resource: Option<&ResourceRef>, device: Option<&str>, login: String) -> Value {
+    let mut d = json!({ "protocol": protocol, "resource": resource_json(resource), "login": login });
+    if let Some(dev) = device {
+        d["device"] = json!(clip(dev, EVENT_LOGIN_CHARS));
+    }
+    d
 }
 
 /// What proves the first factor.

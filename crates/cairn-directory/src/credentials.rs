@@ -101,6 +101,7 @@ impl Directory {
             credential: crate::Credential::Password { login: &user.username, password: current, code: None },
             resource: None,
             client_addr: ctx.client_addr.clone(),
+            device: None,
         };
         match self.authenticate(ctx, req).await {
             Ok(a) if a.principal().id() == user_id => {}

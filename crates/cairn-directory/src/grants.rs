@@ -54,8 +54,12 @@ async fn resource_name(db: &mut Db<'_>, r: &ResourceRef) -> Result<String> {
     match r.kind {
         // The one built-in server is never deleted.
         ResourceKind::LdapServer => Ok(db.get_ldap_server(&r.id).await?.ok_or_else(|| no_such(r.kind, &r.id))?.name),
-        // Their records come with their own issues; until then there are none to grant.
-        ResourceKind::RadiusServer | ResourceKind::Application => Err(Error::NotFound(format!(
+        // Held until the transaction ends, so a deletion beside it removes what it adds.
+        ResourceKind::RadiusServer => {
+            Ok(db.get_radius_server(&r.id, true).await?.ok_or_else(|| no_such(r.kind, &r.id))?.name)
+        }
+        // Their records come with their own issue; until then there are none to grant.
+        ResourceKind::Application => Err(Error::NotFound(format!(
             "no {} with id '{}': Cairn has no {}s yet",
             r.kind.label(),
             r.id,

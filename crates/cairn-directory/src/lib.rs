@@ -19,6 +19,7 @@ mod load;
 mod mailer;
 mod outbox;
 mod password;
+mod radius;
 mod scheduler;
 mod scim;
 mod secretbox;
@@ -29,7 +30,7 @@ mod upload;
 mod users;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_domain::id::format_object_id;
@@ -57,6 +58,7 @@ pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use password::{argon2 as argon2_params, Hasher};
+pub use radius::{generate_shared_secret, RadiusClient, RadiusStamp, MAX_RADIUS_SERVERS};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
 pub use service::{ApiCaller, IssuedToken, NewServiceAccount};
@@ -127,6 +129,10 @@ struct Inner {
     imports: Arc<tokio::sync::Semaphore>,
     /// The built-in LDAP server's id, read once: it is never deleted.
     ldap_server_id: std::sync::OnceLock<String>,
+    /// RADIUS server writes by this process, so its listener rereads them at once.
+    radius_epoch: AtomicU64,
+    /// Other processes' changes are listened for once, whichever front ends ask.
+    watching: std::sync::Once,
 }
 
 impl Directory {
@@ -149,6 +155,8 @@ impl Directory {
                 reset_throttle: Mutex::new(Throttle::new(config.reset_rate, THROTTLE_KEYS)),
                 imports: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1))),
                 ldap_server_id: std::sync::OnceLock::new(),
+                radius_epoch: AtomicU64::new(0),
+                watching: std::sync::Once::new(),
                 config,
             }),
         }

@@ -104,6 +104,7 @@ impl Directory {
             credential: Credential::ClientSecret { client_id, secret },
             resource: None,
             client_addr,
+            device: None,
         };
         let account = match self.authenticate(ctx, req).await? {
             Authenticated::Granted(Principal::Service(a)) => a,

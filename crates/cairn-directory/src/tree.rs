@@ -140,7 +140,7 @@ impl Directory {
     /// Listens for other processes' changes (PostgreSQL), so that read models here read them
     /// at once rather than within a second.
     pub fn watch_changes(&self) {
-        self.store().watch_changes();
+        self.inner.watching.call_once(|| self.store().watch_changes());
     }
 
     /// Drops change log rows no reader needs any more (the scheduler's sweep).

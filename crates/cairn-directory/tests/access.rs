@@ -89,6 +89,7 @@ async fn sign_in(
         credential: Credential::Password { login, password: &password, code: None },
         resource: None,
         client_addr: addr.map(str::to_string),
+        device: None,
     };
     d.authenticate(&portal(), req).await
 }
@@ -99,6 +100,7 @@ async fn code(d: &Directory, proto: Protocol, ticket: &str, code: &str) -> Resul
         credential: Credential::SecondFactor { ticket, code },
         resource: None,
         client_addr: None,
+        device: None,
     };
     d.authenticate(&portal(), req).await
 }

@@ -209,6 +209,7 @@ async fn authenticate_follows_the_table_and_records_each_attempt_once() {
                             },
                             resource: (p != Protocol::Portal).then(|| ldap.clone()),
                             client_addr: Some("203.0.113.5".into()),
+                            device: None,
                         };
                         let before = attempts(&d, &r.id).await.len();
                         let got = match d.authenticate(&admin(), req).await {

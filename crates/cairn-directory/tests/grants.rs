@@ -141,8 +141,8 @@ async fn both_ends_must_exist() {
                 }
             }
         }
-        match d.associate(&admin(), &ada, &ResourceRef::new(ResourceKind::RadiusServer, missing), GraphOp::Add).await {
-            Err(Error::NotFound(m)) => assert!(m.contains("Cairn has no RADIUS servers yet"), "{m}"),
+        match d.associate(&admin(), &ada, &ResourceRef::new(ResourceKind::Application, missing), GraphOp::Add).await {
+            Err(Error::NotFound(m)) => assert!(m.contains("Cairn has no applications yet"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod oauth;
 pub mod password;
 pub mod query;
+pub mod radius;
 pub mod records;
 pub mod scim;
 pub mod settings;

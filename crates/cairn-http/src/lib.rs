@@ -8,6 +8,7 @@ mod api_grants;
 mod api_groups;
 mod api_lifecycle;
 mod api_misc;
+mod api_radius;
 mod api_service;
 mod api_users;
 mod error;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Where the LDAP listeners run, for the admin portal's LDAP page (`None`: off).
     pub ldap: Option<LdapListing>,
+    /// Where the RADIUS listener runs (`host:port`), for the admin portal (`None`: off).
+    pub radius_addr: Option<String>,
 }
 
 /// The LDAP front end as the admin portal shows it.
@@ -98,6 +101,7 @@ fn api_openapi(state: &Shared) -> OpenApiRouter<Shared> {
         .merge(api_credentials::routes())
         .merge(api_groups::routes())
         .merge(api_grants::routes())
+        .merge(api_radius::routes())
         .merge(api_misc::routes())
         .merge(api_service::routes())
         .merge(scim::api_routes())

@@ -209,6 +209,7 @@ fn written() -> Value {
     extend(&mut doc, lifecycle());
     extend(&mut doc, credentials_and_bulk());
     extend(&mut doc, grants());
+    extend(&mut doc, radius());
     extend(&mut doc, service_accounts());
     extend(&mut doc, crate::scim::openapi_paths());
     doc
@@ -260,6 +261,52 @@ fn lifecycle() -> Value {
     })
 }
 
+/// RADIUS servers (§11): JumpCloud's v1 `radiusserver` shapes; the secret is written, never read.
+fn radius() -> Value {
+    let fields = json!({
+        "name": { "type": "string", "minLength": 1, "maxLength": 256 },
+        "networkSourceIp": { "type": "string", "description": "the NAS address, or a CIDR range without host bits; no two servers' overlap" },
+        "sharedSecret": { "type": "string", "minLength": 16, "maxLength": 128, "writeOnly": true },
+        "mfa": { "type": "string", "enum": ["DISABLED", "ENABLED", "REQUIRED", "ALWAYS"], "default": "DISABLED" },
+        "userLockoutAction": { "type": "string", "enum": ["REMOVE", "MAINTAIN"], "default": "REMOVE" },
+        "userPasswordExpirationAction": { "type": "string", "enum": ["REMOVE", "MAINTAIN"], "default": "REMOVE" },
+        "userPasswordEnabled": { "type": "boolean", "default": true },
+        "authIdp": { "type": "string", "enum": ["JUMPCLOUD"] },
+        "caCert": { "type": "string", "maxLength": 0 },
+        "deviceCertEnabled": { "type": "boolean", "enum": [false] }, "radsecEnabled": { "type": "boolean", "enum": [false] },
+        "requireRadsec": { "type": "boolean", "enum": [false] }, "requireTlsAuth": { "type": "boolean", "enum": [false] },
+        "userCertEnabled": { "type": "boolean", "enum": [false] }
+    });
+    let mut shown = fields.clone();
+    shown["sharedSecret"] =
+        json!({ "type": "string", "description": "only in the answer to POST: the secret just sent" });
+    shown["_id"] = json!({ "type": "string", "readOnly": true });
+    shown["id"] = json!({ "type": "string", "readOnly": true });
+    shown["organization"] = json!({ "type": "string", "readOnly": true });
+    let page = [
+        q("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }), "page size"),
+        q("skip", json!({ "type": "integer", "minimum": 0, "default": 0 }), "offset"),
+    ];
+    json!({
+        "paths": {
+            "/radiusservers": {
+                "get": { "operationId": "radiusservers_list", "parameters": page, "responses": ok("200", json!({ "type": "object", "properties": {
+                    "totalCount": { "type": "integer" }, "results": { "type": "array", "items": r("RadiusServer") } } })) },
+                "post": { "operationId": "radiusservers_create", "requestBody": body("RadiusServerPost"), "responses": ok("200", r("RadiusServer")) }
+            },
+            "/radiusservers/{id}": { "parameters": [id_param("id")],
+                "get": { "operationId": "radiusservers_get", "responses": ok("200", r("RadiusServer")) },
+                "put": { "operationId": "radiusservers_put", "requestBody": body("RadiusServerPut"), "responses": ok("200", r("RadiusServer")) },
+                "delete": { "operationId": "radiusservers_delete", "responses": ok("200", r("RadiusServer")) } }
+        },
+        "schemas": {
+            "RadiusServerPost": { "type": "object", "required": ["name", "networkSourceIp", "sharedSecret"], "additionalProperties": false, "properties": fields.clone() },
+            "RadiusServerPut": { "type": "object", "additionalProperties": false, "description": "fields left out keep their values", "properties": fields },
+            "RadiusServer": { "type": "object", "properties": shown }
+        }
+    })
+}
+
 /// The graph (§4.2): associations from either end, and the built-in LDAP server.
 fn grants() -> Value {
     use cairn_domain::graph::{GraphKind, ResourceKind, SubjectKind};
@@ -297,7 +344,9 @@ fn grants() -> Value {
                 "responses": ok("200", json!({ "type": "array", "items": r("LdapServer") })) } },
             "/v2/ldapservers/{id}": { "parameters": [id_param("id")], "get": { "operationId": "ldapservers_get", "responses": ok("200", r("LdapServer")) } },
             "/v2/ldapservers/{id}/associations": { "parameters": [id_param("id")],
-                "get": list(&subjects, "ldapservers_associations_list"), "post": change("GraphOperationSubject", "ldapservers_associations_change") }
+                "get": list(&subjects, "ldapservers_associations_list"), "post": change("GraphOperationSubject", "ldapservers_associations_change") },
+            "/v2/radiusservers/{id}/associations": { "parameters": [id_param("id")],
+                "get": list(&subjects, "radiusservers_associations_list"), "post": change("GraphOperationSubject", "radiusservers_associations_change") }
         },
         "schemas": {
             "GraphOperationResource": operation(&resources),

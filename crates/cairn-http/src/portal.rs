@@ -322,6 +322,7 @@ async fn login_submit(
         credential: Credential::Password { login: &login, password: &password, code: None },
         resource: None,
         client_addr: p.ctx.client_addr.clone(),
+        device: None,
     };
     match st.dir.authenticate(&p.ctx, req).await {
         Ok(auth) => continue_login(&st, &p, auth, cookie(&headers, SESSION_COOKIE).as_deref()).await,
@@ -373,6 +374,7 @@ async fn totp_submit(
         credential: Credential::SecondFactor { ticket: &ticket, code },
         resource: None,
         client_addr: p.ctx.client_addr.clone(),
+        device: None,
     };
     match st.dir.authenticate(&p.ctx, req).await {
         Ok(auth) => continue_login(&st, &p, auth, Some(&ticket)).await,

@@ -235,6 +235,7 @@ impl Session {
             credential: Credential::Password { login: &login, password: &secret, code: None },
             resource: Some(resource),
             client_addr: Some(self.peer.ip().to_string()),
+            device: None,
         };
         let (code, message, outcome) = match self.shared.dir.authenticate(&self.ctx(), req).await {
             Ok(Authenticated::Granted(Principal::User(u))) => {

@@ -11,6 +11,7 @@ mod bulk;
 mod changes;
 mod credentials;
 mod graph;
+mod radius;
 mod rows;
 mod scim;
 mod service;

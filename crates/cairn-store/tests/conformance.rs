@@ -57,6 +57,7 @@ async fn suite(store: Store) {
     groups(&store).await;
     associations(&store).await;
     ldap_servers(&store).await;
+    radius_servers(&store).await;
     events_and_keys(&store).await;
     rollback(&store).await;
     bulk_writer(&store).await;
@@ -396,6 +397,57 @@ async fn ldap_servers(store: &Store) {
     assert_eq!(c.db().get_ldap_server(&id(701)).await.unwrap(), None);
     assert_eq!(c.db().ldap_servers(10, 0).await.unwrap(), (1, vec![s]));
     assert_eq!(c.db().ldap_servers(10, 1).await.unwrap().1, vec![]);
+}
+
+async fn radius_servers(store: &Store) {
+    use cairn_domain::radius::{RadiusAction, RadiusMfa, RadiusServer, Source};
+    let a = RadiusServer {
+        id: id(710),
+        name: "Office Wi-Fi".into(),
+        source: Source::parse("10.0.0.0/24").unwrap(),
+        sealed_secret: "v1:sealed".into(),
+        mfa: RadiusMfa::Required,
+        user_lockout_action: RadiusAction::Maintain,
+        user_password_expiration_action: RadiusAction::Remove,
+        user_password_enabled: true,
+        created: t(710),
+    };
+    let b = RadiusServer {
+        id: id(711),
+        name: "VPN".into(),
+        source: Source::parse("2001:db8::1").unwrap(),
+        created: t(711),
+        ..a.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().lock_radius_servers().await.unwrap();
+    tx.db().insert_radius_server(&a).await.unwrap();
+    tx.db().insert_radius_server(&b).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().get_radius_server(&a.id, false).await.unwrap(), Some(a.clone()));
+    assert_eq!(c.db().radius_servers(10, 0).await.unwrap(), (2, vec![a.clone(), b.clone()]), "oldest first");
+    assert_eq!(c.db().radius_servers(1, 1).await.unwrap().1, vec![b.clone()]);
+    drop(c);
+    let changed = RadiusServer {
+        name: "Lobby".into(),
+        source: Source::parse("192.0.2.7").unwrap(),
+        sealed_secret: "v1:other".into(),
+        mfa: RadiusMfa::Disabled,
+        user_lockout_action: RadiusAction::Remove,
+        user_password_expiration_action: RadiusAction::Maintain,
+        user_password_enabled: false,
+        ..a.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.db().get_radius_server(&a.id, true).await.unwrap(), Some(a.clone()));
+    assert!(tx.db().update_radius_server(&changed).await.unwrap());
+    assert!(tx.db().delete_radius_server(&b.id).await.unwrap());
+    assert!(!tx.db().delete_radius_server(&b.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut c = store.read().await.unwrap();
+    assert_eq!(c.db().radius_servers(10, 0).await.unwrap(), (1, vec![changed]));
+    assert_eq!(c.db().get_radius_server(&id(799), false).await.unwrap(), None);
 }
 
 async fn events_and_keys(store: &Store) {

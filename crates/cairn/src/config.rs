@@ -19,6 +19,7 @@ struct FileConfig {
     ldap_tls_cert: Option<String>,
     ldap_tls_key: Option<String>,
     radius_addr: Option<String>,
+    radius_max_pending: Option<u64>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
     bootstrap_api_key: Option<String>,
@@ -42,9 +43,9 @@ pub struct Config {
     pub ldap_base_dn: String,
     pub ldap_tls_cert: Option<String>,
     pub ldap_tls_key: Option<String>,
-    // The RADIUS setting is parsed and checked now; its listener reads it when it lands.
-    #[allow(dead_code)]
     pub radius_addr: Option<String>,
+    /// Access-Requests verified at once; past it new ones are dropped (`CAIRN_RADIUS_MAX_PENDING`).
+    pub radius_max_pending: usize,
     pub smtp_url: Option<String>,
     pub mail_from: String,
     pub bootstrap_api_key: Option<String>,
@@ -129,6 +130,7 @@ impl Config {
             ldap_tls_cert: env("CAIRN_LDAP_TLS_CERT").or(fc.ldap_tls_cert),
             ldap_tls_key: env("CAIRN_LDAP_TLS_KEY").or(fc.ldap_tls_key),
             radius_addr: off(env("CAIRN_RADIUS_ADDR").or(fc.radius_addr).unwrap_or_else(|| "127.0.0.1:1812".into())),
+            radius_max_pending: number("CAIRN_RADIUS_MAX_PENDING", fc.radius_max_pending, 128, 1)? as usize,
             smtp_url: env("CAIRN_SMTP_URL").or(fc.smtp_url),
             mail_from: env("CAIRN_MAIL_FROM").or(fc.mail_from).unwrap_or_else(|| "Cairn <noreply@localhost>".into()),
             bootstrap_api_key: env("CAIRN_BOOTSTRAP_API_KEY").or(fc.bootstrap_api_key),

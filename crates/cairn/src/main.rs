@@ -493,6 +493,14 @@ async fn serve(cfg: Config) -> Result<()> {
             fingerprint: r.fingerprint.clone(),
         });
     }
+    let mut radius_addr = None;
+    if let Some(a) = &cfg.radius_addr {
+        let limits = cairn_radius::Limits { max_pending: cfg.radius_max_pending, ..Default::default() };
+        let cfg = cairn_radius::RadiusConfig { addr: a.clone(), limits };
+        let bound = cairn_radius::start(dir.clone(), cfg, stop_rx.clone()).await?;
+        println!("RADIUS on udp://{bound} (PAP, Message-Authenticator required)");
+        radius_addr = Some(bound.to_string());
+    }
     let scheduler = {
         let dir = dir.clone();
         let stop = stop_rx.clone();
@@ -502,7 +510,12 @@ async fn serve(cfg: Config) -> Result<()> {
         let dir = dir.clone();
         tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
-    let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics), ldap: ldap_listing });
+    let app = cairn_http::router(cairn_http::AppState {
+        dir: dir.clone(),
+        metrics: Some(metrics),
+        ldap: ldap_listing,
+        radius_addr,
+    });
     let limits = http_server::Limits {
         header_timeout: cfg.http_header_timeout,
         idle_timeout: cfg.http_idle_timeout,

@@ -136,7 +136,7 @@ fn graph(db: &Db) {
         assert_eq!(st, 404, "{path} {body}: {v}");
     }
     let (_, v) = s.post(&ops_assoc, op("add", "radius_server", MISSING));
-    assert!(v["message"].as_str().unwrap().contains("Cairn has no RADIUS servers yet"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no RADIUS server with id"), "{v}");
 
     // Every type JumpCloud defines for users and groups is accepted: those Cairn has no objects
     // of list nothing and name no object here (404); others are refused by name, with the

@@ -122,6 +122,7 @@ pub(super) async fn login_submit(
         credential: Credential::Password { login: &email, password: &password, code: None },
         resource: None,
         client_addr: p.addr.clone(),
+        device: None,
     };
     match st.dir.authenticate(&anon_ctx(&p), req).await {
         Ok(auth) => signed_in(&st, &p, headers, auth).await,
@@ -208,6 +209,7 @@ pub(super) async fn totp_submit(
         credential: Credential::SecondFactor { ticket: &ticket, code: get(&form, "code").unwrap_or("") },
         resource: None,
         client_addr: p.addr.clone(),
+        device: None,
     };
     match st.dir.authenticate(&anon_ctx(&p), req).await {
         Ok(auth) => signed_in(&st, &p, headers, auth).await,

@@ -13,36 +13,21 @@ use serde_json::json;
 use super::{get, notice, render, text, Chrome, Pairs, Signed};
 use crate::Shared;
 
-struct Subject {
-    kind: &'static str,
-    id: String,
-    name: String,
-    link: String,
+/// A user or group associated with a resource, as the association tables show it.
+pub(super) struct Subject {
+    pub kind: &'static str,
+    pub id: String,
+    pub name: String,
+    pub link: String,
 }
 
-#[derive(Template)]
-#[template(path = "admin/ldap.html")]
-struct LdapPage<'a> {
-    c: Chrome<'a>,
-    server: LdapServer,
-    listing: Option<crate::LdapListing>,
-    groups: Vec<Subject>,
-    users: Vec<Subject>,
-    total: i64,
-    example: String,
-}
-
-pub(super) async fn page(State(st): State<Shared>, s: Signed, Query(q): Query<Pairs>) -> Response {
-    let server = match st.dir.builtin_ldap_server().await {
-        Ok(x) => x,
-        Err(e) => return s.fail(e),
-    };
-    let r = ResourceRef::new(ResourceKind::LdapServer, server.id.clone());
+/// The groups and the users associated with `r` (the first 500), and how many in all.
+pub(super) async fn associated(
+    st: &Shared,
+    r: &ResourceRef,
+) -> Result<(i64, Vec<Subject>, Vec<Subject>), cairn_directory::Error> {
     let (total, subjects) =
-        match st.dir.associations_of_resource(&r, &[SubjectKind::UserGroup, SubjectKind::User], 500, 0).await {
-            Ok(x) => x,
-            Err(e) => return s.fail(e),
-        };
+        st.dir.associations_of_resource(r, &[SubjectKind::UserGroup, SubjectKind::User], 500, 0).await?;
     let (mut groups, mut users) = (vec![], vec![]);
     for sub in subjects {
         match sub.kind {
@@ -68,6 +53,65 @@ pub(super) async fn page(State(st): State<Shared>, s: Signed, Query(q): Query<Pa
             }
         }
     }
+    Ok((total, groups, users))
+}
+
+/// What an association form asks: add a group (by name) or a user (by username or e-mail),
+/// or remove one (by id).
+pub(super) async fn form_operation(st: &Shared, form: &Pairs) -> Result<(GraphOp, SubjectRef), cairn_directory::Error> {
+    let op = if get(form, "op") == Some("remove") { GraphOp::Remove } else { GraphOp::Add };
+    let kind = if get(form, "type") == Some("user") { SubjectKind::User } else { SubjectKind::UserGroup };
+    let id = match (op, kind) {
+        (GraphOp::Remove, _) => text(form, "id"),
+        (GraphOp::Add, SubjectKind::UserGroup) => {
+            let name = text(form, "name");
+            match st.dir.list_groups(Some(&name), 1, 0).await? {
+                (_, g) if !g.is_empty() => g[0].id.clone(),
+                _ => return Err(cairn_directory::Error::NotFound(format!("no group named '{name}'"))),
+            }
+        }
+        (GraphOp::Add, SubjectKind::User) => {
+            let who = text(form, "name");
+            let field = if who.contains('@') { "email" } else { "username" };
+            let found = match cairn_domain::query::ListQuery::from_pairs(&[
+                ("filter".into(), format!("{field}:$eq:{who}")),
+                ("limit".into(), "1".into()),
+            ]) {
+                Ok(q) => st.dir.list_users(&q).await.ok().and_then(|(_, u)| u.into_iter().next()),
+                Err(_) => None,
+            };
+            match found {
+                Some(u) => u.id,
+                None => return Err(cairn_directory::Error::NotFound(format!("no user with {field} '{who}'"))),
+            }
+        }
+    };
+    Ok((op, SubjectRef { kind, id }))
+}
+
+#[derive(Template)]
+#[template(path = "admin/ldap.html")]
+struct LdapPage<'a> {
+    c: Chrome<'a>,
+    server: LdapServer,
+    listing: Option<crate::LdapListing>,
+    groups: Vec<Subject>,
+    users: Vec<Subject>,
+    total: i64,
+    example: String,
+    grant_action: &'static str,
+}
+
+pub(super) async fn page(State(st): State<Shared>, s: Signed, Query(q): Query<Pairs>) -> Response {
+    let server = match st.dir.builtin_ldap_server().await {
+        Ok(x) => x,
+        Err(e) => return s.fail(e),
+    };
+    let r = ResourceRef::new(ResourceKind::LdapServer, server.id.clone());
+    let (total, groups, users) = match associated(&st, &r).await {
+        Ok(x) => x,
+        Err(e) => return s.fail(e),
+    };
     let listing = st.ldap.clone();
     let example = match &listing {
         Some(l) => {
@@ -84,7 +128,9 @@ pub(super) async fn page(State(st): State<Shared>, s: Signed, Query(q): Query<Pa
         Some("ldap-grant") => "The LDAP server's associations were changed.",
         _ => notice(&q),
     };
-    let body = render(&LdapPage { c: s.chrome("ldap", m, ""), server, listing, groups, users, total, example });
+    let grant_action = "/admin/ldap/associations";
+    let body =
+        render(&LdapPage { c: s.chrome("ldap", m, ""), server, listing, groups, users, total, example, grant_action });
     s.html(body)
 }
 
@@ -116,35 +162,10 @@ pub(super) async fn grant(State(st): State<Shared>, s: Signed, Form(form): Form<
         Ok(x) => x,
         Err(e) => return s.fail(e),
     };
-    let op = if get(&form, "op") == Some("remove") { GraphOp::Remove } else { GraphOp::Add };
-    let kind = if get(&form, "type") == Some("user") { SubjectKind::User } else { SubjectKind::UserGroup };
-    let id = match (op, kind) {
-        (GraphOp::Remove, _) => text(&form, "id"),
-        (GraphOp::Add, SubjectKind::UserGroup) => {
-            let name = text(&form, "name");
-            match st.dir.list_groups(Some(&name), 1, 0).await {
-                Ok((_, g)) if !g.is_empty() => g[0].id.clone(),
-                Ok(_) => return s.fail(cairn_directory::Error::NotFound(format!("no group named '{name}'"))),
-                Err(e) => return s.fail(e),
-            }
-        }
-        (GraphOp::Add, SubjectKind::User) => {
-            let who = text(&form, "name");
-            let field = if who.contains('@') { "email" } else { "username" };
-            let found = match cairn_domain::query::ListQuery::from_pairs(&[
-                ("filter".into(), format!("{field}:$eq:{who}")),
-                ("limit".into(), "1".into()),
-            ]) {
-                Ok(q) => st.dir.list_users(&q).await.ok().and_then(|(_, u)| u.into_iter().next()),
-                Err(_) => None,
-            };
-            match found {
-                Some(u) => u.id,
-                None => return s.fail(cairn_directory::Error::NotFound(format!("no user with {field} '{who}'"))),
-            }
-        }
+    let (op, subject) = match form_operation(&st, &form).await {
+        Ok(x) => x,
+        Err(e) => return s.fail(e),
     };
-    let subject = SubjectRef { kind, id };
     let r = ResourceRef::new(ResourceKind::LdapServer, server.id);
     match st.dir.associate(&s.ctx, &subject, &r, op).await {
         Ok(_) => s.p.redirect("/admin/ldap?m=ldap-grant"),

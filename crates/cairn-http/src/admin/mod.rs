@@ -8,6 +8,7 @@
 mod auth;
 mod ldap;
 mod pages;
+mod radius;
 mod service_accounts;
 mod settings;
 mod users;
@@ -68,6 +69,10 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/service-accounts/{id}/delete", post(service_accounts::delete))
         .route("/admin/ldap", routing::get(ldap::page).post(ldap::save))
         .route("/admin/ldap/associations", post(ldap::grant))
+        .route("/admin/radius", routing::get(radius::list).post(radius::create))
+        .route("/admin/radius/{id}", routing::get(radius::details).post(radius::save))
+        .route("/admin/radius/{id}/associations", post(radius::grant))
+        .route("/admin/radius/{id}/delete", post(radius::delete))
         .route("/admin/outbox", routing::get(pages::outbox))
         .route("/admin/events", routing::get(pages::events))
 }
