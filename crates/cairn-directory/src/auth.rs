@@ -20,7 +20,8 @@
 use std::net::IpAddr;
 
 use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdict};
-use cairn_domain::graph::{GraphKind, ResourceRef};
+use cairn_domain::application::Application;
+use cairn_domain::graph::{GraphKind, ResourceKind, ResourceRef};
 use cairn_domain::lockout::{LockPolicy, Lockout};
 use cairn_domain::oauth::ServiceAccount;
 use cairn_domain::user::{Change, PasswordStatus};
@@ -60,7 +61,8 @@ pub enum Credential<'a> {
     /// The code for a sign-in whose password an earlier call verified: `ticket` is what that
     /// call returned with `Step::SecondFactor`.
     SecondFactor { ticket: &'a str, code: &'a str },
-    /// A service account's OAuth 2.0 client id and secret (protocol `OAuth2`).
+    /// An OAuth 2.0 client id and secret: a service account's (protocol `OAuth2`) or an
+    /// application's (protocol `Oidc`, at its token endpoint).
     ClientSecret { client_id: &'a str, secret: &'a Secret },
 }
 
@@ -70,6 +72,8 @@ pub enum Principal {
     User(User),
     Admin(Admin),
     Service(ServiceAccount),
+    /// An OIDC application, by its client credentials.
+    Application(Box<Application>),
 }
 
 impl Principal {
@@ -78,18 +82,19 @@ impl Principal {
             Principal::User(u) => &u.id,
             Principal::Admin(a) => &a.id,
             Principal::Service(s) => &s.id,
+            Principal::Application(a) => &a.id,
         }
     }
     pub fn user(self) -> Option<User> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Admin(_) | Principal::Service(_) => None,
+            Principal::Admin(_) | Principal::Service(_) | Principal::Application(_) => None,
         }
     }
     pub fn admin(self) -> Option<Admin> {
         match self {
             Principal::Admin(a) => Some(a),
-            Principal::User(_) | Principal::Service(_) => None,
+            Principal::User(_) | Principal::Service(_) | Principal::Application(_) => None,
         }
     }
 }
@@ -218,6 +223,7 @@ impl Acct {
             Principal::User(u) => &u.username,
             Principal::Admin(a) => &a.email,
             Principal::Service(s) => &s.name,
+            Principal::Application(a) => &a.name,
         }
     }
 
@@ -226,6 +232,7 @@ impl Acct {
             Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
             Principal::Admin(a) => Actor::admin(&a.id, &a.email),
             Principal::Service(s) => s.actor(),
+            Principal::Application(a) => application_actor(a),
         }
     }
 
@@ -271,6 +278,9 @@ impl Directory {
             }
             Credential::SecondFactor { ticket, code } => {
                 self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), ticket, code).await?
+            }
+            Credential::ClientSecret { client_id, secret } if req.protocol == Protocol::Oidc => {
+                self.application_client_attempt(&ctx, client_id, secret).await?
             }
             Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
         };
@@ -468,6 +478,42 @@ impl Directory {
         Ok(Outcome { result, reason: reason.into() })
     }
 
+    /// An application's client credentials at the OIDC token endpoint, checked as a service
+    /// account's are (constant-time hash comparison, a dummy for unknown clients, one event
+    /// per attempt). A public client has no secret: no secret it is sent matches.
+    async fn application_client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
+        use subtle::ConstantTimeEq;
+        let client_id = client_id.trim();
+        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0') {
+            None
+        } else {
+            let mut c = self.store().read().await?;
+            c.db().application_by_client_id(client_id).await?
+        };
+        let presented = crate::keys::hash_key(secret.expose());
+        let stored = found
+            .as_ref()
+            .and_then(|a| a.secret_hash.clone())
+            .unwrap_or_else(|| crate::keys::hash_key("no such client"));
+        let matches = bool::from(presented.as_bytes().ct_eq(stored.as_bytes()));
+        let detail = json!({ "protocol": Protocol::Oidc, "resource": found.as_ref().map(|a| resource_json(Some(&crate::applications::app_ref(&a.id)))),
+                             "login": clip(client_id, EVENT_LOGIN_CHARS), "client_authentication": true });
+        let (result, reason) = match &found {
+            Some(a) if matches && a.secret_hash.is_some() && !secret.expose().is_empty() => {
+                (Ok(Authenticated::Granted(Principal::Application(Box::new(a.clone())))), "client authenticated")
+            }
+            Some(_) => (Err(Refusal::Credentials), "wrong client secret"),
+            None => (Err(Refusal::Credentials), "no such client"),
+        };
+        let ctx = match &found {
+            Some(a) => Ctx { actor: application_actor(a), ..ctx.clone() },
+            None => ctx.clone(),
+        };
+        let t = found.as_ref().map(|a| ("application", a.id.as_str(), a.name.as_str()));
+        self.attempt_event(&ctx, t, result.is_ok(), reason, detail, vec![]).await?;
+        Ok(Outcome { result, reason: reason.into() })
+    }
+
     /// The part of an attempt that reads and writes the account: one transaction, the row
     /// locked, one event.
     #[allow(clippy::too_many_arguments)]
@@ -534,8 +580,18 @@ impl Directory {
             let granted = match (resource, &acct.principal) {
                 (None, _) => !protocol_needs_resource(protocol),
                 (Some(r), Principal::User(u)) => crate::grants::granted_in(&mut tx.db(), &u.id, r).await?,
-                (Some(_), Principal::Admin(_) | Principal::Service(_)) => false,
+                (Some(_), _) => false,
             };
+            // An application may ask a second factor of everyone, and grants nothing while
+            // inactive.
+            let (app_active, app_mfa) = match resource {
+                Some(r) if r.kind == ResourceKind::Application => match tx.db().get_application(&r.id).await? {
+                    Some(a) => (a.settings.active, a.settings.require_mfa),
+                    None => (false, false),
+                },
+                _ => (true, false),
+            };
+            let granted = granted && app_active;
             let access = AccessRequest {
                 state: acct.state,
                 password: acct.password,
@@ -543,7 +599,7 @@ impl Directory {
                 locked: false,
                 // On the web an enrolled authenticator is always asked for.
                 // An exclusion period (resetmfa) waives the requirement until it ends.
-                mfa_required: (acct.mfa_required && acct.mfa_excluded_until.is_none_or(|t| t <= now))
+                mfa_required: ((acct.mfa_required || app_mfa) && acct.mfa_excluded_until.is_none_or(|t| t <= now))
                     || (enrolled && protocol.web()),
                 mfa_presented: matches!(code, Code::Matched(_)),
                 granted,
@@ -719,6 +775,11 @@ impl Directory {
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Who acts, in events, when an application authenticates with its client credentials.
+pub(crate) fn application_actor(a: &Application) -> Actor {
+    Actor { kind: "application".into(), id: Some(a.id.clone()), name: Some(a.name.clone()) }
 }
 
 fn protocol_needs_resource(p: Protocol) -> bool {

@@ -119,6 +119,16 @@ pub struct Config {
     pub spool_dir: Option<std::path::PathBuf>,
     /// CSV imports and bulk jobs running at once in this process; one more is refused (429).
     pub max_concurrent_imports: usize,
+    /// How long an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`): short, since
+    /// only introspection and userinfo see its revocation.
+    pub oidc_access_ttl: chrono::Duration,
+}
+
+impl Config {
+    /// The OIDC issuer: the base URL exactly, without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
 }
 
 impl Default for Config {
@@ -135,6 +145,7 @@ impl Default for Config {
             resets_per_account_hour: 3,
             spool_dir: None,
             max_concurrent_imports: 2,
+            oidc_access_ttl: chrono::Duration::minutes(5),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod actions;
 mod admins;
+mod applications;
 mod auth;
 mod clock;
 mod config;
@@ -43,6 +44,7 @@ use serde_json::{json, Value};
 
 pub use actions::{Action, ActionResult, Outcome, ACTIONS};
 pub use admins::{ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
+pub use applications::NewApplication;
 pub use auth::{AuthRequest, Authenticated, Credential, Principal, MAX_LOGIN_CHARS, STEP_VALIDITY};
 pub use cairn_domain as domain;
 pub use clock::{Clock, ManualClock, SystemClock};

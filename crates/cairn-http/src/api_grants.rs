@@ -109,16 +109,25 @@ async fn change_group_associations(
     change_subject(&st, &c, SubjectRef::new(SubjectKind::UserGroup, id), &body).await
 }
 
-/// The resource's end: its users and groups. RADIUS servers and applications route here
-/// too once they exist.
-async fn resource_associations(st: &Shared, resource: ResourceRef, q: &QueryPairs) -> ApiResult<impl IntoResponse> {
+/// The resource's end: its users and groups (the LDAP server's here, applications' in
+/// `api_applications`).
+pub(crate) async fn resource_associations(
+    st: &Shared,
+    resource: ResourceRef,
+    q: &QueryPairs,
+) -> ApiResult<impl IntoResponse> {
     let (kinds, limit, skip) = list_query::<SubjectKind>(q)?;
     let (total, from) = st.dir.associations_of_resource(&resource, &kinds, limit, skip).await?;
     Ok((total_header(total), Json(from.iter().map(connection).collect::<Vec<_>>())))
 }
 
 /// A `GraphOperation` posted to a resource names a user or group.
-async fn change_resource(st: &Shared, c: &Caller, resource: ResourceRef, body: &Value) -> ApiResult<StatusCode> {
+pub(crate) async fn change_resource(
+    st: &Shared,
+    c: &Caller,
+    resource: ResourceRef,
+    body: &Value,
+) -> ApiResult<StatusCode> {
     match graph::parse_operation::<SubjectKind>(body)? {
         Operation::Cairn(op) => st.dir.associate(&c.ctx, &op.target, &resource, op.op).await?,
         // Users and groups are Cairn's own: a resource's far end is never foreign.

@@ -2,6 +2,7 @@
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
 mod admin;
+mod api_applications;
 mod api_bulk;
 mod api_credentials;
 mod api_grants;
@@ -100,6 +101,7 @@ fn api_openapi(state: &Shared) -> OpenApiRouter<Shared> {
         .merge(api_grants::routes())
         .merge(api_misc::routes())
         .merge(api_service::routes())
+        .merge(api_applications::routes())
         .merge(scim::api_routes())
         // CSV import and bulk jobs still mount as a plain router, documented by hand
         // (`openapi_doc::PLAIN_ROUTES`), behind the same authentication.

@@ -28,6 +28,7 @@ struct FileConfig {
     http_idle_timeout: Option<u64>,
     http_max_connections: Option<u64>,
     max_concurrent_imports: Option<u64>,
+    oidc_access_token_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct Config {
     pub http_max_connections: usize,
     /// CSV imports and bulk jobs running at once; past it a 429 (`CAIRN_MAX_CONCURRENT_IMPORTS`).
     pub max_concurrent_imports: usize,
+    /// Seconds an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`, default 300).
+    pub oidc_access_token_seconds: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -144,6 +147,12 @@ impl Config {
             )?),
             http_max_connections: number("CAIRN_HTTP_MAX_CONNECTIONS", fc.http_max_connections, 1024, 1)? as usize,
             max_concurrent_imports: number("CAIRN_MAX_CONCURRENT_IMPORTS", fc.max_concurrent_imports, 2, 1)? as usize,
+            oidc_access_token_seconds: number(
+                "CAIRN_OIDC_ACCESS_TOKEN_SECONDS",
+                fc.oidc_access_token_seconds,
+                300,
+                10,
+            )?,
         })
     }
 }

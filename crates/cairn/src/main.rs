@@ -180,6 +180,7 @@ async fn open(cfg: &Config) -> Result<Directory> {
         secret_key,
         spool_dir: Some(cfg.data_dir.clone()),
         max_concurrent_imports: cfg.max_concurrent_imports,
+        oidc_access_ttl: chrono::Duration::seconds(cfg.oidc_access_token_seconds.min(86_400) as i64),
         ..Default::default()
     };
     let dir = Directory::with_config(store, clock(), config);
