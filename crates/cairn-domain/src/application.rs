@@ -82,6 +82,26 @@ impl Application {
         })
     }
 
+    /// What the user portal shows: the label, else the name.
+    pub fn label(&self) -> &str {
+        if self.settings.display_label.is_empty() {
+            &self.name
+        } else {
+            &self.settings.display_label
+        }
+    }
+
+    /// Where the user portal sends someone who opens the application: the origin of its first
+    /// redirect URI (the application starts the sign-in from there).
+    pub fn launch_url(&self) -> String {
+        self.settings
+            .redirect_uris
+            .first()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| format!("{}/", u.origin().ascii_serialization()))
+            .unwrap_or_default()
+    }
+
     pub fn allows_grant(&self, grant: &str) -> bool {
         self.settings.grant_types.iter().any(|g| g == grant)
     }

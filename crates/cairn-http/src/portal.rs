@@ -273,6 +273,8 @@ struct ProfilePage<'a> {
     totp: bool,
     can_change: bool,
     authority: &'a str,
+    /// The applications the user may open: label and where it lives.
+    apps: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -777,6 +779,10 @@ async fn profile(State(st): State<Shared>, headers: HeaderMap, Query(q): Query<H
         }
     }
     let authority = authority_text(&u).unwrap_or("");
+    let apps = match st.dir.applications_of_user(&u.id).await {
+        Ok(a) => a.iter().map(|a| (a.label().to_string(), a.launch_url())).collect(),
+        Err(e) => return error_page(&p, e),
+    };
     p.html(
         StatusCode::OK,
         render(&ProfilePage {
@@ -791,6 +797,7 @@ async fn profile(State(st): State<Shared>, headers: HeaderMap, Query(q): Query<H
             totp: u.totp_enabled,
             can_change: authority.is_empty(),
             authority,
+            apps,
         }),
     )
 }

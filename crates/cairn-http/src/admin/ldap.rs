@@ -13,11 +13,11 @@ use serde_json::json;
 use super::{get, notice, render, text, Chrome, Pairs, Signed};
 use crate::Shared;
 
-struct Subject {
-    kind: &'static str,
-    id: String,
-    name: String,
-    link: String,
+pub(super) struct Subject {
+    pub(super) kind: &'static str,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) link: String,
 }
 
 #[derive(Template)]
@@ -38,36 +38,10 @@ pub(super) async fn page(State(st): State<Shared>, s: Signed, Query(q): Query<Pa
         Err(e) => return s.fail(e),
     };
     let r = ResourceRef::new(ResourceKind::LdapServer, server.id.clone());
-    let (total, subjects) =
-        match st.dir.associations_of_resource(&r, &[SubjectKind::UserGroup, SubjectKind::User], 500, 0).await {
-            Ok(x) => x,
-            Err(e) => return s.fail(e),
-        };
-    let (mut groups, mut users) = (vec![], vec![]);
-    for sub in subjects {
-        match sub.kind {
-            SubjectKind::UserGroup => {
-                if let Ok(g) = st.dir.get_group(&sub.id).await {
-                    groups.push(Subject {
-                        kind: "user_group",
-                        link: format!("/admin/groups/{}", g.id),
-                        id: g.id,
-                        name: g.name,
-                    });
-                }
-            }
-            SubjectKind::User => {
-                if let Ok(u) = st.dir.get_user(&sub.id).await {
-                    users.push(Subject {
-                        kind: "user",
-                        link: format!("/admin/users/{}", u.id),
-                        id: u.id,
-                        name: u.username,
-                    });
-                }
-            }
-        }
-    }
+    let (total, groups, users) = match subjects(&st, &r).await {
+        Ok(x) => x,
+        Err(e) => return s.fail(e),
+    };
     let listing = st.ldap.clone();
     let example = match &listing {
         Some(l) => {
@@ -116,12 +90,19 @@ pub(super) async fn grant(State(st): State<Shared>, s: Signed, Form(form): Form<
         Ok(x) => x,
         Err(e) => return s.fail(e),
     };
-    let op = if get(&form, "op") == Some("remove") { GraphOp::Remove } else { GraphOp::Add };
-    let kind = if get(&form, "type") == Some("user") { SubjectKind::User } else { SubjectKind::UserGroup };
+    let r = ResourceRef::new(ResourceKind::LdapServer, server.id);
+    change_association(&st, &s, &form, &r, "/admin/ldap?m=ldap-grant").await
+}
+
+/// The association form of a resource's page (LDAP, an application): adds a group (by name)
+/// or a user (by username or e-mail), or removes one (by id), then goes to `done`.
+pub(super) async fn change_association(st: &Shared, s: &Signed, form: &Pairs, r: &ResourceRef, done: &str) -> Response {
+    let op = if get(form, "op") == Some("remove") { GraphOp::Remove } else { GraphOp::Add };
+    let kind = if get(form, "type") == Some("user") { SubjectKind::User } else { SubjectKind::UserGroup };
     let id = match (op, kind) {
-        (GraphOp::Remove, _) => text(&form, "id"),
+        (GraphOp::Remove, _) => text(form, "id"),
         (GraphOp::Add, SubjectKind::UserGroup) => {
-            let name = text(&form, "name");
+            let name = text(form, "name");
             match st.dir.list_groups(Some(&name), 1, 0).await {
                 Ok((_, g)) if !g.is_empty() => g[0].id.clone(),
                 Ok(_) => return s.fail(cairn_directory::Error::NotFound(format!("no group named '{name}'"))),
@@ -129,7 +110,7 @@ pub(super) async fn grant(State(st): State<Shared>, s: Signed, Form(form): Form<
             }
         }
         (GraphOp::Add, SubjectKind::User) => {
-            let who = text(&form, "name");
+            let who = text(form, "name");
             let field = if who.contains('@') { "email" } else { "username" };
             let found = match cairn_domain::query::ListQuery::from_pairs(&[
                 ("filter".into(), format!("{field}:$eq:{who}")),
@@ -145,9 +126,43 @@ pub(super) async fn grant(State(st): State<Shared>, s: Signed, Form(form): Form<
         }
     };
     let subject = SubjectRef { kind, id };
-    let r = ResourceRef::new(ResourceKind::LdapServer, server.id);
-    match st.dir.associate(&s.ctx, &subject, &r, op).await {
-        Ok(_) => s.p.redirect("/admin/ldap?m=ldap-grant"),
+    match st.dir.associate(&s.ctx, &subject, r, op).await {
+        Ok(_) => s.p.redirect(done),
         Err(e) => s.fail(e),
     }
+}
+
+/// A resource's associated groups and users, for its page.
+pub(super) async fn subjects(
+    st: &Shared,
+    r: &ResourceRef,
+) -> cairn_directory::Result<(i64, Vec<Subject>, Vec<Subject>)> {
+    let (total, subjects) =
+        st.dir.associations_of_resource(r, &[SubjectKind::UserGroup, SubjectKind::User], 500, 0).await?;
+    let (mut groups, mut users) = (vec![], vec![]);
+    for sub in subjects {
+        match sub.kind {
+            SubjectKind::UserGroup => {
+                if let Ok(g) = st.dir.get_group(&sub.id).await {
+                    groups.push(Subject {
+                        kind: "user_group",
+                        link: format!("/admin/groups/{}", g.id),
+                        id: g.id,
+                        name: g.name,
+                    });
+                }
+            }
+            SubjectKind::User => {
+                if let Ok(u) = st.dir.get_user(&sub.id).await {
+                    users.push(Subject {
+                        kind: "user",
+                        link: format!("/admin/users/{}", u.id),
+                        id: u.id,
+                        name: u.username,
+                    });
+                }
+            }
+        }
+    }
+    Ok((total, groups, users))
 }
