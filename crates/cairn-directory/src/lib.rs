@@ -18,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod load;
 mod mailer;
+mod oidc;
 mod outbox;
 mod password;
 mod scheduler;
@@ -58,6 +59,10 @@ pub use import::{Counts, ImportOptions, MAX_IMPORT_BYTES};
 pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
+pub use oidc::{
+    pkce_matches, pkce_well_formed, CodeRequest, IssuedTokens, OidcRefusal, SessionAccess, TokenInfo, ALGORITHMS as OIDC_ALGORITHMS,
+    ID_TOKEN_VALIDITY, PUBLISH_AHEAD,
+};
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
 pub use scim::{NewScimToken, ScimGroupChange, ScimQuery, ScimUserChange};
@@ -129,6 +134,8 @@ struct Inner {
     imports: Arc<tokio::sync::Semaphore>,
     /// The built-in LDAP server's id, read once: it is never deleted.
     ldap_server_id: std::sync::OnceLock<String>,
+    /// The OIDC provider's signing keys, opened, and when they were read.
+    oidc_keys: Mutex<Option<oidc::KeyCache>>,
 }
 
 impl Directory {
@@ -151,6 +158,7 @@ impl Directory {
                 reset_throttle: Mutex::new(Throttle::new(config.reset_rate, THROTTLE_KEYS)),
                 imports: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1))),
                 ldap_server_id: std::sync::OnceLock::new(),
+                oidc_keys: Mutex::new(None),
                 config,
             }),
         }

@@ -349,6 +349,15 @@ impl Db<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Deletes one token; the number deleted.
+    pub async fn revoke_oidc_token(&mut self, hash: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM oidc_tokens WHERE token_hash = $1")
+            .bind(hash.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Deletes every token of a family; the number deleted.
     pub async fn revoke_oidc_family(&mut self, family: &str) -> Result<u64> {
         let r = sqlx::query("DELETE FROM oidc_tokens WHERE family = $1")
