@@ -60,8 +60,8 @@ pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
 pub use oidc::{
-    pkce_matches, pkce_well_formed, CodeRequest, IssuedTokens, OidcRefusal, SessionAccess, TokenInfo, ALGORITHMS as OIDC_ALGORITHMS,
-    ID_TOKEN_VALIDITY, PUBLISH_AHEAD,
+    pkce_matches, pkce_well_formed, CodeRequest, IssuedTokens, OidcRefusal, SessionAccess, TokenInfo,
+    ALGORITHMS as OIDC_ALGORITHMS, ID_TOKEN_VALIDITY, PUBLISH_AHEAD,
 };
 pub use password::{argon2 as argon2_params, Hasher};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};

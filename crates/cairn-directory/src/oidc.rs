@@ -152,7 +152,8 @@ impl Directory {
     fn open_key(&self, k: &OidcKey) -> Result<LoadedKey> {
         let alg = alg_of(&k.alg).ok_or_else(|| Error::Internal(format!("stored key of unknown alg {}", k.alg)))?;
         let der = crate::secretbox::open(self.secret_key()?, &k.sealed)?;
-        let jwk: Value = serde_json::from_str(&k.public_jwk).map_err(|e| Error::Internal(format!("stored JWK: {e}")))?;
+        let jwk: Value =
+            serde_json::from_str(&k.public_jwk).map_err(|e| Error::Internal(format!("stored JWK: {e}")))?;
         let text = |f: &str| jwk[f].as_str().unwrap_or_default().to_string();
         let (enc, dec) = match alg {
             Algorithm::RS256 => (
@@ -324,7 +325,12 @@ impl Directory {
 
     /// The access decision for a user and an application now, without a password: state,
     /// password status, lock, grant (and the application active). For tokens already issued.
-    async fn live_access(&self, db: &mut Db<'_>, user_id: &str, app: &Application) -> Result<std::result::Result<User, Denial>> {
+    async fn live_access(
+        &self,
+        db: &mut Db<'_>,
+        user_id: &str,
+        app: &Application,
+    ) -> Result<std::result::Result<User, Denial>> {
         let Some(u) = db.get_user(user_id).await? else { return Ok(Err(Denial::NotActive)) };
         let org = crate::org_of(db).await?;
         let now = self.now();
@@ -581,6 +587,9 @@ impl Directory {
         if code.len() > 128 {
             return Ok(Err(self.unknown_grant(ctx)));
         }
+        // The keys are read (made, the first time) before the transaction: signing inside it
+        // must not wait for another connection.
+        self.keys(false).await?;
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
@@ -590,7 +599,8 @@ impl Directory {
             return Ok(Err(self.unknown_grant(ctx)));
         };
         let user = db.get_user(&g.user_id).await?;
-        let fail = |why: &str, extra: Value| self.token_failure_event(ctx, client, user.as_ref(), "oidc_token", why, extra);
+        let fail =
+            |why: &str, extra: Value| self.token_failure_event(ctx, client, user.as_ref(), "oidc_token", why, extra);
         let grant_type = json!({ "grant_type": "authorization_code" });
         if g.app_id != client.id {
             // Another client's code proves nothing about this one; its owner keeps it.
@@ -680,6 +690,7 @@ impl Directory {
         if token.len() > 128 {
             return Ok(Err(self.unknown_grant(ctx)));
         }
+        self.keys(false).await?;
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
@@ -690,7 +701,8 @@ impl Directory {
             return Ok(Err(self.unknown_grant(ctx)));
         };
         let user = db.get_user(&g.user_id).await?;
-        let fail = |why: &str, extra: Value| self.token_failure_event(ctx, client, user.as_ref(), "oidc_refresh", why, extra);
+        let fail =
+            |why: &str, extra: Value| self.token_failure_event(ctx, client, user.as_ref(), "oidc_refresh", why, extra);
         if g.app_id != client.id {
             let ev = fail("the refresh token was issued to another client", json!({}));
             db.insert_event(&ev).await?;

@@ -22,6 +22,17 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(get_one, put_one, delete_one))
         .routes(routes!(rotate_secret))
         .routes(routes!(associations, change_associations))
+        .routes(routes!(rotate_keys))
+}
+
+/// Rotates the OIDC provider's signing keys: the new ones are published at once and sign
+/// from `signingFrom`; the old ones stay published until the tokens they signed expire.
+#[utoipa::path(post, path = "/v2/oidc/keys/rotate", operation_id = "oidc_rotate_keys", tag = "applications",
+    responses((status = 200, description = "success"), (status = "4XX", description = "JumpCloud-shaped error", body = crate::openapi_doc::ErrorBody)))]
+async fn rotate_keys(State(st): State<Shared>, c: Caller) -> ApiResult<Json<Value>> {
+    let kids = st.dir.rotate_oidc_keys(&c.ctx).await?;
+    let from = st.dir.now() + cairn_directory::PUBLISH_AHEAD;
+    Ok(Json(json!({ "newKeys": kids, "signingFrom": cairn_domain::user::format_time(from) })))
 }
 
 async fn app_json(st: &Shared, a: &cairn_domain::application::Application) -> ApiResult<Value> {

@@ -480,7 +480,10 @@ async fn serve(cfg: Config) -> Result<()> {
         let dir = dir.clone();
         tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
-    let app = cairn_http::router(cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics), ldap: ldap_listing });
+    let app = cairn_http::router_with(
+        cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics), ldap: ldap_listing },
+        cairn_oidc::routes(dir.clone()),
+    );
     let limits = http_server::Limits {
         header_timeout: cfg.http_header_timeout,
         idle_timeout: cfg.http_idle_timeout,

@@ -91,8 +91,9 @@ impl Server {
             .env("CAIRN_RADIUS_ADDR", "off")
             .env("CAIRN_LOG", "warn,cairn=info")
             .current_dir(self.data_dir.parent().unwrap());
+        // `{base}` in a value is the server's own URL (CAIRN_BASE_URL for the OIDC issuer).
         for (k, v) in &self.env {
-            c.env(k, v);
+            c.env(k, v.replace("{base}", &self.base));
         }
         c
     }
