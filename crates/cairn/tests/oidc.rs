@@ -626,9 +626,8 @@ fn totp_and_keys(db: &Db) {
     assert_eq!(claims["sub"].as_str(), Some(ada.as_str()));
     // A TOTP code is good once: the same code again does not sign in.
     let mut b3 = Browser::new(&s.base);
-    let mut p = b3.get(&authorize_url(&ed.client_id, Some(&challenge), &[]));
-    p = b3.get(p.location.as_deref().unwrap());
-    let _ = p;
+    let p = b3.get(&authorize_url(&ed.client_id, Some(&challenge), &[]));
+    b3.get(p.location.as_deref().unwrap());
     b3.post("/portal/login", &[("login", "ada"), ("password", PW)]);
     b3.get("/portal/totp");
     let p = b3.post("/portal/totp", &[("code", &now())]);

@@ -2,6 +2,8 @@
 //! it over HTTP.
 #![allow(dead_code)]
 
+pub mod chrome;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
