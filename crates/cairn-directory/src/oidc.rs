@@ -594,7 +594,6 @@ impl Directory {
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
         let Some(g) = db.lock_oidc_code(&token_hash(code)).await? else {
-            drop(db);
             tx.commit().await?;
             return Ok(Err(self.unknown_grant(ctx)));
         };
@@ -606,7 +605,6 @@ impl Directory {
             // Another client's code proves nothing about this one; its owner keeps it.
             let ev = fail("the code was issued to another client", grant_type);
             db.insert_event(&ev).await?;
-            drop(db);
             tx.commit().await?;
             return Ok(Err(refuse("invalid_grant", "the code was not issued to this client")));
         }
@@ -617,7 +615,6 @@ impl Directory {
                 json!({ "grant_type": "authorization_code", "revoked_tokens": revoked }),
             );
             db.insert_event(&ev).await?;
-            drop(db);
             tx.commit().await?;
             return Ok(Err(refuse("invalid_grant", "the code was already used; its tokens are revoked")));
         }
@@ -641,7 +638,6 @@ impl Directory {
         if let Some(why) = refused {
             let ev = fail(why, grant_type);
             db.insert_event(&ev).await?;
-            drop(db);
             tx.commit().await?;
             return Ok(Err(refuse("invalid_grant", why)));
         }
@@ -650,7 +646,6 @@ impl Directory {
             Err(d) => {
                 let ev = fail(d.reason(), grant_type);
                 db.insert_event(&ev).await?;
-                drop(db);
                 tx.commit().await?;
                 return Ok(Err(refuse("invalid_grant", "the user may no longer use this application")));
             }
@@ -667,7 +662,6 @@ impl Directory {
         let actor = Ctx { actor: crate::auth::application_actor(client), ..ctx.clone() };
         let ev = self.event(&actor, "oidc_token", Some(("user", &user.id, &user.username)), vec![], detail);
         db.insert_event(&ev).await?;
-        drop(db);
         tx.commit().await?;
         Ok(Ok(out))
     }
@@ -696,7 +690,6 @@ impl Directory {
         let mut db = tx.db();
         let found = db.oidc_token(&token_hash(token), now).await?.filter(|g| g.kind == "refresh");
         let Some(g) = found else {
-            drop(db);
             tx.commit().await?;
             return Ok(Err(self.unknown_grant(ctx)));
         };
@@ -706,7 +699,6 @@ impl Directory {
         if g.app_id != client.id {
             let ev = fail("the refresh token was issued to another client", json!({}));
             db.insert_event(&ev).await?;
-            drop(db);
             tx.commit().await?;
             return Ok(Err(refuse("invalid_grant", "the refresh token was not issued to this client")));
         }
@@ -718,7 +710,6 @@ impl Directory {
                 json!({ "revoked_tokens": revoked }),
             );
             db.insert_event(&ev).await?;
-            drop(db);
             tx.commit().await?;
             return Ok(Err(refuse("invalid_grant", "the refresh token was already used; its family is revoked")));
         }
@@ -727,7 +718,6 @@ impl Directory {
             Some(s) if !s.trim().is_empty() => {
                 let asked: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
                 if let Some(x) = asked.iter().find(|x| !granted_scope.split(' ').any(|g| g == **x)) {
-                    drop(db);
                     drop(tx);
                     return Ok(Err(refuse("invalid_scope", format!("scope '{x}' was not granted"))));
                 }
@@ -741,7 +731,6 @@ impl Directory {
                 let revoked = db.revoke_oidc_family(&g.family).await?;
                 let ev = fail(d.reason(), json!({ "revoked_tokens": revoked }));
                 db.insert_event(&ev).await?;
-                drop(db);
                 tx.commit().await?;
                 return Ok(Err(refuse("invalid_grant", "the user may no longer use this application")));
             }
@@ -754,7 +743,6 @@ impl Directory {
         let actor = Ctx { actor: crate::auth::application_actor(client), ..ctx.clone() };
         let ev = self.event(&actor, "oidc_refresh", Some(("user", &user.id, &user.username)), vec![], detail);
         db.insert_event(&ev).await?;
-        drop(db);
         tx.commit().await?;
         Ok(Ok(out))
     }
@@ -821,7 +809,6 @@ impl Directory {
         let target = user.as_ref().map(|u| ("user", u.id.as_str(), u.username.as_str()));
         let ev = self.event(&actor, "oidc_revoke", target, vec![], detail);
         db.insert_event(&ev).await?;
-        drop(db);
         tx.commit().await?;
         Ok(())
     }

@@ -135,8 +135,18 @@ async fn check_client(dir: &Directory, p: &Params) -> Result<Checked, Response> 
     Ok(Checked { redirect_uri: redirect_uri.to_string(), app, state })
 }
 
+/// The rest of a valid request.
+struct Request {
+    code: CodeRequest,
+    prompt: Vec<String>,
+    max_age: Option<i64>,
+}
+
+/// An error for the client: RFC 6749's `error` and a description.
+type Refused = (&'static str, String);
+
 /// The rest of the request, or the error to send back.
-fn check_request(c: &Checked, p: &Params) -> Result<(CodeRequest, Vec<String>, Option<i64>), (&'static str, String)> {
+fn check_request(c: &Checked, p: &Params) -> Result<Request, Refused> {
     let invalid = |m: String| Err(("invalid_request", m));
     if let Some(k) = p.twice() {
         return invalid(format!("{k} is given twice"));
@@ -208,9 +218,9 @@ fn check_request(c: &Checked, p: &Params) -> Result<(CodeRequest, Vec<String>, O
         },
         None => None,
     };
-    let req =
+    let code =
         CodeRequest { redirect_uri: c.redirect_uri.clone(), scope: scope_dedup, nonce, code_challenge: challenge };
-    Ok((req, prompt, max_age))
+    Ok(Request { code, prompt, max_age })
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -230,14 +240,15 @@ async fn session(dir: &Directory, headers: &HeaderMap) -> Option<(Session, cairn
     dir.portal_session(&c, "portal").await.ok().flatten()
 }
 
-fn parse_params(raw: &str) -> Result<Params, Response> {
+/// The parameters, or what is wrong with them (for the error page).
+fn parse_params(raw: &str) -> Result<Params, String> {
     if raw.len() > MAX_REQUEST_BYTES {
-        return Err(bad_request(&format!("The request is longer than {MAX_REQUEST_BYTES} bytes.")));
+        return Err(format!("The request is longer than {MAX_REQUEST_BYTES} bytes."));
     }
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw).map_err(|_| bad_request("The request's parameters cannot be read."))?;
+        serde_urlencoded::from_str(raw).map_err(|_| "The request's parameters cannot be read.".to_string())?;
     if pairs.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
-        return Err(bad_request("The request contains a NUL byte."));
+        return Err("The request contains a NUL byte.".into());
     }
     Ok(Params(pairs))
 }
@@ -250,7 +261,7 @@ pub(crate) async fn authorize_get(
 ) -> Response {
     match parse_params(q.as_deref().unwrap_or("")) {
         Ok(p) => authorize(&st, addr, &headers, p).await,
-        Err(r) => r,
+        Err(m) => bad_request(&m),
     }
 }
 
@@ -262,7 +273,7 @@ pub(crate) async fn authorize_post(
 ) -> Response {
     match parse_params(&body) {
         Ok(p) => authorize(&st, addr, &headers, p).await,
-        Err(r) => r,
+        Err(m) => bad_request(&m),
     }
 }
 
@@ -272,7 +283,7 @@ async fn authorize(st: &Oidc, addr: SocketAddr, headers: &HeaderMap, p: Params) 
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (req, prompt, max_age) = match check_request(&c, &p) {
+    let Request { code: req, prompt, max_age } = match check_request(&c, &p) {
         Ok(x) => x,
         Err((e, m)) => return c.error(dir, e, &m),
     };
@@ -321,7 +332,7 @@ fn to_login(p: &Params) -> Response {
 pub(crate) async fn deny(State(st): State<Oidc>, RawQuery(q): RawQuery) -> Response {
     let p = match parse_params(q.as_deref().unwrap_or("")) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     match check_client(&st.dir, &p).await {
         Ok(c) => c.error(&st.dir, "access_denied", "the user may not use this application"),
@@ -339,7 +350,7 @@ pub(crate) async fn logout_get(
 ) -> Response {
     match parse_params(q.as_deref().unwrap_or("")) {
         Ok(p) => logout(&st, addr, &headers, p, false).await,
-        Err(r) => r,
+        Err(m) => bad_request(&m),
     }
 }
 

@@ -37,35 +37,42 @@ fn no_store(v: Value) -> Response {
 /// A form body whose fields each appear at most once (RFC 6749 §3.1).
 pub(crate) struct FormFields(Vec<(String, String)>);
 
+/// Why a form body was refused (`invalid_request`).
+pub(crate) struct FormError(StatusCode, String);
+
+impl IntoResponse for FormError {
+    fn into_response(self) -> Response {
+        oauth_error(self.0, "invalid_request", &self.1)
+    }
+}
+
 impl FormFields {
-    pub(crate) fn parse(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<FormFields, Response> {
+    pub(crate) fn parse(
+        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Result<FormFields, FormError> {
+        let bad = |m: String| FormError(StatusCode::BAD_REQUEST, m);
         let body = match body {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(oauth_error(
+                return Err(FormError(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request",
-                    &format!("a request is at most {FORM_LIMIT} bytes"),
+                    format!("a request is at most {FORM_LIMIT} bytes"),
                 ))
             }
-            Err(_) => return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body cannot be read")),
+            Err(_) => return Err(bad("the body cannot be read".into())),
         };
-        let pairs: Vec<(String, String)> =
-            std::str::from_utf8(&body).ok().and_then(|t| serde_urlencoded::from_str(t).ok()).ok_or_else(|| {
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the body must be application/x-www-form-urlencoded",
-                )
-            })?;
+        let pairs: Vec<(String, String)> = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| serde_urlencoded::from_str(t).ok())
+            .ok_or_else(|| bad("the body must be application/x-www-form-urlencoded".into()))?;
         if let Some((k, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
             let k: String = k.chars().filter(|c| *c != '\0').take(64).collect();
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{k} contains a NUL byte")));
+            return Err(bad(format!("{k} contains a NUL byte")));
         }
         for (i, (k, _)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(p, _)| p == k) {
                 let k: String = k.chars().take(64).collect();
-                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{k} is given twice")));
+                return Err(bad(format!("{k} is given twice")));
             }
         }
         Ok(FormFields(pairs))
@@ -169,7 +176,7 @@ pub(crate) async fn token(
 ) -> Response {
     let form = match FormFields::parse(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let ctx = ctx(Some(addr));
     let grant = match form.get("grant_type") {
@@ -218,7 +225,7 @@ pub(crate) async fn userinfo(
     let from_form = match body {
         Ok(b) if !b.is_empty() => match FormFields::parse(Ok(b)) {
             Ok(f) => f.get("access_token").map(str::to_string),
-            Err(r) => return r,
+            Err(e) => return e.into_response(),
         },
         _ => None,
     };
@@ -254,7 +261,7 @@ pub(crate) async fn introspect(
 ) -> Response {
     let form = match FormFields::parse(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let ctx = ctx(Some(addr));
     let app = match client(&st, &ctx, &headers, &form, true).await {
@@ -291,7 +298,7 @@ pub(crate) async fn revoke(
 ) -> Response {
     let form = match FormFields::parse(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let ctx = ctx(Some(addr));
     let app = match client(&st, &ctx, &headers, &form, false).await {

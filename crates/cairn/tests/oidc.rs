@@ -567,9 +567,9 @@ fn totp_and_keys(db: &Db) {
     // The application requires a second factor: the person enrols, then comes back.
     let (verifier, challenge) = pkce();
     let mut b = Browser::new(&s.base);
-    let mut p = b.get(&authorize_url(&ed.client_id, Some(&challenge), &[]));
-    p = b.get(p.location.as_deref().unwrap());
-    p = b.post("/portal/login", &[("login", "ada"), ("password", PW)]);
+    let p = b.get(&authorize_url(&ed.client_id, Some(&challenge), &[]));
+    b.get(p.location.as_deref().unwrap());
+    let p = b.post("/portal/login", &[("login", "ada"), ("password", PW)]);
     assert_eq!(p.location.as_deref(), Some("/portal/enroll"), "{}", p.body);
     let page = b.get("/portal/enroll");
     let marker = "<code class=\"secret\">";
