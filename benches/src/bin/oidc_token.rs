@@ -22,9 +22,9 @@ const REDIRECT: &str = "http://127.0.0.1:9/cb";
 const PW: &str = "lantern orchard seventeen";
 const N: usize = 2000;
 const BATCH: usize = 200;
-/// A fixed PKCE pair (RFC 7636 appendix B).
-const VERIFIER: &str = "dBjftJeZ4CVP-mJ0kzyXMkVwiKMXCq3JSLMeCwf1G6I";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+/// A fixed PKCE pair: the challenge is BASE64URL(SHA-256(verifier)).
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ0kzyXMkVwiKMXCq3JSLMeCwf1gFk";
+const CHALLENGE: &str = "hB6Ul2s51ze2yj-OKqhm-1HWxxZo1_mTbgs-RkvQ73g";
 
 struct Server(Child);
 

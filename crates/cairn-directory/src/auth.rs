@@ -85,6 +85,23 @@ impl Principal {
             Principal::Application(a) => &a.id,
         }
     }
+    /// How events name it.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User(u) => &u.username,
+            Principal::Admin(a) => &a.email,
+            Principal::Service(s) => &s.name,
+            Principal::Application(a) => &a.name,
+        }
+    }
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
+            Principal::Admin(a) => Actor::admin(&a.id, &a.email),
+            Principal::Service(s) => s.actor(),
+            Principal::Application(a) => application_actor(a),
+        }
+    }
     pub fn user(self) -> Option<User> {
         match self {
             Principal::User(u) => Some(u),
@@ -219,21 +236,11 @@ impl Acct {
     }
 
     fn name(&self) -> &str {
-        match &self.principal {
-            Principal::User(u) => &u.username,
-            Principal::Admin(a) => &a.email,
-            Principal::Service(s) => &s.name,
-            Principal::Application(a) => &a.name,
-        }
+        self.principal.name()
     }
 
     fn actor(&self) -> Actor {
-        match &self.principal {
-            Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
-            Principal::Admin(a) => Actor::admin(&a.id, &a.email),
-            Principal::Service(s) => s.actor(),
-            Principal::Application(a) => application_actor(a),
-        }
+        self.principal.actor()
     }
 
     fn target(&self) -> (&'static str, &str, &str) {
@@ -279,10 +286,9 @@ impl Directory {
             Credential::SecondFactor { ticket, code } => {
                 self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), ticket, code).await?
             }
-            Credential::ClientSecret { client_id, secret } if req.protocol == Protocol::Oidc => {
-                self.application_client_attempt(&ctx, client_id, secret).await?
+            Credential::ClientSecret { client_id, secret } => {
+                self.client_attempt(&ctx, req.protocol, client_id, secret).await?
             }
-            Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
         };
         let ok = out.result.is_ok();
         metrics::counter!("cairn_auth_total", "protocol" => req.protocol.as_str(), "outcome" => if ok { "success" } else { "failure" })
@@ -444,73 +450,60 @@ impl Directory {
         self.conclude(ctx, protocol, resource, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
     }
 
-    /// A service account's client credentials: the secret's SHA-256 compared in constant time
-    /// with the stored one (a dummy when the client id is unknown, so both cost the same), one
-    /// event per attempt. No lockout: a secret is 256 random bits, and a lock would let anyone
-    /// who knows a client id shut the automation out; the address throttle slows guessing.
-    async fn client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
+    /// OAuth 2.0 client credentials: a service account's (protocol `OAuth2`) or an
+    /// application's (protocol `Oidc`, at its token endpoint). The secret's SHA-256 is compared
+    /// in constant time with the stored one (a dummy when the client id is unknown, so both cost
+    /// the same); one event per attempt. No lockout: a secret is 256 random bits, and a lock
+    /// would let anyone who knows a client id shut the client out; the address throttle slows
+    /// guessing. A public application has no secret: no secret it is sent matches.
+    async fn client_attempt(&self, ctx: &Ctx, protocol: Protocol, client_id: &str, secret: &Secret) -> Result<Outcome> {
         use subtle::ConstantTimeEq;
         let client_id = client_id.trim();
-        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0') {
+        let readable =
+            !(client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0'));
+        let found: Option<(Option<String>, Principal)> = if !readable {
             None
+        } else if protocol == Protocol::Oidc {
+            let mut c = self.store().read().await?;
+            c.db()
+                .application_by_client_id(client_id)
+                .await?
+                .map(|a| (a.secret_hash.clone(), Principal::Application(Box::new(a))))
         } else {
             let mut c = self.store().read().await?;
-            c.db().service_account_by_client_id(client_id).await?
+            c.db()
+                .service_account_by_client_id(client_id)
+                .await?
+                .map(|a| (Some(a.secret_hash.clone()), Principal::Service(a)))
         };
         let presented = crate::keys::hash_key(secret.expose());
-        let stored = found.as_ref().map_or_else(|| crate::keys::hash_key("no such client"), |a| a.secret_hash.clone());
+        let stored =
+            found.as_ref().and_then(|(h, _)| h.clone()).unwrap_or_else(|| crate::keys::hash_key("no such client"));
         let matches = bool::from(presented.as_bytes().ct_eq(stored.as_bytes()));
-        let detail = json!({ "protocol": Protocol::OAuth2, "resource": null,
-                             "login": clip(client_id, EVENT_LOGIN_CHARS), "grant_type": "client_credentials" });
-        let (result, reason, target) = match found {
-            Some(a) if matches && !secret.expose().is_empty() => {
-                (Ok(Authenticated::Granted(Principal::Service(a.clone()))), "token issued", Some(a))
+        let mut detail = json!({ "protocol": protocol, "resource": null, "login": clip(client_id, EVENT_LOGIN_CHARS) });
+        match &found {
+            Some((_, Principal::Application(a))) => {
+                detail["resource"] = resource_json(Some(&crate::applications::app_ref(&a.id)));
+                detail["client_authentication"] = json!(true);
             }
-            Some(a) => (Err(Refusal::Credentials), "wrong client secret", Some(a)),
-            None => (Err(Refusal::Credentials), "no such client", None),
-        };
-        let ctx = match &target {
-            Some(a) => Ctx { actor: a.actor(), ..ctx.clone() },
-            None => ctx.clone(),
-        };
-        let t = target.as_ref().map(|a| ("service_account", a.id.as_str(), a.name.as_str()));
-        self.attempt_event(&ctx, t, result.is_ok(), reason, detail, vec![]).await?;
-        Ok(Outcome { result, reason: reason.into() })
-    }
-
-    /// An application's client credentials at the OIDC token endpoint, checked as a service
-    /// account's are (constant-time hash comparison, a dummy for unknown clients, one event
-    /// per attempt). A public client has no secret: no secret it is sent matches.
-    async fn application_client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
-        use subtle::ConstantTimeEq;
-        let client_id = client_id.trim();
-        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0') {
-            None
-        } else {
-            let mut c = self.store().read().await?;
-            c.db().application_by_client_id(client_id).await?
-        };
-        let presented = crate::keys::hash_key(secret.expose());
-        let stored = found
-            .as_ref()
-            .and_then(|a| a.secret_hash.clone())
-            .unwrap_or_else(|| crate::keys::hash_key("no such client"));
-        let matches = bool::from(presented.as_bytes().ct_eq(stored.as_bytes()));
-        let detail = json!({ "protocol": Protocol::Oidc, "resource": found.as_ref().map(|a| resource_json(Some(&crate::applications::app_ref(&a.id)))),
-                             "login": clip(client_id, EVENT_LOGIN_CHARS), "client_authentication": true });
+            _ => detail["grant_type"] = json!("client_credentials"),
+        }
         let (result, reason) = match &found {
-            Some(a) if matches && a.secret_hash.is_some() && !secret.expose().is_empty() => {
-                (Ok(Authenticated::Granted(Principal::Application(Box::new(a.clone())))), "client authenticated")
+            Some((Some(_), p)) if matches && !secret.expose().is_empty() => {
+                let why = if protocol == Protocol::Oidc { "client authenticated" } else { "token issued" };
+                (Ok(Authenticated::Granted(p.clone())), why)
             }
             Some(_) => (Err(Refusal::Credentials), "wrong client secret"),
             None => (Err(Refusal::Credentials), "no such client"),
         };
-        let ctx = match &found {
-            Some(a) => Ctx { actor: application_actor(a), ..ctx.clone() },
-            None => ctx.clone(),
+        let (ctx, target) = match &found {
+            Some((_, p)) => {
+                let kind = if protocol == Protocol::Oidc { "application" } else { "service_account" };
+                (Ctx { actor: p.actor(), ..ctx.clone() }, Some((kind, p.id(), p.name())))
+            }
+            None => (ctx.clone(), None),
         };
-        let t = found.as_ref().map(|a| ("application", a.id.as_str(), a.name.as_str()));
-        self.attempt_event(&ctx, t, result.is_ok(), reason, detail, vec![]).await?;
+        self.attempt_event(&ctx, target, result.is_ok(), reason, detail, vec![]).await?;
         Ok(Outcome { result, reason: reason.into() })
     }
 

@@ -325,13 +325,18 @@ impl Directory {
 
     /// The access decision for a user and an application now, without a password: state,
     /// password status, lock, grant (and the application active). For tokens already issued.
+    /// `lock`: in a transaction that writes tokens, the user's row is locked, so a suspension
+    /// or password change running at the same time either waits for the tokens (and ends
+    /// them) or is seen here.
     async fn live_access(
         &self,
         db: &mut Db<'_>,
         user_id: &str,
         app: &Application,
+        lock: bool,
     ) -> Result<std::result::Result<User, Denial>> {
-        let Some(u) = db.get_user(user_id).await? else { return Ok(Err(Denial::NotActive)) };
+        let found = if lock { db.lock_user(user_id).await? } else { db.get_user(user_id).await? };
+        let Some(u) = found else { return Ok(Err(Denial::NotActive)) };
         let org = crate::org_of(db).await?;
         let now = self.now();
         let granted = app.settings.active && crate::grants::granted_in(db, &u.id, &app_ref(&app.id)).await?;
@@ -465,6 +470,19 @@ impl Directory {
         ev
     }
 
+    /// Ends a refused token request: its failure event written, the transaction committed
+    /// (what it revoked stays revoked), the refusal answered.
+    async fn refused(
+        &self,
+        mut tx: cairn_store::Tx,
+        ev: cairn_domain::Event,
+        r: OidcRefusal,
+    ) -> Result<std::result::Result<IssuedTokens, OidcRefusal>> {
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(Err(r))
+    }
+
     /// Counts an unknown code or token against the client's address (the sign-in throttle).
     fn unknown_grant(&self, ctx: &Ctx) -> OidcRefusal {
         if let Some(a) = ctx.client_addr.as_deref().and_then(crate::auth::address_key) {
@@ -593,7 +611,14 @@ impl Directory {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
-        let Some(g) = db.lock_oidc_code(&token_hash(code)).await? else {
+        let hash = token_hash(code);
+        // The user's row first, then the code's: a suspension locks them in that order too.
+        let Some(first) = db.oidc_code(&hash, false).await? else {
+            tx.commit().await?;
+            return Ok(Err(self.unknown_grant(ctx)));
+        };
+        let access = self.live_access(&mut db, &first.user_id, client, true).await?;
+        let Some(g) = db.oidc_code(&hash, true).await? else {
             tx.commit().await?;
             return Ok(Err(self.unknown_grant(ctx)));
         };
@@ -604,9 +629,7 @@ impl Directory {
         if g.app_id != client.id {
             // Another client's code proves nothing about this one; its owner keeps it.
             let ev = fail("the code was issued to another client", grant_type);
-            db.insert_event(&ev).await?;
-            tx.commit().await?;
-            return Ok(Err(refuse("invalid_grant", "the code was not issued to this client")));
+            return self.refused(tx, ev, refuse("invalid_grant", "the code was not issued to this client")).await;
         }
         if g.used.is_some() {
             let revoked = db.revoke_oidc_family(&g.family).await?;
@@ -614,9 +637,9 @@ impl Directory {
                 "the code was already used: the tokens it produced are revoked",
                 json!({ "grant_type": "authorization_code", "revoked_tokens": revoked }),
             );
-            db.insert_event(&ev).await?;
-            tx.commit().await?;
-            return Ok(Err(refuse("invalid_grant", "the code was already used; its tokens are revoked")));
+            return self
+                .refused(tx, ev, refuse("invalid_grant", "the code was already used; its tokens are revoked"))
+                .await;
         }
         let refused = if g.expires <= now {
             Some("the code has expired")
@@ -637,17 +660,15 @@ impl Directory {
         db.use_oidc_code(&g.hash, now).await?;
         if let Some(why) = refused {
             let ev = fail(why, grant_type);
-            db.insert_event(&ev).await?;
-            tx.commit().await?;
-            return Ok(Err(refuse("invalid_grant", why)));
+            return self.refused(tx, ev, refuse("invalid_grant", why)).await;
         }
-        let user = match self.live_access(&mut db, &g.user_id, client).await? {
+        let user = match access {
             Ok(u) => u,
             Err(d) => {
                 let ev = fail(d.reason(), grant_type);
-                db.insert_event(&ev).await?;
-                tx.commit().await?;
-                return Ok(Err(refuse("invalid_grant", "the user may no longer use this application")));
+                return self
+                    .refused(tx, ev, refuse("invalid_grant", "the user may no longer use this application"))
+                    .await;
             }
         };
         db.trim_oidc_families(&user.id, &client.id, MAX_FAMILIES).await?;
@@ -698,10 +719,11 @@ impl Directory {
             |why: &str, extra: Value| self.token_failure_event(ctx, client, user.as_ref(), "oidc_refresh", why, extra);
         if g.app_id != client.id {
             let ev = fail("the refresh token was issued to another client", json!({}));
-            db.insert_event(&ev).await?;
-            tx.commit().await?;
-            return Ok(Err(refuse("invalid_grant", "the refresh token was not issued to this client")));
+            return self
+                .refused(tx, ev, refuse("invalid_grant", "the refresh token was not issued to this client"))
+                .await;
         }
+        let access = self.live_access(&mut db, &g.user_id, client, true).await?;
         // Spent atomically: of two exchanges racing, one wins and the other is a reuse.
         if !db.rotate_oidc_token(&g.hash, now).await? {
             let revoked = db.revoke_oidc_family(&g.family).await?;
@@ -709,9 +731,9 @@ impl Directory {
                 "a spent refresh token was presented again: its family is revoked",
                 json!({ "revoked_tokens": revoked }),
             );
-            db.insert_event(&ev).await?;
-            tx.commit().await?;
-            return Ok(Err(refuse("invalid_grant", "the refresh token was already used; its family is revoked")));
+            return self
+                .refused(tx, ev, refuse("invalid_grant", "the refresh token was already used; its family is revoked"))
+                .await;
         }
         let granted_scope = g.data["scope"].as_str().unwrap_or("openid").to_string();
         let scope = match scope {
@@ -725,14 +747,14 @@ impl Directory {
             }
             _ => granted_scope,
         };
-        let user = match self.live_access(&mut db, &g.user_id, client).await? {
+        let user = match access {
             Ok(u) => u,
             Err(d) => {
                 let revoked = db.revoke_oidc_family(&g.family).await?;
                 let ev = fail(d.reason(), json!({ "revoked_tokens": revoked }));
-                db.insert_event(&ev).await?;
-                tx.commit().await?;
-                return Ok(Err(refuse("invalid_grant", "the user may no longer use this application")));
+                return self
+                    .refused(tx, ev, refuse("invalid_grant", "the user may no longer use this application"))
+                    .await;
             }
         };
         let auth_time = g.data["auth_time"].as_i64().unwrap_or(now.timestamp());
@@ -760,7 +782,7 @@ impl Directory {
             return Ok(None);
         }
         let Some(app) = db.get_application(&g.app_id).await? else { return Ok(None) };
-        let Ok(user) = self.live_access(&mut db, &g.user_id, &app).await? else { return Ok(None) };
+        let Ok(user) = self.live_access(&mut db, &g.user_id, &app, false).await? else { return Ok(None) };
         Ok(Some(TokenInfo {
             user,
             scope: g.data["scope"].as_str().unwrap_or_default().to_string(),

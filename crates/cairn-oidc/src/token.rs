@@ -154,6 +154,20 @@ async fn client(
     Ok(app)
 }
 
+/// A back-channel request's form, its context and the client it authenticates as.
+async fn authenticated(
+    st: &Oidc,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    confidential_only: bool,
+) -> Result<(Ctx, FormFields, Application), Response> {
+    let form = FormFields::parse(body).map_err(IntoResponse::into_response)?;
+    let ctx = ctx(Some(addr));
+    let app = client(st, &ctx, headers, &form, confidential_only).await?;
+    Ok((ctx, form, app))
+}
+
 fn tokens_json(t: &IssuedTokens) -> Value {
     let mut v = json!({
         "access_token": t.access_token.expose(),
@@ -174,11 +188,10 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let form = match FormFields::parse(body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
+    let (ctx, form, app) = match authenticated(&st, addr, &headers, body, false).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let ctx = ctx(Some(addr));
     let grant = match form.get("grant_type") {
         Some(g @ ("authorization_code" | "refresh_token")) => g,
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
@@ -189,10 +202,6 @@ pub(crate) async fn token(
                 "grant_type must be authorization_code or refresh_token",
             )
         }
-    };
-    let app = match client(&st, &ctx, &headers, &form, false).await {
-        Ok(a) => a,
-        Err(r) => return r,
     };
     let result = if grant == "authorization_code" {
         let Some(code) = form.get("code") else {
@@ -259,13 +268,8 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let form = match FormFields::parse(body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let ctx = ctx(Some(addr));
-    let app = match client(&st, &ctx, &headers, &form, true).await {
-        Ok(a) => a,
+    let (_, form, app) = match authenticated(&st, addr, &headers, body, true).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(token) = form.get("token") else {
@@ -296,13 +300,8 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let form = match FormFields::parse(body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let ctx = ctx(Some(addr));
-    let app = match client(&st, &ctx, &headers, &form, false).await {
-        Ok(a) => a,
+    let (ctx, form, app) = match authenticated(&st, addr, &headers, body, false).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(token) = form.get("token") else {

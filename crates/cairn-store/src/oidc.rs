@@ -288,10 +288,11 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// The code, its row locked until the transaction ends (so two redemptions racing on
-    /// PostgreSQL see each other).
-    pub async fn lock_oidc_code(&mut self, hash: &str) -> Result<Option<OidcGrant>> {
-        let sql = format!("SELECT * FROM oidc_codes WHERE code_hash = $1{}", for_update(self.b));
+    /// The code; with `lock`, its row locked until the transaction ends (so two redemptions
+    /// racing on PostgreSQL see each other).
+    pub async fn oidc_code(&mut self, hash: &str, lock: bool) -> Result<Option<OidcGrant>> {
+        let hold = if lock { for_update(self.b) } else { "" };
+        let sql = format!("SELECT * FROM oidc_codes WHERE code_hash = $1{hold}");
         let row = sqlx::query(&sql).bind(hash.to_string()).fetch_optional(&mut *self.c).await?;
         row.map(|r| code_from_row(&r)).transpose()
     }

@@ -138,3 +138,113 @@ fn admins_manage_oidc_applications_through_the_jumpcloud_api() {
         crud(&db);
     }
 }
+
+const ADMIN_PW: &str = "correct horse battery staple";
+
+fn admin(s: &Server, email: &str, role: &str) -> common::Browser {
+    let out = s
+        .command()
+        .args(["admin", "create", "--email", email, "--password", ADMIN_PW, "--role", role])
+        .output()
+        .expect("run cairn admin create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut b = common::Browser::new(&s.base);
+    b.get("/admin/login");
+    let p = b.post("/admin/login", &[("email", email), ("password", ADMIN_PW)]);
+    assert_eq!(b.follow(p).0, "/admin/users");
+    b
+}
+
+fn between<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
+    let i = body.find(start).unwrap_or_else(|| panic!("{start} in {body}")) + start.len();
+    &body[i..i + body[i..].find(end).unwrap()]
+}
+
+#[test]
+fn admins_manage_applications_in_the_portal_and_users_see_theirs() {
+    let s = Server::start(&Db::Sqlite);
+    let mut b = admin(&s, "admin@example.com", "admin");
+    b.get("/admin/applications");
+    let p = b.post(
+        "/admin/applications",
+        &[("name", "Wiki"), ("redirectUris", "https://wiki.example/cb\nhttps://wiki.example/cb2"), ("requireMfa", "1")],
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("it is not shown again"), "{}", p.body);
+    let secret = between(&p.body, "<code id=\"client-secret\">", "<").to_string();
+    assert!(secret.starts_with("cairn_cs_"));
+    let (_, list) = s.get("/api/applications");
+    let app = &list["results"][0];
+    let id = app["_id"].as_str().unwrap().to_string();
+    assert_eq!(app["redirectUris"], json!(["https://wiki.example/cb", "https://wiki.example/cb2"]));
+    assert_eq!(app["requireMfa"], true);
+    // The page never shows the secret again.
+    let page = b.get(&format!("/admin/applications/{id}"));
+    assert!(!page.body.contains(&secret));
+    // Edit: a label and one URI fewer; a bad URI is refused by name and changes nothing.
+    let p = b.post(
+        &format!("/admin/applications/{id}"),
+        &[
+            ("name", "Wiki"),
+            ("displayLabel", "Team wiki"),
+            ("redirectUris", "https://wiki.example/cb"),
+            ("active", "1"),
+            ("idTokenSignedResponseAlg", "EdDSA"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.post(
+        &format!("/admin/applications/{id}"),
+        &[
+            ("name", "Wiki"),
+            ("redirectUris", "http://evil.example/cb"),
+            ("active", "1"),
+            ("idTokenSignedResponseAlg", "RS256"),
+        ],
+    );
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("redirectUris[0]"), "{}", p.body);
+    let (_, got) = s.get(&format!("/api/applications/{id}"));
+    assert_eq!(
+        (got["displayLabel"].as_str(), got["idTokenSignedResponseAlg"].as_str()),
+        (Some("Team wiki"), Some("EdDSA"))
+    );
+    assert_eq!(got["redirectUris"], json!(["https://wiki.example/cb"]));
+    // Associate a group by name; its member sees the application in the user portal.
+    let (_, g) = s.post("/api/v2/usergroups", json!({"name": "eng"}));
+    let (_, u) = s.post(
+        "/api/systemusers",
+        json!({"username": "ada", "email": "ada@example.com", "password": "lantern orchard seventeen"}),
+    );
+    s.post(
+        &format!("/api/v2/usergroups/{}/members", g["id"].as_str().unwrap()),
+        json!({"op": "add", "type": "user", "id": u["_id"]}),
+    );
+    b.get(&format!("/admin/applications/{id}"));
+    let p = b.post(
+        &format!("/admin/applications/{id}/associations"),
+        &[("op", "add"), ("type", "user_group"), ("name", "eng")],
+    );
+    assert_eq!(p.status, 303);
+    let page = b.get(&format!("/admin/applications/{id}"));
+    assert!(page.body.contains(">eng</a>"), "{}", page.body);
+    let mut person = common::Browser::new(&s.base);
+    let (_, profile) = person.login("ada", "lantern orchard seventeen");
+    assert!(profile.body.contains("Team wiki") && profile.body.contains("https://wiki.example/"), "{}", profile.body);
+    // Rotate the secret: a new one, shown once.
+    let p = b.post(&format!("/admin/applications/{id}/secret"), &[]);
+    let rotated = between(&p.body, "<code id=\"client-secret\">", "<").to_string();
+    assert_ne!(rotated, secret);
+    // A read-only administrator sees everything and changes nothing.
+    let mut ro = admin(&s, "viewer@example.com", "read-only");
+    let page = ro.get(&format!("/admin/applications/{id}"));
+    assert!(page.body.contains("Team wiki") && !page.body.contains("Rotate the client secret"));
+    assert_eq!(ro.post(&format!("/admin/applications/{id}/delete"), &[]).status, 403);
+    // Delete: gone from the list and from the person's portal.
+    b.get(&format!("/admin/applications/{id}"));
+    let p = b.post(&format!("/admin/applications/{id}/delete"), &[]);
+    assert_eq!(p.location.as_deref(), Some("/admin/applications?m=deleted"));
+    assert_eq!(s.get(&format!("/api/applications/{id}")).0, 404);
+    let profile = person.get("/portal/profile");
+    assert!(profile.body.contains("No applications are assigned to you."), "{}", profile.body);
+}

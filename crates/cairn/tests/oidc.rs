@@ -131,6 +131,24 @@ pub fn token(s: &Server, a: &App, form: &[(&str, &str)]) -> (u16, Value) {
     (st, res.json().unwrap_or(Value::Null))
 }
 
+/// The authorization code grant with PKCE, as the tests' relying party sends it.
+pub fn redeem(s: &Server, a: &App, code: &str, verifier: &str) -> (u16, Value) {
+    token(
+        s,
+        a,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+}
+
+pub fn refresh_grant(s: &Server, a: &App, refresh_token: &str) -> (u16, Value) {
+    token(s, a, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+}
+
 pub fn introspect(s: &Server, a: &App, t: &str) -> Value {
     let res = s
         .raw()
@@ -199,16 +217,7 @@ fn flow(db: &Db) {
     assert_eq!(param(&back, "state").as_deref(), Some("st-123"));
     assert_eq!(param(&back, "iss").as_deref(), Some(s.base.as_str()));
     let code = param(&back, "code").expect("a code");
-    let (st, t) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (st, t) = redeem(&s, &wiki, &code, &verifier);
     assert_eq!(st, 200, "{t}");
     assert_eq!((t["token_type"].as_str(), t["expires_in"].as_i64()), (Some("Bearer"), Some(300)));
     let claims = verify_id_token(&s, t["id_token"].as_str().unwrap(), &wiki.client_id);
@@ -225,11 +234,11 @@ fn flow(db: &Db) {
     assert_eq!((i["active"].as_bool(), i["username"].as_str()), (Some(true), Some("ada")), "{i}");
 
     // Refresh rotates; the spent token presented again revokes the family.
-    let (st, r1) = token(&s, &wiki, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    let (st, r1) = refresh_grant(&s, &wiki, &refresh);
     assert_eq!(st, 200, "{r1}");
     assert_ne!(r1["refresh_token"], t["refresh_token"]);
     verify_id_token(&s, r1["id_token"].as_str().unwrap(), &wiki.client_id);
-    let (st, e) = token(&s, &wiki, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    let (st, e) = refresh_grant(&s, &wiki, &refresh);
     assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
     let (st, _) =
         token(&s, &wiki, &[("grant_type", "refresh_token"), ("refresh_token", r1["refresh_token"].as_str().unwrap())]);
@@ -269,16 +278,7 @@ fn flow(db: &Db) {
     // Suspension: refresh refused, introspection inactive, userinfo refused, no new code.
     let p = b.get(&authorize_url(&wiki.client_id, Some(&challenge), &[]));
     let code = param(p.location.as_deref().unwrap(), "code").unwrap();
-    let (_, t3) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (_, t3) = redeem(&s, &wiki, &code, &verifier);
     let (st, _) = s.post(&format!("/api/systemusers/{ada}/state/suspend"), json!({}));
     assert_eq!(st, 200);
     let (st, e) =
@@ -302,16 +302,7 @@ fn flow(db: &Db) {
     let mut bc = Browser::new(&s.base);
     let back = sign_in(&mut bc, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
     let code = param(&back, "code").unwrap();
-    let (_, t4) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (_, t4) = redeem(&s, &wiki, &code, &verifier);
     assert_eq!(introspect(&s, &wiki, t4["access_token"].as_str().unwrap())["active"], true);
     s.post(&format!("/api/v2/usergroups/{gid}/members"), json!({"op": "remove", "type": "user", "id": ada}));
     assert_eq!(introspect(&s, &wiki, t4["access_token"].as_str().unwrap())["active"], false);
@@ -324,16 +315,7 @@ fn flow(db: &Db) {
     let mut bd = Browser::new(&s.base);
     let back = sign_in(&mut bd, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
     let code = param(&back, "code").unwrap();
-    let (_, t5) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (_, t5) = redeem(&s, &wiki, &code, &verifier);
     let q = serde_urlencoded::to_string([
         ("id_token_hint", t5["id_token"].as_str().unwrap()),
         ("post_logout_redirect_uri", "http://127.0.0.1:9/bye"),
@@ -356,16 +338,7 @@ fn flow(db: &Db) {
     // Revocation (RFC 7009) of a refresh token ends its family.
     let back = sign_in(&mut bd, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
     let code = param(&back, "code").unwrap();
-    let (_, t6) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (_, t6) = redeem(&s, &wiki, &code, &verifier);
     let res = s
         .raw()
         .post(format!("{}/oidc/revoke", s.base))
@@ -488,16 +461,7 @@ fn attacks(db: &Db) {
     // A verifier without a challenge is a downgrade.
     let back = sign_in(&mut b, &authorize_url(&wiki.client_id, None, &[]), "ada", None);
     let code = param(&back, "code").unwrap();
-    let (st, e) = token(
-        &s,
-        &wiki,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (st, e) = redeem(&s, &wiki, &code, &verifier);
     assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
     // A wrong redirect_uri at the token endpoint.
     let back = sign_in(&mut b, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
@@ -585,16 +549,7 @@ fn totp_and_keys(db: &Db) {
     let p = b.get(&next);
     let back = p.location.unwrap();
     let code = param(&back, "code").expect("a code after enrolment");
-    let (st, t) = token(
-        &s,
-        &ed,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (st, t) = redeem(&s, &ed, &code, &verifier);
     assert_eq!(st, 200, "{t}");
     let old = t["id_token"].as_str().unwrap().to_string();
     assert_eq!(jsonwebtoken::decode_header(&old).unwrap().alg, jsonwebtoken::Algorithm::EdDSA);
@@ -612,16 +567,7 @@ fn totp_and_keys(db: &Db) {
     let now = || cairn_directory::totp_code(&secret, chrono::Utc::now() + chrono::Duration::seconds(1000));
     let back = sign_in(&mut b2, &authorize_url(&ed.client_id, Some(&challenge), &[]), "ada", Some(&now));
     let code = param(&back, "code").unwrap();
-    let (_, t2) = token(
-        &s,
-        &ed,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    );
+    let (_, t2) = redeem(&s, &ed, &code, &verifier);
     let new_kid = jsonwebtoken::decode_header(t2["id_token"].as_str().unwrap()).unwrap().kid.unwrap();
     assert_ne!(new_kid, old_kid, "the new key signs after its publication period");
     // The old ID token still verifies against the published keys.
@@ -641,5 +587,68 @@ fn totp_and_keys(db: &Db) {
 fn second_factor_for_an_application_and_key_rotation_keep_id_tokens_verifiable() {
     for db in Db::all("oidc totp and keys on PostgreSQL") {
         totp_and_keys(&db);
+    }
+}
+
+fn races(db: &Db) {
+    let s = start(db, None);
+    let wiki = app(&s, json!({"name": "Wiki", "redirectUris": [REDIRECT]}));
+    let ada = user(&s, "ada");
+    associate(&s, &wiki, "user", &ada);
+    let (verifier, challenge) = pkce();
+    let mut b = Browser::new(&s.base);
+    let back = sign_in(&mut b, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
+    let code = param(&back, "code").unwrap();
+    // Eight redemptions of one code at once: one answer with tokens, and since the code was
+    // presented again, even those are revoked.
+    let results: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| redeem(&s, &wiki, &code, &verifier))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&Value> = results.iter().filter(|(st, _)| *st == 200).map(|(_, v)| v).collect();
+    assert_eq!(ok.len(), 1, "{results:?}");
+    assert!(results.iter().filter(|(st, _)| *st != 200).all(|(st, v)| *st == 400 && v["error"] == "invalid_grant"));
+    assert_eq!(introspect(&s, &wiki, ok[0]["access_token"].as_str().unwrap())["active"], false);
+    // Eight refreshes of one refresh token at once: at most one wins, and the reuse revokes
+    // the family, the winner's new tokens included.
+    let back = sign_in(&mut b, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
+    let code = param(&back, "code").unwrap();
+    let (_, t) = redeem(&s, &wiki, &code, &verifier);
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let results: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| refresh_grant(&s, &wiki, &rt))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&Value> = results.iter().filter(|(st, _)| *st == 200).map(|(_, v)| v).collect();
+    assert!(ok.len() <= 1, "{results:?}");
+    for v in ok {
+        assert_eq!(introspect(&s, &wiki, v["access_token"].as_str().unwrap())["active"], false);
+    }
+    // A suspension racing a refresh never leaves a live token behind.
+    let back = sign_in(&mut b, &authorize_url(&wiki.client_id, Some(&challenge), &[]), "ada", None);
+    let code = param(&back, "code").unwrap();
+    let (_, t) = redeem(&s, &wiki, &code, &verifier);
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let refreshed = std::thread::scope(|sc| {
+        let h = sc.spawn(|| refresh_grant(&s, &wiki, &rt));
+        let (st, _) = s.post(&format!("/api/systemusers/{ada}/state/suspend"), json!({}));
+        assert_eq!(st, 200);
+        h.join().unwrap()
+    });
+    if refreshed.0 == 200 {
+        assert_eq!(introspect(&s, &wiki, refreshed.1["access_token"].as_str().unwrap())["active"], false);
+        let (st, _) = token(
+            &s,
+            &wiki,
+            &[("grant_type", "refresh_token"), ("refresh_token", refreshed.1["refresh_token"].as_str().unwrap())],
+        );
+        assert_eq!(st, 400);
+    }
+}
+
+#[test]
+fn concurrent_redemptions_and_refreshes_give_at_most_one_answer() {
+    for db in Db::all("oidc races on PostgreSQL") {
+        races(&db);
     }
 }
