@@ -20,7 +20,8 @@
 use std::net::IpAddr;
 
 use cairn_domain::access::{verdict, AccessRequest, Denial, Protocol, Step, Verdict};
-use cairn_domain::graph::{GraphKind, ResourceRef};
+use cairn_domain::application::Application;
+use cairn_domain::graph::{GraphKind, ResourceKind, ResourceRef};
 use cairn_domain::lockout::{LockPolicy, Lockout};
 use cairn_domain::oauth::ServiceAccount;
 use cairn_domain::user::{Change, PasswordStatus};
@@ -63,7 +64,8 @@ pub enum Credential<'a> {
     /// The code for a sign-in whose password an earlier call verified: `ticket` is what that
     /// call returned with `Step::SecondFactor`.
     SecondFactor { ticket: &'a str, code: &'a str },
-    /// A service account's OAuth 2.0 client id and secret (protocol `OAuth2`).
+    /// An OAuth 2.0 client id and secret: a service account's (protocol `OAuth2`) or an
+    /// application's (protocol `Oidc`, at its token endpoint).
     ClientSecret { client_id: &'a str, secret: &'a Secret },
 }
 
@@ -73,6 +75,8 @@ pub enum Principal {
     User(User),
     Admin(Admin),
     Service(ServiceAccount),
+    /// An OIDC application, by its client credentials.
+    Application(Box<Application>),
 }
 
 impl Principal {
@@ -81,18 +85,36 @@ impl Principal {
             Principal::User(u) => &u.id,
             Principal::Admin(a) => &a.id,
             Principal::Service(s) => &s.id,
+            Principal::Application(a) => &a.id,
+        }
+    }
+    /// How events name it.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User(u) => &u.username,
+            Principal::Admin(a) => &a.email,
+            Principal::Service(s) => &s.name,
+            Principal::Application(a) => &a.name,
+        }
+    }
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
+            Principal::Admin(a) => Actor::admin(&a.id, &a.email),
+            Principal::Service(s) => s.actor(),
+            Principal::Application(a) => application_actor(a),
         }
     }
     pub fn user(self) -> Option<User> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Admin(_) | Principal::Service(_) => None,
+            Principal::Admin(_) | Principal::Service(_) | Principal::Application(_) => None,
         }
     }
     pub fn admin(self) -> Option<Admin> {
         match self {
             Principal::Admin(a) => Some(a),
-            Principal::User(_) | Principal::Service(_) => None,
+            Principal::User(_) | Principal::Service(_) | Principal::Application(_) => None,
         }
     }
 }
@@ -217,19 +239,11 @@ impl Acct {
     }
 
     fn name(&self) -> &str {
-        match &self.principal {
-            Principal::User(u) => &u.username,
-            Principal::Admin(a) => &a.email,
-            Principal::Service(s) => &s.name,
-        }
+        self.principal.name()
     }
 
     fn actor(&self) -> Actor {
-        match &self.principal {
-            Principal::User(u) => Actor { kind: "user".into(), id: Some(u.id.clone()), name: Some(u.username.clone()) },
-            Principal::Admin(a) => Actor::admin(&a.id, &a.email),
-            Principal::Service(s) => s.actor(),
-        }
+        self.principal.actor()
     }
 
     fn target(&self) -> (&'static str, &str, &str) {
@@ -277,7 +291,9 @@ impl Directory {
                 self.code_attempt(&ctx, req.protocol, req.resource.as_ref(), req.device.as_deref(), ticket, code)
                     .await?
             }
-            Credential::ClientSecret { client_id, secret } => self.client_attempt(&ctx, client_id, secret).await?,
+            Credential::ClientSecret { client_id, secret } => {
+                self.client_attempt(&ctx, req.protocol, client_id, secret).await?
+            }
         };
         let ok = out.result.is_ok();
         metrics::counter!("cairn_auth_total", "protocol" => req.protocol.as_str(), "outcome" => if ok { "success" } else { "failure" })
@@ -442,37 +458,60 @@ impl Directory {
         self.conclude(ctx, protocol, resource, account, &t.owner, Proof::Ticket, code, Some(hash), detail).await
     }
 
-    /// A service account's client credentials: the secret's SHA-256 compared in constant time
-    /// with the stored one (a dummy when the client id is unknown, so both cost the same), one
-    /// event per attempt. No lockout: a secret is 256 random bits, and a lock would let anyone
-    /// who knows a client id shut the automation out; the address throttle slows guessing.
-    async fn client_attempt(&self, ctx: &Ctx, client_id: &str, secret: &Secret) -> Result<Outcome> {
+    /// OAuth 2.0 client credentials: a service account's (protocol `OAuth2`) or an
+    /// application's (protocol `Oidc`, at its token endpoint). The secret's SHA-256 is compared
+    /// in constant time with the stored one (a dummy when the client id is unknown, so both cost
+    /// the same); one event per attempt. No lockout: a secret is 256 random bits, and a lock
+    /// would let anyone who knows a client id shut the client out; the address throttle slows
+    /// guessing. A public application has no secret: no secret it is sent matches.
+    async fn client_attempt(&self, ctx: &Ctx, protocol: Protocol, client_id: &str, secret: &Secret) -> Result<Outcome> {
         use subtle::ConstantTimeEq;
         let client_id = client_id.trim();
-        let found = if client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0') {
+        let readable =
+            !(client_id.is_empty() || client_id.chars().count() > MAX_LOGIN_CHARS || client_id.contains('\0'));
+        let found: Option<(Option<String>, Principal)> = if !readable {
             None
+        } else if protocol == Protocol::Oidc {
+            let mut c = self.store().read().await?;
+            c.db()
+                .application_by_client_id(client_id)
+                .await?
+                .map(|a| (a.secret_hash.clone(), Principal::Application(Box::new(a))))
         } else {
             let mut c = self.store().read().await?;
-            c.db().service_account_by_client_id(client_id).await?
+            c.db()
+                .service_account_by_client_id(client_id)
+                .await?
+                .map(|a| (Some(a.secret_hash.clone()), Principal::Service(a)))
         };
         let presented = crate::keys::hash_key(secret.expose());
-        let stored = found.as_ref().map_or_else(|| crate::keys::hash_key("no such client"), |a| a.secret_hash.clone());
+        let stored =
+            found.as_ref().and_then(|(h, _)| h.clone()).unwrap_or_else(|| crate::keys::hash_key("no such client"));
         let matches = bool::from(presented.as_bytes().ct_eq(stored.as_bytes()));
-        let detail = json!({ "protocol": Protocol::OAuth2, "resource": null,
-                             "login": clip(client_id, EVENT_LOGIN_CHARS), "grant_type": "client_credentials" });
-        let (result, reason, target) = match found {
-            Some(a) if matches && !secret.expose().is_empty() => {
-                (Ok(Authenticated::Granted(Principal::Service(a.clone()))), "token issued", Some(a))
+        let mut detail = json!({ "protocol": protocol, "resource": null, "login": clip(client_id, EVENT_LOGIN_CHARS) });
+        match &found {
+            Some((_, Principal::Application(a))) => {
+                detail["resource"] = resource_json(Some(&crate::applications::app_ref(&a.id)));
+                detail["client_authentication"] = json!(true);
             }
-            Some(a) => (Err(Refusal::Credentials), "wrong client secret", Some(a)),
-            None => (Err(Refusal::Credentials), "no such client", None),
+            _ => detail["grant_type"] = json!("client_credentials"),
+        }
+        let (result, reason) = match &found {
+            Some((Some(_), p)) if matches && !secret.expose().is_empty() => {
+                let why = if protocol == Protocol::Oidc { "client authenticated" } else { "token issued" };
+                (Ok(Authenticated::Granted(p.clone())), why)
+            }
+            Some(_) => (Err(Refusal::Credentials), "wrong client secret"),
+            None => (Err(Refusal::Credentials), "no such client"),
         };
-        let ctx = match &target {
-            Some(a) => Ctx { actor: a.actor(), ..ctx.clone() },
-            None => ctx.clone(),
+        let (ctx, target) = match &found {
+            Some((_, p)) => {
+                let kind = if protocol == Protocol::Oidc { "application" } else { "service_account" };
+                (Ctx { actor: p.actor(), ..ctx.clone() }, Some((kind, p.id(), p.name())))
+            }
+            None => (ctx.clone(), None),
         };
-        let t = target.as_ref().map(|a| ("service_account", a.id.as_str(), a.name.as_str()));
-        self.attempt_event(&ctx, t, result.is_ok(), reason, detail, vec![]).await?;
+        self.attempt_event(&ctx, target, result.is_ok(), reason, detail, vec![]).await?;
         Ok(Outcome { result, reason: reason.into() })
     }
 
@@ -547,7 +586,7 @@ impl Directory {
             let granted = match (resource, &acct.principal) {
                 (None, _) => !protocol_needs_resource(protocol),
                 (Some(r), Principal::User(u)) => crate::grants::granted_in(&mut tx.db(), &u.id, r).await?,
-                (Some(_), Principal::Admin(_) | Principal::Service(_)) => false,
+                (Some(_), _) => false,
             };
             let excluded = acct.mfa_excluded_until.is_some_and(|t| t > now);
             let password = match acct.password {
@@ -555,6 +594,16 @@ impl Directory {
                 PasswordStatus::Expired if rules.allow_expired => PasswordStatus::Active,
                 p => p,
             };
+            // An application may ask a second factor of everyone, and grants nothing while
+            // inactive.
+            let (app_active, app_mfa) = match resource {
+                Some(r) if r.kind == ResourceKind::Application => match tx.db().get_application(&r.id).await? {
+                    Some(a) => (a.settings.active, a.settings.require_mfa),
+                    None => (false, false),
+                },
+                _ => (true, false),
+            };
+            let granted = granted && app_active;
             let access = AccessRequest {
                 state: acct.state,
                 password,
@@ -562,7 +611,7 @@ impl Directory {
                 locked: false,
                 // On the web an enrolled authenticator is always asked for.
                 // An exclusion period (resetmfa) waives the requirement until it ends.
-                mfa_required: (acct.mfa_required && !excluded)
+                mfa_required: ((acct.mfa_required || app_mfa) && !excluded)
                     || (enrolled && protocol.web())
                     || rules.mfa.is_some_and(|m| m.requires(enrolled, excluded)),
                 mfa_presented: matches!(code, Code::Matched(_)),
@@ -739,6 +788,11 @@ impl Directory {
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Who acts, in events, when an application authenticates with its client credentials.
+pub(crate) fn application_actor(a: &Application) -> Actor {
+    Actor { kind: "application".into(), id: Some(a.id.clone()), name: Some(a.name.clone()) }
 }
 
 fn protocol_needs_resource(p: Protocol) -> bool {

@@ -122,6 +122,16 @@ pub struct Config {
     /// Delivered and logged messages older than this leave the outbox (their events stay);
     /// `None` keeps them forever.
     pub outbox_retention: Option<chrono::Duration>,
+    /// How long an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`): short, since
+    /// only introspection and userinfo see its revocation.
+    pub oidc_access_ttl: chrono::Duration,
+}
+
+impl Config {
+    /// The OIDC issuer: the base URL exactly, without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
 }
 
 impl Default for Config {
@@ -139,6 +149,7 @@ impl Default for Config {
             spool_dir: None,
             max_concurrent_imports: 2,
             outbox_retention: Some(chrono::Duration::days(30)),
+            oidc_access_ttl: chrono::Duration::minutes(5),
         }
     }
 }

@@ -58,13 +58,7 @@ async fn resource_name(db: &mut Db<'_>, r: &ResourceRef) -> Result<String> {
         ResourceKind::RadiusServer => {
             Ok(db.get_radius_server(&r.id, true).await?.ok_or_else(|| no_such(r.kind, &r.id))?.name)
         }
-        // Their records come with their own issue; until then there are none to grant.
-        ResourceKind::Application => Err(Error::NotFound(format!(
-            "no {} with id '{}': Cairn has no {}s yet",
-            r.kind.label(),
-            r.id,
-            r.kind.label()
-        ))),
+        ResourceKind::Application => db.application_name_held(&r.id).await?.ok_or_else(|| no_such(r.kind, &r.id)),
     }
 }
 
@@ -74,6 +68,22 @@ pub(crate) async fn granted_in(db: &mut Db<'_>, user_id: &str, resource: &Resour
 }
 
 impl Directory {
+    /// Ends the application tokens of users who no longer reach the application (an
+    /// association or a membership went), and those users' portal sessions with them; the
+    /// users whose access ended.
+    pub(crate) async fn revoke_ungranted(
+        &self,
+        db: &mut Db<'_>,
+        user: Option<&str>,
+        app: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let users = db.revoke_ungranted_oidc(user, app).await?;
+        for u in &users {
+            db.revoke_sessions(cairn_store::Account::User, u).await?;
+        }
+        Ok(users)
+    }
+
     /// Adds or removes the association of `subject` with `resource`, and writes its event
     /// (`association_add` / `association_remove`, target the subject, detail the resource) in
     /// the same transaction. Returns whether the graph changed: adding an association that
@@ -94,10 +104,18 @@ impl Directory {
             GraphOp::Add => (db.add_association(subject, resource, self.now()).await?, "association_add"),
             GraphOp::Remove => (db.remove_association(subject, resource).await?, "association_remove"),
         };
+        let mut detail_revoked = None;
+        if changed && op == GraphOp::Remove && resource.kind == ResourceKind::Application {
+            detail_revoked = Some(self.revoke_ungranted(&mut db, None, Some(&resource.id)).await?);
+        }
         if changed {
             let detail = json!({
                 "resource_type": resource.kind.as_str(), "resource_id": resource.id, "resource_name": resource_name,
             });
+            let mut detail = detail;
+            if let Some(users) = detail_revoked {
+                detail["revoked_application_access"] = json!(users);
+            }
             let ev = self.event(ctx, action, Some((target_kind, &subject.id, &target_name)), vec![], detail);
             db.insert_event(&ev).await?;
             tx.commit().await?;

@@ -175,7 +175,12 @@ impl Directory {
         let mut tx = self.store().begin().await?;
         let g = load_group(&mut tx.db(), id).await?;
         tx.db().delete_group(id).await?;
-        let ev = self.event(ctx, "group_delete", Some(("group", &g.id, &g.name)), vec![], group_json(&g));
+        let revoked = self.revoke_ungranted(&mut tx.db(), None, None).await?;
+        let mut detail = group_json(&g);
+        if !revoked.is_empty() {
+            detail["revoked_application_access"] = json!(revoked);
+        }
+        let ev = self.event(ctx, "group_delete", Some(("group", &g.id, &g.name)), vec![], detail);
         tx.db().insert_event(&ev).await?;
         tx.commit().await?;
         Ok(g)
@@ -228,7 +233,11 @@ impl Directory {
             if add { db.add_member(&g.id, &u.id, self.now()).await? } else { db.remove_member(&g.id, &u.id).await? };
         if changed {
             let action = if add { "group_member_add" } else { "group_member_remove" };
-            let detail = json!({ "group_id": g.id, "group_name": g.name });
+            let mut detail = json!({ "group_id": g.id, "group_name": g.name });
+            // Leaving a group may take an application away: its tokens end with it.
+            if !add && !self.revoke_ungranted(db, Some(&u.id), None).await?.is_empty() {
+                detail["revoked_application_access"] = json!(true);
+            }
             let ev = self.event(ctx, action, Some(("user", &u.id, &u.username)), vec![], detail);
             db.insert_event(&ev).await?;
         }

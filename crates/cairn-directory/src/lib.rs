@@ -4,6 +4,7 @@
 
 mod actions;
 mod admins;
+mod applications;
 mod auth;
 mod clock;
 mod config;
@@ -17,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod load;
 mod mailer;
+mod oidc;
 mod outbox;
 mod password;
 mod radius;
@@ -44,6 +46,7 @@ use serde_json::{json, Value};
 
 pub use actions::{Action, ActionResult, Outcome, ACTIONS};
 pub use admins::{ADMIN_LOGIN_REFUSED, ADMIN_SESSION_VALIDITY};
+pub use applications::NewApplication;
 pub use auth::{AuthRequest, Authenticated, Credential, Principal, MAX_LOGIN_CHARS, STEP_VALIDITY};
 pub use cairn_domain as domain;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -57,6 +60,10 @@ pub use import::{Counts, ImportOptions, MAX_IMPORT_BYTES};
 pub use keys::{Bootstrap, NewApiKey};
 pub use lifecycle::StateOutcome;
 pub use mailer::scrub as scrub_tokens;
+pub use oidc::{
+    pkce_matches, pkce_well_formed, CodeRequest, IssuedTokens, OidcRefusal, SessionAccess, TokenInfo,
+    ALGORITHMS as OIDC_ALGORITHMS, ID_TOKEN_VALIDITY, PUBLISH_AHEAD,
+};
 pub use password::{argon2 as argon2_params, Hasher};
 pub use radius::{generate_shared_secret, RadiusClient, RadiusStamp, MAX_RADIUS_SERVERS};
 pub use scheduler::{parse_instant, parse_user_ids, ScheduleRequest};
@@ -133,6 +140,8 @@ struct Inner {
     radius_epoch: AtomicU64,
     /// Other processes' changes are listened for once, whichever front ends ask.
     watching: std::sync::Once,
+    /// The OIDC provider's signing keys, opened, and when they were read.
+    oidc_keys: Mutex<Option<oidc::KeyCache>>,
 }
 
 impl Directory {
@@ -157,6 +166,7 @@ impl Directory {
                 ldap_server_id: std::sync::OnceLock::new(),
                 radius_epoch: AtomicU64::new(0),
                 watching: std::sync::Once::new(),
+                oidc_keys: Mutex::new(None),
                 config,
             }),
         }

@@ -1,6 +1,7 @@
 //! Cairn's rules, free of I/O, async and clocks: callers pass the current time in.
 
 pub mod access;
+pub mod application;
 pub mod csv_import;
 pub mod error;
 pub mod fields;

@@ -110,7 +110,7 @@ async fn change_group_associations(
 }
 
 /// The resource's end: its users and groups (the LDAP server's here, RADIUS servers' in
-/// `api_radius`).
+/// `api_radius`, applications' in `api_applications`).
 pub(crate) async fn resource_associations(
     st: &Shared,
     resource: ResourceRef,

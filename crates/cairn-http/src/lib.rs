@@ -2,6 +2,7 @@
 //! Handlers translate HTTP to `cairn_directory` calls and back; no rule lives here.
 
 mod admin;
+mod api_applications;
 mod api_bulk;
 mod api_credentials;
 mod api_grants;
@@ -68,6 +69,12 @@ pub struct LdapListing {
 pub type Shared = Arc<AppState>;
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The router with another front end's routes (the OIDC provider) mounted beside the
+/// portals, under the same security headers and request metrics.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let state = Arc::new(state);
     // Every /api route is mounted through an OpenApiRouter, so the document is derived from
     // what is mounted (`api_openapi`).
@@ -88,9 +95,10 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .route("/static/cairn.css", get(stylesheet))
         .route("/static/admin.js", get(admin_script))
-        .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
+        .with_state(state.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(state, headers::security_headers))
         .layer(middleware::from_fn(record_metrics))
-        .with_state(state)
 }
 
 /// The `/api` routes with their OpenAPI operations: authenticated, except the document itself.
@@ -104,6 +112,7 @@ fn api_openapi(state: &Shared) -> OpenApiRouter<Shared> {
         .merge(api_radius::routes())
         .merge(api_misc::routes())
         .merge(api_service::routes())
+        .merge(api_applications::routes())
         .merge(scim::api_routes())
         // CSV import and bulk jobs still mount as a plain router, documented by hand
         // (`openapi_doc::PLAIN_ROUTES`), behind the same authentication.

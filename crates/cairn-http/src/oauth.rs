@@ -11,9 +11,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use cairn_directory::{Ctx, Error, Refusal};
-use cairn_domain::oauth::SCOPE;
+use cairn_domain::oauth::{ClientAuth, SCOPE};
 use cairn_domain::{Actor, Secret};
 use serde_json::json;
 
@@ -41,30 +40,6 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"cairn\"".parse().expect("static header"));
     }
     r
-}
-
-/// One `application/x-www-form-urlencoded` value, decoded.
-fn form_decode(s: &str) -> Option<String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={}", s.replace('&', "%26"))).ok()?;
-    pairs.into_iter().next().map(|(_, v)| v)
-}
-
-/// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-fn basic_credentials(h: &HeaderMap) -> Option<Result<(String, String), &'static str>> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok();
-    let text = decoded.and_then(|d| String::from_utf8(d).ok());
-    Some(match text.as_deref().and_then(|t| t.split_once(':')) {
-        Some((id, secret)) => match (form_decode(id), form_decode(secret)) {
-            (Some(id), Some(secret)) => Ok((id, secret)),
-            _ => Err("the Basic credentials are not form-encoded"),
-        },
-        None => Err("the Authorization header is not Basic base64(client_id:client_secret)"),
-    })
 }
 
 #[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth2_token", tag = "service accounts",
@@ -129,31 +104,19 @@ async fn token(
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "the only scope is \"api\"");
         }
     }
-    let (client_id, secret) = match (basic_credentials(&headers), form_secret) {
-        (Some(_), Some(_)) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "send the client secret once: in the Authorization header or in the body, not both",
-            )
-        }
-        (Some(Err(m)), None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", m),
-        (Some(Ok((id, secret))), None) => {
-            if form_id.is_some_and(|f| f != id) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "two different client ids were sent");
-            }
-            (id, secret)
-        }
-        (None, Some(secret)) => match form_id {
-            Some(id) => (id.to_string(), secret.to_string()),
-            None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id is required"),
-        },
-        (None, None) => {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let (client_id, secret) = match cairn_domain::oauth::client_auth(authorization, form_id, form_secret) {
+        Ok(Some(ClientAuth { client_id, secret: Some(secret), .. })) => (client_id, secret),
+        Ok(_) => {
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "client authentication is required: HTTP Basic or client_id and client_secret",
             )
+        }
+        Err(e) => {
+            let status = if e.unauthorized { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+            return oauth_error(status, e.error, e.description);
         }
     };
     let client = addr.ip().to_string();

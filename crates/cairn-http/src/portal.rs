@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use cairn_directory::{AuthRequest, Authenticated, Credential, Ctx, Error, Principal, Refusal};
 use cairn_domain::access::{Protocol, Step};
+use cairn_domain::graph::{ResourceKind, ResourceRef};
 use cairn_domain::{Actor, Secret, Session, User};
 use rand::RngCore;
 use serde_json::json;
@@ -23,6 +24,10 @@ use crate::Shared;
 
 const SESSION_COOKIE: &str = "cairn_portal";
 const CSRF_COOKIE: &str = "cairn_csrf";
+/// The OIDC authorization request a sign-in continues to (base64url of its parameters).
+const OIDC_COOKIE: &str = "cairn_oidc";
+/// Longest authorization request carried through the sign-in.
+const MAX_OIDC_REQUEST: usize = 3072;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -157,17 +162,88 @@ fn user_ctx(p: &Page, u: &User) -> Ctx {
     }
 }
 
+/// A sign-in that continues to an application's authorization request: the request's
+/// parameters and the application (the sign-in's resource).
+struct Flow {
+    query: String,
+    app: cairn_domain::application::Application,
+}
+
+impl Flow {
+    fn protocol(flow: &Option<Flow>) -> Protocol {
+        if flow.is_some() {
+            Protocol::Oidc
+        } else {
+            Protocol::Portal
+        }
+    }
+    fn resource(flow: &Option<Flow>) -> Option<ResourceRef> {
+        flow.as_ref().map(|f| ResourceRef::new(ResourceKind::Application, f.app.id.clone()))
+    }
+    /// The session kind of a step (`portal_change`, `oidc_enroll`, …).
+    fn kind(flow: &Option<Flow>, step: &str) -> String {
+        format!("{}_{step}", if flow.is_some() { "oidc" } else { "portal" })
+    }
+}
+
+/// The application and request of an authorization query, if its client is an active one.
+async fn flow_of(st: &Shared, query: &str) -> Option<Flow> {
+    if query.len() > MAX_OIDC_REQUEST {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    let client_id = pairs.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v.clone())?;
+    let app = st.dir.application_by_client_id(&client_id).await.ok()??;
+    app.settings.active.then(|| Flow { query: query.to_string(), app })
+}
+
+/// The sign-in's authorization request, from its cookie.
+async fn flow(st: &Shared, headers: &HeaderMap) -> Option<Flow> {
+    use base64::Engine;
+    let raw = cookie(headers, OIDC_COOKIE)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).ok()?;
+    flow_of(st, &String::from_utf8(bytes).ok()?).await
+}
+
+/// Goes on to `to` by a page rather than a redirect: a redirect answering a form would be held
+/// to the form's `form-action 'self'`, and the authorization answer leaves for the
+/// application's origin.
+fn leave(p: &Page, to: &str) -> Response {
+    let mut r = p.html(StatusCode::OK, render(&ContinuePage { org: &p.org, notice: "", error: "", to }));
+    r.headers_mut().append(SET_COOKIE, p.cookie(OIDC_COOKIE, "", Some(0)));
+    r
+}
+
 /// Moves the browser on from an authentication: a full session once granted, else the page
 /// of the next step with its ticket as the cookie.
-async fn continue_login(st: &Shared, p: &Page, auth: Authenticated, old_cookie: Option<&str>) -> Response {
+/// `mfa`: a second factor was verified in this sign-in (an application may require one).
+/// A sign-in for an application goes back to its authorization request once granted.
+async fn continue_login(
+    st: &Shared,
+    p: &Page,
+    auth: Authenticated,
+    old_cookie: Option<&str>,
+    mfa: bool,
+    flow: &Option<Flow>,
+) -> Response {
     if let Some(c) = old_cookie {
         let _ = st.dir.end_session(c).await;
     }
     let (token, to) = match auth {
-        Authenticated::Granted(principal) => match st.dir.start_session(principal.id(), "portal", json!({})).await {
-            Ok(token) => (token, "/portal/profile"),
-            Err(e) => return error_page(p, e),
-        },
+        Authenticated::Granted(principal) => {
+            let data = json!({ "auth_time": st.dir.now().timestamp(), "mfa": mfa });
+            match st.dir.start_session(principal.id(), "portal", data).await {
+                Ok(token) => {
+                    if let Some(f) = flow {
+                        let mut r = leave(p, &format!("/portal/oidc/authorize?{}", f.query));
+                        r.headers_mut().append(SET_COOKIE, p.cookie(SESSION_COOKIE, &token, None));
+                        return r;
+                    }
+                    (token, "/portal/profile")
+                }
+                Err(e) => return error_page(p, e),
+            }
+        }
         Authenticated::Step { step, ticket, .. } => (
             ticket,
             match step {
@@ -210,6 +286,15 @@ struct LoginPage<'a> {
     error: &'a str,
     csrf: &'a str,
     login: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "portal/continue.html")]
+struct ContinuePage<'a> {
+    org: &'a str,
+    notice: &'a str,
+    error: &'a str,
+    to: &'a str,
 }
 
 #[derive(Template)]
@@ -273,6 +358,8 @@ struct ProfilePage<'a> {
     totp: bool,
     can_change: bool,
     authority: &'a str,
+    /// The applications the user may open: label and where it lives.
+    apps: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -293,16 +380,38 @@ async fn login_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let p = page(&st, &headers, None).await;
-    if signed_in(&st, &headers).await.is_some() {
+    // A sign-in for an application: its request is kept in a cookie until the sign-in ends.
+    let flow = match q.get("oidc") {
+        Some(query) => flow_of(&st, query).await,
+        None => None,
+    };
+    if flow.is_none() && signed_in(&st, &headers).await.is_some() {
         return p.redirect("/portal/profile");
     }
-    let notice = match q.get("m").map(String::as_str) {
-        Some("password-set") => "Your password is set. Sign in with it now.",
-        Some("signed-out") => "You are signed out.",
-        Some("again") => "Please sign in again.",
+    let app_notice;
+    let notice = match (&flow, q.get("m").map(String::as_str)) {
+        (Some(f), _) => {
+            app_notice = format!("Sign in to continue to {}.", f.app.label());
+            app_notice.as_str()
+        }
+        (None, Some("password-set")) => "Your password is set. Sign in with it now.",
+        (None, Some("signed-out")) => "You are signed out.",
+        (None, Some("again")) => "Please sign in again.",
         _ => "",
     };
-    p.html(StatusCode::OK, render(&LoginPage { org: &p.org, notice, error: "", csrf: &p.csrf, login: "" }))
+    let mut r = p.html(StatusCode::OK, render(&LoginPage { org: &p.org, notice, error: "", csrf: &p.csrf, login: "" }));
+    match &flow {
+        Some(f) => {
+            use base64::Engine;
+            let v = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(f.query.as_bytes());
+            r.headers_mut().append(SET_COOKIE, p.cookie(OIDC_COOKIE, &v, Some(600)));
+        }
+        None if cookie(&headers, OIDC_COOKIE).is_some() => {
+            r.headers_mut().append(SET_COOKIE, p.cookie(OIDC_COOKIE, "", Some(0)));
+        }
+        None => {}
+    }
+    r
 }
 
 async fn login_submit(
@@ -317,15 +426,23 @@ async fn login_submit(
     }
     let login = form.get("login").map(|s| s.trim().to_string()).unwrap_or_default();
     let password = secret(&form, "password");
+    let flow = flow(&st, &headers).await;
     let req = AuthRequest {
-        protocol: Protocol::Portal,
+        protocol: Flow::protocol(&flow),
         credential: Credential::Password { login: &login, password: &password, code: None },
-        resource: None,
+        resource: Flow::resource(&flow),
         client_addr: p.ctx.client_addr.clone(),
         device: None,
     };
     match st.dir.authenticate(&p.ctx, req).await {
-        Ok(auth) => continue_login(&st, &p, auth, cookie(&headers, SESSION_COOKIE).as_deref()).await,
+        Ok(auth) => continue_login(&st, &p, auth, cookie(&headers, SESSION_COOKIE).as_deref(), false, &flow).await,
+        // The password was right but the application is not this person's to use (not
+        // associated, staged, suspended, locked, expired): the application hears
+        // `access_denied`.
+        Err(Error::Refused(Refusal::Denied(_))) if flow.is_some() => {
+            let f = flow.as_ref().expect("checked");
+            leave(&p, &format!("/portal/oidc/deny?{}", f.query))
+        }
         Err(Error::Refused(r)) => {
             // Keep what is shown of the login short: it is echoed into the page.
             let shown: String = login.chars().take(cairn_directory::MAX_LOGIN_CHARS).collect();
@@ -338,9 +455,9 @@ async fn login_submit(
 }
 
 /// The ticket of a sign-in step the browser holds, if it is still valid.
-async fn step_ticket(st: &Shared, headers: &HeaderMap, step: Step) -> Option<String> {
+async fn step_ticket(st: &Shared, headers: &HeaderMap, step: Step, flow: &Option<Flow>) -> Option<String> {
     let c = cookie(headers, SESSION_COOKIE)?;
-    st.dir.step_ticket(Protocol::Portal, step, &c).await.ok()?.map(|_| c)
+    st.dir.step_ticket(Flow::protocol(flow), step, &c).await.ok()?.map(|_| c)
 }
 
 async fn step_session(st: &Shared, headers: &HeaderMap, kind: &str) -> Option<(String, Session)> {
@@ -349,7 +466,8 @@ async fn step_session(st: &Shared, headers: &HeaderMap, kind: &str) -> Option<(S
 
 async fn totp_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
     let p = page(&st, &headers, None).await;
-    if step_ticket(&st, &headers, Step::SecondFactor).await.is_none() {
+    let flow = flow(&st, &headers).await;
+    if step_ticket(&st, &headers, Step::SecondFactor, &flow).await.is_none() {
         return p.redirect("/portal/login?m=again");
     }
     p.html(StatusCode::OK, render(&TotpPage { org: &p.org, notice: "", error: "", csrf: &p.csrf }))
@@ -365,19 +483,24 @@ async fn totp_submit(
     if let Some(r) = p.csrf_refusal(&form) {
         return r;
     }
-    let Some(ticket) = step_ticket(&st, &headers, Step::SecondFactor).await else {
+    let flow = flow(&st, &headers).await;
+    let Some(ticket) = step_ticket(&st, &headers, Step::SecondFactor, &flow).await else {
         return p.redirect("/portal/login?m=again");
     };
     let code = form.get("code").map(String::as_str).unwrap_or("");
     let req = AuthRequest {
-        protocol: Protocol::Portal,
+        protocol: Flow::protocol(&flow),
         credential: Credential::SecondFactor { ticket: &ticket, code },
-        resource: None,
+        resource: Flow::resource(&flow),
         client_addr: p.ctx.client_addr.clone(),
         device: None,
     };
     match st.dir.authenticate(&p.ctx, req).await {
-        Ok(auth) => continue_login(&st, &p, auth, Some(&ticket)).await,
+        Ok(auth) => continue_login(&st, &p, auth, Some(&ticket), true, &flow).await,
+        Err(Error::Refused(Refusal::Denied(_))) if flow.is_some() => {
+            let f = flow.as_ref().expect("checked");
+            leave(&p, &format!("/portal/oidc/deny?{}", f.query))
+        }
         Err(Error::Refused(r)) => {
             let status = if r == Refusal::Throttled { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
             let m = if r == Refusal::Throttled {
@@ -393,7 +516,8 @@ async fn totp_submit(
 
 async fn enroll_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
     let p = page(&st, &headers, None).await;
-    let Some((_, mut s)) = step_session(&st, &headers, "portal_enroll").await else {
+    let flow = flow(&st, &headers).await;
+    let Some((_, mut s)) = step_session(&st, &headers, &Flow::kind(&flow, "enroll")).await else {
         return p.redirect("/portal/login?m=again");
     };
     let Ok(user) = st.dir.get_user(&s.user_id).await else {
@@ -432,7 +556,8 @@ async fn enroll_submit(
     if let Some(r) = p.csrf_refusal(&form) {
         return r;
     }
-    let Some((c, s)) = step_session(&st, &headers, "portal_enroll").await else {
+    let flow = flow(&st, &headers).await;
+    let Some((c, s)) = step_session(&st, &headers, &Flow::kind(&flow, "enroll")).await else {
         return p.redirect("/portal/login?m=again");
     };
     let Some(sealed) = s.data.get("pending").and_then(|v| v.as_str()) else {
@@ -443,7 +568,7 @@ async fn enroll_submit(
     };
     let ctx = user_ctx(&p, &user);
     match st.dir.confirm_totp(&ctx, &s.user_id, sealed, form.get("code").map(String::as_str).unwrap_or("")).await {
-        Ok(u) => continue_login(&st, &p, Authenticated::Granted(Principal::User(u)), Some(&c)).await,
+        Ok(u) => continue_login(&st, &p, Authenticated::Granted(Principal::User(u)), Some(&c), true, &flow).await,
         Err(Error::Invalid(e)) => {
             let msg = e.first().map(|e| e.message.clone()).unwrap_or_default();
             match st.dir.totp_enrollment(&user, sealed).await {
@@ -492,7 +617,8 @@ fn confirm_matches(form: &HashMap<String, String>) -> bool {
 
 async fn change_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
     let p = page(&st, &headers, None).await;
-    let forced = step_session(&st, &headers, "portal_change").await;
+    let flow = flow(&st, &headers).await;
+    let forced = step_session(&st, &headers, &Flow::kind(&flow, "change")).await;
     let user = match &forced {
         Some((_, s)) => st.dir.get_user(&s.user_id).await.ok(),
         None => signed_in(&st, &headers).await.map(|(_, _, u)| u),
@@ -535,7 +661,8 @@ async fn change_submit(
     if let Some(r) = p.csrf_refusal(&form) {
         return r;
     }
-    let forced = step_session(&st, &headers, "portal_change").await;
+    let flow = flow(&st, &headers).await;
+    let forced = step_session(&st, &headers, &Flow::kind(&flow, "change")).await;
     let current = signed_in(&st, &headers).await;
     let (cookie_value, user) = match (&forced, &current) {
         (Some((c, s)), _) => match st.dir.get_user(&s.user_id).await {
@@ -551,7 +678,7 @@ async fn change_submit(
     let result = if !confirm_matches(&form) {
         Err(Error::invalid("confirm", "The two new passwords are not the same."))
     } else if forced.is_some() {
-        st.dir.change_password_with_ticket(&ctx, Protocol::Portal, &cookie_value, &new).await
+        st.dir.change_password_with_ticket(&ctx, Flow::protocol(&flow), &cookie_value, &new).await
     } else {
         // The change ends every session of the user; a fresh one keeps this browser in.
         st.dir
@@ -560,7 +687,7 @@ async fn change_submit(
             .map(|u| Authenticated::Granted(Principal::User(u)))
     };
     match result {
-        Ok(auth) if forced.is_some() => continue_login(&st, &p, auth, Some(&cookie_value)).await,
+        Ok(auth) if forced.is_some() => continue_login(&st, &p, auth, Some(&cookie_value), false, &flow).await,
         Ok(_) => {
             // Back on the profile with a word that it worked.
             let mut r = p.redirect("/portal/profile?m=password-changed");
@@ -779,6 +906,10 @@ async fn profile(State(st): State<Shared>, headers: HeaderMap, Query(q): Query<H
         }
     }
     let authority = authority_text(&u).unwrap_or("");
+    let apps = match st.dir.applications_of_user(&u.id).await {
+        Ok(a) => a.iter().map(|a| (a.label().to_string(), a.launch_url())).collect(),
+        Err(e) => return error_page(&p, e),
+    };
     p.html(
         StatusCode::OK,
         render(&ProfilePage {
@@ -793,6 +924,7 @@ async fn profile(State(st): State<Shared>, headers: HeaderMap, Query(q): Query<H
             totp: u.totp_enabled,
             can_change: authority.is_empty(),
             authority,
+            apps,
         }),
     )
 }

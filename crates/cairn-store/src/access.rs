@@ -139,7 +139,10 @@ impl Db<'_> {
     pub async fn revoke_sessions(&mut self, account: Account, id: &str) -> Result<u64> {
         let t = account.sessions();
         let sql = format!("DELETE FROM {} WHERE {} = $1", t.table, t.owner);
-        Ok(sqlx::query(&sql).bind(id.to_string()).execute(&mut *self.c).await?.rows_affected())
+        let n = sqlx::query(&sql).bind(id.to_string()).execute(&mut *self.c).await?.rows_affected();
+        // A user's applications lose their tokens with the sessions (a lock, §3.5).
+        let apps = if account == Account::User { self.revoke_oidc_of_user(id).await? } else { 0 };
+        Ok(n + apps)
     }
 
     /// Stores a sign-in step ticket (by the hash of its value).

@@ -395,7 +395,7 @@ impl Db<'_> {
     /// Deletes the sessions and one-time tokens of these users; how many each had.
     pub async fn revoke_users_access(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>> {
         let mut counts = std::collections::HashMap::new();
-        for table in ["sessions", "user_tokens"] {
+        for table in ["sessions", "user_tokens", "oidc_codes", "oidc_tokens"] {
             for chunk in ids.chunks(500) {
                 let mut a = Args::positional(self.b);
                 let ps: Vec<String> = chunk.iter().map(|v| a.push(v.clone())).collect();

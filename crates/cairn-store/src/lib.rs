@@ -11,6 +11,7 @@ mod bulk;
 mod changes;
 mod credentials;
 mod graph;
+mod oidc;
 mod radius;
 mod rows;
 mod scim;
@@ -35,6 +36,7 @@ pub use access::{Account, Ticket};
 pub use admins::AdminExtras;
 pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
+pub use oidc::{OidcGrant, OidcKey};
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
 // Records the store reads and writes that front ends see too; they live in the domain.
@@ -651,6 +653,7 @@ impl Db<'_> {
         // After the row: an association being added to this user holds the row (see
         // `Db::subject_name`), so by now it is committed and this statement sees it.
         self.remove_subject_associations(cairn_domain::graph::SubjectKind::User, id).await?;
+        self.revoke_oidc_of_user(id).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -1361,7 +1364,9 @@ impl Db<'_> {
             .bind(user_id.to_string())
             .execute(&mut *self.c)
             .await?;
-        Ok(a.rows_affected() + b.rows_affected())
+        // And what applications hold of the user (OIDC codes and tokens).
+        let c = self.revoke_oidc_of_user(user_id).await?;
+        Ok(a.rows_affected() + b.rows_affected() + c)
     }
 }
 

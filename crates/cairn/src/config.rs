@@ -30,6 +30,7 @@ struct FileConfig {
     http_max_connections: Option<u64>,
     max_concurrent_imports: Option<u64>,
     outbox_retention_days: Option<u64>,
+    oidc_access_token_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ pub struct Config {
     /// Days a delivered or logged message stays in the outbox; 0 keeps them forever
     /// (`CAIRN_OUTBOX_RETENTION_DAYS`).
     pub outbox_retention_days: u64,
+    /// Seconds an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`, default 300).
+    pub oidc_access_token_seconds: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -151,6 +154,12 @@ impl Config {
             http_max_connections: number("CAIRN_HTTP_MAX_CONNECTIONS", fc.http_max_connections, 1024, 1)? as usize,
             max_concurrent_imports: number("CAIRN_MAX_CONCURRENT_IMPORTS", fc.max_concurrent_imports, 2, 1)? as usize,
             outbox_retention_days: number("CAIRN_OUTBOX_RETENTION_DAYS", fc.outbox_retention_days, 30, 0)?,
+            oidc_access_token_seconds: number(
+                "CAIRN_OIDC_ACCESS_TOKEN_SECONDS",
+                fc.oidc_access_token_seconds,
+                300,
+                10,
+            )?,
         })
     }
 }

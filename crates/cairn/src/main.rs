@@ -201,6 +201,7 @@ async fn open(cfg: &Config) -> Result<Directory> {
         max_concurrent_imports: cfg.max_concurrent_imports,
         outbox_retention: (cfg.outbox_retention_days > 0)
             .then(|| chrono::Duration::days(cfg.outbox_retention_days.min(36_500) as i64)),
+        oidc_access_ttl: chrono::Duration::seconds(cfg.oidc_access_token_seconds.min(86_400) as i64),
         ..Default::default()
     };
     let dir = Directory::with_config(store, clock(), config);
@@ -510,12 +511,10 @@ async fn serve(cfg: Config) -> Result<()> {
         let dir = dir.clone();
         tokio::spawn(async move { dir.run_mailer(stop_rx).await })
     };
-    let app = cairn_http::router(cairn_http::AppState {
-        dir: dir.clone(),
-        metrics: Some(metrics),
-        ldap: ldap_listing,
-        radius_addr,
-    });
+    let app = cairn_http::router_with(
+        cairn_http::AppState { dir: dir.clone(), metrics: Some(metrics), ldap: ldap_listing, radius_addr },
+        cairn_oidc::routes(dir.clone()),
+    );
     let limits = http_server::Limits {
         header_timeout: cfg.http_header_timeout,
         idle_timeout: cfg.http_idle_timeout,

@@ -162,13 +162,19 @@ pub(super) async fn grant(State(st): State<Shared>, s: Signed, Form(form): Form<
         Ok(x) => x,
         Err(e) => return s.fail(e),
     };
-    let (op, subject) = match form_operation(&st, &form).await {
+    let r = ResourceRef::new(ResourceKind::LdapServer, server.id);
+    change_association(&st, &s, &form, &r, "/admin/ldap?m=ldap-grant").await
+}
+
+/// The association form of a resource's page (an application's): the change `form` asks,
+/// then to `done`.
+pub(super) async fn change_association(st: &Shared, s: &Signed, form: &Pairs, r: &ResourceRef, done: &str) -> Response {
+    let (op, subject) = match form_operation(st, form).await {
         Ok(x) => x,
         Err(e) => return s.fail(e),
     };
-    let r = ResourceRef::new(ResourceKind::LdapServer, server.id);
-    match st.dir.associate(&s.ctx, &subject, &r, op).await {
-        Ok(_) => s.p.redirect("/admin/ldap?m=ldap-grant"),
+    match st.dir.associate(&s.ctx, &subject, r, op).await {
+        Ok(_) => s.p.redirect(done),
         Err(e) => s.fail(e),
     }
 }

@@ -5,6 +5,7 @@
 //! `Actor::admin(...)` with source `manual`; read-only administrators see every page and
 //! change nothing (the forms are hidden and the handlers refuse).
 
+mod applications;
 mod auth;
 mod ldap;
 mod pages;
@@ -67,6 +68,11 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/groups/{id}/members", post(pages::group_members))
         .route("/admin/service-accounts", routing::get(service_accounts::page).post(service_accounts::create))
         .route("/admin/service-accounts/{id}/delete", post(service_accounts::delete))
+        .route("/admin/applications", routing::get(applications::list).post(applications::create))
+        .route("/admin/applications/{id}", routing::get(applications::page).post(applications::save))
+        .route("/admin/applications/{id}/secret", post(applications::rotate))
+        .route("/admin/applications/{id}/delete", post(applications::delete))
+        .route("/admin/applications/{id}/associations", post(applications::grant))
         .route("/admin/ldap", routing::get(ldap::page).post(ldap::save))
         .route("/admin/ldap/associations", post(ldap::grant))
         .route("/admin/radius", routing::get(radius::list).post(radius::create))

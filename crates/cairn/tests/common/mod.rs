@@ -2,6 +2,8 @@
 //! it over HTTP.
 #![allow(dead_code)]
 
+pub mod chrome;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -107,8 +109,9 @@ impl Server {
             .env("CAIRN_RADIUS_ADDR", "off")
             .env("CAIRN_LOG", "warn,cairn=info")
             .current_dir(self.data_dir.parent().unwrap());
+        // `{base}` in a value is the server's own URL (CAIRN_BASE_URL for the OIDC issuer).
         for (k, v) in &self.env {
-            c.env(k, v);
+            c.env(k, v.replace("{base}", &self.base));
         }
         c
     }

@@ -1,0 +1,63 @@
+-- Applications (§2.2, §4.1): OpenID Connect relying parties, resources of the graph. The
+-- client secret is kept as its SHA-256 (a long random string, like an API key's); a public
+-- client has none. `settings` holds the rest of the record as JSON (label, description,
+-- active, redirect URIs, grant types, scopes, signing algorithm), read and written whole.
+-- Deleting an application deletes its associations, codes and tokens in the same transaction.
+CREATE TABLE applications (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    secret_hash TEXT,
+    settings TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE UNIQUE INDEX applications_client_uq ON applications (client_id);
+
+-- The provider's signing keys: the private key sealed with the data-dir key, the public JWK
+-- in clear. A key is published from `created`, signs from `activates`, and is dropped from the
+-- JWKS once `retires` (set when a newer key starts signing, plus the longest token lifetime)
+-- has passed.
+CREATE TABLE oidc_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created TEXT NOT NULL,
+    activates TEXT NOT NULL,
+    retires TEXT
+);
+
+-- Authorization codes, by the SHA-256 of the code: single-use (`used` set when redeemed),
+-- short-lived; a redeemed code remembers the token family it produced, so its replay
+-- revokes that family.
+CREATE TABLE oidc_codes (
+    code_hash TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    family TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    used TEXT
+);
+CREATE INDEX oidc_codes_expires_ix ON oidc_codes (expires);
+CREATE INDEX oidc_codes_user_ix ON oidc_codes (user_id);
+
+-- Access and refresh tokens, by the SHA-256 of the token. A family is every token issued from
+-- one code through its refreshes; `rotated` marks a refresh token already exchanged (its reuse
+-- revokes the family). Revoking deletes the rows.
+CREATE TABLE oidc_tokens (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    family TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    rotated TEXT
+);
+CREATE INDEX oidc_tokens_family_ix ON oidc_tokens (family);
+CREATE INDEX oidc_tokens_user_ix ON oidc_tokens (user_id, app_id);
+CREATE INDEX oidc_tokens_app_ix ON oidc_tokens (app_id);
+CREATE INDEX oidc_tokens_expires_ix ON oidc_tokens (expires);
