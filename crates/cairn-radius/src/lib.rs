@@ -258,14 +258,19 @@ impl Shared {
     async fn finish(&self, key: DupKey, answer: Option<Vec<u8>>, peer: SocketAddr) {
         match answer {
             Some(bytes) => {
+                // Cached before it is sent: a NAS retransmitting the instant the reply arrives
+                // must find the reply, not a request still "in work" (which is ignored).
+                let bytes = Arc::new(bytes);
+                {
+                    let mut r = self.replies.lock().expect("replies");
+                    let now = Instant::now();
+                    if let Some(s) = r.map.get_mut(&key) {
+                        *s = (now, Seen::Answered(bytes.clone()));
+                        r.order.push_back((now, key));
+                    }
+                }
                 if let Err(e) = self.sock.send_to(&bytes, peer).await {
                     tracing::debug!(%peer, error = %e, "RADIUS reply not sent");
-                }
-                let mut r = self.replies.lock().expect("replies");
-                let now = Instant::now();
-                if let Some(s) = r.map.get_mut(&key) {
-                    *s = (now, Seen::Answered(Arc::new(bytes)));
-                    r.order.push_back((now, key));
                 }
             }
             None => {
