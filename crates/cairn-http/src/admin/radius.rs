@@ -10,7 +10,7 @@ use cairn_domain::graph::{ResourceKind, ResourceRef};
 use cairn_domain::radius::RadiusServer;
 use serde_json::{json, Map, Value};
 
-use super::ldap::{associated, form_operation, Subject};
+use super::ldap::{associated, change_association, Subject};
 use super::{get, notice, render, text, Chrome, Pairs, Signed};
 use crate::Shared;
 
@@ -159,15 +159,8 @@ pub(super) async fn grant(
     if let Some(r) = s.may_change(&form) {
         return r;
     }
-    let (op, subject) = match form_operation(&st, &form).await {
-        Ok(x) => x,
-        Err(e) => return s.fail(e),
-    };
     let r = ResourceRef::new(ResourceKind::RadiusServer, id.clone());
-    match st.dir.associate(&s.ctx, &subject, &r, op).await {
-        Ok(_) => s.p.redirect(&format!("/admin/radius/{id}?m=grant")),
-        Err(e) => s.fail(e),
-    }
+    change_association(&st, &s, &form, &r, &format!("/admin/radius/{id}?m=grant")).await
 }
 
 pub(super) async fn delete(
