@@ -142,7 +142,7 @@ async fn both_ends_must_exist() {
             }
         }
         match d.associate(&admin(), &ada, &ResourceRef::new(ResourceKind::Application, missing), GraphOp::Add).await {
-            Err(Error::NotFound(m)) => assert!(m.contains("Cairn has no applications yet"), "{m}"),
+            Err(Error::NotFound(m)) => assert!(m.contains("no application with id"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
