@@ -58,6 +58,9 @@ pub enum StoreError {
     Incomplete(String),
     #[error("unsupported database URL '{0}': use sqlite://… or postgres://…")]
     BadUrl(String),
+    /// A write waited too long for its turn (SQLite).
+    #[error("database busy: {0}")]
+    Busy(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -81,7 +84,16 @@ pub struct Store {
     /// Changes other processes announced (PostgreSQL's `cairn_changes`; see `changes.rs`).
     external: Arc<AtomicU64>,
     url: String,
+    /// SQLite's one write lock, taken in this process in turn: SQLite's own busy handler
+    /// polls, so a writer that commits and begins again at once (an import's batches, an
+    /// index build) can starve a waiting request past `busy_timeout` into "database is
+    /// locked". Waiting here is first come, first served.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// How long a write waits for its turn before it fails as busy (a large import's index
+/// build holds the lock for seconds; a stuck writer must still not hang every request).
+const WRITE_GATE_WAIT: Duration = Duration::from_secs(120);
 
 impl Store {
     /// Connects to `sqlite://PATH` (created when missing) or `postgres://…`.
@@ -142,7 +154,15 @@ impl Store {
                 }),
             Backend::Postgres => None,
         };
-        Ok(Store { pool, backend, wal, commits: Arc::default(), external: Arc::default(), url: url.clone() })
+        Ok(Store {
+            pool,
+            backend,
+            wal,
+            commits: Arc::default(),
+            external: Arc::default(),
+            url: url.clone(),
+            write_gate: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -185,11 +205,14 @@ impl Store {
     /// A transaction for a change. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing on lock upgrade.
     pub async fn begin(&self) -> Result<Tx> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let (tx, gate) = match self.backend {
+            Backend::Sqlite => {
+                let gate = write_turn(&self.write_gate).await?;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(gate))
+            }
+            Backend::Postgres => (self.pool.begin().await?, None),
         };
-        Ok(Tx { tx, backend: self.backend, commits: self.commits.clone() })
+        Ok(Tx { tx, backend: self.backend, commits: self.commits.clone(), _gate: gate })
     }
 
     /// One connection held for a series of write transactions (an import's batches), so the
@@ -212,6 +235,7 @@ impl Store {
             checkpoints,
             wal: self.wal.clone(),
             commits: self.commits.clone(),
+            write_gate: self.write_gate.clone(),
         })
     }
 
@@ -267,6 +291,15 @@ pub struct Tx {
     tx: Transaction<'static, Any>,
     backend: Backend,
     commits: Arc<AtomicU64>,
+    /// The turn at SQLite's write lock, given up after the transaction (fields drop in order).
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// This process's turn at SQLite's write lock (see `Store::write_gate`).
+async fn write_turn(gate: &Arc<tokio::sync::Mutex<()>>) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+    tokio::time::timeout(WRITE_GATE_WAIT, gate.clone().lock_owned()).await.map_err(|_| {
+        StoreError::Busy(format!("another change held the database for over {} s", WRITE_GATE_WAIT.as_secs()))
+    })
 }
 
 impl Tx {
@@ -282,7 +315,12 @@ impl Tx {
     /// A savepoint inside this transaction: one record's writes among many, undone alone
     /// when it is dropped without `commit`.
     pub async fn savepoint(&mut self) -> Result<Savepoint<'_>> {
-        Ok(Savepoint { tx: sqlx::Connection::begin(&mut *self.tx).await?, backend: self.backend, commits: None })
+        Ok(Savepoint {
+            tx: sqlx::Connection::begin(&mut *self.tx).await?,
+            backend: self.backend,
+            commits: None,
+            _gate: None,
+        })
     }
 }
 
@@ -295,6 +333,7 @@ pub struct Writer {
     checkpoints: Option<Checkpointer>,
     wal: Option<std::path::PathBuf>,
     commits: Arc<AtomicU64>,
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The page cache of a bulk writer's connection (SQLite), and SQLite's default, which it
@@ -319,12 +358,17 @@ impl Writer {
     pub async fn begin(&mut self) -> Result<Savepoint<'_>> {
         let backend = self.backend;
         let commits = self.commits.clone();
+        // Each batch takes its turn, so requests get theirs between batches.
+        let gate = match backend {
+            Backend::Sqlite => Some(write_turn(&self.write_gate).await?),
+            Backend::Postgres => None,
+        };
         let c = self.conn();
         let tx = match backend {
             Backend::Sqlite => sqlx::Connection::begin_with(c, "BEGIN IMMEDIATE").await?,
             Backend::Postgres => sqlx::Connection::begin(c).await?,
         };
-        Ok(Savepoint { tx, backend, commits: Some(commits) })
+        Ok(Savepoint { tx, backend, commits: Some(commits), _gate: gate })
     }
 
     pub fn db(&mut self) -> Db<'_> {
@@ -479,6 +523,8 @@ pub struct Savepoint<'t> {
     backend: Backend,
     /// A writer's transactions count as commits; savepoints inside one do not.
     commits: Option<Arc<AtomicU64>>,
+    /// A writer's transaction holds its turn at SQLite's write lock (see `write_turn`).
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Savepoint<'_> {
