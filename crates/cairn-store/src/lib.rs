@@ -1497,6 +1497,45 @@ mod tests {
             .map(|r| rows::get_text(&r, "sql").unwrap())
     }
 
+    /// A bulk writer committing batch after batch for longer than SQLite's busy timeout: a
+    /// request's write still gets its turn between two batches instead of failing with
+    /// "database is locked" (SQLite's busy handler polls and would miss every gap).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_gets_its_turn_between_the_batches_of_a_long_bulk_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&testing::sqlite_url(dir.path())).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut c = store.read().await.unwrap();
+        sqlx::query("CREATE TABLE scratch (who TEXT NOT NULL)").execute(&mut *c.c).await.unwrap();
+        drop(c);
+        let bulk = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut w = store.writer().await.unwrap();
+                let until = std::time::Instant::now() + Duration::from_secs(12);
+                while std::time::Instant::now() < until {
+                    let mut tx = w.begin().await.unwrap();
+                    sqlx::query("INSERT INTO scratch VALUES ('bulk')").execute(&mut *tx.tx).await.unwrap();
+                    // A batch's worth of work while holding the lock.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tx.commit().await.unwrap();
+                    w.committed().await;
+                }
+                w.finish().await.unwrap();
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..5 {
+            let mut tx = store.begin().await.expect("a request's write waits for its turn");
+            sqlx::query("INSERT INTO scratch VALUES ('request')").execute(&mut *tx.tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        bulk.await.unwrap();
+        let mut c = store.read().await.unwrap();
+        let n = sqlx::query("SELECT COUNT(*) FROM scratch WHERE who = 'request'").fetch_one(&mut *c.c).await.unwrap();
+        assert_eq!(rows::get_i64(&n, 0).unwrap(), 5);
+    }
+
     #[tokio::test]
     async fn user_search_indexes_match_the_migrations_and_come_back_after_an_interrupted_import() {
         let dir = tempfile::tempdir().unwrap();
