@@ -7,13 +7,32 @@
 //! every user without a password gets an activation mail and link).
 //!
 //! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin import
+//!
+//! Issue 19 (`-- scale`, rows from `CAIRN_BENCH_ROWS`, default 1,000,000): the sqlite3
+//! reference, then with new users ACTIVATED (mail on) the CLI import, the export of the result,
+//! and the same file through `POST /api/v2/users/import` of a running server polled by a client
+//! every 200 ms as the admin portal does; peak RSS of each Cairn process.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const N: usize = 100_000;
+/// Rows of the issue-5 run; `-- scale` reads `CAIRN_BENCH_ROWS` instead.
+const ROWS_DEFAULT: usize = 100_000;
+
+fn rows() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        let scale = std::env::args().any(|a| a == "scale");
+        let from_env = std::env::var("CAIRN_BENCH_ROWS").ok().and_then(|v| v.parse().ok());
+        match (scale, from_env) {
+            (_, Some(n)) => n,
+            (true, None) => 1_000_000,
+            (false, None) => ROWS_DEFAULT,
+        }
+    })
+}
 const ROUNDS: usize = 3;
 
 fn cairn() -> PathBuf {
@@ -54,7 +73,7 @@ fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64, String)> {
 fn write_csv(path: &Path) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(f, "Username,Email,FirstName,LastName,Department,jobTitle,employeeIdentifier,location")?;
-    for i in 0..N {
+    for i in 0..rows() {
         writeln!(
             f,
             "user{i:06},user{i:06}@example.com,First{i},Last{i},Dept {:02},Engineer,E{i:06},Site {}",
@@ -77,7 +96,7 @@ fn cairn_import(csv: &Path, state: &str) -> anyhow::Result<(f64, f64, PathBuf)> 
     let mut cmd = Command::new(cairn());
     cmd.args(["--config", cfg.to_str().unwrap(), "users", "import", csv.to_str().unwrap()]).env("CAIRN_LOG", "warn");
     let (secs, peak, out) = timed(cmd)?;
-    assert!(out.contains(&format!("created  {N:>8}")), "{out}");
+    assert!(out.contains(&format!("created  {:>8}", rows())), "{out}");
     Ok((secs, peak, data))
 }
 
@@ -110,7 +129,7 @@ fn sqlite_import(csv: &Path) -> anyhow::Result<f64> {
     anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let n = Command::new("sqlite3").arg(&db).arg("SELECT COUNT(*) FROM users").output()?;
     anyhow::ensure!(
-        String::from_utf8_lossy(&n.stdout).trim() == N.to_string(),
+        String::from_utf8_lossy(&n.stdout).trim() == rows().to_string(),
         "sqlite3 imported {}",
         String::from_utf8_lossy(&n.stdout)
     );
@@ -126,6 +145,9 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("people.csv");
     write_csv(&csv)?;
+    if std::env::args().any(|a| a == "scale") {
+        return scale(&csv);
+    }
     // Rounds of the reference then Cairn back to back: this machine's speed drifts by tens of
     // percent within minutes, so each ratio compares runs made under like load.
     let mut ratios = vec![];
@@ -137,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "round {round}: sqlite3 .import {reference:.2} s; cairn users import, new users STAGED: {secs:.2} s \
              ({:.0} rows/s), ratio {:.2}, peak RSS {peak:.0} MiB",
-            N as f64 / secs,
+            rows() as f64 / secs,
             secs / reference
         );
         if let Some(old) = staged.replace(data) {
@@ -151,13 +173,13 @@ fn main() -> anyhow::Result<()> {
     let mut cmd = Command::new(cairn());
     cmd.args(["--config", cfg.to_str().unwrap(), "users", "export", "--format", "csv"]);
     let (secs, peak, out) = timed(cmd)?;
-    anyhow::ensure!(out.lines().count() == N + 1, "export had {} lines", out.lines().count());
-    println!("cairn users export of {N} users (CSV): {secs:.2} s, peak RSS {peak:.0} MiB");
+    anyhow::ensure!(out.lines().count() == rows() + 1, "export had {} lines", out.lines().count());
+    println!("cairn users export of {} users (CSV): {secs:.2} s, peak RSS {peak:.0} MiB", rows());
     // Update mode: every user gets a new department and job title.
     let upd = dir.path().join("changes.csv");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&upd)?);
     writeln!(f, "Username,Email,Department,jobTitle")?;
-    for i in 0..N {
+    for i in 0..rows() {
         writeln!(f, "user{i:06},,Dept {:02},Senior Engineer", (i + 1) % 50)?;
     }
     drop(f);
@@ -165,8 +187,8 @@ fn main() -> anyhow::Result<()> {
     cmd.args(["--config", cfg.to_str().unwrap(), "users", "import", "--update", upd.to_str().unwrap()])
         .env("CAIRN_LOG", "warn");
     let (secs, peak, out) = timed(cmd)?;
-    anyhow::ensure!(out.contains(&format!("updated  {N:>8}")), "{out}");
-    println!("cairn users import --update of {N} users: {secs:.2} s, peak RSS {peak:.0} MiB");
+    anyhow::ensure!(out.contains(&format!("updated  {:>8}", rows())), "{out}");
+    println!("cairn users import --update of {} users: {secs:.2} s, peak RSS {peak:.0} MiB", rows());
     let _ = std::fs::remove_dir_all(data);
 
     let reference = sqlite_import(&csv)?;
@@ -174,9 +196,82 @@ fn main() -> anyhow::Result<()> {
     println!(
         "sqlite3 .import {reference:.2} s; cairn users import, new users ACTIVATED: {secs:.2} s ({:.0} rows/s), \
          ratio {:.2}, peak RSS {peak:.0} MiB",
-        N as f64 / secs,
+        rows() as f64 / secs,
         secs / reference
     );
+    let _ = std::fs::remove_dir_all(data);
+    Ok(())
+}
+
+/// Issue 19: the CLI and API paths with mail on, and the export, against the reference.
+fn scale(csv: &Path) -> anyhow::Result<()> {
+    let n = rows();
+    let reference = sqlite_import(csv)?;
+    println!("sqlite3 .import of {n} rows (3 unique indexes): {reference:.2} s");
+    let (secs, peak, data) = cairn_import(csv, "ACTIVATED")?;
+    println!(
+        "cairn users import, new users ACTIVATED (mail on): {secs:.2} s ({:.0} rows/s), ratio {:.2}, peak RSS {peak:.0} MiB",
+        n as f64 / secs,
+        secs / reference
+    );
+    let import_secs = secs;
+    let cfg = data.join("cairn.toml");
+    let mut cmd = Command::new(cairn());
+    cmd.args(["--config", cfg.to_str().unwrap(), "users", "export", "--format", "csv"]);
+    let (secs, peak, out) = timed(cmd)?;
+    anyhow::ensure!(out.lines().count() == n + 1, "export had {} lines", out.lines().count());
+    println!(
+        "cairn users export of {n} users (CSV): {secs:.2} s = {:.2}× the import, peak RSS {peak:.0} MiB",
+        secs / import_secs
+    );
+    let db_mib = std::fs::metadata(data.join("cairn.db"))?.len() as f64 / 1048576.0;
+    println!("database after the import: {db_mib:.0} MiB");
+    let _ = std::fs::remove_dir_all(data);
+
+    // The API path: a running server, the file posted as the request body, a client polling.
+    let data = tempfile::tempdir()?.keep();
+    let key = "cairn_bench_import_key_0123456789abcdef";
+    let server = cairn_bench::Server::start(
+        &cairn(),
+        &data,
+        cairn_bench::free_port()?,
+        &[("CAIRN_BOOTSTRAP_API_KEY", key.to_string())],
+    )?;
+    let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600)).build()?;
+    let body = std::fs::read(csv)?;
+    let start = Instant::now();
+    let r = client
+        .post(format!("{}/api/v2/users/import", server.base))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()?;
+    anyhow::ensure!(r.status().as_u16() == 202, "import answered {}: {}", r.status(), r.text()?);
+    let job = r.json::<serde_json::Value>()?["jobId"].as_str().unwrap_or_default().to_string();
+    let mut polls = 0;
+    let status = loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        polls += 1;
+        let v: serde_json::Value = client
+            .get(format!("{}/api/v2/users/import/{job}", server.base))
+            .header("x-api-key", key)
+            .send()?
+            .json()?;
+        if v["status"] != "running" && v["status"] != "queued" {
+            break v;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(status["counts"]["created"] == n, "{status}");
+    let (_, peak) = server.rss_mib()?;
+    println!(
+        "POST /api/v2/users/import, new users ACTIVATED (mail on), {polls} polls: {secs:.2} s ({:.0} rows/s), \
+         ratio {:.2}, {:.2}× the CLI, server peak RSS {peak:.0} MiB",
+        n as f64 / secs,
+        secs / reference,
+        secs / import_secs
+    );
+    drop(server);
     let _ = std::fs::remove_dir_all(data);
     Ok(())
 }
