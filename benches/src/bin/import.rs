@@ -271,7 +271,61 @@ fn scale(csv: &Path) -> anyhow::Result<()> {
         secs / reference,
         secs / import_secs
     );
+    backup_while_serving(&server, &data, key)?;
     drop(server);
     let _ = std::fs::remove_dir_all(data);
+    Ok(())
+}
+
+/// `cairn backup` of the loaded directory while a client asks for a page of users 50 times a
+/// second (a new connection each): the slowest answers before and during the backup.
+fn backup_while_serving(server: &cairn_bench::Server, data: &Path, key: &str) -> anyhow::Result<()> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let load = || -> anyhow::Result<Vec<f64>> {
+        let mut ms = vec![];
+        let mut next = Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            next += std::time::Duration::from_millis(20);
+            let client = reqwest::blocking::Client::builder().pool_max_idle_per_host(0).build()?;
+            let t = Instant::now();
+            let r = client
+                .get(format!("{}/api/systemusers?limit=10&sort=-lastname", server.base))
+                .header("x-api-key", key)
+                .send()?;
+            anyhow::ensure!(r.status().is_success(), "{}", r.status());
+            r.bytes()?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        Ok(ms)
+    };
+    let summary = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+        format!("{} requests, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", v.len(), p(0.5), p(0.99), p(1.0))
+    };
+    let quiet = std::thread::scope(|sc| {
+        let h = sc.spawn(load);
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().expect("load thread")
+    })?;
+    println!("50 req/s without a backup: {}", summary(quiet));
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let file = data.join("bench.cairn-backup");
+    let (during, backup) = std::thread::scope(|sc| {
+        let h = sc.spawn(load);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let mut cmd = Command::new(cairn());
+        cmd.arg("backup").arg(&file).env("CAIRN_DATA_DIR", data).env("CAIRN_LOG", "warn");
+        let backup = timed(cmd);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (h.join().expect("load thread"), backup)
+    });
+    let (secs, peak, _) = backup?;
+    let size = std::fs::metadata(&file)?.len() as f64 / 1048576.0;
+    println!("cairn backup: {secs:.1} s, {size:.0} MiB archive, peak RSS {peak:.0} MiB");
+    println!("50 req/s during the backup: {}", summary(during?));
     Ok(())
 }
