@@ -513,8 +513,10 @@ impl Directory {
         let mut results: Vec<JobResult> = Vec::new();
         let mut seq = 0i64;
         let mut seen: HashSet<String> = HashSet::new();
-        // upstream DN → local user id, for group membership.
-        let mut by_dn: HashMap<String, String> = HashMap::new();
+        // upstream DN → local user id, for group membership: linked users the filter no longer
+        // returns keep the memberships the upstream still lists.
+        let mut by_dn: HashMap<String, String> =
+            links.values().map(|l| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
         let mut member_of: Vec<(String, Vec<String>)> = Vec::new();
         for (dn, why) in &skipped {
             seq += 1;
