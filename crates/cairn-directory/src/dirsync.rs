@@ -221,21 +221,16 @@ async fn search_all(
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
     let mut out = Vec::new();
-    loop {
-        match timed("reading the search", stream.next()).await? {
-            Some(re) => {
-                let se = SearchEntry::construct(re);
-                let mut e = Entry { dn: se.dn, ..Default::default() };
-                for (k, vs) in se.attrs {
-                    e.attrs.insert(k, vs.into_iter().map(String::into_bytes).collect());
-                }
-                for (k, vs) in se.bin_attrs {
-                    e.attrs.insert(k, vs);
-                }
-                out.push(e);
-            }
-            None => break,
+    while let Some(re) = timed("reading the search", stream.next()).await? {
+        let se = SearchEntry::construct(re);
+        let mut e = Entry { dn: se.dn, ..Default::default() };
+        for (k, vs) in se.attrs {
+            e.attrs.insert(k, vs.into_iter().map(String::into_bytes).collect());
         }
+        for (k, vs) in se.bin_attrs {
+            e.attrs.insert(k, vs);
+        }
+        out.push(e);
     }
     let r = tokio::time::timeout(OP_TIMEOUT, stream.finish()).await.map_err(|_| "the search timed out".to_string())?;
     if r.rc != 0 {
