@@ -578,21 +578,23 @@ impl Directory {
         }
         self.flush(job, &mut results).await?;
         if let Some(groups) = groups {
-            match self.sync_groups(&ctx, c, &groups, &by_dn, &member_of, dry_run).await {
-                Ok(n) => counts.groups = n,
-                Err(e) => {
-                    counts.error += 1;
-                    seq += 1;
-                    results.push(JobResult {
-                        seq,
-                        username: None,
-                        user_id: None,
-                        outcome: "error".into(),
-                        message: Some(format!("groups: {e}")),
-                    });
-                    self.flush(job, &mut results).await?;
-                }
+            let (n, errors) = match self.sync_groups(&ctx, c, &groups, &by_dn, &member_of, dry_run).await {
+                Ok(x) => x,
+                Err(e) => (0, vec![format!("groups: {e}")]),
+            };
+            counts.groups = n;
+            for m in errors {
+                counts.error += 1;
+                seq += 1;
+                results.push(JobResult {
+                    seq,
+                    username: None,
+                    user_id: None,
+                    outcome: "error".into(),
+                    message: Some(m),
+                });
             }
+            self.flush(job, &mut results).await?;
         }
         let summary = json!({ "job": job, "dry_run": dry_run, "counts": counts });
         if !dry_run {
@@ -811,12 +813,13 @@ impl Directory {
         by_dn: &HashMap<String, String>,
         member_of: &[(String, Vec<String>)],
         dry_run: bool,
-    ) -> Result<i64> {
+    ) -> Result<(i64, Vec<String>)> {
         let links: HashMap<String, Link> = {
             let mut r = self.store().read().await?;
             r.db().links(&c.id, "group").await?.into_iter().map(|l| (l.upstream_id.clone(), l)).collect()
         };
         let mut changed = 0;
+        let mut errors = Vec::new();
         let mut seen = HashSet::new();
         for g in groups {
             seen.insert(g.upstream_id.clone());
@@ -828,65 +831,10 @@ impl Directory {
                     want.insert(uid.clone());
                 }
             }
-            let mut tx = self.store().begin().await?;
-            let mut db = tx.db();
-            let mut dirty = false;
-            let local = match links.get(&g.upstream_id) {
-                Some(l) => db.get_group(&l.local_id).await?,
-                None => None,
-            };
-            let group = match local {
-                Some(lg) => {
-                    if lg.name != g.name {
-                        self.update_group_in(&mut db, ctx, &lg.id, &json!({ "name": g.name })).await?;
-                        dirty = true;
-                    }
-                    lg
-                }
-                None => {
-                    let ng = match db.group_by_name(&g.name).await? {
-                        // A group of that name made in Cairn is not taken over.
-                        Some(_) => {
-                            return Err(Error::Conflict(format!(
-                                "a group named '{}' already exists in Cairn and is not linked to this connection",
-                                g.name
-                            )))
-                        }
-                        None => {
-                            self.create_group_in(
-                                &mut db,
-                                ctx,
-                                &json!({ "name": g.name, "description": format!("mirrored from {}", c.name) }),
-                            )
-                            .await?
-                        }
-                    };
-                    dirty = true;
-                    ng
-                }
-            };
-            if links.get(&g.upstream_id).is_none_or(|l| l.local_id != group.id || l.dn != g.dn) {
-                let l = Link {
-                    upstream_id: g.upstream_id.clone(),
-                    local_id: group.id.clone(),
-                    dn: g.dn.clone(),
-                    suspended: false,
-                };
-                db.put_link(&c.id, "group", &l).await?;
-            }
-            let (_, have) = db.group_members(&group.id, i64::MAX, 0).await?;
-            let have: HashSet<String> = have.into_iter().collect();
-            for add in want.difference(&have) {
-                dirty |= self.change_membership_in(&mut db, ctx, &group.id, add, true).await?;
-            }
-            for rm in have.difference(&want) {
-                dirty |= self.change_membership_in(&mut db, ctx, &group.id, rm, false).await?;
-            }
-            if dirty {
-                changed += 1;
-            }
-            if !dry_run {
-                tx.commit().await?;
+            match self.sync_group(ctx, c, g, links.get(&g.upstream_id), &want, dry_run).await {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(format!("group {}: {e}", g.name)),
             }
         }
         for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {
@@ -904,7 +852,72 @@ impl Directory {
                 tx.commit().await?;
             }
         }
-        Ok(changed)
+        Ok((changed, errors))
+    }
+
+    /// One upstream group, in one transaction (rolled back in a dry run): created or renamed,
+    /// linked, and its members made `want`. True when anything changed.
+    async fn sync_group(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        g: &UpstreamGroup,
+        link: Option<&Link>,
+        want: &HashSet<String>,
+        dry_run: bool,
+    ) -> Result<bool> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let mut dirty = false;
+        let local = match link {
+            Some(l) => db.get_group(&l.local_id).await?,
+            None => None,
+        };
+        let group = match local {
+            Some(lg) => {
+                if lg.name != g.name {
+                    self.update_group_in(&mut db, ctx, &lg.id, &json!({ "name": g.name })).await?;
+                    dirty = true;
+                }
+                lg
+            }
+            None => {
+                if db.group_by_name(&g.name).await?.is_some() {
+                    // A group of that name made in Cairn is not taken over.
+                    return Err(Error::Conflict(format!(
+                        "a group named '{}' already exists in Cairn and is not linked to this connection",
+                        g.name
+                    )));
+                }
+                dirty = true;
+                let body = json!({ "name": g.name, "description": format!("mirrored from {}", c.name) });
+                self.create_group_in(&mut db, ctx, &body).await?
+            }
+        };
+        if link.is_none_or(|l| l.local_id != group.id || l.dn != g.dn) {
+            let l = Link {
+                upstream_id: g.upstream_id.clone(),
+                local_id: group.id.clone(),
+                dn: g.dn.clone(),
+                suspended: false,
+            };
+            db.put_link(&c.id, "group", &l).await?;
+        }
+        let (_, have) = db.group_members(&group.id, i64::MAX, 0).await?;
+        let have: HashSet<String> = have.into_iter().collect();
+        let moves = want.difference(&have).map(|u| (u, true)).chain(have.difference(want).map(|u| (u, false)));
+        for (uid, add) in moves {
+            match self.change_membership_in(&mut db, ctx, &group.id, uid, add).await {
+                Ok(ch) => dirty |= ch,
+                // A preview's new users were never written: they would be added.
+                Err(Error::NotFound(_)) if dry_run => dirty = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !dry_run {
+            tx.commit().await?;
+        }
+        Ok(dirty)
     }
 
     /// Starts the periodic syncs that are due, each claimed so one process runs it.

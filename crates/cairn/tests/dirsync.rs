@@ -193,6 +193,7 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let j = sync(&s, &id, true);
         assert_eq!(j["status"], "done", "{j}");
         assert_eq!(j["counts"]["created"], 3, "{j}");
+        assert_eq!((j["counts"]["error"].as_i64(), j["counts"]["groups"].as_i64()), (Some(0), Some(1)), "{j}");
         assert_eq!(count_users(&s), before, "a dry run creates nobody");
         assert_eq!(s.get("/api/v2/usergroups").1.as_array().unwrap().len(), 0, "nor groups");
 
@@ -450,4 +451,77 @@ fn directory_api_refuses_bad_input_and_callers() {
     assert_eq!(st, 200);
     assert_eq!(s.get(&format!("/api/v2/directories/{id}")).0, 404);
     drop(keep);
+}
+
+/// The admin portal's Directories page: connect (the password never shown back), preview,
+/// sync now, the last sync's counts; a read-only admin sees and cannot change.
+#[test]
+fn admin_portal_connects_previews_and_syncs_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(up) = slapd(&tmp.path().join("slapd")) else { return };
+    let s = Server::start(&Db::Sqlite);
+    const PW: &str = "correct horse battery staple";
+    for (email, role) in [("admin@example.com", "admin"), ("viewer@example.com", "read-only")] {
+        let out =
+            s.command().args(["admin", "create", "--email", email, "--password", PW, "--role", role]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut b = Browser::new(&s.base);
+    b.get("/admin/login");
+    let p = b.post("/admin/login", &[("email", "admin@example.com"), ("password", PW)]);
+    b.follow(p);
+    let page = b.get("/admin/directories");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("No directory is connected"), "{}", page.body);
+    let ub = format!("ou=people,{BASE}");
+    let gb = format!("ou=groups,{BASE}");
+    let url = up.url();
+    let p = b.post(
+        "/admin/directories",
+        &[
+            ("name", "corp"),
+            ("url", &url),
+            ("preset", "openldap"),
+            ("bindDn", ROOT_DN),
+            ("bindPassword", ROOT_PW),
+            ("userBase", &ub),
+            ("groupBase", &gb),
+            ("passwordAuthority", "delegated"),
+            ("syncIntervalSeconds", "0"),
+            ("attributeMapping", r#"{"disabled": "employeeType"}"#),
+        ],
+    );
+    let (at, page) = b.follow(p);
+    assert!(at.starts_with("/admin/directories/"), "{at}: {}", page.body);
+    assert!(page.body.contains("Never synced") && !page.body.contains(ROOT_PW), "{}", page.body);
+    let p = b.post(&format!("{}/sync", at.split('?').next().unwrap()), &[("dry_run", "yes")]);
+    let (at, _) = b.follow(p);
+    let detail = at.split('?').next().unwrap().to_string();
+    let t = Instant::now();
+    loop {
+        let page = b.get(&detail);
+        if page.body.contains("<td>done</td>") {
+            assert!(page.body.contains("(preview)") && page.body.contains("created 3"), "{}", page.body);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", page.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(count_users(&s), 0, "a preview creates nobody");
+    b.post(&format!("{detail}/sync"), &[]);
+    let t = Instant::now();
+    while count_users(&s) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut ro = Browser::new(&s.base);
+    ro.get("/admin/login");
+    let p = ro.post("/admin/login", &[("email", "viewer@example.com"), ("password", PW)]);
+    ro.follow(p);
+    let page = ro.get(&detail);
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("Sync now"), "read-only admins get no buttons");
+    assert_eq!(ro.post(&format!("{detail}/sync"), &[]).status, 403);
+    assert_eq!(ro.post(&format!("{detail}/delete"), &[]).status, 403);
 }
