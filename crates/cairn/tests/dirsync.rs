@@ -314,6 +314,46 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         );
         assert_eq!(st, 200);
 
+        // The Actions menu hands chosen users to a connection: a Cairn user delegated to it
+        // signs in with the upstream password (found by an escaped search: no link yet), and
+        // an external authority forbids password changes in Cairn.
+        let (st, dave) = s.post("/api/systemusers", json!({"username": "dave", "email": "dave@x.example"}));
+        assert_eq!(st, 200, "{dave}");
+        let dave_id = dave["_id"].as_str().unwrap();
+        let mut admin = up.admin();
+        let ldif_attrs = vec![
+            ("objectClass", HashSet::from(["inetOrgPerson"])),
+            ("uid", HashSet::from(["dave"])),
+            ("cn", HashSet::from(["Dave"])),
+            ("sn", HashSet::from(["D"])),
+            ("userPassword", HashSet::from(["pw-dave-upstream"])),
+        ];
+        admin.add(&format!("uid=dave,ou=people,{BASE}"), ldif_attrs).unwrap().success().unwrap();
+        drop(admin);
+        let (st, r) = s.post(
+            "/api/v2/users/actions",
+            json!({"action": "set_delegated_authority", "connection": id, "user_ids": [dave_id]}),
+        );
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["results"][0]["outcome"], "done", "{r}");
+        let mut b = Browser::new(&s.base);
+        assert_eq!(b.login("dave", "pw-dave-upstream").0, "/portal/profile");
+        let (st, r) = s.post(
+            "/api/v2/users/actions",
+            json!({"action": "set_delegated_authority", "connection": "000000000000000000000000", "user_ids": [dave_id]}),
+        );
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["results"][0]["outcome"], "error", "an unknown connection: {r}");
+        let local_id =
+            s.get("/api/systemusers?filter=username:$eq:local").1["results"][0]["_id"].as_str().unwrap().to_string();
+        let (st, r) = s.post(
+            "/api/v2/users/actions",
+            json!({"action": "set_password_authority", "connection": id, "user_ids": [local_id]}),
+        );
+        assert_eq!((st, r["results"][0]["outcome"].as_str()), (200, Some("done")), "{r}");
+        let (st, e) = s.put(&format!("/api/systemusers/{local_id}"), json!({"password": "another local password 2"}));
+        assert_eq!(st, 409, "{e}");
+
         // Upstream down: refused, with an event that says so; the failure is not counted.
         up.stop();
         let t = Instant::now();
