@@ -239,6 +239,22 @@ async fn search_all(
     Ok(out)
 }
 
+/// See [`Directory::plan`].
+struct Plan {
+    input: UserInput,
+    outcome: &'static str,
+    note: String,
+    suspended: bool,
+}
+
+impl Plan {
+    /// Nothing to write: no field, no state.
+    fn is_noop(&self) -> bool {
+        let i = &self.input;
+        i.username.is_none() && i.email.is_none() && i.profile.is_empty() && i.state.is_none()
+    }
+}
+
 /// The actor and source of a sync's changes.
 fn sync_ctx(c: &Connection) -> Ctx {
     Ctx::new(
@@ -524,39 +540,61 @@ impl Directory {
                 message: Some(format!("{dn}: {why}")),
             });
         }
-        for u in &users {
-            seq += 1;
-            if !seen.insert(u.upstream_id.clone()) {
-                counts.add("error");
+        for chunk in users.chunks(RESULT_BATCH) {
+            // The chunk's linked users, read at once: an upstream user that asks nothing new is
+            // "unchanged" without a transaction (a no-change re-sync only reads).
+            let ids: Vec<String> =
+                chunk.iter().filter_map(|u| links.get(&u.upstream_id)).map(|l| l.local_id.clone()).collect();
+            let current: HashMap<String, cairn_domain::User> = {
+                let mut r = self.store().read().await?;
+                let list = r.db().users_by_ids(&ids).await?;
+                list.into_iter().map(|u| (u.id.clone(), u)).collect()
+            };
+            for u in chunk {
+                seq += 1;
+                if !seen.insert(u.upstream_id.clone()) {
+                    counts.add("error");
+                    results.push(JobResult {
+                        seq,
+                        username: Some(u.username.clone()),
+                        user_id: None,
+                        outcome: "error".into(),
+                        message: Some(format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id)),
+                    });
+                    continue;
+                }
+                let link = links.get(&u.upstream_id);
+                let quiet = match link.and_then(|l| current.get(&l.local_id).map(|x| (l, x))) {
+                    Some((l, x)) => {
+                        l.dn == u.dn && self.plan(c, u, l, x).is_ok_and(|p| p.is_noop() && p.suspended == l.suspended)
+                    }
+                    None => false,
+                };
+                let (outcome, uid, msg) = if quiet {
+                    ("unchanged", link.map(|l| l.local_id.clone()), String::new())
+                } else {
+                    match self.sync_user(&ctx, c, u, link, dry_run).await {
+                        Ok((o, id, m)) => (o, Some(id), m),
+                        Err(e) => ("error", link.map(|l| l.local_id.clone()), e.to_string()),
+                    }
+                };
+                if let Some(id) = &uid {
+                    by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
+                    if !u.member_of.is_empty() {
+                        member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
+                    }
+                }
+                counts.add(outcome);
                 results.push(JobResult {
                     seq,
                     username: Some(u.username.clone()),
-                    user_id: None,
-                    outcome: "error".into(),
-                    message: Some(format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id)),
+                    user_id: uid,
+                    outcome: outcome.into(),
+                    message: Some(msg).filter(|m| !m.is_empty()),
                 });
-                continue;
             }
-            let (outcome, uid, msg) = match self.sync_user(&ctx, c, u, links.get(&u.upstream_id), dry_run).await {
-                Ok((o, id, m)) => (o, Some(id), m),
-                Err(e) => ("error", links.get(&u.upstream_id).map(|l| l.local_id.clone()), e.to_string()),
-            };
-            if let Some(id) = &uid {
-                by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
-                member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
-            }
-            counts.add(outcome);
-            results.push(JobResult {
-                seq,
-                username: Some(u.username.clone()),
-                user_id: uid,
-                outcome: outcome.into(),
-                message: Some(msg).filter(|m| !m.is_empty()),
-            });
-            if results.len() >= RESULT_BATCH {
-                self.flush(job, &mut results).await?;
-                self.progress(job, "running", seq as usize, total, &counts, None).await?;
-            }
+            self.flush(job, &mut results).await?;
+            self.progress(job, "running", seq as usize, total, &counts, None).await?;
         }
         // Linked users the upstream no longer returns: out of the filter, or deleted.
         for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {
@@ -698,7 +736,12 @@ impl Directory {
                 let input = parse_user_input(&Value::Object(body), true)?;
                 let org = crate::org_of(&mut db).await?;
                 let user = self.new_user(&org, input, CreationSource::ManualEntry, "adi", None, self.now())?;
-                self.insert_new_user(&mut db, ctx, &user, "adi", &MailChoice::Default).await?;
+                // A password held upstream needs no activation link from Cairn.
+                let mail = match c.password_authority {
+                    Authority::None => MailChoice::Default,
+                    Authority::External | Authority::Delegated => MailChoice::None,
+                };
+                self.insert_new_user(&mut db, ctx, &user, "adi", &mail).await?;
                 let l = Link {
                     upstream_id: u.upstream_id.clone(),
                     local_id: user.id.clone(),
@@ -710,49 +753,7 @@ impl Directory {
                 ("created", user.id, note.to_string())
             }
             Some((l, user)) => {
-                let desired = self.desired_fields(c, u, user.profile.get("restrictedFields"));
-                let mut input = UserInput::default();
-                if user.username != u.username {
-                    input.username = Some(u.username.clone());
-                }
-                for (k, v) in desired {
-                    if k == "email" {
-                        match v.as_str() {
-                            Some(e) if !e.eq_ignore_ascii_case(&user.email) => {
-                                let p = parse_user_input(&json!({ "email": e }), false)?;
-                                input.email = p.email;
-                            }
-                            _ => {}
-                        }
-                        continue;
-                    }
-                    let cur = user.profile.get(&k).cloned().unwrap_or(Value::Null);
-                    let same = cur == v || (v.is_null() && crate::users::is_empty_value(&cur));
-                    if !same {
-                        input.profile.insert(k, v);
-                    }
-                }
-                if !input.profile.is_empty() {
-                    // Validates the values as any other update would.
-                    let p = parse_user_input(&Value::Object(input.profile.clone()), false)?;
-                    input.profile = p.profile;
-                }
-                let mut suspended = l.suspended;
-                let mut outcome = "updated";
-                let mut note = String::new();
-                if u.disabled && user.state != State::Suspended {
-                    input.state = Some(State::Suspended);
-                    suspended = true;
-                    outcome = "suspended";
-                    note = "disabled upstream".into();
-                } else if !u.disabled && l.suspended {
-                    if user.state == State::Suspended {
-                        input.state = Some(State::Activated);
-                        outcome = "reactivated";
-                        note = "enabled and back upstream".into();
-                    }
-                    suspended = false;
-                }
+                let Plan { input, mut outcome, note, suspended } = self.plan(c, u, l, &user)?;
                 let id = user.id.clone();
                 let (_, changed) = self.update_loaded_in(&mut db, ctx, user, input, false).await?;
                 let moved = l.dn != u.dn || suspended != l.suspended;
@@ -774,6 +775,56 @@ impl Directory {
             tx.commit().await?;
         }
         Ok(out)
+    }
+
+    /// What an upstream user asks of its linked Cairn user: the update (empty when none),
+    /// the outcome it would be, a note, and whether the link marks the user suspended by the
+    /// sync.
+    fn plan(&self, c: &Connection, u: &UpstreamUser, l: &Link, user: &cairn_domain::User) -> Result<Plan> {
+        let desired = self.desired_fields(c, u, user.profile.get("restrictedFields"));
+        let mut input = UserInput::default();
+        if user.username != u.username {
+            input.username = Some(u.username.clone());
+        }
+        for (k, v) in desired {
+            if k == "email" {
+                match v.as_str() {
+                    Some(e) if !e.eq_ignore_ascii_case(&user.email) => {
+                        let p = parse_user_input(&json!({ "email": e }), false)?;
+                        input.email = p.email;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let cur = user.profile.get(&k).cloned().unwrap_or(Value::Null);
+            let same = cur == v || (v.is_null() && crate::users::is_empty_value(&cur));
+            if !same {
+                input.profile.insert(k, v);
+            }
+        }
+        if !input.profile.is_empty() {
+            // Validates the values as any other update would.
+            let p = parse_user_input(&Value::Object(input.profile.clone()), false)?;
+            input.profile = p.profile;
+        }
+        let mut suspended = l.suspended;
+        let mut outcome = "updated";
+        let mut note = String::new();
+        if u.disabled && user.state != State::Suspended {
+            input.state = Some(State::Suspended);
+            suspended = true;
+            outcome = "suspended";
+            note = "disabled upstream".into();
+        } else if !u.disabled && l.suspended {
+            if user.state == State::Suspended {
+                input.state = Some(State::Activated);
+                outcome = "reactivated";
+                note = "enabled and back upstream".into();
+            }
+            suspended = false;
+        }
+        Ok(Plan { input, outcome, note, suspended })
     }
 
     /// A linked user the upstream no longer returns: suspended (unless it already is), and

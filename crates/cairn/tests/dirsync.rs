@@ -212,6 +212,9 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
             ada["restrictedFields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
         assert!(owned.contains(&"email") && owned.contains(&"username"), "{owned:?}");
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "disabled upstream");
+        let (_, mails) = s.get("/api/v2/emails?to=ada@example.org");
+        let mails = if mails.is_array() { mails } else { mails["results"].clone() };
+        assert_eq!(mails.as_array().map(Vec::len), Some(0), "delegated users get no activation link: {mails}");
         let bob = user(&s, "bob");
         let bob_id = bob["_id"].as_str().unwrap().to_string();
         let ada_id = ada["_id"].as_str().unwrap().to_string();
