@@ -447,11 +447,20 @@ impl Directory {
         }
         let (dir, j) = (self.clone(), job.clone());
         tokio::spawn(async move {
-            let id = c.id.clone();
+            // The place is given back however the run ends (an error, a panic).
+            struct Running(Directory, String);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    if let Ok(mut m) = self.0.inner.dirsyncs.lock() {
+                        m.remove(&self.1);
+                    }
+                }
+            }
+            let _running = Running(dir.clone(), c.id.clone());
             if let Err(e) = dir.run_directory_sync(&c, &j, dry_run).await {
                 tracing::error!(job = %j, error = %e, "directory sync failed");
+                let _ = dir.progress(&j, "failed", 0, 0, &SyncCounts::default(), Some(&e.to_string())).await;
             }
-            dir.inner.dirsyncs.lock().expect("dirsyncs").remove(&id);
         });
         Ok(job)
     }
@@ -1092,4 +1101,42 @@ fn check_tls(c: &Connection) -> Result<()> {
     }
     tls_config(c).map_err(|m| Error::invalid("caCert", m))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_repeated_failures_and_closes_on_success() {
+        let b = Breakers::default();
+        for _ in 0..BREAKER_FAILURES - 1 {
+            b.record("c", false);
+            assert!(!b.open("c"), "still closed below the threshold");
+        }
+        b.record("c", false);
+        assert!(b.open("c"), "open after {BREAKER_FAILURES} failures");
+        assert!(!b.open("other"), "per connection");
+        b.record("c", true);
+        assert!(!b.open("c"), "a success closes it");
+    }
+
+    #[test]
+    fn tls_settings_refuse_what_cannot_work() {
+        let input = dirsync::parse_input(
+            &json!({"name": "c", "url": "ldap://h", "userBase": "dc=x", "fingerprint": "ab".repeat(32)}),
+            true,
+        )
+        .unwrap();
+        let mut c = dirsync::new_connection("c1".into(), input, chrono::Utc::now());
+        assert!(check_tls(&c).is_err(), "pinning needs TLS");
+        c.starttls = true;
+        assert!(check_tls(&c).is_ok());
+        c.url = "ldaps://h".into();
+        assert!(check_tls(&c).is_err(), "StartTLS over ldaps://");
+        c.starttls = false;
+        c.fingerprint = None;
+        c.ca_cert = Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into());
+        assert!(check_tls(&c).is_err(), "an unreadable CA certificate");
+    }
 }
