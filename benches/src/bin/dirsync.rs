@@ -135,7 +135,12 @@ fn main() -> Result<()> {
     let pid = slapd(&tmp.path().join("slapd"), port, n)?;
     let result = (|| -> Result<()> {
         let d1 = dump(port, n)?;
-        let s = Server::start(&cairn(), &tmp.path().join("cairn"), free_port()?, &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())])?;
+        let s = Server::start(
+            &cairn(),
+            &tmp.path().join("cairn"),
+            free_port()?,
+            &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
+        )?;
         let c = api(
             &s,
             "POST",
