@@ -15,15 +15,32 @@ use crate::{Ctx, Directory};
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Activate { mail: MailChoice },
+    Activate {
+        mail: MailChoice,
+    },
     Suspend,
     ScheduleState(ScheduleRequest),
-    CancelSchedule { state: Option<State> },
-    AddToGroup { group_id: String },
-    RemoveFromGroup { group_id: String },
-    SetMfaRequired { required: bool },
-    SetPasswordAuthority { authority: Option<PasswordAuthority> },
-    SetDelegatedAuthority { authority: Option<Value> },
+    CancelSchedule {
+        state: Option<State>,
+    },
+    AddToGroup {
+        group_id: String,
+    },
+    RemoveFromGroup {
+        group_id: String,
+    },
+    SetMfaRequired {
+        required: bool,
+    },
+    /// `connection`: the directory connection that holds the password (§12).
+    SetPasswordAuthority {
+        authority: Option<PasswordAuthority>,
+        connection: Option<String>,
+    },
+    SetDelegatedAuthority {
+        authority: Option<Value>,
+        connection: Option<String>,
+    },
     Delete,
     SendActivationEmail,
     SendPasswordResetEmail,
@@ -96,8 +113,8 @@ impl Action {
             "cancel_schedule" => &["state"],
             "add_to_group" | "remove_from_group" => &["group_id"],
             "set_mfa_required" => &["required"],
-            "set_password_authority" => &["authority"],
-            "set_delegated_authority" => &["authority"],
+            "set_password_authority" => &["authority", "connection"],
+            "set_delegated_authority" => &["authority", "connection"],
             _ => &[],
         };
         for k in o.keys() {
@@ -155,11 +172,32 @@ impl Action {
                     None
                 }
             },
+            "set_password_authority" if o.contains_key("connection") => {
+                match (o.get("connection").and_then(Value::as_str), o.get("authority")) {
+                    (Some(c), None) => Some(c),
+                    (Some(c), Some(Value::String(a))) if a == "active_directory" => Some(c),
+                    (Some(_), _) => {
+                        errors
+                            .push(FieldError::new("authority", "with a connection, the authority is active_directory"));
+                        None
+                    }
+                    (None, _) => {
+                        errors.push(FieldError::new("connection", "must be a directory connection's id"));
+                        None
+                    }
+                }
+                .map(|c| Action::SetPasswordAuthority {
+                    authority: Some(PasswordAuthority::ActiveDirectory),
+                    connection: Some(c.to_string()),
+                })
+            }
             "set_password_authority" => match o.get("authority") {
-                None | Some(Value::Null) => Some(Action::SetPasswordAuthority { authority: None }),
-                Some(Value::String(s)) if s == "none" => Some(Action::SetPasswordAuthority { authority: None }),
+                None | Some(Value::Null) => Some(Action::SetPasswordAuthority { authority: None, connection: None }),
+                Some(Value::String(s)) if s == "none" => {
+                    Some(Action::SetPasswordAuthority { authority: None, connection: None })
+                }
                 Some(Value::String(s)) if PasswordAuthority::parse(s).is_some() => {
-                    Some(Action::SetPasswordAuthority { authority: PasswordAuthority::parse(s) })
+                    Some(Action::SetPasswordAuthority { authority: PasswordAuthority::parse(s), connection: None })
                 }
                 _ => {
                     errors
@@ -167,10 +205,26 @@ impl Action {
                     None
                 }
             },
+            "set_delegated_authority" if o.contains_key("connection") => {
+                match (o.get("connection").and_then(Value::as_str), o.get("authority")) {
+                    (Some(c), None) => Some(Action::SetDelegatedAuthority {
+                        authority: Some(json!({ "id": c, "name": "ActiveDirectory" })),
+                        connection: Some(c.to_string()),
+                    }),
+                    (Some(_), Some(_)) => {
+                        errors.push(FieldError::new("authority", "give either a connection or an authority"));
+                        None
+                    }
+                    (None, _) => {
+                        errors.push(FieldError::new("connection", "must be a directory connection's id"));
+                        None
+                    }
+                }
+            }
             "set_delegated_authority" => match o.get("authority") {
-                None | Some(Value::Null) => Some(Action::SetDelegatedAuthority { authority: None }),
+                None | Some(Value::Null) => Some(Action::SetDelegatedAuthority { authority: None, connection: None }),
                 Some(v @ Value::Object(m)) if m.get("name").and_then(Value::as_str) == Some("ActiveDirectory") => {
-                    Some(Action::SetDelegatedAuthority { authority: Some(v.clone()) })
+                    Some(Action::SetDelegatedAuthority { authority: Some(v.clone()), connection: None })
                 }
                 _ => {
                     errors.push(FieldError::new(
@@ -279,8 +333,20 @@ impl Directory {
                     skipped(uid, format!("MFA already {what} for {}", u.username))
                 }
             }
-            Action::SetPasswordAuthority { authority } => {
-                let v = PasswordAuthority::restricted_fields(*authority);
+            Action::SetPasswordAuthority { authority, connection } => {
+                let v = match connection {
+                    // The connection holds the password: the user's other restrictions stay.
+                    Some(c) => {
+                        let c = self.directory_connection(c).await?;
+                        let u = self.get_user(uid).await?;
+                        let mut list: Vec<Value> =
+                            u.profile.get("restrictedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+                        list.retain(|f| f.get("field").and_then(Value::as_str) != Some("password"));
+                        list.push(json!({ "field": "password", "type": "active_directory", "id": c.id }));
+                        Value::Array(list)
+                    }
+                    None => PasswordAuthority::restricted_fields(*authority),
+                };
                 let (u, changed) = self.update_user_from(ctx, uid, profile("restrictedFields", v)).await?;
                 let what = authority.map(|a| a.as_str()).unwrap_or("none");
                 if changed {
@@ -289,7 +355,10 @@ impl Directory {
                     skipped(uid, format!("password authority of {} is already {what}", u.username))
                 }
             }
-            Action::SetDelegatedAuthority { authority } => {
+            Action::SetDelegatedAuthority { authority, connection } => {
+                if let Some(c) = connection {
+                    self.directory_connection(c).await?;
+                }
                 let v = authority.clone().unwrap_or(Value::Null);
                 let (u, changed) = self.update_user_from(ctx, uid, profile("delegatedAuthority", v)).await?;
                 if changed {

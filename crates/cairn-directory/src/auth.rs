@@ -365,7 +365,7 @@ impl Directory {
         } else {
             self.find_account(account, &key).await?
         };
-        let detail = attempt_detail(protocol, resource, device, clip(login, EVENT_LOGIN_CHARS));
+        let mut detail = attempt_detail(protocol, resource, device, clip(login, EVENT_LOGIN_CHARS));
         let Some(acct) = found else {
             // Spend what a real check costs, so timing does not tell which accounts exist.
             let _ = self.hasher().verify(password, &dummy_hash()).await;
@@ -373,13 +373,46 @@ impl Directory {
             return Ok(Outcome { result: Err(Refusal::Credentials), reason: "no such account".into() });
         };
         if acct.delegated {
-            // The upstream directory holds this password (§3.5, §12), never the local hash;
-            // until a connection verifies it, nothing can.
-            let _ = self.hasher().verify(password, &dummy_hash()).await;
-            let why = "the password is delegated to an upstream directory that no connection verifies";
-            let ctx = Ctx { actor: acct.actor(), ..ctx.clone() };
-            self.attempt_event(&ctx, Some(acct.target()), false, why, detail, vec![]).await?;
-            return Ok(Outcome { result: Err(Refusal::Credentials), reason: why.into() });
+            // The upstream directory holds this password (§3.5, §12), never the local hash: a
+            // bind as the user answers. An upstream that cannot be asked refuses the attempt
+            // without counting it against the user (it is no guess), with an event saying why.
+            let Principal::User(u) = &acct.principal else {
+                return Err(Error::Internal("a delegated account is not a user".into()));
+            };
+            let authority = u.profile.get("delegatedAuthority").and_then(|v| v.get("id")).and_then(Value::as_str);
+            let answer = match authority {
+                Some(conn) if cairn_domain::id::is_object_id(conn) => {
+                    self.upstream_verify(conn, &u.id, &u.username, password).await?
+                }
+                _ => crate::dirsync::Upstream::Unavailable(
+                    "the password is delegated to an upstream directory that no connection verifies".into(),
+                ),
+            };
+            match answer {
+                crate::dirsync::Upstream::Answered(ok) => {
+                    let code = self.check_code(acct.totp.as_deref(), code)?;
+                    detail["upstream"] = json!(authority);
+                    return self
+                        .conclude(
+                            ctx,
+                            protocol,
+                            resource,
+                            acct.kind,
+                            acct.id(),
+                            Proof::Upstream { ok },
+                            code,
+                            None,
+                            detail,
+                        )
+                        .await;
+                }
+                crate::dirsync::Upstream::Unavailable(why) => {
+                    detail["upstream_unavailable"] = json!(true);
+                    let ctx = Ctx { actor: acct.actor(), ..ctx.clone() };
+                    self.attempt_event(&ctx, Some(acct.target()), false, &why, detail, vec![]).await?;
+                    return Ok(Outcome { result: Err(Refusal::Credentials), reason: why });
+                }
+            }
         }
         let verified_hash = acct.hash.clone();
         let password_ok = match &verified_hash {
@@ -545,6 +578,9 @@ impl Directory {
                 ok && hash.as_ref().map(Secret::expose) == acct.hash.as_ref().map(Secret::expose)
             }
             Proof::Ticket => true,
+            // Only while the account is still delegated: the upstream's answer says nothing of
+            // a password Cairn now holds.
+            Proof::Upstream { ok } => ok && acct.delegated,
         };
         let rules = crate::radius::resource_rules(&mut tx.db(), resource).await?;
         let before = acct.lock;
@@ -569,7 +605,13 @@ impl Directory {
         } else if !password_ok {
             lock = lock.fail(&policy, now);
             revoke = lock.locked;
-            let why = if acct.hash.is_none() { Denial::PasswordPending.reason() } else { "wrong password" };
+            let why = if acct.delegated {
+                "wrong password (refused by the upstream directory)"
+            } else if acct.hash.is_none() {
+                Denial::PasswordPending.reason()
+            } else {
+                "wrong password"
+            };
             (Err(Refusal::Credentials), why.into())
         } else if code == Code::Wrong {
             lock = lock.fail(&policy, now);
@@ -817,6 +859,8 @@ enum Proof {
     Password { ok: bool, hash: Option<Secret> },
     /// A ticket an earlier attempt's right password produced.
     Ticket,
+    /// The upstream directory's answer to a bind as a delegated user.
+    Upstream { ok: bool },
 }
 
 fn lockout_changes(before: &Lockout, after: &Lockout) -> Vec<Change> {

@@ -9,6 +9,7 @@ mod auth;
 mod clock;
 mod config;
 mod credentials;
+mod dirsync;
 mod error;
 mod export;
 mod grants;
@@ -52,6 +53,7 @@ pub use cairn_domain as domain;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Smtp, Tls};
 pub use credentials::totp_code;
+pub use dirsync::{SyncCounts, CONNECT_TIMEOUT, MAX_CONNECTIONS, OP_TIMEOUT};
 pub use error::{Error, Refusal, Result, LOGIN_REFUSED, THROTTLED};
 pub use export::{defuse, ExportFormat, Exporter, DEFAULT_FIELDS as DEFAULT_EXPORT_FIELDS};
 pub use grants::{ldap_server_json, BUILTIN_LDAP_SERVER_NAME};
@@ -142,6 +144,10 @@ struct Inner {
     watching: std::sync::Once,
     /// The OIDC provider's signing keys, opened, and when they were read.
     oidc_keys: Mutex<Option<oidc::KeyCache>>,
+    /// Directory connections whose sync runs in this process.
+    dirsyncs: Mutex<std::collections::HashSet<String>>,
+    /// Circuit breakers of delegated binds, per connection.
+    breakers: dirsync::Breakers,
 }
 
 impl Directory {
@@ -167,6 +173,8 @@ impl Directory {
                 radius_epoch: AtomicU64::new(0),
                 watching: std::sync::Once::new(),
                 oidc_keys: Mutex::new(None),
+                dirsyncs: Mutex::default(),
+                breakers: dirsync::Breakers::default(),
                 config,
             }),
         }

@@ -424,6 +424,14 @@ impl Directory {
                     Err(e) => tracing::warn!(error = %e, "unlock pass failed; retrying"),
                 }
             }
+            // Periodic directory syncs, checked every 5 seconds (each claimed by one process).
+            if pass % 20 == 2 {
+                match self.run_due_directory_syncs().await {
+                    Ok(n) if n > 0 => tracing::info!(started = n, "periodic directory syncs started"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "directory sync pass failed; retrying"),
+                }
+            }
             // About once a minute.
             if pass % 240 == 1 {
                 if let Err(e) = self.prune_change_log().await {

@@ -134,6 +134,7 @@ impl Directory {
             // row; hashing is bounded and short. The policy is read only when it is needed.
             pw => self.checked_hash(&crate::org_of(db).await?, pw.as_ref()).await?,
         };
+        refuse_upstream_owned(ctx, &old, &input)?;
         let now = self.now();
         let mut user = old.clone();
         apply_fields(&mut user, input.username, input.email, input.profile);
@@ -337,6 +338,44 @@ pub(crate) fn sets_fields_only(old: &User, input: &UserInput) -> bool {
         && input.email.as_ref().is_none_or(|e| *e == old.email)
         && old.text("manager").is_none_or(str::is_empty)
         && !input.profile.keys().any(|k| matches!(k.as_str(), "employeeIdentifier" | "manager"))
+        && cairn_domain::dirsync::upstream_owned(old.profile.get("restrictedFields")).is_empty()
+}
+
+/// The fields an upstream directory owns (`restrictedFields` of type `active_directory`) are
+/// changed by its sync (source `adi`) and nothing else: a change from anywhere else is refused,
+/// naming the fields. Values given unchanged pass (a SCIM PUT repeats every field).
+fn refuse_upstream_owned(ctx: &Ctx, old: &User, input: &UserInput) -> Result<()> {
+    if ctx.source == "adi" {
+        return Ok(());
+    }
+    let owned = cairn_domain::dirsync::upstream_owned(old.profile.get("restrictedFields"));
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let owns = |f: &str| owned.iter().any(|o| o == f);
+    let mut refused: Vec<&str> = Vec::new();
+    if owns("username") && input.username.as_ref().is_some_and(|u| *u != old.username) {
+        refused.push("username");
+    }
+    if owns("email") && input.email.as_ref().is_some_and(|e| !e.eq_ignore_ascii_case(&old.email)) {
+        refused.push("email");
+    }
+    for (k, v) in &input.profile {
+        let cur = old.profile.get(k).cloned().unwrap_or(Value::Null);
+        if owns(k) && cur != *v && !(v.is_null() && is_empty_value(&cur)) {
+            refused.push(k);
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "{} of {} {} held by an upstream directory (restrictedFields, active_directory): change {} there",
+        refused.join(", "),
+        old.username,
+        if refused.len() == 1 { "is" } else { "are" },
+        if refused.len() == 1 { "it" } else { "them" },
+    )))
 }
 
 /// The username, e-mail and profile fields of an update applied to `user` (a `null` clears).

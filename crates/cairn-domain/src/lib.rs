@@ -3,6 +3,7 @@
 pub mod access;
 pub mod application;
 pub mod csv_import;
+pub mod dirsync;
 pub mod error;
 pub mod fields;
 pub mod graph;

@@ -5,6 +5,7 @@ mod admin;
 mod api_applications;
 mod api_bulk;
 mod api_credentials;
+mod api_directories;
 mod api_grants;
 mod api_groups;
 mod api_lifecycle;
@@ -110,6 +111,7 @@ fn api_openapi(state: &Shared) -> OpenApiRouter<Shared> {
         .merge(api_groups::routes())
         .merge(api_grants::routes())
         .merge(api_radius::routes())
+        .merge(api_directories::routes())
         .merge(api_misc::routes())
         .merge(api_service::routes())
         .merge(api_applications::routes())

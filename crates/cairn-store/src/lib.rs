@@ -10,6 +10,7 @@ mod admins;
 mod bulk;
 mod changes;
 mod credentials;
+mod dirsync;
 mod graph;
 mod oidc;
 mod radius;
@@ -36,6 +37,7 @@ pub use access::{Account, Ticket};
 pub use admins::AdminExtras;
 pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
+pub use dirsync::Link;
 pub use oidc::{OidcGrant, OidcKey};
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
@@ -650,6 +652,7 @@ pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
                 (["admins.email", "admins_email_uq"], "email"),
                 (["apikeys.key_hash", "apikeys_hash_uq"], "key"),
                 (["service_accounts.client_id", "service_accounts_client_uq"], "client_id"),
+                (["directory_connections.name", "directory_connections_name_uq"], "name"),
             ] {
                 if needles.iter().any(|n| msg.contains(n)) {
                     return StoreError::Conflict(field.to_string());

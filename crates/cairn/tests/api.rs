@@ -381,6 +381,11 @@ fn health_metrics_and_openapi_answer() {
         "/v2/ldapservers",
         "/v2/ldapservers/{id}",
         "/v2/ldapservers/{id}/associations",
+        "/v2/directories",
+        "/v2/directories/{id}",
+        "/v2/directories/{id}/sync",
+        "/v2/directories/{id}/sync/{job_id}",
+        "/v2/directories/{id}/sync/{job_id}/results",
     ] {
         assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
     }

@@ -7,6 +7,7 @@
 
 mod applications;
 mod auth;
+mod directories;
 mod ldap;
 mod pages;
 mod radius;
@@ -75,6 +76,10 @@ pub fn routes() -> Router<Shared> {
         .route("/admin/applications/{id}/associations", post(applications::grant))
         .route("/admin/ldap", routing::get(ldap::page).post(ldap::save))
         .route("/admin/ldap/associations", post(ldap::grant))
+        .route("/admin/directories", routing::get(directories::list).post(directories::create))
+        .route("/admin/directories/{id}", routing::get(directories::details).post(directories::save))
+        .route("/admin/directories/{id}/sync", post(directories::sync))
+        .route("/admin/directories/{id}/delete", post(directories::delete))
         .route("/admin/radius", routing::get(radius::list).post(radius::create))
         .route("/admin/radius/{id}", routing::get(radius::details).post(radius::save))
         .route("/admin/radius/{id}/associations", post(radius::grant))

@@ -519,6 +519,8 @@ struct ActionPage<'a> {
     more: usize,
     ids: Vec<String>,
     groups: Vec<Group>,
+    /// Directory connections (id, name), for the password authority items.
+    directories: Vec<(String, String)>,
     zones: Vec<&'static str>,
     back: String,
     single: bool,
@@ -560,6 +562,12 @@ pub(super) async fn action_form(State(st): State<Shared>, s: Signed, Form(form):
     } else {
         vec![]
     };
+    let directories = if matches!(key.as_str(), "set_password_authority" | "set_delegated_authority") {
+        let all = st.dir.directory_connections(cairn_directory::MAX_CONNECTIONS, 0).await.map(|x| x.1);
+        all.unwrap_or_default().into_iter().map(|c| (c.id, c.name)).collect()
+    } else {
+        vec![]
+    };
     let shown = usernames(&st, &ids, 25).await;
     let body = render(&ActionPage {
         c: s.chrome("users", "", ""),
@@ -571,6 +579,7 @@ pub(super) async fn action_form(State(st): State<Shared>, s: Signed, Form(form):
         single: ids.len() == 1,
         ids,
         groups,
+        directories,
         zones: if key.starts_with("schedule_") { zones() } else { vec![] },
         back,
     });
@@ -620,6 +629,14 @@ fn action_body(key: &str, form: &Pairs, ids: &[String]) -> Result<Value, Error> 
         }
         "set_mfa_required" => {
             put("required", json!(get(form, "required") == Some("yes")));
+            key
+        }
+        "set_password_authority" if get(form, "connection").is_some_and(|c| !c.is_empty()) => {
+            put("connection", json!(text(form, "connection")));
+            key
+        }
+        "set_delegated_authority" if get(form, "connection").is_some_and(|c| !c.is_empty()) => {
+            put("connection", json!(text(form, "connection")));
             key
         }
         "set_password_authority" => {

@@ -1,0 +1,169 @@
+//! Issue 18 benchmark: sync N users (default 100,000) from a throwaway OpenLDAP slapd into a
+//! release `cairn serve` on SQLite — the first import and a no-change re-sync — side by side
+//! with a plain paged dump of the same entries (`ldapsearch -E pr=1000/noprompt`) in the same
+//! run; Cairn's peak RSS. Users are created in the `manualEntry` default state, delegated (no
+//! mail).
+//!
+//! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin dirsync [N]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_bench::{free_port, Server};
+use serde_json::{json, Value};
+
+const BASE: &str = "dc=example,dc=org";
+const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
+const ROOT_PW: &str = "admin-secret";
+const KEY: &str = "bench-bootstrap-key-0123456789abcdef";
+
+fn cairn() -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/../target", env!("CARGO_MANIFEST_DIR")));
+    PathBuf::from(dir).join("release/cairn")
+}
+
+/// slapd with `n` inetOrgPerson users under ou=people; its pid.
+fn slapd(dir: &Path, port: u16, n: usize) -> Result<u32> {
+    std::fs::create_dir_all(dir.join("db"))?;
+    std::fs::write(
+        dir.join("slapd.conf"),
+        format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+             pidfile {d}/slapd.pid\nthreads 4\ndatabase mdb\nmaxsize 4294967296\nsuffix \"{BASE}\"\n\
+             rootdn \"{ROOT_DN}\"\nrootpw {ROOT_PW}\ndirectory {d}/db\nindex objectClass eq\n\
+             sizelimit unlimited\naccess to * by * read\n",
+            d = dir.display()
+        ),
+    )?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("data.ldif"))?);
+    write!(f, "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n")?;
+    write!(f, "dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n")?;
+    for i in 0..n {
+        write!(
+            f,
+            "dn: uid=u{i:06},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: u{i:06}\ncn: First{} Last{i:06}\n\
+             sn: Last{i:06}\ngivenName: First{}\nmail: u{i:06}@example.com\ndepartmentNumber: Dept{:02}\ntitle: Engineer\n\n",
+            i % 997,
+            i % 997,
+            i % 20
+        )?;
+    }
+    drop(f);
+    let st = Command::new("/usr/sbin/slapadd")
+        .args(["-q", "-f", &dir.join("slapd.conf").to_string_lossy(), "-l", &dir.join("data.ldif").to_string_lossy()])
+        .status()?;
+    if !st.success() {
+        bail!("slapadd failed");
+    }
+    let st = Command::new("/usr/sbin/slapd")
+        .args(["-f", &dir.join("slapd.conf").to_string_lossy(), "-h", &format!("ldap://127.0.0.1:{port}/")])
+        .status()?;
+    if !st.success() {
+        bail!("slapd failed");
+    }
+    for _ in 0..100 {
+        if let Ok(p) = std::fs::read_to_string(dir.join("slapd.pid")) {
+            if let Ok(pid) = p.trim().parse() {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(pid);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("slapd did not start")
+}
+
+/// The paged dump of the same entries and attributes a sync reads; seconds.
+fn dump(port: u16, n: usize) -> Result<f64> {
+    let t = Instant::now();
+    let out = Command::new("ldapsearch")
+        .args(["-x", "-LLL", "-H", &format!("ldap://127.0.0.1:{port}"), "-D", ROOT_DN, "-w", ROOT_PW])
+        .args(["-b", &format!("ou=people,{BASE}"), "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
+        .args(["entryUUID", "uid", "mail", "givenName", "sn", "cn", "departmentNumber", "title", "memberOf"])
+        .output()?;
+    let secs = t.elapsed().as_secs_f64();
+    let entries = String::from_utf8_lossy(&out.stdout).matches("\ndn: ").count() + 1;
+    if entries < n {
+        bail!("ldapsearch returned {entries} entries: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(secs)
+}
+
+fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    let c = reqwest::blocking::Client::new();
+    let mut r = c.request(method.parse()?, format!("{}{path}", s.base)).header("x-api-key", KEY);
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b.to_string());
+    }
+    let res = r.send()?;
+    let st = res.status();
+    let v: Value = res.json().unwrap_or(Value::Null);
+    if !st.is_success() {
+        bail!("{method} {path}: {st} {v}");
+    }
+    Ok(v)
+}
+
+/// One sync through the API; (seconds, counts, peak RSS MiB while it ran).
+fn sync(s: &Server, id: &str) -> Result<(f64, Value, f64)> {
+    let t = Instant::now();
+    let job = api(s, "POST", &format!("/api/v2/directories/{id}/sync"), Some(json!({})))?["jobId"]
+        .as_str()
+        .context("jobId")?
+        .to_string();
+    let mut peak: f64 = 0.0;
+    loop {
+        let j = api(s, "GET", &format!("/api/v2/directories/{id}/sync/{job}"), None)?;
+        peak = peak.max(s.rss_mib()?.1);
+        match j["status"].as_str() {
+            Some("done") => return Ok((t.elapsed().as_secs_f64(), j["counts"].clone(), peak)),
+            Some("failed") => bail!("sync failed: {j}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let tmp = tempfile::tempdir()?;
+    let port = free_port()?;
+    let pid = slapd(&tmp.path().join("slapd"), port, n)?;
+    let result = (|| -> Result<()> {
+        let d1 = dump(port, n)?;
+        let s = Server::start(
+            &cairn(),
+            &tmp.path().join("cairn"),
+            free_port()?,
+            &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
+        )?;
+        let c = api(
+            &s,
+            "POST",
+            "/api/v2/directories",
+            Some(json!({
+                "name": "bench", "url": format!("ldap://127.0.0.1:{port}"), "bindDn": ROOT_DN, "bindPassword": ROOT_PW,
+                "userBase": format!("ou=people,{BASE}"), "preset": "openldap", "passwordAuthority": "delegated",
+            })),
+        )?;
+        let id = c["id"].as_str().context("id")?.to_string();
+        let (first, counts1, rss1) = sync(&s, &id)?;
+        let d2 = dump(port, n)?;
+        let (again, counts2, rss2) = sync(&s, &id)?;
+        let d3 = dump(port, n)?;
+        let dumps = [d1, d2, d3];
+        let dump_s = dumps.iter().cloned().fold(f64::MAX, f64::min);
+        println!("users: {n}");
+        println!("ldapsearch paged dump: {:.2} s (best of {:?})", dump_s, dumps.map(|d| (d * 100.0).round() / 100.0));
+        println!("first import: {first:.2} s = {:.1}× the dump; counts {counts1}", first / dump_s);
+        println!("no-change re-sync: {again:.2} s = {:.1}× the dump; counts {counts2}", again / dump_s);
+        println!("cairn peak RSS: {:.0} MiB (first) {:.0} MiB (after re-sync)", rss1, rss2);
+        Ok(())
+    })();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    result
+}

@@ -1,0 +1,1142 @@
+//! Directory integration (§12): connections to an upstream LDAP / Active Directory, the sync
+//! job that imports and follows its users and groups, and the upstream bind that checks a
+//! delegated user's password (called by `authenticate` only).
+//!
+//! A sync reads every user and group of the connection's filters with paged searches
+//! (RFC 2696), then applies each user in its own transaction through the same use cases as
+//! every other front end (`insert_new_user`, `update_loaded_in`), with events of source
+//! `adi`. Users are matched by the upstream's stable id (objectGUID / entryUUID) recorded in
+//! `directory_links`, never by name. A user disabled upstream, out of the filter or deleted is
+//! suspended, never deleted; the link remembers it, so the user is reactivated on return. A
+//! dry run does all of it in transactions that are rolled back. An interrupted sync leaves
+//! what it committed; the next run converges.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_domain::dirsync::{self, Authority, Connection, Entry, UpstreamGroup, UpstreamUser};
+use cairn_domain::id::is_object_id;
+use cairn_domain::lifecycle::MailChoice;
+use cairn_domain::user::{parse_user_input, UserInput};
+use cairn_domain::{Actor, CreationSource, Secret, State};
+use cairn_store::{JobResult, JobUpdate, Link};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::{Ctx, Directory};
+
+/// The most connections an organization may have.
+pub const MAX_CONNECTIONS: i64 = 100;
+/// How long connecting (TCP, TLS, StartTLS) to an upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one upstream operation (a bind, one page of a search) may take.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries per page of a sync's searches.
+const PAGE: i32 = 1000;
+/// Consecutive upstream failures after which delegated binds stop trying for a while.
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_OPEN: Duration = Duration::from_secs(30);
+/// Results written per batch, and progress recorded as often.
+const RESULT_BATCH: usize = 500;
+
+/// The circuit breakers of delegated binds, per connection: after `BREAKER_FAILURES`
+/// consecutive failures to reach the upstream, binds are refused at once for `BREAKER_OPEN`,
+/// then one attempt is let through (half-open).
+#[derive(Default)]
+pub(crate) struct Breakers(Mutex<HashMap<String, (u32, Option<Instant>)>>);
+
+impl Breakers {
+    fn open(&self, id: &str) -> bool {
+        let mut m = self.0.lock().expect("breakers");
+        match m.get_mut(id) {
+            Some((_, Some(until))) if Instant::now() < *until => true,
+            Some((_, until @ Some(_))) => {
+                // Half-open: one attempt goes through.
+                *until = None;
+                false
+            }
+            _ => false,
+        }
+    }
+    fn record(&self, id: &str, reachable: bool) {
+        let mut m = self.0.lock().expect("breakers");
+        if reachable {
+            m.remove(id);
+            return;
+        }
+        let e = m.entry(id.to_string()).or_insert((0, None));
+        e.0 += 1;
+        if e.0 >= BREAKER_FAILURES {
+            e.1 = Some(Instant::now() + BREAKER_OPEN);
+        }
+    }
+}
+
+/// What a delegated bind found.
+pub(crate) enum Upstream {
+    /// The upstream answered: the password is right or wrong.
+    Answered(bool),
+    /// The upstream could not be asked (down, slow, TLS, breaker open): why.
+    Unavailable(String),
+}
+
+fn no_such(id: &str) -> Error {
+    Error::NotFound(format!("no directory connection with id '{id}'"))
+}
+
+fn upstream_error(e: impl std::fmt::Display) -> String {
+    crate::auth::clip(&e.to_string(), 300)
+}
+
+/// The TLS settings of a connection: its CA certificates, or its pinned fingerprint.
+fn tls_config(c: &Connection) -> std::result::Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    if let Some(fp) = &c.fingerprint {
+        let v = Pinned { sha256: fp.clone(), provider };
+        return Ok(Some(Arc::new(
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(v)).with_no_client_auth(),
+        )));
+    }
+    if let Some(pem) = &c.ca_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("caCert is not readable PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("caCert holds a certificate rustls refuses: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("caCert holds no certificate".into());
+        }
+        return Ok(Some(Arc::new(builder.with_root_certificates(roots).with_no_client_auth())));
+    }
+    Ok(None)
+}
+
+/// Accepts exactly the certificate whose SHA-256 was pinned (signatures still verified).
+#[derive(Debug)]
+struct Pinned {
+    sha256: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let got = hex::encode(sha2::Sha256::digest(end_entity.as_ref()));
+        if bool::from(got.as_bytes().ct_eq(self.sha256.as_bytes())) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!("the certificate's SHA-256 {got} is not the pinned fingerprint")))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects (TCP, TLS or StartTLS) within `CONNECT_TIMEOUT`.
+async fn connect(c: &Connection) -> std::result::Result<ldap3::Ldap, String> {
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(CONNECT_TIMEOUT)
+        .set_starttls(c.starttls && c.url.starts_with("ldap://"));
+    if let Some(cfg) = tls_config(c)? {
+        settings = settings.set_config(cfg);
+    }
+    let url = c.url.clone();
+    let (conn, ldap) = tokio::time::timeout(CONNECT_TIMEOUT, LdapConnAsync::with_settings(settings, &url))
+        .await
+        .map_err(|_| format!("connecting to {url} timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot connect to {url}: {}", upstream_error(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(error = %e, "upstream LDAP connection ended");
+        }
+    });
+    Ok(ldap)
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, String> {
+    tokio::time::timeout(OP_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("{what} timed out after {}s", OP_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{what} failed: {}", upstream_error(e)))
+}
+
+/// Binds as the connection's service account (or anonymously when it has no bind DN).
+async fn service_bind(c: &Connection, password: Option<&Secret>) -> std::result::Result<ldap3::Ldap, String> {
+    let mut ldap = connect(c).await?;
+    if !c.bind_dn.is_empty() {
+        let pw = password.map(Secret::expose).unwrap_or("");
+        if pw.is_empty() {
+            return Err("the connection has a bindDn but no bindPassword".into());
+        }
+        let r = timed("the service bind", ldap.simple_bind(&c.bind_dn, pw)).await?;
+        if r.rc != 0 {
+            return Err(format!("the service bind as {} was refused: {} ({})", c.bind_dn, r.text, r.rc));
+        }
+    }
+    Ok(ldap)
+}
+
+/// Every entry under `base` matching `filter`, page by page.
+async fn search_all(
+    ldap: &mut ldap3::Ldap,
+    base: &str,
+    filter: &str,
+    attrs: Vec<String>,
+) -> std::result::Result<Vec<Entry>, String> {
+    let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
+    let mut stream =
+        timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
+    let mut out = Vec::new();
+    while let Some(re) = timed("reading the search", stream.next()).await? {
+        let se = SearchEntry::construct(re);
+        let mut e = Entry { dn: se.dn, ..Default::default() };
+        for (k, vs) in se.attrs {
+            e.attrs.insert(k, vs.into_iter().map(String::into_bytes).collect());
+        }
+        for (k, vs) in se.bin_attrs {
+            e.attrs.insert(k, vs);
+        }
+        out.push(e);
+    }
+    let r = tokio::time::timeout(OP_TIMEOUT, stream.finish()).await.map_err(|_| "the search timed out".to_string())?;
+    if r.rc != 0 {
+        return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
+    }
+    Ok(out)
+}
+
+/// See [`Directory::plan`].
+struct Plan {
+    input: UserInput,
+    outcome: &'static str,
+    note: String,
+    suspended: bool,
+}
+
+impl Plan {
+    /// Nothing to write: no field, no state.
+    fn is_noop(&self) -> bool {
+        let i = &self.input;
+        i.username.is_none() && i.email.is_none() && i.profile.is_empty() && i.state.is_none()
+    }
+}
+
+/// The actor and source of a sync's changes.
+fn sync_ctx(c: &Connection) -> Ctx {
+    Ctx::new(
+        Actor { kind: "system".into(), id: Some(c.id.clone()), name: Some(format!("directory sync: {}", c.name)) },
+        "adi",
+        None,
+    )
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct SyncCounts {
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub suspended: i64,
+    pub reactivated: i64,
+    pub error: i64,
+    pub groups: i64,
+}
+
+impl SyncCounts {
+    fn add(&mut self, outcome: &str) {
+        match outcome {
+            "created" => self.created += 1,
+            "updated" => self.updated += 1,
+            "unchanged" => self.unchanged += 1,
+            "suspended" => self.suspended += 1,
+            "reactivated" => self.reactivated += 1,
+            _ => self.error += 1,
+        }
+    }
+    fn json(&self) -> Value {
+        serde_json::to_value(self).expect("counts serialize")
+    }
+}
+
+impl Directory {
+    // ---- connections --------------------------------------------------------------------
+
+    pub async fn directory_connections(&self, limit: i64, skip: i64) -> Result<(i64, Vec<Connection>)> {
+        let mut c = self.store().read().await?;
+        Ok(c.db().connections(limit, skip).await?)
+    }
+
+    pub async fn directory_connection(&self, id: &str) -> Result<Connection> {
+        if !is_object_id(id) {
+            return Err(no_such(id));
+        }
+        let mut c = self.store().read().await?;
+        c.db().get_connection(id, false).await?.ok_or_else(|| no_such(id))
+    }
+
+    /// `POST /api/v2/directories`: one transaction with its event (never the password).
+    pub async fn create_directory_connection(&self, ctx: &Ctx, body: &Value) -> Result<Connection> {
+        let mut input = dirsync::parse_input(body, true).map_err(Error::Invalid)?;
+        let password = input.bind_password.take();
+        let key = self.secret_key()?;
+        let mut c = dirsync::new_connection(self.new_id(), input, self.now());
+        c.sealed_bind_password =
+            password.filter(|p| !p.expose().is_empty()).map(|p| crate::secretbox::seal(key, p.expose().as_bytes()));
+        check_tls(&c)?;
+        if c.sync_interval_seconds > 0 {
+            c.next_sync = Some(self.now() + chrono::Duration::seconds(c.sync_interval_seconds));
+        }
+        let mut tx = self.store().begin().await?;
+        let (count, _) = tx.db().connections(0, 0).await?;
+        if count >= MAX_CONNECTIONS {
+            return Err(Error::Conflict(format!(
+                "an organization has at most {MAX_CONNECTIONS} directory connections"
+            )));
+        }
+        tx.db().insert_connection(&c).await.map_err(|e| match e {
+            cairn_store::StoreError::Conflict(_) => {
+                Error::Conflict(format!("a directory connection named '{}' already exists", c.name))
+            }
+            e => e.into(),
+        })?;
+        let ev = self.event(
+            ctx,
+            "directory_create",
+            Some(("directory", &c.id, &c.name)),
+            vec![],
+            json!({ "connection": c.json() }),
+        );
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    /// `PUT /api/v2/directories/{id}`: the fields given change; a `bindPassword` replaces the
+    /// old one (an empty one removes it).
+    pub async fn update_directory_connection(&self, ctx: &Ctx, id: &str, body: &Value) -> Result<Connection> {
+        if !is_object_id(id) {
+            return Err(no_such(id));
+        }
+        let mut input = dirsync::parse_input(body, false).map_err(Error::Invalid)?;
+        let password = input.bind_password.take();
+        let key = self.secret_key()?;
+        let mut tx = self.store().begin().await?;
+        let old = tx.db().get_connection(id, true).await?.ok_or_else(|| no_such(id))?;
+        let mut new = old.clone();
+        if let (Some(Some(_)), None) = (&input.ca_cert, &input.fingerprint) {
+            new.fingerprint = None;
+        }
+        if let (Some(Some(_)), None) = (&input.fingerprint, &input.ca_cert) {
+            new.ca_cert = None;
+        }
+        new.apply(input);
+        let mut changes = crate::json_changes("directory", &old.json(), &new.json());
+        if let Some(p) = password {
+            new.sealed_bind_password =
+                Some(p).filter(|p| !p.expose().is_empty()).map(|p| crate::secretbox::seal(key, p.expose().as_bytes()));
+            changes.push(cairn_domain::user::Change {
+                field: "directory.bindPassword".into(),
+                old: json!("(hidden)"),
+                new: json!("(changed)"),
+            });
+        }
+        check_tls(&new)?;
+        if new.sync_interval_seconds != old.sync_interval_seconds {
+            new.next_sync = (new.sync_interval_seconds > 0)
+                .then(|| self.now() + chrono::Duration::seconds(new.sync_interval_seconds));
+        }
+        if changes.is_empty() {
+            return Ok(old);
+        }
+        new.updated = self.now();
+        tx.db().update_connection(&new).await.map_err(|e| match e {
+            cairn_store::StoreError::Conflict(_) => {
+                Error::Conflict(format!("a directory connection named '{}' already exists", new.name))
+            }
+            e => e.into(),
+        })?;
+        let ev = self.event(ctx, "directory_update", Some(("directory", id, &new.name)), changes, json!({}));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// `DELETE /api/v2/directories/{id}`: the connection and its links; the users and groups
+    /// it created stay (Cairn's own from now on).
+    pub async fn delete_directory_connection(&self, ctx: &Ctx, id: &str) -> Result<Connection> {
+        if !is_object_id(id) {
+            return Err(no_such(id));
+        }
+        let mut tx = self.store().begin().await?;
+        let old = tx.db().get_connection(id, true).await?.ok_or_else(|| no_such(id))?;
+        tx.db().delete_connection(id).await?;
+        let ev = self.event(ctx, "directory_delete", Some(("directory", id, &old.name)), vec![], json!({}));
+        tx.db().insert_event(&ev).await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    fn bind_password(&self, c: &Connection) -> Result<Option<Secret>> {
+        match &c.sealed_bind_password {
+            Some(s) => {
+                let b = crate::secretbox::open(self.secret_key()?, s)?;
+                Ok(Some(Secret::new(
+                    String::from_utf8(b).map_err(|_| Error::Internal("a sealed bind password is not text".into()))?,
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
+    // ---- sync ---------------------------------------------------------------------------
+
+    /// `POST /api/v2/directories/{id}/sync`: starts a sync job in the background; its id.
+    pub async fn start_directory_sync(&self, ctx: &Ctx, id: &str, dry_run: bool) -> Result<String> {
+        let c = self.directory_connection(id).await?;
+        {
+            let mut running = self.inner.dirsyncs.lock().expect("dirsyncs");
+            if !running.insert(c.id.clone()) {
+                return Err(Error::Conflict(format!("a sync of '{}' is already running", c.name)));
+            }
+        }
+        let job = match self.create_job(ctx, "directory_sync", json!({ "connection": c.id, "dry_run": dry_run })).await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                self.inner.dirsyncs.lock().expect("dirsyncs").remove(&c.id);
+                return Err(e);
+            }
+        };
+        {
+            let mut tx = self.store().begin().await?;
+            tx.db().set_connection_job(&c.id, &job).await?;
+            tx.commit().await?;
+        }
+        let (dir, j) = (self.clone(), job.clone());
+        tokio::spawn(async move {
+            // The place is given back however the run ends (an error, a panic).
+            struct Running(Directory, String);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    if let Ok(mut m) = self.0.inner.dirsyncs.lock() {
+                        m.remove(&self.1);
+                    }
+                }
+            }
+            let _running = Running(dir.clone(), c.id.clone());
+            if let Err(e) = dir.run_directory_sync(&c, &j, dry_run).await {
+                tracing::error!(job = %j, error = %e, "directory sync failed");
+                let _ = dir.progress(&j, "failed", 0, 0, &SyncCounts::default(), Some(&e.to_string())).await;
+            }
+        });
+        Ok(job)
+    }
+
+    /// The job of a sync of connection `id`.
+    pub async fn directory_sync_job(&self, id: &str, job: &str) -> Result<cairn_store::Job> {
+        let j = self.job(job).await?;
+        if j.kind != "directory_sync" || j.params.get("connection").and_then(Value::as_str) != Some(id) {
+            return Err(Error::NotFound(format!("no sync job '{job}' of directory connection '{id}'")));
+        }
+        Ok(j)
+    }
+
+    async fn progress(
+        &self,
+        job: &str,
+        status: &str,
+        done: usize,
+        total: usize,
+        counts: &SyncCounts,
+        msg: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.db()
+            .update_job(
+                job,
+                &JobUpdate {
+                    status,
+                    processed: done as i64,
+                    total: total as i64,
+                    counts: &counts.json(),
+                    message: msg,
+                },
+                self.now(),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs one sync of `c` for job `job`; the job records failure as well as success.
+    pub async fn run_directory_sync(&self, c: &Connection, job: &str, dry_run: bool) -> Result<SyncCounts> {
+        let mut counts = SyncCounts::default();
+        self.progress(job, "running", 0, 0, &counts, None).await?;
+        let read = self.read_upstream(c).await;
+        let (users, groups, skipped) = match read {
+            Ok(x) => x,
+            Err(m) => {
+                let ev = self.event(
+                    &sync_ctx(c),
+                    "directory_sync_failed",
+                    Some(("directory", &c.id, &c.name)),
+                    vec![],
+                    json!({ "job": job, "reason": m }),
+                );
+                let mut tx = self.store().begin().await?;
+                tx.db().insert_event(&ev).await?;
+                tx.commit().await?;
+                self.progress(job, "failed", 0, 0, &counts, Some(&m)).await?;
+                return Ok(counts);
+            }
+        };
+        let total = users.len() + skipped.len();
+        let ctx = sync_ctx(c);
+        let links: HashMap<String, Link> = {
+            let mut r = self.store().read().await?;
+            let l = r.db().links(&c.id, "user").await?;
+            l.into_iter().map(|l| (l.upstream_id.clone(), l)).collect()
+        };
+        let mut results: Vec<JobResult> = Vec::new();
+        let mut seq = 0i64;
+        let mut seen: HashSet<String> = HashSet::new();
+        // upstream DN → local user id, for group membership: linked users the filter no longer
+        // returns keep the memberships the upstream still lists.
+        let mut by_dn: HashMap<String, String> =
+            links.values().map(|l| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
+        let mut member_of: Vec<(String, Vec<String>)> = Vec::new();
+        for (dn, why) in &skipped {
+            seq += 1;
+            counts.add("error");
+            results.push(JobResult {
+                seq,
+                username: None,
+                user_id: None,
+                outcome: "error".into(),
+                message: Some(format!("{dn}: {why}")),
+            });
+        }
+        for chunk in users.chunks(RESULT_BATCH) {
+            // The chunk's linked users, read at once: an upstream user that asks nothing new is
+            // "unchanged" without a transaction (a no-change re-sync only reads).
+            let ids: Vec<String> =
+                chunk.iter().filter_map(|u| links.get(&u.upstream_id)).map(|l| l.local_id.clone()).collect();
+            let current: HashMap<String, cairn_domain::User> = {
+                let mut r = self.store().read().await?;
+                let list = r.db().users_by_ids(&ids).await?;
+                list.into_iter().map(|u| (u.id.clone(), u)).collect()
+            };
+            for u in chunk {
+                seq += 1;
+                if !seen.insert(u.upstream_id.clone()) {
+                    counts.add("error");
+                    results.push(JobResult {
+                        seq,
+                        username: Some(u.username.clone()),
+                        user_id: None,
+                        outcome: "error".into(),
+                        message: Some(format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id)),
+                    });
+                    continue;
+                }
+                let link = links.get(&u.upstream_id);
+                let quiet = match link.and_then(|l| current.get(&l.local_id).map(|x| (l, x))) {
+                    Some((l, x)) => {
+                        l.dn == u.dn && self.plan(c, u, l, x).is_ok_and(|p| p.is_noop() && p.suspended == l.suspended)
+                    }
+                    None => false,
+                };
+                let (outcome, uid, msg) = if quiet {
+                    ("unchanged", link.map(|l| l.local_id.clone()), String::new())
+                } else {
+                    match self.sync_user(&ctx, c, u, link, dry_run).await {
+                        Ok((o, id, m)) => (o, Some(id), m),
+                        Err(e) => ("error", link.map(|l| l.local_id.clone()), e.to_string()),
+                    }
+                };
+                if let Some(id) = &uid {
+                    by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
+                    if !u.member_of.is_empty() {
+                        member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
+                    }
+                }
+                counts.add(outcome);
+                results.push(JobResult {
+                    seq,
+                    username: Some(u.username.clone()),
+                    user_id: uid,
+                    outcome: outcome.into(),
+                    message: Some(msg).filter(|m| !m.is_empty()),
+                });
+            }
+            self.flush(job, &mut results).await?;
+            self.progress(job, "running", seq as usize, total, &counts, None).await?;
+        }
+        // Linked users the upstream no longer returns: out of the filter, or deleted.
+        for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {
+            seq += 1;
+            let r = self.suspend_gone(&ctx, c, l, dry_run).await;
+            let (outcome, msg) = match r {
+                Ok(Some(m)) => ("suspended", m),
+                Ok(None) => ("unchanged", "no longer upstream; already suspended".into()),
+                Err(e) => ("error", e.to_string()),
+            };
+            counts.add(outcome);
+            results.push(JobResult {
+                seq,
+                username: None,
+                user_id: Some(l.local_id.clone()),
+                outcome: outcome.into(),
+                message: Some(msg),
+            });
+        }
+        self.flush(job, &mut results).await?;
+        if let Some(groups) = groups {
+            let (n, errors) = match self.sync_groups(&ctx, c, &groups, &by_dn, &member_of, dry_run).await {
+                Ok(x) => x,
+                Err(e) => (0, vec![format!("groups: {e}")]),
+            };
+            counts.groups = n;
+            for m in errors {
+                counts.error += 1;
+                seq += 1;
+                results.push(JobResult {
+                    seq,
+                    username: None,
+                    user_id: None,
+                    outcome: "error".into(),
+                    message: Some(m),
+                });
+            }
+            self.flush(job, &mut results).await?;
+        }
+        let summary = json!({ "job": job, "dry_run": dry_run, "counts": counts });
+        if !dry_run {
+            let ev = self.event(&ctx, "directory_sync", Some(("directory", &c.id, &c.name)), vec![], summary);
+            let mut tx = self.store().begin().await?;
+            tx.db().insert_event(&ev).await?;
+            tx.commit().await?;
+        }
+        self.progress(job, "done", seq as usize, total, &counts, None).await?;
+        Ok(counts)
+    }
+
+    async fn flush(&self, job: &str, results: &mut Vec<JobResult>) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store().begin().await?;
+        tx.db().insert_job_results(job, results).await?;
+        tx.commit().await?;
+        results.clear();
+        Ok(())
+    }
+
+    /// Reads the upstream's users (and groups when a group base is set); entries that cannot
+    /// be read are returned by DN with the reason.
+    #[allow(clippy::type_complexity)]
+    async fn read_upstream(
+        &self,
+        c: &Connection,
+    ) -> std::result::Result<(Vec<UpstreamUser>, Option<Vec<UpstreamGroup>>, Vec<(String, String)>), String> {
+        let pw = self.bind_password(c).map_err(|e| e.to_string())?;
+        let mut ldap = service_bind(c, pw.as_ref()).await?;
+        let mapping = c.mapping();
+        let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
+        attrs.sort();
+        attrs.dedup();
+        let entries = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone()).await?;
+        let mut users = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for e in &entries {
+            match dirsync::map_user(e, &mapping) {
+                Ok(u) => users.push(u),
+                Err(m) => skipped.push((e.dn.clone(), m)),
+            }
+        }
+        let groups = match &c.group_base {
+            Some(base) => {
+                let ge = search_all(&mut ldap, base, &c.group_filter, attrs).await?;
+                let mut gs = Vec::new();
+                for e in &ge {
+                    match dirsync::map_group(e, &mapping) {
+                        Ok(g) => gs.push(g),
+                        Err(m) => skipped.push((e.dn.clone(), m)),
+                    }
+                }
+                Some(gs)
+            }
+            None => None,
+        };
+        let _ = ldap.unbind().await;
+        Ok((users, groups, skipped))
+    }
+
+    /// The user body the upstream asks for.
+    fn desired_fields(&self, c: &Connection, u: &UpstreamUser, restricted: Option<&Value>) -> Map<String, Value> {
+        let mut m = u.fields.clone();
+        m.insert("restrictedFields".into(), dirsync::restricted_fields(c, restricted));
+        if c.password_authority == Authority::Delegated {
+            m.insert("delegatedAuthority".into(), json!({ "id": c.id, "name": "ActiveDirectory" }));
+        }
+        m
+    }
+
+    /// One upstream user: created, updated, suspended, reactivated or unchanged, in one
+    /// transaction (rolled back in a dry run). Returns the outcome, the user id and a note.
+    async fn sync_user(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        u: &UpstreamUser,
+        link: Option<&Link>,
+        dry_run: bool,
+    ) -> Result<(&'static str, String, String)> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let existing = match link {
+            Some(l) => db.lock_user(&l.local_id).await?.map(|user| (l, user)),
+            None => None,
+        };
+        let out = match existing {
+            None => {
+                let mut body = self.desired_fields(c, u, None);
+                body.retain(|_, v| !v.is_null());
+                body.insert("username".into(), json!(u.username));
+                if !body.contains_key("email") {
+                    return Err(Error::invalid("email", format!("{} has no e-mail address upstream", u.dn)));
+                }
+                if u.disabled {
+                    body.insert("state".into(), json!("SUSPENDED"));
+                }
+                let input = parse_user_input(&Value::Object(body), true)?;
+                let org = crate::org_of(&mut db).await?;
+                let user = self.new_user(&org, input, CreationSource::ManualEntry, "adi", None, self.now())?;
+                // A password held upstream needs no activation link from Cairn.
+                let mail = match c.password_authority {
+                    Authority::None => MailChoice::Default,
+                    Authority::External | Authority::Delegated => MailChoice::None,
+                };
+                self.insert_new_user(&mut db, ctx, &user, "adi", &mail).await?;
+                let l = Link {
+                    upstream_id: u.upstream_id.clone(),
+                    local_id: user.id.clone(),
+                    dn: u.dn.clone(),
+                    suspended: u.disabled,
+                };
+                db.put_link(&c.id, "user", &l).await?;
+                let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
+                ("created", user.id, note.to_string())
+            }
+            Some((l, user)) => {
+                let Plan { input, mut outcome, note, suspended } = self.plan(c, u, l, &user)?;
+                let id = user.id.clone();
+                let (_, changed) = self.update_loaded_in(&mut db, ctx, user, input, false).await?;
+                let moved = l.dn != u.dn || suspended != l.suspended;
+                if moved {
+                    let nl =
+                        Link { upstream_id: l.upstream_id.clone(), local_id: id.clone(), dn: u.dn.clone(), suspended };
+                    db.put_link(&c.id, "user", &nl).await?;
+                }
+                if !changed && outcome == "updated" {
+                    outcome = "unchanged";
+                }
+                if !changed && !moved {
+                    return Ok((outcome, id, note));
+                }
+                (outcome, id, note)
+            }
+        };
+        if !dry_run {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// What an upstream user asks of its linked Cairn user: the update (empty when none),
+    /// the outcome it would be, a note, and whether the link marks the user suspended by the
+    /// sync.
+    fn plan(&self, c: &Connection, u: &UpstreamUser, l: &Link, user: &cairn_domain::User) -> Result<Plan> {
+        let desired = self.desired_fields(c, u, user.profile.get("restrictedFields"));
+        let mut input = UserInput::default();
+        if user.username != u.username {
+            input.username = Some(u.username.clone());
+        }
+        for (k, v) in desired {
+            if k == "email" {
+                match v.as_str() {
+                    Some(e) if !e.eq_ignore_ascii_case(&user.email) => {
+                        let p = parse_user_input(&json!({ "email": e }), false)?;
+                        input.email = p.email;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let cur = user.profile.get(&k).cloned().unwrap_or(Value::Null);
+            let same = cur == v || (v.is_null() && crate::users::is_empty_value(&cur));
+            if !same {
+                input.profile.insert(k, v);
+            }
+        }
+        if !input.profile.is_empty() {
+            // Validates the values as any other update would.
+            let p = parse_user_input(&Value::Object(input.profile.clone()), false)?;
+            input.profile = p.profile;
+        }
+        let mut suspended = l.suspended;
+        let mut outcome = "updated";
+        let mut note = String::new();
+        if u.disabled && user.state != State::Suspended {
+            input.state = Some(State::Suspended);
+            suspended = true;
+            outcome = "suspended";
+            note = "disabled upstream".into();
+        } else if !u.disabled && l.suspended {
+            if user.state == State::Suspended {
+                input.state = Some(State::Activated);
+                outcome = "reactivated";
+                note = "enabled and back upstream".into();
+            }
+            suspended = false;
+        }
+        Ok(Plan { input, outcome, note, suspended })
+    }
+
+    /// A linked user the upstream no longer returns: suspended (unless it already is), and
+    /// marked so it is reactivated on return. `None` when nothing changed.
+    async fn suspend_gone(&self, ctx: &Ctx, c: &Connection, l: &Link, dry_run: bool) -> Result<Option<String>> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let Some(user) = db.lock_user(&l.local_id).await? else {
+            // Deleted in Cairn: the link goes too.
+            db.delete_link(&c.id, "user", &l.upstream_id).await?;
+            if !dry_run {
+                tx.commit().await?;
+            }
+            return Ok(None);
+        };
+        if user.state == State::Suspended {
+            return Ok(None);
+        }
+        let input = UserInput { state: Some(State::Suspended), ..Default::default() };
+        let name = user.username.clone();
+        self.update_loaded_in(&mut db, ctx, user, input, false).await?;
+        db.put_link(&c.id, "user", &Link { suspended: true, ..l.clone() }).await?;
+        if !dry_run {
+            tx.commit().await?;
+        }
+        Ok(Some(format!("{name} is no longer in the upstream's filter (or was deleted there)")))
+    }
+
+    /// Mirrors the upstream's groups: each linked by its stable id, named as upstream, with
+    /// exactly the members the upstream lists (among the connection's users). Groups gone
+    /// upstream are emptied and unlinked. Returns the groups changed.
+    async fn sync_groups(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        groups: &[UpstreamGroup],
+        by_dn: &HashMap<String, String>,
+        member_of: &[(String, Vec<String>)],
+        dry_run: bool,
+    ) -> Result<(i64, Vec<String>)> {
+        let links: HashMap<String, Link> = {
+            let mut r = self.store().read().await?;
+            r.db().links(&c.id, "group").await?.into_iter().map(|l| (l.upstream_id.clone(), l)).collect()
+        };
+        let mut changed = 0;
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        for g in groups {
+            seen.insert(g.upstream_id.clone());
+            let gkey = dirsync::dn_key(&g.dn);
+            let mut want: HashSet<String> =
+                g.members.iter().filter_map(|m| by_dn.get(&dirsync::dn_key(m))).cloned().collect();
+            for (uid, of) in member_of {
+                if of.contains(&gkey) {
+                    want.insert(uid.clone());
+                }
+            }
+            match self.sync_group(ctx, c, g, links.get(&g.upstream_id), &want, dry_run).await {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(format!("group {}: {e}", g.name)),
+            }
+        }
+        for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {
+            let mut tx = self.store().begin().await?;
+            let mut db = tx.db();
+            if db.get_group(&l.local_id).await?.is_some() {
+                let (_, have) = db.group_members(&l.local_id, i64::MAX, 0).await?;
+                for rm in have {
+                    self.change_membership_in(&mut db, ctx, &l.local_id, &rm, false).await?;
+                }
+            }
+            db.delete_link(&c.id, "group", &l.upstream_id).await?;
+            changed += 1;
+            if !dry_run {
+                tx.commit().await?;
+            }
+        }
+        Ok((changed, errors))
+    }
+
+    /// One upstream group, in one transaction (rolled back in a dry run): created or renamed,
+    /// linked, and its members made `want`. True when anything changed.
+    async fn sync_group(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        g: &UpstreamGroup,
+        link: Option<&Link>,
+        want: &HashSet<String>,
+        dry_run: bool,
+    ) -> Result<bool> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let mut dirty = false;
+        let local = match link {
+            Some(l) => db.get_group(&l.local_id).await?,
+            None => None,
+        };
+        let group = match local {
+            Some(lg) => {
+                if lg.name != g.name {
+                    self.update_group_in(&mut db, ctx, &lg.id, &json!({ "name": g.name })).await?;
+                    dirty = true;
+                }
+                lg
+            }
+            None => {
+                if db.group_by_name(&g.name).await?.is_some() {
+                    // A group of that name made in Cairn is not taken over.
+                    return Err(Error::Conflict(format!(
+                        "a group named '{}' already exists in Cairn and is not linked to this connection",
+                        g.name
+                    )));
+                }
+                dirty = true;
+                let body = json!({ "name": g.name, "description": format!("mirrored from {}", c.name) });
+                self.create_group_in(&mut db, ctx, &body).await?
+            }
+        };
+        if link.is_none_or(|l| l.local_id != group.id || l.dn != g.dn) {
+            let l = Link {
+                upstream_id: g.upstream_id.clone(),
+                local_id: group.id.clone(),
+                dn: g.dn.clone(),
+                suspended: false,
+            };
+            db.put_link(&c.id, "group", &l).await?;
+        }
+        let (_, have) = db.group_members(&group.id, i64::MAX, 0).await?;
+        let have: HashSet<String> = have.into_iter().collect();
+        let moves = want.difference(&have).map(|u| (u, true)).chain(have.difference(want).map(|u| (u, false)));
+        for (uid, add) in moves {
+            match self.change_membership_in(&mut db, ctx, &group.id, uid, add).await {
+                Ok(ch) => dirty |= ch,
+                // A preview's new users were never written: they would be added.
+                Err(Error::NotFound(_)) if dry_run => dirty = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !dry_run {
+            tx.commit().await?;
+        }
+        Ok(dirty)
+    }
+
+    /// Starts the periodic syncs that are due, each claimed so one process runs it.
+    pub async fn run_due_directory_syncs(&self) -> Result<usize> {
+        let now = self.now();
+        let (_, all) = self.directory_connections(MAX_CONNECTIONS, 0).await?;
+        let mut started = 0;
+        for c in all {
+            let Some(due) = c.next_sync.filter(|t| *t <= now && c.sync_interval_seconds > 0) else { continue };
+            let next = now + chrono::Duration::seconds(c.sync_interval_seconds);
+            let mut tx = self.store().begin().await?;
+            let won = tx.db().claim_connection_sync(&c.id, due, next).await?;
+            tx.commit().await?;
+            if !won {
+                continue;
+            }
+            let ctx =
+                Ctx::new(Actor { kind: "system".into(), id: None, name: Some("scheduler".into()) }, "scheduler", None);
+            match self.start_directory_sync(&ctx, &c.id, false).await {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(connection = %c.id, error = %e, "periodic directory sync not started"),
+            }
+        }
+        Ok(started)
+    }
+
+    // ---- delegated authentication -------------------------------------------------------
+
+    /// Checks `password` by binding upstream as the user (§3.5): the user's DN from its link,
+    /// else found by a search with the username escaped (RFC 4515). An empty password is never
+    /// sent (an upstream would take it for an anonymous bind).
+    pub(crate) async fn upstream_verify(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+        username: &str,
+        password: &Secret,
+    ) -> Result<Upstream> {
+        if password.expose().is_empty() {
+            return Ok(Upstream::Answered(false));
+        }
+        let (c, link) = {
+            let mut r = self.store().read().await?;
+            let c = r.db().get_connection(connection_id, false).await?;
+            let link = r.db().link_of(connection_id, user_id).await?;
+            (c, link)
+        };
+        let Some(c) = c else {
+            return Ok(Upstream::Unavailable(format!(
+                "the delegated authority '{connection_id}' is no directory connection"
+            )));
+        };
+        if self.inner.breakers.open(&c.id) {
+            return Ok(Upstream::Unavailable(format!(
+                "the upstream directory '{}' failed repeatedly; binds are paused for {}s (circuit breaker)",
+                c.name,
+                BREAKER_OPEN.as_secs()
+            )));
+        }
+        let started = Instant::now();
+        let r = self.bind_as(&c, link.map(|l| l.dn), username, password).await;
+        metrics::histogram!("cairn_upstream_bind_seconds").record(started.elapsed().as_secs_f64());
+        self.inner.breakers.record(&c.id, r.is_ok());
+        Ok(match r {
+            Ok(ok) => Upstream::Answered(ok),
+            Err(m) => Upstream::Unavailable(format!("the upstream directory '{}' is unavailable: {m}", c.name)),
+        })
+    }
+
+    async fn bind_as(
+        &self,
+        c: &Connection,
+        dn: Option<String>,
+        username: &str,
+        password: &Secret,
+    ) -> std::result::Result<bool, String> {
+        let dn = match dn {
+            Some(d) => d,
+            None => {
+                let pw = self.bind_password(c).map_err(|e| e.to_string())?;
+                let mut ldap = service_bind(c, pw.as_ref()).await?;
+                let attr = c.attr("username").unwrap_or_else(|| "uid".into());
+                let filter = format!("(&{}({}={}))", c.user_filter, attr, ldap3::ldap_escape(username));
+                let (rs, _) = timed("the user search", ldap.search(&c.user_base, Scope::Subtree, &filter, vec!["1.1"]))
+                    .await?
+                    .success()
+                    .map_err(|e| format!("the user search failed: {}", upstream_error(e)))?;
+                let _ = ldap.unbind().await;
+                match rs.len() {
+                    1 => SearchEntry::construct(rs.into_iter().next().expect("one")).dn,
+                    // Unknown upstream (or ambiguous): a wrong password, as far as anyone is told.
+                    _ => return Ok(false),
+                }
+            }
+        };
+        let mut ldap = connect(c).await?;
+        let r = timed("the user bind", ldap.simple_bind(&dn, password.expose())).await?;
+        let _ = ldap.unbind().await;
+        match r.rc {
+            0 => Ok(true),
+            // invalidCredentials; inappropriateAuthentication; unwillingToPerform (AD: disabled).
+            49 | 48 | 53 => Ok(false),
+            rc => Err(format!("the bind answered {rc} {}", r.text)),
+        }
+    }
+
+    /// The users of a connection, for the Actions menu's authority items: a connection's id
+    /// and name (the `delegatedAuthority` value).
+    pub async fn delegated_authority_of(&self, id: &str) -> Result<Value> {
+        let c = self.directory_connection(id).await?;
+        Ok(json!({ "id": c.id, "name": "ActiveDirectory" }))
+    }
+}
+
+fn check_tls(c: &Connection) -> Result<()> {
+    if (c.ca_cert.is_some() || c.fingerprint.is_some()) && !(c.starttls || c.url.starts_with("ldaps://")) {
+        return Err(Error::invalid("url", "caCert or fingerprint need ldaps:// or startTls: true"));
+    }
+    if c.starttls && c.url.starts_with("ldaps://") {
+        return Err(Error::invalid("startTls", "ldaps:// is TLS already; StartTLS is for ldap://"));
+    }
+    tls_config(c).map_err(|m| Error::invalid("caCert", m))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_repeated_failures_and_closes_on_success() {
+        let b = Breakers::default();
+        for _ in 0..BREAKER_FAILURES - 1 {
+            b.record("c", false);
+            assert!(!b.open("c"), "still closed below the threshold");
+        }
+        b.record("c", false);
+        assert!(b.open("c"), "open after {BREAKER_FAILURES} failures");
+        assert!(!b.open("other"), "per connection");
+        b.record("c", true);
+        assert!(!b.open("c"), "a success closes it");
+    }
+
+    #[test]
+    fn tls_settings_refuse_what_cannot_work() {
+        let input = dirsync::parse_input(
+            &json!({"name": "c", "url": "ldap://h", "userBase": "dc=x", "fingerprint": "ab".repeat(32)}),
+            true,
+        )
+        .unwrap();
+        let mut c = dirsync::new_connection("c1".into(), input, chrono::Utc::now());
+        assert!(check_tls(&c).is_err(), "pinning needs TLS");
+        c.starttls = true;
+        assert!(check_tls(&c).is_ok());
+        c.url = "ldaps://h".into();
+        assert!(check_tls(&c).is_err(), "StartTLS over ldaps://");
+        c.starttls = false;
+        c.fingerprint = None;
+        c.ca_cert = Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into());
+        assert!(check_tls(&c).is_err(), "an unreadable CA certificate");
+    }
+}

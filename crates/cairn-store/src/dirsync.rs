@@ -1,0 +1,230 @@
+//! Directory connections and the links of mirrored users and groups (migration 0018).
+
+use cairn_domain::dirsync::{Authority, Connection, Mapping, Preset};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+
+use crate::rows::{get_i64, get_opt_text, get_text, parse_time};
+use crate::{time_text, Db, Result, StoreError};
+
+/// A mirrored user or group: which local record, the upstream DN, whether the sync suspended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub upstream_id: String,
+    pub local_id: String,
+    pub dn: String,
+    pub suspended: bool,
+}
+
+fn settings_json(c: &Connection) -> String {
+    json!({
+        "url": c.url,
+        "startTls": c.starttls,
+        "caCert": c.ca_cert,
+        "fingerprint": c.fingerprint,
+        "bindDn": c.bind_dn,
+        "userBase": c.user_base,
+        "userFilter": c.user_filter,
+        "groupBase": c.group_base,
+        "groupFilter": c.group_filter,
+        "preset": c.preset.as_str(),
+        "mapping": c.mapping_overrides,
+        "syncIntervalSeconds": c.sync_interval_seconds,
+        "passwordAuthority": c.password_authority.as_str(),
+    })
+    .to_string()
+}
+
+fn from_row(r: &AnyRow) -> Result<Connection> {
+    let corrupt = |m: &str| StoreError::Corrupt(format!("directory_connections.settings: {m}"));
+    let s: Value = serde_json::from_str(&get_text(r, "settings")?).map_err(|e| corrupt(&e.to_string()))?;
+    let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_string);
+    let need = |k: &str| text(k).ok_or_else(|| corrupt(k));
+    let mapping: Mapping =
+        serde_json::from_value(s.get("mapping").cloned().unwrap_or(json!({}))).map_err(|e| corrupt(&e.to_string()))?;
+    Ok(Connection {
+        id: get_text(r, "id")?,
+        name: get_text(r, "name")?,
+        url: need("url")?,
+        starttls: s.get("startTls").and_then(Value::as_bool).unwrap_or(false),
+        ca_cert: text("caCert"),
+        fingerprint: text("fingerprint"),
+        bind_dn: text("bindDn").unwrap_or_default(),
+        sealed_bind_password: get_opt_text(r, "bind_password")?,
+        user_base: need("userBase")?,
+        user_filter: need("userFilter")?,
+        group_base: text("groupBase"),
+        group_filter: need("groupFilter")?,
+        preset: text("preset").as_deref().and_then(Preset::parse).ok_or_else(|| corrupt("preset"))?,
+        mapping_overrides: mapping,
+        sync_interval_seconds: s.get("syncIntervalSeconds").and_then(Value::as_i64).unwrap_or(0),
+        password_authority: text("passwordAuthority")
+            .as_deref()
+            .and_then(Authority::parse)
+            .ok_or_else(|| corrupt("passwordAuthority"))?,
+        created: parse_time(&get_text(r, "created")?)?,
+        updated: parse_time(&get_text(r, "updated")?)?,
+        last_job: get_opt_text(r, "last_job")?,
+        next_sync: get_opt_text(r, "next_sync")?.map(|t| parse_time(&t)).transpose()?,
+    })
+}
+
+impl Db<'_> {
+    pub async fn insert_connection(&mut self, c: &Connection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO directory_connections (id, name, settings, bind_password, created, updated, last_job, next_sync) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(c.id.clone())
+        .bind(c.name.clone())
+        .bind(settings_json(c))
+        .bind(c.sealed_bind_password.clone())
+        .bind(time_text(c.created))
+        .bind(time_text(c.updated))
+        .bind(c.last_job.clone())
+        .bind(c.next_sync.map(time_text))
+        .execute(&mut *self.c)
+        .await
+        .map_err(crate::map_unique)?;
+        Ok(())
+    }
+
+    /// Writes everything but the id and creation time.
+    pub async fn update_connection(&mut self, c: &Connection) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE directory_connections SET name = $2, settings = $3, bind_password = $4, updated = $5, \
+             last_job = $6, next_sync = $7 WHERE id = $1",
+        )
+        .bind(c.id.clone())
+        .bind(c.name.clone())
+        .bind(settings_json(c))
+        .bind(c.sealed_bind_password.clone())
+        .bind(time_text(c.updated))
+        .bind(c.last_job.clone())
+        .bind(c.next_sync.map(time_text))
+        .execute(&mut *self.c)
+        .await
+        .map_err(crate::map_unique)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Its links go with it.
+    pub async fn delete_connection(&mut self, id: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM directory_links WHERE connection_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        let r = sqlx::query("DELETE FROM directory_connections WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The connection; on PostgreSQL its row held until the transaction ends when `hold`.
+    pub async fn get_connection(&mut self, id: &str, hold: bool) -> Result<Option<Connection>> {
+        let lock = if hold { crate::for_update(self.b) } else { "" };
+        let sql = format!("SELECT * FROM directory_connections WHERE id = $1{lock}");
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *self.c).await?;
+        row.map(|r| from_row(&r)).transpose()
+    }
+
+    /// Oldest first, and how many in all.
+    pub async fn connections(&mut self, limit: i64, skip: i64) -> Result<(i64, Vec<Connection>)> {
+        let total =
+            get_i64(&sqlx::query("SELECT COUNT(*) FROM directory_connections").fetch_one(&mut *self.c).await?, 0)?;
+        let rows = sqlx::query("SELECT * FROM directory_connections ORDER BY created, id LIMIT $1 OFFSET $2")
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&mut *self.c)
+            .await?;
+        Ok((total, rows.iter().map(from_row).collect::<Result<_>>()?))
+    }
+
+    /// Claims a periodic sync that is due: moves `next_sync` from `due` to `next` only if no
+    /// other process did first. True when this caller won.
+    pub async fn claim_connection_sync(&mut self, id: &str, due: DateTime<Utc>, next: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query("UPDATE directory_connections SET next_sync = $3 WHERE id = $1 AND next_sync = $2")
+            .bind(id.to_string())
+            .bind(time_text(due))
+            .bind(time_text(next))
+            .execute(&mut *self.c)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn set_connection_job(&mut self, id: &str, job: &str) -> Result<()> {
+        sqlx::query("UPDATE directory_connections SET last_job = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(job.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+
+    /// Every link of one kind (`user`, `group`) of a connection.
+    pub async fn links(&mut self, connection: &str, kind: &str) -> Result<Vec<Link>> {
+        let rows = sqlx::query("SELECT * FROM directory_links WHERE connection_id = $1 AND kind = $2")
+            .bind(connection.to_string())
+            .bind(kind.to_string())
+            .fetch_all(&mut *self.c)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Link {
+                    upstream_id: get_text(r, "upstream_id")?,
+                    local_id: get_text(r, "local_id")?,
+                    dn: get_text(r, "dn")?,
+                    suspended: get_i64(r, "suspended")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// The link of a local user or group to a connection.
+    pub async fn link_of(&mut self, connection: &str, local_id: &str) -> Result<Option<Link>> {
+        let row = sqlx::query("SELECT * FROM directory_links WHERE connection_id = $1 AND local_id = $2")
+            .bind(connection.to_string())
+            .bind(local_id.to_string())
+            .fetch_optional(&mut *self.c)
+            .await?;
+        row.map(|r| {
+            Ok(Link {
+                upstream_id: get_text(&r, "upstream_id")?,
+                local_id: get_text(&r, "local_id")?,
+                dn: get_text(&r, "dn")?,
+                suspended: get_i64(&r, "suspended")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Inserts or replaces a link.
+    pub async fn put_link(&mut self, connection: &str, kind: &str, l: &Link) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id, kind, upstream_id) \
+             DO UPDATE SET local_id = excluded.local_id, dn = excluded.dn, suspended = excluded.suspended",
+        )
+        .bind(connection.to_string())
+        .bind(kind.to_string())
+        .bind(l.upstream_id.clone())
+        .bind(l.local_id.clone())
+        .bind(l.dn.clone())
+        .bind(i64::from(l.suspended))
+        .execute(&mut *self.c)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_link(&mut self, connection: &str, kind: &str, upstream_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM directory_links WHERE connection_id = $1 AND kind = $2 AND upstream_id = $3")
+            .bind(connection.to_string())
+            .bind(kind.to_string())
+            .bind(upstream_id.to_string())
+            .execute(&mut *self.c)
+            .await?;
+        Ok(())
+    }
+}
