@@ -8,6 +8,7 @@ mod applications;
 mod auth;
 mod clock;
 mod config;
+mod counts;
 mod credentials;
 mod error;
 mod export;
@@ -142,6 +143,8 @@ struct Inner {
     watching: std::sync::Once,
     /// The OIDC provider's signing keys, opened, and when they were read.
     oidc_keys: Mutex<Option<oidc::KeyCache>>,
+    /// Counts of large user lists (see `counts`).
+    counts: counts::CountCache,
 }
 
 impl Directory {
@@ -167,6 +170,7 @@ impl Directory {
                 radius_epoch: AtomicU64::new(0),
                 watching: std::sync::Once::new(),
                 oidc_keys: Mutex::new(None),
+                counts: counts::CountCache::default(),
                 config,
             }),
         }

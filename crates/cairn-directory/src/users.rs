@@ -226,8 +226,18 @@ impl Directory {
     }
 
     pub async fn list_users(&self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
+        let page = self.list_users_page(q).await?;
+        Ok((page.total, page.users))
+    }
+
+    /// A page of users (from `skip` or after a cursor), the cursor of the next one, and the
+    /// count: exact up to `EXACT_COUNT_UP_TO` users, else possibly from memory (`estimated`).
+    pub async fn list_users_page(&self, q: &ListQuery) -> Result<cairn_store::UserPage> {
+        let (total, estimated) = crate::counts::total(self, q).await?;
         let mut c = self.store().read().await?;
-        Ok(c.db().list_users(q).await?)
+        let mut page = c.db().list_users_page(q, Some(total)).await?;
+        page.estimated = estimated;
+        Ok(page)
     }
 
     /// A new user from validated input, in memory: the state is the request's, else the

@@ -74,6 +74,41 @@ pub struct ListQuery {
     pub search: Vec<String>,
     pub search_substring: bool,
     pub search_fields: Vec<&'static Field>,
+    /// Keyset paging (`cursor=`): the page starts after this position of the same sort.
+    pub after: Option<Cursor>,
+}
+
+/// A position in a sorted user list: the sort it belongs to, the last row's sort keys as the
+/// database compares them (names lowercased) and its id. Clients get it as `nextCursor` and
+/// send it back as `cursor=`; it is opaque to them (URL-safe base64 of JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// The sort as `sort=` spells it, canonical (`lastname,-email`).
+    #[serde(rename = "s")]
+    pub sort: String,
+    /// One value per sort field (text, number, boolean or null).
+    #[serde(rename = "k")]
+    pub keys: Vec<Value>,
+    #[serde(rename = "i")]
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serializes"))
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// The canonical spelling of a sort, as a cursor records it.
+pub fn sort_text(sort: &[(&'static Field, bool)]) -> String {
+    sort.iter().map(|(f, desc)| format!("{}{}", if *desc { "-" } else { "" }, f.name)).collect::<Vec<_>>().join(",")
 }
 
 pub const DEFAULT_LIMIT: i64 = 10;
@@ -99,6 +134,7 @@ impl Default for ListQuery {
             search: vec![],
             search_substring: false,
             search_fields: default_search_fields(),
+            after: None,
         }
     }
 }
@@ -108,6 +144,23 @@ fn default_search_fields() -> Vec<&'static Field> {
 }
 
 impl ListQuery {
+    /// A cursor belongs to one sort and holds one key per sorted field; it replaces `skip`.
+    fn check_cursor(&self, c: &Cursor) -> Result<(), FieldError> {
+        if c.sort != sort_text(&self.sort) || c.keys.len() != self.sort.len() {
+            return Err(FieldError::new(
+                "cursor",
+                "belongs to another sort: send the sort of the page that returned it",
+            ));
+        }
+        if c.keys.iter().any(|k| k.is_array() || k.is_object()) {
+            return Err(FieldError::new("cursor", "is not a cursor this server returned (nextCursor)"));
+        }
+        if self.skip != 0 {
+            return Err(FieldError::new("skip", "cannot be used with cursor"));
+        }
+        Ok(())
+    }
+
     /// Parses URL query pairs. Unknown parameters are ignored (JumpCloud clients send
     /// extras such as `sortIgnoreCase`); bad values of known ones are errors.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<ListQuery, DomainError> {
@@ -122,6 +175,10 @@ impl ListQuery {
             let res = match k.as_str() {
                 "limit" => parse_int(v, 1, MAX_LIMIT).map(|n| q.limit = n).map_err(|m| FieldError::new("limit", m)),
                 "skip" => parse_int(v, 0, i64::MAX).map(|n| q.skip = n).map_err(|m| FieldError::new("skip", m)),
+                "cursor" if v.trim().is_empty() => Ok(()),
+                "cursor" => Cursor::decode(v)
+                    .map(|c| q.after = Some(c))
+                    .ok_or_else(|| FieldError::new("cursor", "is not a cursor this server returned (nextCursor)")),
                 "sort" => parse_sort(v).map(|s| q.sort = s),
                 "fields" => parse_fields(v).map(|f| q.fields = f),
                 "search" if has_nul(v) => Err(FieldError::new("search", NUL_REFUSED)),
@@ -138,6 +195,11 @@ impl ListQuery {
                 _ => Ok(()),
             };
             if let Err(e) = res {
+                errors.push(e);
+            }
+        }
+        if let Some(c) = &q.after {
+            if let Err(e) = q.check_cursor(c) {
                 errors.push(e);
             }
         }

@@ -12,6 +12,7 @@ mod changes;
 mod credentials;
 mod graph;
 mod oidc;
+mod paging;
 mod radius;
 mod rows;
 mod scim;
@@ -37,6 +38,7 @@ pub use admins::AdminExtras;
 pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
 pub use oidc::{OidcGrant, OidcKey};
+pub use paging::UserPage;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
 // Records the store reads and writes that front ends see too; they live in the domain.
@@ -470,6 +472,8 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_displayname_ix", "users (lower(displayname), id)"),
     ("users_department_ix", "users (lower(department), id)"),
     ("users_employeeidentifier_lower_ix", "users (lower(employeeidentifier))"),
+    ("users_department_lastname_ix", "users (lower(department), department, lower(lastname), id)"),
+    ("users_state_lastname_ix", "users (state, lower(lastname), id)"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
@@ -712,17 +716,8 @@ impl Db<'_> {
 
     /// The page of users a list query asks for, and how many match in all.
     pub async fn list_users(&mut self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
-        let mut a = Args::default();
-        let where_sql = self.user_where_clause(q, &mut a);
-        let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
-        let total = rows::get_i64(&sqlx::query_with(&count_sql, a.build()).fetch_one(&mut *self.c).await?, 0)?;
-        let order = order_by(q);
-        let lim = a.push(q.limit);
-        let off = a.push(q.skip);
-        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {order} LIMIT {lim} OFFSET {off}");
-        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
-        let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
-        Ok((total, users))
+        let page = self.list_users_page(q, None).await?;
+        Ok((page.total, page.users))
     }
 
     pub(crate) fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
@@ -1384,16 +1379,23 @@ fn case_insensitive(column: &str) -> bool {
     column == "username"
 }
 
+/// The expression a column sorts by.
+pub(crate) fn sort_expr(column: &str) -> String {
+    if folded(column) || case_insensitive(column) {
+        format!("lower({column})")
+    } else {
+        column.to_string()
+    }
+}
+
+/// The id breaks ties in the direction of the last sort field, so that one index on
+/// `(…, field, id)` read either way serves both directions (and a keyset cursor is one range).
 pub(crate) fn order_by(q: &ListQuery) -> String {
     let mut order: Vec<String> = q
         .sort
         .iter()
         .map(|(f, desc)| {
-            let expr = if folded(f.column) || case_insensitive(f.column) {
-                format!("lower({})", f.column)
-            } else {
-                f.column.to_string()
-            };
+            let expr = sort_expr(f.column);
             if *desc {
                 format!("{expr} DESC NULLS LAST")
             } else {
@@ -1402,7 +1404,7 @@ pub(crate) fn order_by(q: &ListQuery) -> String {
         })
         .collect();
     if !q.sort.iter().any(|(f, _)| f.column == "id") {
-        order.push("id ASC".into());
+        order.push(if paging::id_desc(q) { "id DESC" } else { "id ASC" }.into());
     }
     order.join(", ")
 }

@@ -1,0 +1,91 @@
+//! `totalCount` of user lists at a million users (issue 19). A filter matching up to
+//! [`EXACT_COUNT_UP_TO`] users is counted exactly on every request: counting stops one past that
+//! size, so it never costs more than reading that many index entries. A larger match (the whole
+//! directory, every ACTIVATED user) is counted exactly once and then served from memory, marked
+//! `estimated`, while a background task counts it again when the figure is older than
+//! [`COUNT_MAX_AGE`]: no request waits for a count of a million rows after the first.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cairn_domain::query::ListQuery;
+
+use crate::{Directory, Result};
+
+/// Lists matching at most this many users carry an exact, fresh `totalCount`.
+pub const EXACT_COUNT_UP_TO: i64 = 100_000;
+/// How old a large count may be before it is counted again (in the background).
+pub const COUNT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Distinct large filters remembered at most.
+const CACHED_COUNTS: usize = 256;
+
+#[derive(Default)]
+pub(crate) struct CountCache {
+    counts: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    n: i64,
+    at: Instant,
+    refreshing: bool,
+}
+
+/// What a count depends on: the filter and the search, not the sort or the page.
+fn key(q: &ListQuery) -> String {
+    let fields: Vec<&str> = q.search_fields.iter().map(|f| f.name).collect();
+    format!("{:?}|{:?}|{:?}|{}|{fields:?}", q.all, q.any, q.search, q.search_substring)
+}
+
+/// The count of a list and whether it is from memory rather than counted now.
+pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<(i64, bool)> {
+    let store = dir.store();
+    if let Some(n) = store.read().await?.db().count_users_up_to(q, EXACT_COUNT_UP_TO).await? {
+        return Ok((n, false));
+    }
+    let k = key(q);
+    let cache = &dir.inner.counts;
+    let stale = {
+        let mut m = cache.counts.lock().expect("count cache");
+        match m.get_mut(&k) {
+            Some(e) if e.at.elapsed() < COUNT_MAX_AGE || e.refreshing => return Ok((e.n, true)),
+            Some(e) => {
+                e.refreshing = true;
+                Some(e.n)
+            }
+            None => None,
+        }
+    };
+    match stale {
+        // Served as it was while a task counts again.
+        Some(n) => {
+            let (dir, q, k) = (dir.clone(), q.clone(), k.clone());
+            tokio::spawn(async move {
+                let counted =
+                    async { Ok::<_, crate::Error>(dir.store().read().await?.db().count_users(&q).await?) }.await;
+                let mut m = dir.inner.counts.counts.lock().expect("count cache");
+                match counted {
+                    Ok(n) => {
+                        m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
+                    }
+                    Err(e) => {
+                        tracing::warn!("counting users again failed: {e}");
+                        if let Some(e) = m.get_mut(&k) {
+                            e.refreshing = false;
+                        }
+                    }
+                }
+            });
+            Ok((n, true))
+        }
+        None => {
+            let n = store.read().await?.db().count_users(q).await?;
+            let mut m = cache.counts.lock().expect("count cache");
+            if m.len() >= CACHED_COUNTS {
+                m.clear();
+            }
+            m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
+            Ok((n, false))
+        }
+    }
+}
