@@ -1,5 +1,5 @@
 //! `totalCount` of user lists at a million users (issue 19). A filter matching up to
-//! [`EXACT_COUNT_UP_TO`] users is counted exactly on every request: counting stops one past that
+//! [`EXACT_COUNT_UP_TO`] users (`Config::exact_count_up_to`) is counted exactly on every request: counting stops one past that
 //! size, so it never costs more than reading that many index entries. A larger match (the whole
 //! directory, every ACTIVATED user) is counted exactly once and then served from memory, marked
 //! `estimated`, while a background task counts it again when the figure is older than
@@ -40,7 +40,7 @@ fn key(q: &ListQuery) -> String {
 /// The count of a list and whether it is from memory rather than counted now.
 pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<(i64, bool)> {
     let store = dir.store();
-    if let Some(n) = store.read().await?.db().count_users_up_to(q, EXACT_COUNT_UP_TO).await? {
+    if let Some(n) = store.read().await?.db().count_users_up_to(q, dir.config().exact_count_up_to).await? {
         return Ok((n, false));
     }
     let k = key(q);

@@ -99,3 +99,48 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     assert_eq!(detail("mailme")["mail"]["type"], "activation", "no password: a link to choose one");
     assert_eq!(detail("haspw")["mail"], json!({"type": "welcome", "to": "haspw@example.com"}));
 }
+
+/// Counts past `exact_count_up_to` are counted once and then served from memory, marked
+/// estimated (issue 19); smaller ones stay exact on every request.
+async fn large_counts_are_counted_once_and_marked(store: Store) {
+    let config = cairn_directory::Config { exact_count_up_to: 2, ..Default::default() };
+    let d = Directory::with_config(store, Arc::new(ManualClock::default()), config);
+    d.migrate().await.unwrap();
+    let create = |n: u32, dept: &'static str| {
+        let d = d.clone();
+        async move {
+            d.create_user(
+                &admin(),
+                &json!({"username": format!("u{n}"), "email": format!("u{n}@example.com"), "department": dept}),
+                cairn_domain::CreationSource::ManualEntry,
+                "api",
+            )
+            .await
+            .unwrap();
+        }
+    };
+    for (n, dept) in [(1, "A"), (2, "B"), (3, "B")] {
+        create(n, dept).await;
+    }
+    let all = d.list_users_page(&q(&[("limit", "1")])).await.unwrap();
+    assert_eq!((all.total, all.estimated), (3, false), "the first count of a large list is exact");
+    create(4, "A").await;
+    let again = d.list_users_page(&q(&[("limit", "1"), ("sort", "-username")])).await.unwrap();
+    assert_eq!((again.total, again.estimated), (3, true), "then it is served from memory, marked");
+    let small = d.list_users_page(&q(&[("filter", "department:$eq:A")])).await.unwrap();
+    assert_eq!((small.total, small.estimated), (2, false), "a list within the limit is counted each time");
+}
+
+#[tokio::test]
+async fn large_counts_are_counted_once_and_marked_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    large_counts_are_counted_once_and_marked(Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn large_counts_are_counted_once_and_marked_postgres() {
+    let Some(url) = testing::fresh_postgres_url("count cache on PostgreSQL").await else {
+        return;
+    };
+    large_counts_are_counted_once_and_marked(Store::connect(&url).await.unwrap()).await;
+}
