@@ -476,6 +476,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_round_trips_and_belongs_to_its_sort_without_skip() {
+        let c = Cursor { sort: "-lastname".into(), keys: vec![Value::String("smith".into())], id: "abc".into() };
+        let text = c.encode();
+        assert!(text.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'), "URL-safe: {text}");
+        let q = ListQuery::from_pairs(&pairs(&[("sort", "-lastname"), ("cursor", &text)])).unwrap();
+        assert_eq!(q.after, Some(c));
+        for bad in [
+            vec![("sort", "lastname"), ("cursor", text.as_str())],
+            vec![("cursor", text.as_str())],
+            vec![("sort", "-lastname"), ("cursor", text.as_str()), ("skip", "10")],
+            vec![("sort", "-lastname"), ("cursor", "bm90IGpzb24")],
+        ] {
+            assert!(ListQuery::from_pairs(&pairs(&bad)).is_err(), "{bad:?}");
+        }
+        let none = ListQuery::from_pairs(&pairs(&[("cursor", "")])).unwrap();
+        assert!(none.after.is_none(), "an empty cursor is the first page");
+    }
+
+    #[test]
     fn parses_the_jumpcloud_list_parameters() {
         let q = ListQuery::from_pairs(&pairs(&[
             ("limit", "100"),
