@@ -472,7 +472,7 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_displayname_ix", "users (lower(displayname), id)"),
     ("users_department_ix", "users (lower(department), id)"),
     ("users_employeeidentifier_lower_ix", "users (lower(employeeidentifier))"),
-    ("users_department_lastname_ix", "users (lower(department), department, lower(lastname), id)"),
+    ("users_department_lastname_ix", "users (lower(department), lower(lastname), id, department)"),
     ("users_state_lastname_ix", "users (state, lower(lastname), id)"),
 ];
 
@@ -723,10 +723,10 @@ impl Db<'_> {
     pub(crate) fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
         let mut clauses = Vec::new();
         for c in &q.all {
-            clauses.push(cond_sql(c, a));
+            clauses.push(cond_sql(self.b, c, a));
         }
         if !q.any.is_empty() {
-            let ors: Vec<String> = q.any.iter().map(|c| cond_sql(c, a)).collect();
+            let ors: Vec<String> = q.any.iter().map(|c| cond_sql(self.b, c, a)).collect();
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         for term in &q.search {
@@ -1413,7 +1413,7 @@ fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-fn cond_sql(c: &Cond, a: &mut Args) -> String {
+fn cond_sql(b: Backend, c: &Cond, a: &mut Args) -> String {
     let p = match &c.value {
         Scalar::Text(s) => a.push(s.clone()),
         Scalar::Bool(b) => a.push(*b),
@@ -1429,7 +1429,11 @@ fn cond_sql(c: &Cond, a: &mut Args) -> String {
     } else if c.op == cairn_domain::query::Op::Eq && folded(col) {
         let Scalar::Text(s) = &c.value else { return format!("{col} = {p}") };
         let exact = a.push(s.clone());
-        format!("(lower({col}) = lower({p}) AND {col} = {exact})")
+        // On SQLite `col = ?` would be propagated into `lower(col)` as a constant (`lower(?)`),
+        // which no index is on: the whole table would be scanned. `+col` is not a column to
+        // propagate, and is still read from the index (issue 19).
+        let plus = if b == Backend::Sqlite { "+" } else { "" };
+        format!("(lower({col}) = lower({p}) AND {plus}{col} = {exact})")
     } else {
         format!("{col} {} {p}", c.op.sql())
     }

@@ -69,7 +69,7 @@ fn push_key(a: &mut Args, v: &Value) -> String {
 
 /// The conditions that select the rows after the cursor, one per phase: each phase's rows
 /// come after all of the previous phase's, so a page reads the phases in turn until it is
-/// full. One sort field (the common case) gives index ranges: `(k, id) > (v, id)` and, where
+/// full. One sort field (the common case) gives index ranges: `k >= v AND (k > v OR id > i)` and, where
 /// the NULLs of `k` come after, `k IS NULL` as a second phase.
 pub(crate) fn after_conditions(q: &ListQuery, c: &Cursor, a: &mut Args) -> Vec<String> {
     let id_dir = if id_desc(q) { "<" } else { ">" };
@@ -83,9 +83,10 @@ pub(crate) fn after_conditions(q: &ListQuery, c: &Cursor, a: &mut Args) -> Vec<S
             let k = sort_expr(f.column);
             let v = &c.keys[0];
             match (desc, v.is_null()) {
+                // `k >= v` is the index range; the rest drops the rows of `v` up to the id.
                 (false, false) => {
                     let (v, id) = (push_key(a, v), a.push(c.id.clone()));
-                    vec![format!("({k}, id) > ({v}, {id})")]
+                    vec![format!("{k} >= {v} AND ({k} > {v} OR id > {id})")]
                 }
                 (false, true) => {
                     let id = a.push(c.id.clone());
@@ -93,7 +94,7 @@ pub(crate) fn after_conditions(q: &ListQuery, c: &Cursor, a: &mut Args) -> Vec<S
                 }
                 (true, false) => {
                     let (v, id) = (push_key(a, v), a.push(c.id.clone()));
-                    vec![format!("({k}, id) < ({v}, {id})"), format!("{k} IS NULL")]
+                    vec![format!("{k} <= {v} AND ({k} < {v} OR id < {id})"), format!("{k} IS NULL")]
                 }
                 (true, true) => {
                     let id = a.push(c.id.clone());
