@@ -405,17 +405,21 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
 // ---- query plans ---------------------------------------------------------------------------
 
 async fn plans(url: &str, deep: usize) -> Result<String> {
+    // The statements the store sends (SQLite compares the exact half as `+department`, see
+    // `cond_sql`), with the values inlined.
+    let plus = if url.starts_with("sqlite") { "+" } else { "" };
+    let dept = format!("(lower(department) = lower('Dept07') AND {plus}department = 'Dept07')");
     let queries = [
-        "SELECT COUNT(*) FROM users WHERE (lower(department) = lower('Dept07') AND department = 'Dept07')".to_string(),
-        "SELECT * FROM users WHERE (lower(department) = lower('Dept07') AND department = 'Dept07') \
-         ORDER BY lower(lastname) DESC NULLS LAST, id ASC LIMIT 100"
-            .to_string(),
+        format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {dept} LIMIT 100001) capped"),
+        format!("SELECT * FROM users WHERE {dept} ORDER BY lower(lastname) DESC NULLS LAST, id DESC LIMIT 100"),
         "SELECT * FROM users WHERE state = 'SUSPENDED' ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
             .to_string(),
+        format!("SELECT * FROM users WHERE {dept} ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100 OFFSET {deep}"),
         format!(
-            "SELECT * FROM users WHERE (lower(department) = lower('Dept07') AND department = 'Dept07') \
-             ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100 OFFSET {deep}"
+            "SELECT * FROM users WHERE {dept} AND lower(lastname) >= 'smith' AND (lower(lastname) > 'smith' OR id > '0') \
+             ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
         ),
+        "SELECT COUNT(*) FROM (SELECT 1 FROM users LIMIT 100001) capped".to_string(),
     ];
     let mut out = String::new();
     if url.starts_with("sqlite") {

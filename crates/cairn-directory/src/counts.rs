@@ -37,55 +37,60 @@ fn key(q: &ListQuery) -> String {
     format!("{:?}|{:?}|{:?}|{}|{fields:?}", q.all, q.any, q.search, q.search_substring)
 }
 
-/// The count of a list and whether it is from memory rather than counted now.
+/// The count of a list and whether it is from memory rather than counted now. A list once
+/// found large is served from memory without counting (not even up to the limit) until a
+/// background count finds it small again.
 pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<(i64, bool)> {
-    let store = dir.store();
-    if let Some(n) = store.read().await?.db().count_users_up_to(q, dir.config().exact_count_up_to).await? {
-        return Ok((n, false));
-    }
     let k = key(q);
-    let cache = &dir.inner.counts;
-    let stale = {
-        let mut m = cache.counts.lock().expect("count cache");
+    let cached = {
+        let mut m = dir.inner.counts.counts.lock().expect("count cache");
         match m.get_mut(&k) {
-            Some(e) if e.at.elapsed() < COUNT_MAX_AGE || e.refreshing => return Ok((e.n, true)),
             Some(e) => {
-                e.refreshing = true;
-                Some(e.n)
+                let stale = e.at.elapsed() >= COUNT_MAX_AGE && !e.refreshing;
+                e.refreshing |= stale;
+                Some((e.n, stale))
             }
             None => None,
         }
     };
-    match stale {
-        // Served as it was while a task counts again.
-        Some(n) => {
-            let (dir, q, k) = (dir.clone(), q.clone(), k.clone());
-            tokio::spawn(async move {
-                let counted =
-                    async { Ok::<_, crate::Error>(dir.store().read().await?.db().count_users(&q).await?) }.await;
-                let mut m = dir.inner.counts.counts.lock().expect("count cache");
-                match counted {
-                    Ok(n) => {
-                        m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
-                    }
-                    Err(e) => {
-                        tracing::warn!("counting users again failed: {e}");
-                        if let Some(e) = m.get_mut(&k) {
-                            e.refreshing = false;
-                        }
-                    }
-                }
-            });
-            Ok((n, true))
+    if let Some((n, stale)) = cached {
+        if stale {
+            refresh(dir.clone(), q.clone(), k);
         }
-        None => {
-            let n = store.read().await?.db().count_users(q).await?;
-            let mut m = cache.counts.lock().expect("count cache");
-            if m.len() >= CACHED_COUNTS {
-                m.clear();
-            }
-            m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
-            Ok((n, false))
-        }
+        return Ok((n, true));
     }
+    let store = dir.store();
+    let cap = dir.config().exact_count_up_to;
+    if let Some(n) = store.read().await?.db().count_users_up_to(q, cap).await? {
+        return Ok((n, false));
+    }
+    let n = store.read().await?.db().count_users(q).await?;
+    let mut m = dir.inner.counts.counts.lock().expect("count cache");
+    if m.len() >= CACHED_COUNTS {
+        m.clear();
+    }
+    m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
+    Ok((n, false))
+}
+
+/// Counts a large list again in the background; one that has become small leaves the cache.
+fn refresh(dir: Directory, q: ListQuery, k: String) {
+    tokio::spawn(async move {
+        let counted = async { Ok::<_, crate::Error>(dir.store().read().await?.db().count_users(&q).await?) }.await;
+        let mut m = dir.inner.counts.counts.lock().expect("count cache");
+        match counted {
+            Ok(n) if n <= dir.config().exact_count_up_to => {
+                m.remove(&k);
+            }
+            Ok(n) => {
+                m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
+            }
+            Err(e) => {
+                tracing::warn!("counting users again failed: {e}");
+                if let Some(e) = m.get_mut(&k) {
+                    e.refreshing = false;
+                }
+            }
+        }
+    });
 }
