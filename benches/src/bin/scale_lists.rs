@@ -409,6 +409,14 @@ async fn plans(url: &str, deep: usize) -> Result<String> {
     // `cond_sql`), with the values inlined.
     let plus = if url.starts_with("sqlite") { "+" } else { "" };
     let dept = format!("(lower(department) = lower('Dept07') AND {plus}department = 'Dept07')");
+    // `search=user012345`: a prefix range on every search field, ORed.
+    let search = ["lower(username)", "email", "lower(firstname)", "lower(lastname)", "lower(displayname)"]
+        .iter()
+        .chain(["lower(employeeidentifier)", "lower(department)"].iter())
+        .map(|e| format!("({e} >= 'user012345' AND {e} < 'user012346')"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let search = format!("({search})");
     let queries = [
         format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {dept} LIMIT 100001) capped"),
         format!("SELECT * FROM users WHERE {dept} ORDER BY lower(lastname) DESC NULLS LAST, id DESC LIMIT 100"),
@@ -420,6 +428,8 @@ async fn plans(url: &str, deep: usize) -> Result<String> {
              ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
         ),
         "SELECT COUNT(*) FROM (SELECT 1 FROM users LIMIT 100001) capped".to_string(),
+        format!("SELECT * FROM users WHERE {search} ORDER BY id ASC LIMIT 10"),
+        format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {search} LIMIT 100001) capped"),
     ];
     let mut out = String::new();
     if url.starts_with("sqlite") {

@@ -1391,11 +1391,18 @@ pub(crate) fn sort_expr(column: &str) -> String {
 /// The id breaks ties in the direction of the last sort field, so that one index on
 /// `(…, field, id)` read either way serves both directions (and a keyset cursor is one range).
 pub(crate) fn order_by(q: &ListQuery) -> String {
+    order_by_with(q, "")
+}
+
+/// As [`order_by`], each expression behind `prefix`: `+` keeps SQLite from reading a whole
+/// index in sort order to find the few rows a prefix search matches (it reads the search's
+/// index ranges and sorts their rows instead).
+pub(crate) fn order_by_with(q: &ListQuery, prefix: &str) -> String {
     let mut order: Vec<String> = q
         .sort
         .iter()
         .map(|(f, desc)| {
-            let expr = sort_expr(f.column);
+            let expr = format!("{prefix}{}", sort_expr(f.column));
             if *desc {
                 format!("{expr} DESC NULLS LAST")
             } else {
@@ -1404,7 +1411,7 @@ pub(crate) fn order_by(q: &ListQuery) -> String {
         })
         .collect();
     if !q.sort.iter().any(|(f, _)| f.column == "id") {
-        order.push(if paging::id_desc(q) { "id DESC" } else { "id ASC" }.into());
+        order.push(format!("{prefix}id {}", if paging::id_desc(q) { "DESC" } else { "ASC" }));
     }
     order.join(", ")
 }

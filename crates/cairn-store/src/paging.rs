@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::rows::{self, get_opt_i64, get_opt_text, get_text};
-use crate::{order_by, sort_expr, Args, Db, Result};
+use crate::{order_by, order_by_with, sort_expr, Args, Backend, Db, Result};
 
 /// One page of a user list.
 #[derive(Debug, Clone)]
@@ -137,7 +137,13 @@ impl Db<'_> {
             Some(n) => n,
             None => self.count_users(q).await?,
         };
-        let order = order_by(q);
+        // A prefix search on SQLite: its rows come from the search's index ranges, then sorted
+        // (an index in sort order would be read until enough rows match, most of it).
+        let order = if self.b == Backend::Sqlite && !q.search.is_empty() && !q.search_substring {
+            order_by_with(q, "+")
+        } else {
+            order_by(q)
+        };
         let keys = key_columns(q);
         let mut rows: Vec<AnyRow> = Vec::new();
         match &q.after {
