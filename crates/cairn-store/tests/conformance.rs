@@ -757,13 +757,15 @@ async fn cursor_paging(store: Store) {
     let mut c = store.read().await.unwrap();
     let mut db = c.db();
     for sort in ["", "lastname", "-lastname", "-department,lastname", "unix_uid", "-unix_uid", "-username", "-_id"] {
-        for filter in ["", "department:$eq:Sales", "state:$eq:ACTIVATED"] {
+        for filter in
+            [("", ""), ("filter", "department:$eq:Sales"), ("filter", "state:$eq:ACTIVATED"), ("search", "USER1")]
+        {
             let mut base: Vec<(&str, &str)> = vec![];
             if !sort.is_empty() {
                 base.push(("sort", sort));
             }
-            if !filter.is_empty() {
-                base.push(("filter", filter));
+            if !filter.0.is_empty() {
+                base.push(filter);
             }
             let mut all = base.clone();
             all.push(("limit", "100"));
