@@ -1,25 +1,23 @@
 //! `totalCount` of user lists at a million users (issue 19). A filter matching up to
-//! [`EXACT_COUNT_UP_TO`] users (`Config::exact_count_up_to`, JumpCloud-style) is counted
-//! exactly on every request: counting stops one past that size, so it never costs more than
-//! reading that many index entries. A larger match (a department of 50,000, every ACTIVATED
-//! user, the whole directory) is counted exactly once and then served from memory, marked
-//! `estimated`, while a background task counts it again when the figure is older than
-//! [`COUNT_MAX_AGE`]: no request waits for a count of a large list after the first. (Measured
-//! at 1,000,000 users on 2 busy cores, an exact count of a 50,000-user department through its
-//! index took about as long as the whole rest of the request: see BENCHMARKS.md, issue 19.)
+//! [`EXACT_COUNT_UP_TO`] users (`Config::exact_count_up_to`) is counted on every request:
+//! counting stops one past that size, so it never costs more than reading that many index
+//! entries. A larger match (a department of 50,000, every ACTIVATED user, the whole directory)
+//! is counted in full once and then served from memory for as long as no user changes (see
+//! [`generation`]): the count stays exact, and a read-mostly directory does not read 50,000+
+//! index entries per page. (Measured at 1,000,000 users on 2 busy cores, an exact count of a
+//! 50,000-user department took about as long as the whole rest of the request: BENCHMARKS.md,
+//! issue 19.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use cairn_domain::query::ListQuery;
+use cairn_store::{Backend, ChangeCursor};
 
 use crate::{Directory, Result};
 
 /// Lists matching at most this many users carry an exact, fresh `totalCount`.
 pub const EXACT_COUNT_UP_TO: i64 = 10_000;
-/// How old a large count may be before it is counted again (in the background).
-pub const COUNT_MAX_AGE: Duration = Duration::from_secs(60);
 /// Distinct large filters remembered at most.
 const CACHED_COUNTS: usize = 256;
 
@@ -30,8 +28,8 @@ pub(crate) struct CountCache {
 
 struct Entry {
     n: i64,
-    at: Instant,
-    refreshing: bool,
+    /// The users' change generation when counted (see [`generation`]).
+    generation: u64,
 }
 
 /// What a count depends on: the filter and the search, not the sort or the page.
@@ -40,60 +38,46 @@ fn key(q: &ListQuery) -> String {
     format!("{:?}|{:?}|{:?}|{}|{fields:?}", q.all, q.any, q.search, q.search_substring)
 }
 
-/// The count of a list and whether it is from memory rather than counted now. A list once
-/// found large is served from memory without counting (not even up to the limit) until a
-/// background count finds it small again.
-pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<(i64, bool)> {
+/// A number that moves whenever users may have changed: on SQLite the change log's sequence
+/// (its triggers fire on every write to users, whichever process writes); on PostgreSQL this
+/// process's commits plus the change notifications of every process (the change log's triggers
+/// notify on commit).
+async fn generation(dir: &Directory) -> Result<u64> {
+    let store = dir.store();
+    Ok(match store.backend() {
+        Backend::Sqlite => match store.read().await?.db().change_cursor().await? {
+            ChangeCursor::Seq(n) => n as u64,
+            ChangeCursor::Xid { horizon, .. } => horizon as u64,
+        },
+        Backend::Postgres => {
+            dir.watch_changes();
+            store.local_commits() + store.external_changes()
+        }
+    })
+}
+
+/// The count of a list. A list once found large is counted again only when users may have
+/// changed since (see [`generation`]); otherwise its count comes from memory, still exact.
+pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<i64> {
     let k = key(q);
-    let cached = {
-        let mut m = dir.inner.counts.counts.lock().expect("count cache");
-        match m.get_mut(&k) {
-            Some(e) => {
-                let stale = e.at.elapsed() >= COUNT_MAX_AGE && !e.refreshing;
-                e.refreshing |= stale;
-                Some((e.n, stale))
-            }
-            None => None,
+    let generation = generation(dir).await?;
+    {
+        let m = dir.inner.counts.counts.lock().expect("count cache");
+        if let Some(e) = m.get(&k).filter(|e| e.generation == generation) {
+            return Ok(e.n);
         }
-    };
-    if let Some((n, stale)) = cached {
-        if stale {
-            refresh(dir.clone(), q.clone(), k);
-        }
-        return Ok((n, true));
     }
     let store = dir.store();
     let cap = dir.config().exact_count_up_to;
     if let Some(n) = store.read().await?.db().count_users_up_to(q, cap).await? {
-        return Ok((n, false));
+        dir.inner.counts.counts.lock().expect("count cache").remove(&k);
+        return Ok(n);
     }
     let n = store.read().await?.db().count_users(q).await?;
     let mut m = dir.inner.counts.counts.lock().expect("count cache");
     if m.len() >= CACHED_COUNTS {
         m.clear();
     }
-    m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
-    Ok((n, false))
-}
-
-/// Counts a large list again in the background; one that has become small leaves the cache.
-fn refresh(dir: Directory, q: ListQuery, k: String) {
-    tokio::spawn(async move {
-        let counted = async { Ok::<_, crate::Error>(dir.store().read().await?.db().count_users(&q).await?) }.await;
-        let mut m = dir.inner.counts.counts.lock().expect("count cache");
-        match counted {
-            Ok(n) if n <= dir.config().exact_count_up_to => {
-                m.remove(&k);
-            }
-            Ok(n) => {
-                m.insert(k, Entry { n, at: Instant::now(), refreshing: false });
-            }
-            Err(e) => {
-                tracing::warn!("counting users again failed: {e}");
-                if let Some(e) = m.get_mut(&k) {
-                    e.refreshing = false;
-                }
-            }
-        }
-    });
+    m.insert(k, Entry { n, generation });
+    Ok(n)
 }

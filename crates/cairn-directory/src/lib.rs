@@ -9,7 +9,7 @@ mod auth;
 mod clock;
 mod config;
 mod counts;
-pub use counts::{COUNT_MAX_AGE, EXACT_COUNT_UP_TO};
+pub use counts::EXACT_COUNT_UP_TO;
 mod credentials;
 mod error;
 mod export;

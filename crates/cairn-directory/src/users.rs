@@ -231,13 +231,11 @@ impl Directory {
     }
 
     /// A page of users (from `skip` or after a cursor), the cursor of the next one, and the
-    /// count: exact up to `EXACT_COUNT_UP_TO` users, else possibly from memory (`estimated`).
+    /// count (of a large list, from memory while no user changes: see `counts`).
     pub async fn list_users_page(&self, q: &ListQuery) -> Result<cairn_store::UserPage> {
-        let (total, estimated) = crate::counts::total(self, q).await?;
+        let total = crate::counts::total(self, q).await?;
         let mut c = self.store().read().await?;
-        let mut page = c.db().list_users_page(q, Some(total)).await?;
-        page.estimated = estimated;
-        Ok(page)
+        Ok(c.db().list_users_page(q, Some(total)).await?)
     }
 
     /// A new user from validated input, in memory: the state is the request's, else the

@@ -45,10 +45,6 @@ async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
     if let Some(c) = &page.next {
         out["nextCursor"] = Value::String(c.encode());
     }
-    // A count of a large list served from memory (counted within the last minute).
-    if page.estimated {
-        out["totalCountEstimated"] = Value::Bool(true);
-    }
     Ok(Json(out))
 }
 

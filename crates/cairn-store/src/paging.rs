@@ -19,11 +19,8 @@ use crate::{order_by, order_by_with, sort_expr, Args, Backend, Db, Result};
 /// One page of a user list.
 #[derive(Debug, Clone)]
 pub struct UserPage {
-    /// How many users match in all (see `estimated`).
+    /// How many users match in all.
     pub total: i64,
-    /// True when `total` comes from a count computed a while ago (see the directory's count
-    /// cache) rather than now.
-    pub estimated: bool,
     pub users: Vec<User>,
     /// Where the next page starts, when this one is full (there may be more).
     pub next: Option<Cursor>,
@@ -180,7 +177,7 @@ impl Db<'_> {
             _ => None,
         };
         let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(UserPage { total, estimated: false, users, next })
+        Ok(UserPage { total, users, next })
     }
 
     /// How many users a list query matches.

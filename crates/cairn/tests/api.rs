@@ -67,7 +67,6 @@ fn crud(db: &Db) {
     let (_, v) = s.get(&format!("/api/systemusers?limit=3&sort=lastname&cursor={next}"));
     assert_eq!(usernames(&v), ["dave"]);
     assert!(v.get("nextCursor").is_none(), "the last page has none: {v}");
-    assert!(v.get("totalCountEstimated").is_none(), "small counts are exact: {v}");
     let (st, v) = s.get(&format!("/api/systemusers?limit=3&sort=-lastname&cursor={next}"));
     assert_eq!(st, 400, "a cursor belongs to its sort: {v}");
     let (st, v) = s.get(&format!("/api/systemusers?limit=3&sort=lastname&skip=3&cursor={next}"));
