@@ -125,6 +125,10 @@ pub struct Config {
     /// How long an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`): short, since
     /// only introspection and userinfo see its revocation.
     pub oidc_access_ttl: chrono::Duration,
+    /// User lists matching up to this many users carry an exact `totalCount` on every request;
+    /// larger ones are counted once and then served from memory, refreshed in the background
+    /// (see `counts`). Default [`crate::EXACT_COUNT_UP_TO`].
+    pub exact_count_up_to: i64,
 }
 
 impl Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             max_concurrent_imports: 2,
             outbox_retention: Some(chrono::Duration::days(30)),
             oidc_access_ttl: chrono::Duration::minutes(5),
+            exact_count_up_to: crate::EXACT_COUNT_UP_TO,
         }
     }
 }

@@ -8,6 +8,8 @@ mod applications;
 mod auth;
 mod clock;
 mod config;
+mod counts;
+pub use counts::EXACT_COUNT_UP_TO;
 mod credentials;
 mod dirsync;
 mod error;
@@ -148,6 +150,8 @@ struct Inner {
     dirsyncs: Mutex<std::collections::HashSet<String>>,
     /// Circuit breakers of delegated binds, per connection.
     breakers: dirsync::Breakers,
+    /// Counts of large user lists (see `counts`).
+    counts: counts::CountCache,
 }
 
 impl Directory {
@@ -175,6 +179,7 @@ impl Directory {
                 oidc_keys: Mutex::new(None),
                 dirsyncs: Mutex::default(),
                 breakers: dirsync::Breakers::default(),
+                counts: counts::CountCache::default(),
                 config,
             }),
         }

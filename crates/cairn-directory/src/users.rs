@@ -227,8 +227,16 @@ impl Directory {
     }
 
     pub async fn list_users(&self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
+        let page = self.list_users_page(q).await?;
+        Ok((page.total, page.users))
+    }
+
+    /// A page of users (from `skip` or after a cursor), the cursor of the next one, and the
+    /// count (of a large list, from memory while no user changes: see `counts`).
+    pub async fn list_users_page(&self, q: &ListQuery) -> Result<cairn_store::UserPage> {
+        let total = crate::counts::total(self, q).await?;
         let mut c = self.store().read().await?;
-        Ok(c.db().list_users(q).await?)
+        Ok(c.db().list_users_page(q, Some(total)).await?)
     }
 
     /// A new user from validated input, in memory: the state is the request's, else the

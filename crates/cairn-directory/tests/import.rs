@@ -99,3 +99,50 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     assert_eq!(detail("mailme")["mail"]["type"], "activation", "no password: a link to choose one");
     assert_eq!(detail("haspw")["mail"], json!({"type": "welcome", "to": "haspw@example.com"}));
 }
+
+/// Counts past `exact_count_up_to` are counted in full once and then served from memory while
+/// no user changes (issue 19): they stay exact after a change, on both databases.
+async fn large_counts_are_cached_and_stay_exact(store: Store) {
+    let config = cairn_directory::Config { exact_count_up_to: 2, ..Default::default() };
+    let d = Directory::with_config(store, Arc::new(ManualClock::default()), config);
+    d.migrate().await.unwrap();
+    let create = |n: u32, dept: &'static str| {
+        let d = d.clone();
+        async move {
+            d.create_user(
+                &admin(),
+                &json!({"username": format!("u{n}"), "email": format!("u{n}@example.com"), "department": dept}),
+                cairn_domain::CreationSource::ManualEntry,
+                "api",
+            )
+            .await
+            .unwrap();
+        }
+    };
+    for (n, dept) in [(1, "A"), (2, "B"), (3, "B")] {
+        create(n, dept).await;
+    }
+    assert_eq!(d.list_users_page(&q(&[("limit", "1")])).await.unwrap().total, 3);
+    assert_eq!(d.list_users_page(&q(&[("limit", "1"), ("sort", "-username")])).await.unwrap().total, 3);
+    create(4, "A").await;
+    assert_eq!(d.list_users_page(&q(&[("limit", "1")])).await.unwrap().total, 4, "a change is counted");
+    let (_, u) = d.list_users(&q(&[("filter", "username:u1")])).await.unwrap();
+    d.delete_user(&admin(), &u[0].id).await.unwrap();
+    assert_eq!(d.list_users_page(&q(&[("limit", "1")])).await.unwrap().total, 3, "a deletion too");
+    let small = d.list_users_page(&q(&[("filter", "department:$eq:A")])).await.unwrap();
+    assert_eq!(small.total, 1, "a list within the limit is counted each time");
+}
+
+#[tokio::test]
+async fn large_counts_are_cached_and_stay_exact_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    large_counts_are_cached_and_stay_exact(Store::connect(&testing::sqlite_url(tmp.path())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn large_counts_are_cached_and_stay_exact_postgres() {
+    let Some(url) = testing::fresh_postgres_url("count cache on PostgreSQL").await else {
+        return;
+    };
+    large_counts_are_cached_and_stay_exact(Store::connect(&url).await.unwrap()).await;
+}

@@ -74,6 +74,41 @@ pub struct ListQuery {
     pub search: Vec<String>,
     pub search_substring: bool,
     pub search_fields: Vec<&'static Field>,
+    /// Keyset paging (`cursor=`): the page starts after this position of the same sort.
+    pub after: Option<Cursor>,
+}
+
+/// A position in a sorted user list: the sort it belongs to, the last row's sort keys as the
+/// database compares them (names lowercased) and its id. Clients get it as `nextCursor` and
+/// send it back as `cursor=`; it is opaque to them (URL-safe base64 of JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// The sort as `sort=` spells it, canonical (`lastname,-email`).
+    #[serde(rename = "s")]
+    pub sort: String,
+    /// One value per sort field (text, number, boolean or null).
+    #[serde(rename = "k")]
+    pub keys: Vec<Value>,
+    #[serde(rename = "i")]
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serializes"))
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// The canonical spelling of a sort, as a cursor records it.
+pub fn sort_text(sort: &[(&'static Field, bool)]) -> String {
+    sort.iter().map(|(f, desc)| format!("{}{}", if *desc { "-" } else { "" }, f.name)).collect::<Vec<_>>().join(",")
 }
 
 pub const DEFAULT_LIMIT: i64 = 10;
@@ -99,6 +134,7 @@ impl Default for ListQuery {
             search: vec![],
             search_substring: false,
             search_fields: default_search_fields(),
+            after: None,
         }
     }
 }
@@ -108,6 +144,32 @@ fn default_search_fields() -> Vec<&'static Field> {
 }
 
 impl ListQuery {
+    /// A cursor belongs to one sort and holds one key per sorted field; it replaces `skip`.
+    fn check_cursor(&self, c: &Cursor) -> Result<(), FieldError> {
+        if c.sort != sort_text(&self.sort) || c.keys.len() != self.sort.len() {
+            return Err(FieldError::new(
+                "cursor",
+                "belongs to another sort: send the sort of the page that returned it",
+            ));
+        }
+        // Each key is of its field's kind (or null), so the database is never asked to compare a
+        // number column with text.
+        let fits = |f: &Field, k: &Value| match (f.kind, k) {
+            (_, Value::Null) => true,
+            (Kind::Int, Value::Number(n)) => n.is_i64(),
+            (Kind::Bool, Value::Bool(_)) => true,
+            (Kind::Text | Kind::Time | Kind::Json, Value::String(_)) => true,
+            _ => false,
+        };
+        if !self.sort.iter().zip(&c.keys).all(|((f, _), k)| fits(f, k)) {
+            return Err(FieldError::new("cursor", "is not a cursor this server returned (nextCursor)"));
+        }
+        if self.skip != 0 {
+            return Err(FieldError::new("skip", "cannot be used with cursor"));
+        }
+        Ok(())
+    }
+
     /// Parses URL query pairs. Unknown parameters are ignored (JumpCloud clients send
     /// extras such as `sortIgnoreCase`); bad values of known ones are errors.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<ListQuery, DomainError> {
@@ -122,6 +184,10 @@ impl ListQuery {
             let res = match k.as_str() {
                 "limit" => parse_int(v, 1, MAX_LIMIT).map(|n| q.limit = n).map_err(|m| FieldError::new("limit", m)),
                 "skip" => parse_int(v, 0, i64::MAX).map(|n| q.skip = n).map_err(|m| FieldError::new("skip", m)),
+                "cursor" if v.trim().is_empty() => Ok(()),
+                "cursor" => Cursor::decode(v)
+                    .map(|c| q.after = Some(c))
+                    .ok_or_else(|| FieldError::new("cursor", "is not a cursor this server returned (nextCursor)")),
                 "sort" => parse_sort(v).map(|s| q.sort = s),
                 "fields" => parse_fields(v).map(|f| q.fields = f),
                 "search" if has_nul(v) => Err(FieldError::new("search", NUL_REFUSED)),
@@ -138,6 +204,11 @@ impl ListQuery {
                 _ => Ok(()),
             };
             if let Err(e) = res {
+                errors.push(e);
+            }
+        }
+        if let Some(c) = &q.after {
+            if let Err(e) = q.check_cursor(c) {
                 errors.push(e);
             }
         }
@@ -411,6 +482,29 @@ mod tests {
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_belongs_to_its_sort_without_skip() {
+        let c = Cursor { sort: "-lastname".into(), keys: vec![Value::String("smith".into())], id: "abc".into() };
+        let text = c.encode();
+        // A text key for a number field would make the database compare a number with text.
+        let unix_text =
+            Cursor { sort: "unix_uid".into(), keys: vec![Value::String("1".into())], id: "abc".into() }.encode();
+        assert!(text.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'), "URL-safe: {text}");
+        let q = ListQuery::from_pairs(&pairs(&[("sort", "-lastname"), ("cursor", &text)])).unwrap();
+        assert_eq!(q.after, Some(c));
+        for bad in [
+            vec![("sort", "lastname"), ("cursor", text.as_str())],
+            vec![("cursor", text.as_str())],
+            vec![("sort", "-lastname"), ("cursor", text.as_str()), ("skip", "10")],
+            vec![("sort", "-lastname"), ("cursor", "bm90IGpzb24")],
+            vec![("sort", "unix_uid"), ("cursor", unix_text.as_str())],
+        ] {
+            assert!(ListQuery::from_pairs(&pairs(&bad)).is_err(), "{bad:?}");
+        }
+        let none = ListQuery::from_pairs(&pairs(&[("cursor", "")])).unwrap();
+        assert!(none.after.is_none(), "an empty cursor is the first page");
     }
 
     #[test]

@@ -36,11 +36,16 @@ async fn one(st: &Shared, u: &User) -> ApiResult<Json<Value>> {
 }
 
 async fn list_response(st: &Shared, q: &ListQuery) -> ApiResult<Json<Value>> {
-    let (total, users) = st.dir.list_users(q).await?;
+    let page = st.dir.list_users_page(q).await?;
     let org = org_id(st).await?;
-    let pending = pending_of(st, &users, q.fields.as_deref()).await?;
-    let results: Vec<Value> = users.iter().map(|u| user_json(u, &org, q.fields.as_deref(), &pending)).collect();
-    Ok(Json(json!({ "totalCount": total, "results": results })))
+    let pending = pending_of(st, &page.users, q.fields.as_deref()).await?;
+    let results: Vec<Value> = page.users.iter().map(|u| user_json(u, &org, q.fields.as_deref(), &pending)).collect();
+    let mut out = json!({ "totalCount": page.total, "results": results });
+    // Keyset paging: `cursor=` with this value (and the same filter and sort) is the next page.
+    if let Some(c) = &page.next {
+        out["nextCursor"] = Value::String(c.encode());
+    }
+    Ok(Json(out))
 }
 
 #[utoipa::path(get, path = "/systemusers", operation_id = "users_list", tag = "users",

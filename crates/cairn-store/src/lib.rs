@@ -13,6 +13,7 @@ mod credentials;
 mod dirsync;
 mod graph;
 mod oidc;
+mod paging;
 mod radius;
 mod rows;
 mod scim;
@@ -39,6 +40,7 @@ pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
 pub use dirsync::Link;
 pub use oidc::{OidcGrant, OidcKey};
+pub use paging::UserPage;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
 // Records the store reads and writes that front ends see too; they live in the domain.
@@ -516,6 +518,8 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_displayname_ix", "users (lower(displayname), id)"),
     ("users_department_ix", "users (lower(department), id)"),
     ("users_employeeidentifier_lower_ix", "users (lower(employeeidentifier))"),
+    ("users_department_lastname_ix", "users (lower(department), lower(lastname), id, department)"),
+    ("users_state_lastname_ix", "users (state, lower(lastname), id)"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
@@ -761,26 +765,17 @@ impl Db<'_> {
 
     /// The page of users a list query asks for, and how many match in all.
     pub async fn list_users(&mut self, q: &ListQuery) -> Result<(i64, Vec<User>)> {
-        let mut a = Args::default();
-        let where_sql = self.user_where_clause(q, &mut a);
-        let count_sql = format!("SELECT COUNT(*) FROM users{where_sql}");
-        let total = rows::get_i64(&sqlx::query_with(&count_sql, a.build()).fetch_one(&mut *self.c).await?, 0)?;
-        let order = order_by(q);
-        let lim = a.push(q.limit);
-        let off = a.push(q.skip);
-        let sql = format!("SELECT * FROM users{where_sql} ORDER BY {order} LIMIT {lim} OFFSET {off}");
-        let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
-        let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
-        Ok((total, users))
+        let page = self.list_users_page(q, None).await?;
+        Ok((page.total, page.users))
     }
 
     pub(crate) fn user_where_clause(&self, q: &ListQuery, a: &mut Args) -> String {
         let mut clauses = Vec::new();
         for c in &q.all {
-            clauses.push(cond_sql(c, a));
+            clauses.push(cond_sql(self.b, c, a));
         }
         if !q.any.is_empty() {
-            let ors: Vec<String> = q.any.iter().map(|c| cond_sql(c, a)).collect();
+            let ors: Vec<String> = q.any.iter().map(|c| cond_sql(self.b, c, a)).collect();
             clauses.push(format!("({})", ors.join(" OR ")));
         }
         for term in &q.search {
@@ -1433,16 +1428,30 @@ fn case_insensitive(column: &str) -> bool {
     column == "username"
 }
 
+/// The expression a column sorts by.
+pub(crate) fn sort_expr(column: &str) -> String {
+    if folded(column) || case_insensitive(column) {
+        format!("lower({column})")
+    } else {
+        column.to_string()
+    }
+}
+
+/// The id breaks ties in the direction of the last sort field, so that one index on
+/// `(…, field, id)` read either way serves both directions (and a keyset cursor is one range).
 pub(crate) fn order_by(q: &ListQuery) -> String {
+    order_by_with(q, "")
+}
+
+/// As [`order_by`], each expression behind `prefix`: `+` keeps SQLite from reading a whole
+/// index in sort order to find the few rows a prefix search matches (it reads the search's
+/// index ranges and sorts their rows instead).
+pub(crate) fn order_by_with(q: &ListQuery, prefix: &str) -> String {
     let mut order: Vec<String> = q
         .sort
         .iter()
         .map(|(f, desc)| {
-            let expr = if folded(f.column) || case_insensitive(f.column) {
-                format!("lower({})", f.column)
-            } else {
-                f.column.to_string()
-            };
+            let expr = format!("{prefix}{}", sort_expr(f.column));
             if *desc {
                 format!("{expr} DESC NULLS LAST")
             } else {
@@ -1451,7 +1460,7 @@ pub(crate) fn order_by(q: &ListQuery) -> String {
         })
         .collect();
     if !q.sort.iter().any(|(f, _)| f.column == "id") {
-        order.push("id ASC".into());
+        order.push(format!("{prefix}id {}", if paging::id_desc(q) { "DESC" } else { "ASC" }));
     }
     order.join(", ")
 }
@@ -1460,7 +1469,7 @@ fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-fn cond_sql(c: &Cond, a: &mut Args) -> String {
+fn cond_sql(b: Backend, c: &Cond, a: &mut Args) -> String {
     let p = match &c.value {
         Scalar::Text(s) => a.push(s.clone()),
         Scalar::Bool(b) => a.push(*b),
@@ -1476,7 +1485,11 @@ fn cond_sql(c: &Cond, a: &mut Args) -> String {
     } else if c.op == cairn_domain::query::Op::Eq && folded(col) {
         let Scalar::Text(s) = &c.value else { return format!("{col} = {p}") };
         let exact = a.push(s.clone());
-        format!("(lower({col}) = lower({p}) AND {col} = {exact})")
+        // On SQLite `col = ?` would be propagated into `lower(col)` as a constant (`lower(?)`),
+        // which no index is on: the whole table would be scanned. `+col` is not a column to
+        // propagate, and is still read from the index (issue 19).
+        let plus = if b == Backend::Sqlite { "+" } else { "" };
+        format!("(lower({col}) = lower({p}) AND {plus}{col} = {exact})")
     } else {
         format!("{col} {} {p}", c.op.sql())
     }

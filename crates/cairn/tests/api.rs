@@ -48,6 +48,31 @@ fn crud(db: &Db) {
     assert_eq!(usernames(&v), ["Ada"]);
     let (_, v) = s.get("/api/systemusers?limit=2&skip=1&sort=-username");
     assert_eq!((v["totalCount"].as_i64(), usernames(&v)), (Some(4), vec!["carol".to_string(), "bob".to_string()]));
+    // Keyset paging (issue 19): a full page returns nextCursor; cursor= with the same sort is
+    // the page after it, in either direction; the count stays the whole list's.
+    let (_, v) = s.get("/api/systemusers?limit=2&sort=-username");
+    assert_eq!(usernames(&v), ["dave", "carol"]);
+    let next = v["nextCursor"].as_str().expect("a full page has a next cursor").to_string();
+    let (st, v) = s.get(&format!("/api/systemusers?limit=2&sort=-username&cursor={next}"));
+    assert_eq!(
+        (st, v["totalCount"].as_i64(), usernames(&v)),
+        (200, Some(4), vec!["bob".to_string(), "Ada".to_string()])
+    );
+    let last = v["nextCursor"].as_str().unwrap().to_string();
+    let (_, v) = s.get(&format!("/api/systemusers?limit=2&sort=-username&cursor={last}"));
+    assert!(usernames(&v).is_empty() && v.get("nextCursor").is_none(), "{v}");
+    let (_, v) = s.get("/api/systemusers?limit=3&sort=lastname");
+    assert_eq!(usernames(&v), ["carol", "bob", "Ada"]);
+    let next = v["nextCursor"].as_str().unwrap().to_string();
+    let (_, v) = s.get(&format!("/api/systemusers?limit=3&sort=lastname&cursor={next}"));
+    assert_eq!(usernames(&v), ["dave"]);
+    assert!(v.get("nextCursor").is_none(), "the last page has none: {v}");
+    let (st, v) = s.get(&format!("/api/systemusers?limit=3&sort=-lastname&cursor={next}"));
+    assert_eq!(st, 400, "a cursor belongs to its sort: {v}");
+    let (st, v) = s.get(&format!("/api/systemusers?limit=3&sort=lastname&skip=3&cursor={next}"));
+    assert_eq!(st, 400, "cursor replaces skip: {v}");
+    let (st, _) = s.get("/api/systemusers?cursor=not-a-cursor");
+    assert_eq!(st, 400);
     let (st, v) = s.post(
         "/api/search/systemusers",
         json!({"filter": {"or": [{"department": "IT"}, {"username": "bob"}]}, "fields": "username"}),

@@ -1,0 +1,645 @@
+//! Benchmark (issue 19): lists, search and SCIM lookups at 100,000 and 1,000,000 users, on
+//! SQLite and PostgreSQL, side by side in one run.
+//!
+//! For each backend and each size: load the users into a fresh database through the store's
+//! bulk path (`Store::writer`, multi-row `insert_users`; on SQLite the non-unique user indexes
+//! are dropped first and built at the end, as a large import does), start the release
+//! `cairn serve` on it and time, from this process, sequential requests with keep-alive off
+//! (a new TCP connection per request), the series interleaved round by round:
+//!
+//! - `dept+lastname`: `?filter=department:$eq:Dept NN&sort=lastname&limit=100`
+//! - `dept-lastname`: the same with `sort=-lastname`
+//! - `state+lastname`: `?filter=state:$eq:SUSPENDED|STAGED&sort=lastname&limit=100`
+//! - `all-lastname`: `?sort=-lastname&limit=100` (no filter: counts every user)
+//! - `search`: `?search=userNNNNNN&limit=10` (a prefix matching 10 users at either size)
+//! - `deep skip`: `dept+lastname` with `skip` at 90 % of the department
+//! - `deep cursor`: the same page reached by the `cursor` the previous page returned (only when
+//!   the server returns cursors)
+//! - `scim userName`: `/scim/v2/Users?filter=userName eq "userNNNNNNN"`
+//!
+//! Users: 20 departments of `size / 20`; half the users have one of 20 clustered last names
+//! (skewed: the first few names hold most of them), the other half a uniform random one of
+//! 26^5; 1 % have none; states 90 % ACTIVATED, 5 % STAGED, 5 % SUSPENDED.
+//!
+//! Run: `cargo build --release -p cairn && cargo run --release -p cairn-bench --bin scale_lists`
+//! Environment: `SCALE_SIZES` (default `100000,1000000`), `SCALE_REQUESTS` (timed requests per
+//! series, default 300), `SCALE_BACKENDS` (default `sqlite,postgres`), `CAIRN_BIN`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cairn_directory::{Directory, SystemClock};
+use cairn_domain::{State, User};
+use cairn_store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
+use sqlx::{Connection, Executor, Row};
+
+const DEPARTMENTS: usize = 20;
+const BATCH: usize = 2_000;
+const WARMUP: usize = 20;
+const API_KEY: &str = "cairn-bench-0123456789abcdef0123";
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
+const GOAL_P99_MS: f64 = 20.0;
+const GOAL_SCIM_P99_MS: f64 = 10.0;
+const GOAL_RATIO: f64 = 1.5;
+
+const CLUSTERED: &[&str] = &[
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Lee",
+    "Walker",
+    "Hall",
+    "Allen",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "Baker",
+];
+const FIRST_NAMES: &[&str] = &["Ada", "Alan", "Barbara", "Claude", "Edsger", "Grace", "Hedy", "Ken", "Radia", "Tim"];
+
+fn department(n: usize) -> String {
+    format!("Dept{n:02}")
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let bin = cairn_binary()?;
+    let sizes: Vec<usize> = env_or("SCALE_SIZES", "100000,1000000")
+        .split(',')
+        .map(|s| s.trim().parse().context("SCALE_SIZES"))
+        .collect::<Result<_>>()?;
+    let requests: usize = env_or("SCALE_REQUESTS", "300").parse()?;
+    let backends = env_or("SCALE_BACKENDS", "sqlite,postgres");
+    println!("sources: {}", source_state());
+    println!(
+        "scale_lists: sizes {sizes:?}, {requests} timed requests per series (+{WARMUP} warm-up), keep-alive off; \
+         server {}",
+        bin.display()
+    );
+    let mut runs: Vec<Run> = Vec::new();
+    for backend in backends.split(',') {
+        for &size in &sizes {
+            let r = match backend.trim() {
+                "sqlite" => {
+                    let tmp = tempfile::Builder::new().prefix("cairn-scale-").tempdir_in("/var/tmp")?;
+                    let url = format!("sqlite://{}/cairn.db", tmp.path().display());
+                    run_one("SQLite", size, &url, &bin, tmp.path(), requests).await?
+                }
+                "postgres" => {
+                    let mut admin = pg_admin().await?;
+                    let db = format!("cairn_scale_{}_{size}", std::process::id());
+                    admin.execute(format!("DROP DATABASE IF EXISTS {db}").as_str()).await?;
+                    admin.execute(format!("CREATE DATABASE {db}").as_str()).await?;
+                    let tmp = tempfile::Builder::new().prefix("cairn-scale-").tempdir()?;
+                    let url = format!("{PG_BASE_URL}/{db}");
+                    let r = run_one("PostgreSQL", size, &url, &bin, tmp.path(), requests).await;
+                    let dropped = admin.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
+                    admin.close().await.ok();
+                    dropped.context("dropping the benchmark database")?;
+                    r?
+                }
+                other => bail!("unknown backend {other}"),
+            };
+            runs.push(r);
+            print_report(&runs);
+        }
+    }
+    Ok(())
+}
+
+struct Run {
+    backend: &'static str,
+    size: usize,
+    load_secs: f64,
+    series: BTreeMap<&'static str, Stats>,
+    plans: String,
+    load: (String, String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Stats {
+    fn of(mut v: Vec<f64>) -> Stats {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        let pct = |q: f64| v[((q * v.len() as f64).ceil() as usize).max(1) - 1];
+        Stats { p50: pct(0.50), p99: pct(0.99), max: *v.last().expect("samples") }
+    }
+}
+
+const SERIES: &[&str] = &[
+    "dept+lastname",
+    "dept-lastname",
+    "state+lastname",
+    "all-lastname",
+    "search",
+    "deep skip",
+    "deep cursor",
+    "scim userName",
+];
+
+async fn run_one(
+    backend: &'static str,
+    size: usize,
+    url: &str,
+    bin: &Path,
+    data_dir: &Path,
+    requests: usize,
+) -> Result<Run> {
+    println!("\n== {backend}, {size} users ==");
+    let t = Instant::now();
+    load(url, size).await.with_context(|| format!("{backend}: load"))?;
+    let load_secs = t.elapsed().as_secs_f64();
+    println!("loaded {size} users in {load_secs:.1} s");
+    if url.starts_with("postgres") {
+        // What autovacuum does within a minute or two of a bulk load.
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        c.execute("VACUUM ANALYZE users").await?;
+        c.close().await?;
+    }
+
+    let server = Server::start(bin, url, data_dir).await?;
+    let base = server.base.clone();
+    // Keep-alive off: no idle connection is kept, and the server is asked to close each one.
+    let client =
+        reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(120)).build()?;
+    let per_dept = size / DEPARTMENTS;
+    let deep = (per_dept * 9 / 10) / 100 * 100;
+
+    // A SCIM token.
+    let tok: Value = client
+        .post(format!("{base}/api/v2/scim/tokens"))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = tok["token"].as_str().or(tok["key"].as_str()).ok_or_else(|| anyhow!("no SCIM token in {tok}"))?;
+    let bearer = format!("Bearer {token}");
+
+    let dept_url = |d: usize, desc: bool, extra: &str| {
+        let s = if desc { "-lastname" } else { "lastname" };
+        format!("{base}/api/systemusers?filter=department:$eq:{}&sort={s}&limit=100{extra}", department(d))
+    };
+
+    // The answers must be right before their speed matters.
+    let page = get_json(&client, &dept_url(7, false, ""), None).await?;
+    ensure!(page["totalCount"] == per_dept && page["results"].as_array().map_or(0, Vec::len) == 100, "dept page");
+    check_order(&page, false)?;
+    check_order(&get_json(&client, &dept_url(7, true, ""), None).await?, true)?;
+    let s = get_json(&client, &format!("{base}/api/systemusers?search=user000012&limit=10"), None).await?;
+    ensure!(s["totalCount"] == 10, "search user000012: {}", s["totalCount"]);
+    let scim =
+        get_json(&client, &format!("{base}/scim/v2/Users?filter=userName%20eq%20%22user0000123%22"), Some(&bearer))
+            .await?;
+    ensure!(scim["totalResults"] == 1, "scim lookup: {scim}");
+
+    // Deep cursors: the page before the deep one, by skip, gives the cursor of the deep one.
+    let mut cursors: Vec<Option<String>> = Vec::new();
+    for d in 0..DEPARTMENTS {
+        let p = get_json(&client, &dept_url(d, false, &format!("&skip={}", deep - 100)), None).await?;
+        let c = p["nextCursor"].as_str().map(str::to_string);
+        if let Some(c) = &c {
+            let by_cursor = get_json(&client, &dept_url(d, false, &format!("&cursor={c}")), None).await?;
+            let by_skip = get_json(&client, &dept_url(d, false, &format!("&skip={deep}")), None).await?;
+            ensure!(by_cursor["results"] == by_skip["results"], "the cursor page differs from the skip page");
+        }
+        cursors.push(c);
+    }
+    let have_cursor = cursors.iter().all(Option::is_some);
+    println!("cursors: {}", if have_cursor { "yes" } else { "no (server returns none)" });
+
+    let mut rng = StdRng::seed_from_u64(19);
+    let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let load_before = loadavg();
+    for i in 0..WARMUP + requests {
+        for &name in SERIES {
+            let d = rng.gen_range(0..DEPARTMENTS);
+            let n = rng.gen_range(1..=size);
+            let (url, auth) = match name {
+                "dept+lastname" => (dept_url(d, false, ""), None),
+                "dept-lastname" => (dept_url(d, true, ""), None),
+                "state+lastname" => {
+                    let st = if i % 2 == 0 { "SUSPENDED" } else { "STAGED" };
+                    (format!("{base}/api/systemusers?filter=state:$eq:{st}&sort=lastname&limit=100"), None)
+                }
+                "all-lastname" => (format!("{base}/api/systemusers?sort=-lastname&limit=100"), None),
+                "search" => {
+                    // user + 6 of the 7 digits: 10 users at either size.
+                    let prefix = &format!("user{:07}", n.min(size - 9))[..10];
+                    (format!("{base}/api/systemusers?search={prefix}&limit=10"), None)
+                }
+                "deep skip" => (dept_url(d, false, &format!("&skip={deep}")), None),
+                "deep cursor" => match &cursors[d] {
+                    Some(c) => (dept_url(d, false, &format!("&cursor={c}")), None),
+                    None => continue,
+                },
+                "scim userName" => {
+                    (format!("{base}/scim/v2/Users?filter=userName%20eq%20%22user{n:07}%22"), Some(bearer.as_str()))
+                }
+                _ => unreachable!(),
+            };
+            let t = Instant::now();
+            get_body(&client, &url, auth).await?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if i >= WARMUP {
+                samples.entry(name).or_default().push(ms);
+            }
+        }
+    }
+    let load = (load_before, loadavg());
+    let series: BTreeMap<&'static str, Stats> = samples.into_iter().map(|(k, v)| (k, Stats::of(v))).collect();
+    for (k, s) in &series {
+        println!("{k:<15} p50 {:7.2} ms  p99 {:7.2} ms  max {:7.2} ms", s.p50, s.p99, s.max);
+    }
+    drop(server);
+    let plans = plans(url, deep).await.unwrap_or_else(|e| format!("(plans failed: {e})"));
+    Ok(Run { backend, size, load_secs, series, plans, load })
+}
+
+fn check_order(page: &Value, desc: bool) -> Result<()> {
+    let keys: Vec<(String, String)> = page["results"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no results"))?
+        .iter()
+        .map(|u| (u["lastname"].as_str().unwrap_or("").to_lowercase(), u["_id"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for w in keys.windows(2) {
+        let ok = if desc {
+            // Descending names (missing ones last), ids ascending within a name.
+            w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)
+        } else {
+            w[0] < w[1]
+        };
+        ensure!(ok, "the page is out of order at {:?} / {:?}", w[0], w[1]);
+    }
+    Ok(())
+}
+
+// ---- loading -------------------------------------------------------------------------------
+
+async fn load(url: &str, size: usize) -> Result<()> {
+    let store = Store::connect(url).await?;
+    let dir = Directory::new(store.clone(), Arc::new(SystemClock));
+    dir.migrate().await?;
+    let mut rng = StdRng::seed_from_u64(1);
+    let users: Vec<User> = (1..=size).map(|n| make_user(&dir, n, &mut rng)).collect();
+    match store.backend() {
+        cairn_store::Backend::Sqlite => {
+            // As a large import: the non-unique indexes are built once at the end.
+            let mut w = store.writer().await?;
+            {
+                let mut tx = w.begin().await?;
+                tx.db().drop_user_search_indexes().await?;
+                tx.commit().await?;
+            }
+            for batch in users.chunks(BATCH) {
+                let mut tx = w.begin().await?;
+                tx.db().insert_users(batch).await?;
+                tx.commit().await?;
+                w.committed().await;
+            }
+            w.build_user_search_indexes().await?;
+            w.finish().await?;
+        }
+        cairn_store::Backend::Postgres => {
+            let users = Arc::new(users);
+            let writers = 4;
+            let mut tasks = tokio::task::JoinSet::new();
+            for k in 0..writers {
+                let (store, users) = (store.clone(), users.clone());
+                tasks.spawn(async move {
+                    for (i, batch) in users.chunks(BATCH).enumerate() {
+                        if i % writers != k {
+                            continue;
+                        }
+                        let mut tx = store.begin().await?;
+                        tx.db().insert_users(batch).await?;
+                        tx.commit().await?;
+                    }
+                    Ok::<_, cairn_store::StoreError>(())
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
+    let now = dir.now();
+    let state = match n % 20 {
+        0 => State::Staged,
+        1 => State::Suspended,
+        _ => State::Activated,
+    };
+    let mut profile = Map::new();
+    profile.insert("firstname".into(), Value::String(FIRST_NAMES[rng.gen_range(0..FIRST_NAMES.len())].into()));
+    if rng.gen_range(0..100) != 0 {
+        let last = if rng.gen_bool(0.5) {
+            // Skewed: the cube pushes most picks to the first few names.
+            let r: f64 = rng.gen();
+            CLUSTERED[((r * r * r) * CLUSTERED.len() as f64) as usize].to_string()
+        } else {
+            let mut s = String::with_capacity(5);
+            s.push(rng.gen_range(b'A'..=b'Z') as char);
+            for _ in 0..4 {
+                s.push(rng.gen_range(b'a'..=b'z') as char);
+            }
+            s
+        };
+        profile.insert("lastname".into(), Value::String(last));
+    }
+    profile.insert("department".into(), Value::String(department(n % DEPARTMENTS)));
+    User {
+        id: dir.new_id(),
+        username: format!("user{n:07}"),
+        email: format!("user{n:07}@example.com"),
+        state,
+        created: now,
+        updated: now,
+        creation_source: "bench".into(),
+        password_hash: None,
+        password_expired: false,
+        password_date: None,
+        account_locked: false,
+        account_locked_date: None,
+        bad_login_attempts: 0,
+        totp_enabled: false,
+        totp_secret: None,
+        profile,
+    }
+}
+
+// ---- query plans ---------------------------------------------------------------------------
+
+async fn plans(url: &str, deep: usize) -> Result<String> {
+    // The statements the store sends (SQLite compares the exact half as `+department`, see
+    // `cond_sql`), with the values inlined.
+    let plus = if url.starts_with("sqlite") { "+" } else { "" };
+    let dept = format!("(lower(department) = lower('Dept07') AND {plus}department = 'Dept07')");
+    // `search=user012345`: a prefix range on every search field, ORed.
+    let search = ["lower(username)", "email", "lower(firstname)", "lower(lastname)", "lower(displayname)"]
+        .iter()
+        .chain(["lower(employeeidentifier)", "lower(department)"].iter())
+        .map(|e| format!("({e} >= 'user012345' AND {e} < 'user012346')"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let search = format!("({search})");
+    let queries = [
+        format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {dept} LIMIT 100001) capped"),
+        format!("SELECT * FROM users WHERE {dept} ORDER BY lower(lastname) DESC NULLS LAST, id DESC LIMIT 100"),
+        "SELECT * FROM users WHERE state = 'SUSPENDED' ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+            .to_string(),
+        format!("SELECT * FROM users WHERE {dept} ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100 OFFSET {deep}"),
+        format!(
+            "SELECT * FROM users WHERE {dept} AND lower(lastname) >= 'smith' AND (lower(lastname) > 'smith' OR id > '0') \
+             ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+        ),
+        "SELECT COUNT(*) FROM (SELECT 1 FROM users LIMIT 100001) capped".to_string(),
+        format!("SELECT * FROM users WHERE {search} ORDER BY id ASC LIMIT 10"),
+        format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {search} LIMIT 100001) capped"),
+    ];
+    let mut out = String::new();
+    if url.starts_with("sqlite") {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await?;
+        for q in &queries {
+            writeln!(out, "EXPLAIN QUERY PLAN {q}")?;
+            for r in sqlx::query(&format!("EXPLAIN QUERY PLAN {q}")).fetch_all(&mut c).await? {
+                writeln!(out, "  {}", r.get::<String, _>("detail"))?;
+            }
+        }
+        c.close().await?;
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        for q in &queries {
+            writeln!(out, "EXPLAIN (ANALYZE, BUFFERS) {q}")?;
+            for r in sqlx::query(&format!("EXPLAIN (ANALYZE, BUFFERS) {q}")).fetch_all(&mut c).await? {
+                writeln!(out, "  {}", r.get::<String, _>(0))?;
+            }
+        }
+        c.close().await?;
+    }
+    Ok(out)
+}
+
+// ---- the report ----------------------------------------------------------------------------
+
+fn print_report(runs: &[Run]) {
+    println!("\n## lists and search (ms, keep-alive off; p50 / p99)\n");
+    let mut head = "| backend | users | load s |".to_string();
+    let mut rule = "|---|---|---|".to_string();
+    for s in SERIES {
+        write!(head, " {s} |").ok();
+        rule.push_str("---|");
+    }
+    println!("{head}\n{rule}");
+    for r in runs {
+        let mut line = format!("| {} | {} | {:.0} |", r.backend, r.size, r.load_secs);
+        for s in SERIES {
+            match r.series.get(s) {
+                Some(st) => write!(line, " {:.2} / {:.2} |", st.p50, st.p99).ok(),
+                None => write!(line, " — |").ok(),
+            };
+        }
+        println!("{line}");
+    }
+    println!("\nGoals: p99 <= {GOAL_P99_MS} ms (SCIM <= {GOAL_SCIM_P99_MS} ms) at the largest size, p99 <= {GOAL_RATIO}x the smallest");
+    for big in runs {
+        let small = runs.iter().filter(|r| r.backend == big.backend && r.size < big.size).min_by_key(|r| r.size);
+        for s in SERIES {
+            let Some(b) = big.series.get(s) else { continue };
+            let goal = if *s == "scim userName" { GOAL_SCIM_P99_MS } else { GOAL_P99_MS };
+            let mut line =
+                format!("  {} {} {s}: p99 {:.2} ms {}", big.backend, big.size, b.p99, verdict(b.p99 <= goal));
+            if let Some(sm) = small.and_then(|r| r.series.get(s)) {
+                let ratio = b.p99 / sm.p99;
+                write!(
+                    line,
+                    "; {:.2}x the p99 at {} {}",
+                    ratio,
+                    small.map_or(0, |r| r.size),
+                    verdict(ratio <= GOAL_RATIO)
+                )
+                .ok();
+            }
+            println!("{line}");
+        }
+    }
+    for r in runs {
+        println!(
+            "\n### {} at {} (load average {} before, {} after the timed requests)\n{}",
+            r.backend, r.size, r.load.0, r.load.1, r.plans
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+// ---- plumbing (as in list_users) -----------------------------------------------------------
+
+fn cairn_binary() -> Result<PathBuf> {
+    let bin = match std::env::var_os("CAIRN_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "/var/tmp/cairn-target".into()))
+            .join("release/cairn"),
+    };
+    ensure!(bin.is_file(), "{} is missing: build it first with `cargo build --release -p cairn`", bin.display());
+    Ok(bin)
+}
+
+fn source_state() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (git(&["log", "-1", "--format=%h %cI"]), git(&["status", "--porcelain", "--", "crates"])) {
+        (Some(head), Some(st)) if st.is_empty() => format!("commit {head}, crates/ unmodified"),
+        (Some(head), Some(st)) => format!("commit {head}, crates/ with {} uncommitted changes", st.lines().count()),
+        _ => "unknown (no git)".into(),
+    }
+}
+
+async fn pg_admin() -> Result<sqlx::PgConnection> {
+    let c = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(PG_ADMIN_URL))
+        .await
+        .map_err(|_| anyhow!("timed out"))??;
+    Ok(c)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn request(client: &reqwest::Client, url: &str, auth: Option<&str>) -> reqwest::RequestBuilder {
+    let r = client.get(url).header("connection", "close");
+    match auth {
+        Some(a) => r.header("authorization", a),
+        None => r.header("x-api-key", API_KEY),
+    }
+}
+
+async fn get_body(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Result<usize> {
+    let r = request(client, url, auth).send().await?;
+    let status = r.status();
+    let body = r.bytes().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body.len())
+}
+
+async fn get_json(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Result<Value> {
+    let r = request(client, url, auth).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("GET {url}: {status}: {body}");
+    }
+    Ok(body)
+}
+
+struct Server {
+    child: Option<Child>,
+    base: String,
+}
+
+impl Server {
+    async fn start(bin: &Path, url: &str, data_dir: &Path) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::File::create(data_dir.join("server.log"))?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .current_dir(data_dir)
+            .env("CAIRN_DATABASE_URL", url)
+            .env("CAIRN_DATA_DIR", data_dir)
+            .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CAIRN_BOOTSTRAP_API_KEY", API_KEY)
+            .env("CAIRN_LDAP_ADDR", "off")
+            .env("CAIRN_RADIUS_ADDR", "off")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                bail!("the server exited ({status}) before it was ready:\n{log}");
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(server);
+                }
+            }
+            ensure!(Instant::now() < deadline, "the server was not ready within 300 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
