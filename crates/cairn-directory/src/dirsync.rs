@@ -246,17 +246,18 @@ async fn service_bind(c: &Connection, password: Option<&Secret>) -> std::result:
     Ok(ldap)
 }
 
-/// Every entry under `base` matching `filter`, page by page.
+/// Every entry under `base` matching `filter`, page by page, handed to `each` as it arrives
+/// (the raw entries are not all held at once).
 async fn search_all(
     ldap: &mut ldap3::Ldap,
     base: &str,
     filter: &str,
     attrs: Vec<String>,
-) -> std::result::Result<Vec<Entry>, String> {
+    mut each: impl FnMut(Entry),
+) -> std::result::Result<(), String> {
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
-    let mut out = Vec::new();
     while let Some(re) = timed("reading the search", stream.next()).await? {
         let se = SearchEntry::construct(re);
         let mut e = Entry { dn: se.dn, ..Default::default() };
@@ -266,13 +267,13 @@ async fn search_all(
         for (k, vs) in se.bin_attrs {
             e.attrs.insert(k, vs);
         }
-        out.push(e);
+        each(e);
     }
     let r = tokio::time::timeout(OP_TIMEOUT, stream.finish()).await.map_err(|_| "the search timed out".to_string())?;
     if r.rc != 0 {
         return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// See [`Directory::plan`].
@@ -745,25 +746,21 @@ impl Directory {
         let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
         attrs.sort();
         attrs.dedup();
-        let entries = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone()).await?;
-        let mut users = Vec::with_capacity(entries.len());
+        let mut users = Vec::new();
         let mut skipped = Vec::new();
-        for e in &entries {
-            match dirsync::map_user(e, &mapping) {
-                Ok(u) => users.push(u),
-                Err(m) => skipped.push((e.dn.clone(), m)),
-            }
-        }
+        search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), |e| match dirsync::map_user(&e, &mapping) {
+            Ok(u) => users.push(u),
+            Err(m) => skipped.push((e.dn, m)),
+        })
+        .await?;
         let groups = match &c.group_base {
             Some(base) => {
-                let ge = search_all(&mut ldap, base, &c.group_filter, attrs).await?;
                 let mut gs = Vec::new();
-                for e in &ge {
-                    match dirsync::map_group(e, &mapping) {
-                        Ok(g) => gs.push(g),
-                        Err(m) => skipped.push((e.dn.clone(), m)),
-                    }
-                }
+                search_all(&mut ldap, base, &c.group_filter, attrs, |e| match dirsync::map_group(&e, &mapping) {
+                    Ok(g) => gs.push(g),
+                    Err(m) => skipped.push((e.dn, m)),
+                })
+                .await?;
                 Some(gs)
             }
             None => None,
