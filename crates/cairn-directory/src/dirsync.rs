@@ -3,7 +3,9 @@
 //! delegated user's password (called by `authenticate` only).
 //!
 //! A sync reads every user and group of the connection's filters with paged searches
-//! (RFC 2696), then applies each user in its own transaction through the same use cases as
+//! (RFC 2696), then applies them: new users in one transaction per chunk with the CSV
+//! import's bulk insert (their events and links in it too; a user it leaves out goes the
+//! one-by-one way), every other user in its own transaction through the same use cases as
 //! every other front end (`insert_new_user`, `update_loaded_in`), with events of source
 //! `adi`. Users are matched by the upstream's stable id (objectGUID / entryUUID) recorded in
 //! `directory_links`, never by name. A user disabled upstream, out of the filter or deleted is
