@@ -252,11 +252,8 @@ fn scale(csv: &Path) -> anyhow::Result<()> {
     let status = loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
         polls += 1;
-        let v: serde_json::Value = client
-            .get(format!("{}/api/v2/users/import/{job}", server.base))
-            .header("x-api-key", key)
-            .send()?
-            .json()?;
+        let v: serde_json::Value =
+            client.get(format!("{}/api/v2/users/import/{job}", server.base)).header("x-api-key", key).send()?.json()?;
         if v["status"] != "running" && v["status"] != "queued" {
             break v;
         }

@@ -3,7 +3,9 @@
 //! delegated user's password (called by `authenticate` only).
 //!
 //! A sync reads every user and group of the connection's filters with paged searches
-//! (RFC 2696), then applies each user in its own transaction through the same use cases as
+//! (RFC 2696), then applies them: new users in one transaction per chunk with the CSV
+//! import's bulk insert (their events and links in it too; a user it leaves out goes the
+//! one-by-one way), every other user in its own transaction through the same use cases as
 //! every other front end (`insert_new_user`, `update_loaded_in`), with events of source
 //! `adi`. Users are matched by the upstream's stable id (objectGUID / entryUUID) recorded in
 //! `directory_links`, never by name. A user disabled upstream, out of the filter or deleted is
@@ -41,6 +43,42 @@ const BREAKER_FAILURES: u32 = 3;
 const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// Results written per batch, and progress recorded as often.
 const RESULT_BATCH: usize = 500;
+
+/// Records an upstream user's outcome in its job result, the counts, and the maps group
+/// mirroring reads.
+fn settle(
+    u: &UpstreamUser,
+    link: Option<&Link>,
+    out: Result<(&'static str, String, String)>,
+    r: &mut JobResult,
+    counts: &mut SyncCounts,
+    by_dn: &mut HashMap<String, String>,
+    member_of: &mut Vec<(String, Vec<String>)>,
+) {
+    let (outcome, uid, msg) = match out {
+        Ok((o, id, m)) => (o, Some(id), m),
+        Err(e) => ("error", link.map(|l| l.local_id.clone()), e.to_string()),
+    };
+    if let Some(id) = &uid {
+        by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
+        if !u.member_of.is_empty() {
+            member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
+        }
+    }
+    counts.add(outcome);
+    r.user_id = uid;
+    r.outcome = outcome.into();
+    r.message = Some(msg).filter(|m| !m.is_empty());
+}
+
+/// The mail a user created by a sync of `c` gets: a password held upstream needs no
+/// activation link from Cairn.
+fn creation_mail(c: &Connection) -> MailChoice {
+    match c.password_authority {
+        Authority::None => MailChoice::Default,
+        Authority::External | Authority::Delegated => MailChoice::None,
+    }
+}
 
 /// The circuit breakers of delegated binds, per connection: after `BREAKER_FAILURES`
 /// consecutive failures to reach the upstream, binds are refused at once for `BREAKER_OPEN`,
@@ -210,17 +248,18 @@ async fn service_bind(c: &Connection, password: Option<&Secret>) -> std::result:
     Ok(ldap)
 }
 
-/// Every entry under `base` matching `filter`, page by page.
+/// Every entry under `base` matching `filter`, page by page, handed to `each` as it arrives
+/// (the raw entries are not all held at once).
 async fn search_all(
     ldap: &mut ldap3::Ldap,
     base: &str,
     filter: &str,
     attrs: Vec<String>,
-) -> std::result::Result<Vec<Entry>, String> {
+    mut each: impl FnMut(Entry),
+) -> std::result::Result<(), String> {
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
-    let mut out = Vec::new();
     while let Some(re) = timed("reading the search", stream.next()).await? {
         let se = SearchEntry::construct(re);
         let mut e = Entry { dn: se.dn, ..Default::default() };
@@ -230,13 +269,13 @@ async fn search_all(
         for (k, vs) in se.bin_attrs {
             e.attrs.insert(k, vs);
         }
-        out.push(e);
+        each(e);
     }
     let r = tokio::time::timeout(OP_TIMEOUT, stream.finish()).await.map_err(|_| "the search timed out".to_string())?;
     if r.rc != 0 {
         return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// See [`Directory::plan`].
@@ -559,6 +598,13 @@ impl Directory {
                 let list = r.db().users_by_ids(&ids).await?;
                 list.into_iter().map(|u| (u.id.clone(), u)).collect()
             };
+            // New users wait for the end of the chunk, to be created in one transaction (not
+            // in a dry run, whose transactions are all rolled back).
+            let mut pending: Vec<(usize, &UpstreamUser, cairn_domain::User)> = Vec::new();
+            let org = match dry_run {
+                true => None,
+                false => Some(self.organization().await?),
+            };
             for u in chunk {
                 seq += 1;
                 if !seen.insert(u.upstream_id.clone()) {
@@ -579,28 +625,52 @@ impl Directory {
                     }
                     None => false,
                 };
-                let (outcome, uid, msg) = if quiet {
-                    ("unchanged", link.map(|l| l.local_id.clone()), String::new())
-                } else {
-                    match self.sync_user(&ctx, c, u, link, dry_run).await {
-                        Ok((o, id, m)) => (o, Some(id), m),
-                        Err(e) => ("error", link.map(|l| l.local_id.clone()), e.to_string()),
-                    }
-                };
-                if let Some(id) = &uid {
-                    by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
-                    if !u.member_of.is_empty() {
-                        member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
-                    }
-                }
-                counts.add(outcome);
                 results.push(JobResult {
                     seq,
                     username: Some(u.username.clone()),
-                    user_id: uid,
-                    outcome: outcome.into(),
-                    message: Some(msg).filter(|m| !m.is_empty()),
+                    user_id: None,
+                    outcome: String::new(),
+                    message: None,
                 });
+                let at = results.len() - 1;
+                let out = if quiet {
+                    Ok(("unchanged", link.map(|l| l.local_id.clone()).unwrap_or_default(), String::new()))
+                } else if let (None, Some(org)) = (link, &org) {
+                    match self.build_new(c, u, org) {
+                        // A manager is checked by the one-by-one path.
+                        Ok(user) if user.text("manager").is_none_or(str::is_empty) => {
+                            pending.push((at, u, user));
+                            continue;
+                        }
+                        Ok(_) => self.sync_user(&ctx, c, u, link, dry_run).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.sync_user(&ctx, c, u, link, dry_run).await
+                };
+                settle(u, link, out, &mut results[at], &mut counts, &mut by_dn, &mut member_of);
+            }
+            if !pending.is_empty() {
+                let new: Vec<(&UpstreamUser, cairn_domain::User)> =
+                    pending.iter().map(|(_, u, user)| (*u, user.clone())).collect();
+                // Whatever the batch could not create (another user holds its username or
+                // e-mail, or the batch failed) goes the one-by-one way, which says why.
+                let created = match self.create_batch(&ctx, c, &new).await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(job = %job, error = %e, "directory sync: batch creation failed; creating one by one");
+                        HashSet::new()
+                    }
+                };
+                for (at, u, user) in pending {
+                    let out = if created.contains(&user.id) {
+                        let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
+                        Ok(("created", user.id, note.to_string()))
+                    } else {
+                        self.sync_user(&ctx, c, u, None, dry_run).await
+                    };
+                    settle(u, None, out, &mut results[at], &mut counts, &mut by_dn, &mut member_of);
+                }
             }
             self.flush(job, &mut results).await?;
             self.progress(job, "running", seq as usize, total, &counts, None).await?;
@@ -678,25 +748,21 @@ impl Directory {
         let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
         attrs.sort();
         attrs.dedup();
-        let entries = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone()).await?;
-        let mut users = Vec::with_capacity(entries.len());
+        let mut users = Vec::new();
         let mut skipped = Vec::new();
-        for e in &entries {
-            match dirsync::map_user(e, &mapping) {
-                Ok(u) => users.push(u),
-                Err(m) => skipped.push((e.dn.clone(), m)),
-            }
-        }
+        search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), |e| match dirsync::map_user(&e, &mapping) {
+            Ok(u) => users.push(u),
+            Err(m) => skipped.push((e.dn, m)),
+        })
+        .await?;
         let groups = match &c.group_base {
             Some(base) => {
-                let ge = search_all(&mut ldap, base, &c.group_filter, attrs).await?;
                 let mut gs = Vec::new();
-                for e in &ge {
-                    match dirsync::map_group(e, &mapping) {
-                        Ok(g) => gs.push(g),
-                        Err(m) => skipped.push((e.dn.clone(), m)),
-                    }
-                }
+                search_all(&mut ldap, base, &c.group_filter, attrs, |e| match dirsync::map_group(&e, &mapping) {
+                    Ok(g) => gs.push(g),
+                    Err(m) => skipped.push((e.dn, m)),
+                })
+                .await?;
                 Some(gs)
             }
             None => None,
@@ -733,24 +799,9 @@ impl Directory {
         };
         let out = match existing {
             None => {
-                let mut body = self.desired_fields(c, u, None);
-                body.retain(|_, v| !v.is_null());
-                body.insert("username".into(), json!(u.username));
-                if !body.contains_key("email") {
-                    return Err(Error::invalid("email", format!("{} has no e-mail address upstream", u.dn)));
-                }
-                if u.disabled {
-                    body.insert("state".into(), json!("SUSPENDED"));
-                }
-                let input = parse_user_input(&Value::Object(body), true)?;
                 let org = crate::org_of(&mut db).await?;
-                let user = self.new_user(&org, input, CreationSource::ManualEntry, "adi", None, self.now())?;
-                // A password held upstream needs no activation link from Cairn.
-                let mail = match c.password_authority {
-                    Authority::None => MailChoice::Default,
-                    Authority::External | Authority::Delegated => MailChoice::None,
-                };
-                self.insert_new_user(&mut db, ctx, &user, "adi", &mail).await?;
+                let user = self.build_new(c, u, &org)?;
+                self.insert_new_user(&mut db, ctx, &user, "adi", &creation_mail(c)).await?;
                 let l = Link {
                     upstream_id: u.upstream_id.clone(),
                     local_id: user.id.clone(),
@@ -784,6 +835,63 @@ impl Directory {
             tx.commit().await?;
         }
         Ok(out)
+    }
+
+    /// The Cairn user a new upstream user becomes (not written).
+    fn build_new(&self, c: &Connection, u: &UpstreamUser, org: &crate::Organization) -> Result<cairn_domain::User> {
+        let mut body = self.desired_fields(c, u, None);
+        body.retain(|_, v| !v.is_null());
+        body.insert("username".into(), json!(u.username));
+        if !body.contains_key("email") {
+            return Err(Error::invalid("email", format!("{} has no e-mail address upstream", u.dn)));
+        }
+        if u.disabled {
+            body.insert("state".into(), json!("SUSPENDED"));
+        }
+        let input = parse_user_input(&Value::Object(body), true)?;
+        self.new_user(org, input, CreationSource::ManualEntry, "adi", None, self.now())
+    }
+
+    /// Creates a batch of new upstream users in one transaction: the users with the store's
+    /// bulk insert (those another user conflicts with are left out, untouched), their
+    /// `user_create` events and activation mail as `insert_new_user` writes them, and their
+    /// links. Returns the ids of the users created.
+    async fn create_batch(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        new: &[(&UpstreamUser, cairn_domain::User)],
+    ) -> Result<HashSet<String>> {
+        let users: Vec<cairn_domain::User> = new.iter().map(|(_, u)| u.clone()).collect();
+        let mail = creation_mail(c);
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let inserted = db.insert_new_users(&users, self.store().prepare_new_users(&users)).await?;
+        let inserted: HashSet<String> = match inserted {
+            None => users.iter().map(|u| u.id.clone()).collect(),
+            Some(ids) => ids,
+        };
+        let mut events = Vec::with_capacity(inserted.len());
+        let mut links = Vec::with_capacity(inserted.len());
+        for (up, user) in new.iter().filter(|(_, u)| inserted.contains(&u.id)) {
+            let mut detail = json!({ "state": user.state, "creationSource": "adi" });
+            if let Some((kind, to)) = cairn_domain::mail::on_activation(user, &mail) {
+                self.mail_user(&mut db, user, kind, &to).await?;
+                detail["mail"] = json!({ "type": kind, "to": to });
+            }
+            let changes = crate::users::creation_changes(user);
+            events.push(self.event(ctx, "user_create", Some(("user", &user.id, &user.username)), changes, detail));
+            links.push(Link {
+                upstream_id: up.upstream_id.clone(),
+                local_id: user.id.clone(),
+                dn: up.dn.clone(),
+                suspended: up.disabled,
+            });
+        }
+        db.insert_events(&events).await?;
+        db.put_links(&c.id, "user", &links).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// What an upstream user asks of its linked Cairn user: the update (empty when none),

@@ -218,6 +218,38 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Inserts or replaces many links, a few hundred per statement.
+    pub async fn put_links(&mut self, connection: &str, kind: &str, links: &[Link]) -> Result<()> {
+        for chunk in links.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6));
+            }
+            sql.push_str(
+                " ON CONFLICT (connection_id, kind, upstream_id) DO UPDATE SET local_id = excluded.local_id, \
+                 dn = excluded.dn, suspended = excluded.suspended",
+            );
+            let mut q = sqlx::query(&sql);
+            for l in chunk {
+                q = q
+                    .bind(connection.to_string())
+                    .bind(kind.to_string())
+                    .bind(l.upstream_id.clone())
+                    .bind(l.local_id.clone())
+                    .bind(l.dn.clone())
+                    .bind(i64::from(l.suspended));
+            }
+            q.execute(&mut *self.c).await?;
+        }
+        Ok(())
+    }
+
     pub async fn delete_link(&mut self, connection: &str, kind: &str, upstream_id: &str) -> Result<()> {
         sqlx::query("DELETE FROM directory_links WHERE connection_id = $1 AND kind = $2 AND upstream_id = $3")
             .bind(connection.to_string())
