@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// Argon2id verifications per second on every core at once, with Cairn's parameters
@@ -109,4 +109,96 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `cairn serve` on the database at `url` (SQLite or PostgreSQL), HTTP only on a free port,
+/// started without waiting on a blocking client (the list benchmarks run on tokio); stopped
+/// with SIGTERM (SIGKILL after five seconds) when dropped.
+pub struct DbServer {
+    child: Option<Child>,
+    pub base: String,
+}
+
+impl DbServer {
+    /// Starts it with `api_key` as its bootstrap key and waits up to `ready_within` for
+    /// `/readyz` (a server on a large database may first build what it needs).
+    pub async fn start(
+        bin: &Path,
+        url: &str,
+        data_dir: &Path,
+        api_key: &str,
+        ready_within: Duration,
+    ) -> Result<DbServer> {
+        let port = free_port()?;
+        let log = std::fs::File::create(data_dir.join("server.log"))?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .current_dir(data_dir)
+            .env("CAIRN_DATABASE_URL", url)
+            .env("CAIRN_DATA_DIR", data_dir)
+            .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CAIRN_BOOTSTRAP_API_KEY", api_key)
+            .env("CAIRN_LDAP_ADDR", "off")
+            .env("CAIRN_RADIUS_ADDR", "off")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = DbServer { child: Some(child), base: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let deadline = Instant::now() + ready_within;
+        loop {
+            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                bail!("the server exited ({status}) before it was ready:\n{log}");
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(server);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the server was not ready within {} s", ready_within.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM for a graceful stop; SIGKILL when it takes longer than five seconds.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for DbServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The three load averages of `/proc/loadavg`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }

@@ -16,12 +16,13 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use cairn_bench::{loadavg, DbServer};
 use cairn_directory::{Directory, SystemClock};
 use cairn_domain::query::ListQuery;
 use cairn_domain::{State, User};
@@ -258,7 +259,7 @@ async fn run_backend(backend: &'static str, url: &str, bin: &Path, data_dir: &Pa
     reference.analyze().await?;
     let in_process = InProcess::connect(url).await?;
 
-    let mut server = Server::start(bin, url, data_dir).await?;
+    let mut server = DbServer::start(bin, url, data_dir, API_KEY, Duration::from_secs(60)).await?;
     let rss_ready_kb = proc_status_kb(server.pid(), "VmRSS")?;
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
     let list_url = |d: usize| {
@@ -396,93 +397,7 @@ fn make_user(dir: &Directory, n: usize, dept: usize, rng: &mut StdRng) -> User {
     }
 }
 
-// ---- the server ----------------------------------------------------------------------------
-
-struct Server {
-    child: Option<Child>,
-    base: String,
-}
-
-impl Server {
-    async fn start(bin: &Path, url: &str, data_dir: &Path) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(data_dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .current_dir(data_dir)
-            .env("CAIRN_DATABASE_URL", url)
-            .env("CAIRN_DATA_DIR", data_dir)
-            .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CAIRN_BOOTSTRAP_API_KEY", API_KEY)
-            .env("CAIRN_LDAP_ADDR", "off")
-            .env("CAIRN_RADIUS_ADDR", "off")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut server = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
-        server.wait_ready(data_dir).await?;
-        Ok(server)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    async fn wait_ready(&mut self, data_dir: &Path) -> Result<()> {
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
-                bail!("the server exited ({status}) before it was ready:\n{log}");
-            }
-            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == reqwest::StatusCode::OK {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the server was not ready within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM for a graceful stop; SIGKILL when it takes longer than five seconds.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The three load averages of `/proc/loadavg`.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+// ---- process status ------------------------------------------------------------------------
 
 fn proc_status_kb(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -28,12 +28,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use cairn_bench::{loadavg, DbServer};
 use cairn_directory::{Directory, SystemClock};
 use cairn_domain::{State, User};
 use cairn_store::Store;
@@ -185,7 +186,7 @@ async fn run_one(
         c.close().await?;
     }
 
-    let server = Server::start(bin, url, data_dir).await?;
+    let server = DbServer::start(bin, url, data_dir, API_KEY, Duration::from_secs(300)).await?;
     let base = server.base.clone();
     // Keep-alive off: no idle connection is kept, and the server is asked to close each one.
     let client =
@@ -552,12 +553,6 @@ async fn pg_admin() -> Result<sqlx::PgConnection> {
     Ok(c)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn request(client: &reqwest::Client, url: &str, auth: Option<&str>) -> reqwest::RequestBuilder {
     let r = client.get(url).header("connection", "close");
     match auth {
@@ -584,62 +579,4 @@ async fn get_json(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Re
         bail!("GET {url}: {status}: {body}");
     }
     Ok(body)
-}
-
-struct Server {
-    child: Option<Child>,
-    base: String,
-}
-
-impl Server {
-    async fn start(bin: &Path, url: &str, data_dir: &Path) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(data_dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .current_dir(data_dir)
-            .env("CAIRN_DATABASE_URL", url)
-            .env("CAIRN_DATA_DIR", data_dir)
-            .env("CAIRN_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CAIRN_BOOTSTRAP_API_KEY", API_KEY)
-            .env("CAIRN_LDAP_ADDR", "off")
-            .env("CAIRN_RADIUS_ADDR", "off")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut server = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
-                bail!("the server exited ({status}) before it was ready:\n{log}");
-            }
-            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
-                if r.status() == reqwest::StatusCode::OK {
-                    return Ok(server);
-                }
-            }
-            ensure!(Instant::now() < deadline, "the server was not ready within 300 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
