@@ -109,7 +109,11 @@ fn slapd(dir: &Path) -> Option<Slapd> {
          dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
          dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n\n"
     );
-    ldif += &person("ada", "ada@example.org", "departmentNumber: Engines\ntitle: Analyst\n");
+    ldif += &person(
+        "ada",
+        "ada@example.org",
+        "departmentNumber: Engines\ntitle: Analyst\ntelephoneNumber: +1 555 0100\nmobile: +1 555 0199\n",
+    );
     ldif += &person("bob", "bob@example.org", "");
     ldif += &person("carol", "carol@example.org", "employeeType: disabled\n");
     ldif += &format!(
@@ -211,6 +215,11 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let owned: Vec<&str> =
             ada["restrictedFields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
         assert!(owned.contains(&"email") && owned.contains(&"username"), "{owned:?}");
+        assert_eq!(owned.iter().filter(|f| **f == "phoneNumbers").count(), 1, "{owned:?}");
+        assert_eq!(
+            ada["phoneNumbers"],
+            json!([{"type": "work", "number": "+1 555 0100"}, {"type": "mobile", "number": "+1 555 0199"}])
+        );
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "disabled upstream");
         let (_, mails) = s.get("/api/v2/emails?to=ada@example.org");
         let mails = if mails.is_array() { mails } else { mails["results"].clone() };
@@ -264,13 +273,26 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         assert_eq!(status, 409, "{body}");
         assert!(body.contains("username"), "{body}");
         assert_eq!(user(&s, "bob")["username"], "bob");
+        // Phone numbers the upstream owns are refused over REST too.
+        let (st, e) = s.put(
+            &format!("/api/systemusers/{bob_id}"),
+            json!({ "phoneNumbers": [{"type": "work", "number": "+1 555 0123"}] }),
+        );
+        assert_eq!(st, 409, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("phoneNumbers"), "{e}");
 
         // Changes upstream: a new address, a leaver (out of the filter), a deleted user.
         let mut admin = up.admin();
         let bob_dn = format!("uid=bob,ou=people,{BASE}");
         let ada_dn = format!("uid=ada,ou=people,{BASE}");
         admin
-            .modify(&bob_dn, vec![Mod::Replace("mail", HashSet::from(["bob@new.example.org"]))])
+            .modify(
+                &bob_dn,
+                vec![
+                    Mod::Replace("mail", HashSet::from(["bob@new.example.org"])),
+                    Mod::Add("mobile", HashSet::from(["+1 555 0142"])),
+                ],
+            )
             .unwrap()
             .success()
             .unwrap();
@@ -279,6 +301,7 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let j = sync(&s, &id, false);
         assert_eq!(j["status"], "done", "{j}");
         assert_eq!(user(&s, "bob")["email"], "bob@new.example.org");
+        assert_eq!(user(&s, "bob")["phoneNumbers"], json!([{"type": "mobile", "number": "+1 555 0142"}]));
         assert_eq!(user(&s, "ada")["state"], "SUSPENDED", "out of the filter: suspended");
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "deleted upstream: suspended, never deleted");
         assert_eq!(members(&s), HashSet::from([ada_id.clone(), bob_id.clone()]), "membership still mirrored");
