@@ -90,6 +90,8 @@ pub const MAPPED: &[(&str, Option<&str>)] = &[
     // Both fill `phoneNumbers`, as entries of type `work` and `mobile` (see `PHONES`).
     ("workPhone", Some("phoneNumbers")),
     ("mobilePhone", Some("phoneNumbers")),
+    // A DN, resolved by the sync to the user linked to it (see `UpstreamUser::manager_dn`).
+    ("manager", Some("manager")),
     ("memberOf", None),
     ("disabled", None),
     ("groupName", None),
@@ -117,6 +119,7 @@ pub fn preset_mapping(p: Preset) -> Mapping {
             ("employeeIdentifier", ""),
             ("workPhone", "telephoneNumber"),
             ("mobilePhone", "mobile"),
+            ("manager", "manager"),
             ("memberOf", "memberOf"),
             ("disabled", "userAccountControl"),
             ("groupName", "cn"),
@@ -134,6 +137,7 @@ pub fn preset_mapping(p: Preset) -> Mapping {
             ("employeeIdentifier", ""),
             ("workPhone", "telephoneNumber"),
             ("mobilePhone", "mobile"),
+            ("manager", "manager"),
             ("memberOf", "memberOf"),
             ("disabled", ""),
             ("groupName", "cn"),
@@ -584,6 +588,9 @@ pub struct UpstreamUser {
     pub member_of: Vec<String>,
     /// Disabled upstream (AD userAccountControl bit 2 — ACCOUNTDISABLE).
     pub disabled: bool,
+    /// The manager's DN: `None` when the manager is not mapped, `Some("")` when mapped and
+    /// the entry has none. The sync resolves it to the linked user.
+    pub manager_dn: Option<String>,
 }
 
 /// Reads a user entry by `mapping`; `Err` says what is missing.
@@ -609,7 +616,7 @@ pub fn map_user(e: &Entry, mapping: &Mapping) -> Result<UpstreamUser, String> {
     let mut fields = Map::new();
     for (f, target) in MAPPED {
         let Some(target) = target else { continue };
-        if *target == "username" || *target == "phoneNumbers" {
+        if *target == "username" || *target == "phoneNumbers" || *target == "manager" {
             continue;
         }
         if let Some(a) = attr(f) {
@@ -638,7 +645,8 @@ pub fn map_user(e: &Entry, mapping: &Mapping) -> Result<UpstreamUser, String> {
         None => false,
     };
     let member_of = attr("memberOf").map(|a| e.texts(a)).unwrap_or_default();
-    Ok(UpstreamUser { upstream_id, dn: e.dn.clone(), username, fields, member_of, disabled })
+    let manager_dn = attr("manager").map(|a| e.first(a).map(|d| d.trim().to_string()).unwrap_or_default());
+    Ok(UpstreamUser { upstream_id, dn: e.dn.clone(), username, fields, member_of, disabled, manager_dn })
 }
 
 /// A group as the upstream describes it.
@@ -816,11 +824,19 @@ mod tests {
         none.attrs.remove("telephoneNumber");
         none.attrs.remove("mobile");
         assert_eq!(map_user(&none, &m).unwrap().fields["phoneNumbers"], json!([]));
+        assert_eq!(map_user(&none, &m).unwrap().manager_dn.as_deref(), Some(""));
+        let mut managed = e.clone();
+        managed.attrs.insert("manager".into(), vec![b"CN=Babbage,OU=Staff,DC=corp,DC=example".to_vec()]);
+        let u = map_user(&managed, &m).unwrap();
+        assert_eq!(u.manager_dn.as_deref(), Some("CN=Babbage,OU=Staff,DC=corp,DC=example"));
+        assert!(!u.fields.contains_key("manager"), "the sync resolves the DN, never stores it");
         // Unmapped phones leave the field to Cairn.
         let mut m2 = m.clone();
         m2.insert("workPhone".into(), String::new());
         m2.insert("mobilePhone".into(), String::new());
+        m2.insert("manager".into(), String::new());
         assert!(!map_user(&e, &m2).unwrap().fields.contains_key("phoneNumbers"));
+        assert_eq!(map_user(&e, &m2).unwrap().manager_dn, None);
     }
 
     #[test]
@@ -891,5 +907,6 @@ mod tests {
         assert!(owned.contains(&"email".to_string()) && owned.contains(&"username".to_string()));
         assert!(!owned.contains(&"password".to_string()));
         assert_eq!(owned.iter().filter(|f| *f == "phoneNumbers").count(), 1, "{owned:?}");
+        assert!(owned.contains(&"manager".to_string()), "{owned:?}");
     }
 }

@@ -114,7 +114,7 @@ fn slapd(dir: &Path) -> Option<Slapd> {
         "ada@example.org",
         "departmentNumber: Engines\ntitle: Analyst\ntelephoneNumber: +1 555 0100\nmobile: +1 555 0199\n",
     );
-    ldif += &person("bob", "bob@example.org", "");
+    ldif += &person("bob", "bob@example.org", &format!("manager: uid=ada,ou=people,{BASE}\n"));
     ldif += &person("carol", "carol@example.org", "employeeType: disabled\n");
     ldif += &format!(
         "dn: cn=eng,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: eng\n\
@@ -227,6 +227,8 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let bob = user(&s, "bob");
         let bob_id = bob["_id"].as_str().unwrap().to_string();
         let ada_id = ada["_id"].as_str().unwrap().to_string();
+        assert_eq!(bob["manager"], ada_id.as_str(), "the manager DN resolves to the linked user: {bob}");
+        assert_eq!(bob["phoneNumbers"], json!([]));
 
         // Every change is an event of source adi.
         let (_, ev) = s.get(&format!("/api/v2/events?user_id={ada_id}"));
@@ -291,6 +293,7 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
                 vec![
                     Mod::Replace("mail", HashSet::from(["bob@new.example.org"])),
                     Mod::Add("mobile", HashSet::from(["+1 555 0142"])),
+                    Mod::Delete("manager", HashSet::new()),
                 ],
             )
             .unwrap()
@@ -302,6 +305,8 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         assert_eq!(j["status"], "done", "{j}");
         assert_eq!(user(&s, "bob")["email"], "bob@new.example.org");
         assert_eq!(user(&s, "bob")["phoneNumbers"], json!([{"type": "mobile", "number": "+1 555 0142"}]));
+        let bob_now = user(&s, "bob");
+        assert!(bob_now["manager"].as_str().unwrap_or("").is_empty(), "manager removed upstream: {bob_now}");
         assert_eq!(user(&s, "ada")["state"], "SUSPENDED", "out of the filter: suspended");
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "deleted upstream: suspended, never deleted");
         assert_eq!(members(&s), HashSet::from([ada_id.clone(), bob_id.clone()]), "membership still mirrored");
