@@ -282,6 +282,10 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         );
         assert_eq!(st, 409, "{e}");
         assert!(e["message"].as_str().unwrap().contains("phoneNumbers"), "{e}");
+        let carol_id = user(&s, "carol")["_id"].as_str().unwrap().to_string();
+        let (st, e) = s.put(&format!("/api/systemusers/{bob_id}"), json!({ "manager": carol_id }));
+        assert_eq!(st, 409, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("manager"), "{e}");
 
         // Changes upstream: a new address, a leaver (out of the filter), a deleted user.
         let mut admin = up.admin();
