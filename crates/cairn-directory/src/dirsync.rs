@@ -545,7 +545,7 @@ impl Directory {
         let mut counts = SyncCounts::default();
         self.progress(job, "running", 0, 0, &counts, None).await?;
         let read = self.read_upstream(c).await;
-        let (users, groups, skipped) = match read {
+        let (mut users, groups, skipped) = match read {
             Ok(x) => x,
             Err(m) => {
                 let ev = self.event(
@@ -577,6 +577,23 @@ impl Directory {
         let mut by_dn: HashMap<String, String> =
             links.values().map(|l| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
         let mut member_of: Vec<(String, Vec<String>)> = Vec::new();
+        // Managers: a DN linked already resolves now; one created by this sync on a second
+        // pass below. An unresolved DN leaves the manager as it is.
+        let mut unresolved: Vec<usize> = Vec::new();
+        for (i, u) in users.iter_mut().enumerate() {
+            match u.manager_dn.as_deref() {
+                None => {}
+                Some("") => {
+                    u.fields.insert("manager".into(), Value::Null);
+                }
+                Some(dn) => match by_dn.get(&dirsync::dn_key(dn)) {
+                    Some(id) => {
+                        u.fields.insert("manager".into(), json!(id));
+                    }
+                    None => unresolved.push(i),
+                },
+            }
+        }
         for (dn, why) in &skipped {
             seq += 1;
             counts.add("error");
@@ -674,6 +691,36 @@ impl Directory {
             }
             self.flush(job, &mut results).await?;
             self.progress(job, "running", seq as usize, total, &counts, None).await?;
+        }
+        // Second pass: managers created by this sync (not in a dry run, which created nobody).
+        if !dry_run {
+            for i in unresolved {
+                let u = &mut users[i];
+                let dn = u.manager_dn.clone().unwrap_or_default();
+                let (Some(mid), Some(local)) =
+                    (by_dn.get(&dirsync::dn_key(&dn)).cloned(), by_dn.get(&dirsync::dn_key(&u.dn)).cloned())
+                else {
+                    continue;
+                };
+                u.fields.insert("manager".into(), json!(mid));
+                let l = Link {
+                    upstream_id: u.upstream_id.clone(),
+                    local_id: local,
+                    dn: u.dn.clone(),
+                    suspended: u.disabled,
+                };
+                if let Err(e) = self.sync_user(&ctx, c, u, Some(&l), false).await {
+                    seq += 1;
+                    counts.add("error");
+                    results.push(JobResult {
+                        seq,
+                        username: Some(u.username.clone()),
+                        user_id: Some(l.local_id.clone()),
+                        outcome: "error".into(),
+                        message: Some(format!("manager {dn}: {e}")),
+                    });
+                }
+            }
         }
         // Linked users the upstream no longer returns: out of the filter, or deleted.
         for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {

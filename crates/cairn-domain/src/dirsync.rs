@@ -87,11 +87,19 @@ pub const MAPPED: &[(&str, Option<&str>)] = &[
     ("department", Some("department")),
     ("jobTitle", Some("jobTitle")),
     ("employeeIdentifier", Some("employeeIdentifier")),
+    // Both fill `phoneNumbers`, as entries of type `work` and `mobile` (see `PHONES`).
+    ("workPhone", Some("phoneNumbers")),
+    ("mobilePhone", Some("phoneNumbers")),
+    // A DN, resolved by the sync to the user linked to it (see `UpstreamUser::manager_dn`).
+    ("manager", Some("manager")),
     ("memberOf", None),
     ("disabled", None),
     ("groupName", None),
     ("groupMember", None),
 ];
+
+/// The mapping keys that fill `phoneNumbers`, with the phone type each one gives.
+pub const PHONES: &[(&str, &str)] = &[("workPhone", "work"), ("mobilePhone", "mobile")];
 
 /// Attribute mapping: Cairn field → upstream attribute (an empty attribute: not mapped).
 pub type Mapping = BTreeMap<String, String>;
@@ -109,6 +117,9 @@ pub fn preset_mapping(p: Preset) -> Mapping {
             ("department", "department"),
             ("jobTitle", "title"),
             ("employeeIdentifier", ""),
+            ("workPhone", "telephoneNumber"),
+            ("mobilePhone", "mobile"),
+            ("manager", "manager"),
             ("memberOf", "memberOf"),
             ("disabled", "userAccountControl"),
             ("groupName", "cn"),
@@ -124,6 +135,9 @@ pub fn preset_mapping(p: Preset) -> Mapping {
             ("department", "departmentNumber"),
             ("jobTitle", "title"),
             ("employeeIdentifier", ""),
+            ("workPhone", "telephoneNumber"),
+            ("mobilePhone", "mobile"),
+            ("manager", "manager"),
             ("memberOf", "memberOf"),
             ("disabled", ""),
             ("groupName", "cn"),
@@ -574,6 +588,9 @@ pub struct UpstreamUser {
     pub member_of: Vec<String>,
     /// Disabled upstream (AD userAccountControl bit 2 — ACCOUNTDISABLE).
     pub disabled: bool,
+    /// The manager's DN: `None` when the manager is not mapped, `Some("")` when mapped and
+    /// the entry has none. The sync resolves it to the linked user.
+    pub manager_dn: Option<String>,
 }
 
 /// Reads a user entry by `mapping`; `Err` says what is missing.
@@ -599,12 +616,26 @@ pub fn map_user(e: &Entry, mapping: &Mapping) -> Result<UpstreamUser, String> {
     let mut fields = Map::new();
     for (f, target) in MAPPED {
         let Some(target) = target else { continue };
-        if *target == "username" {
+        if *target == "username" || *target == "phoneNumbers" || *target == "manager" {
             continue;
         }
         if let Some(a) = attr(f) {
             fields.insert(target.to_string(), e.first(a).map(Value::String).unwrap_or(Value::Null));
         }
+    }
+    // Phones: the upstream owns the whole list once any phone attribute is mapped, in the
+    // shape Cairn stores (`{"type", "number"}`), work before mobile, an empty list when none.
+    if PHONES.iter().any(|(f, _)| attr(f).is_some()) {
+        let mut phones = Vec::new();
+        for (f, kind) in PHONES {
+            for n in attr(f).map(|a| e.texts(a)).unwrap_or_default() {
+                let n = n.trim();
+                if !n.is_empty() {
+                    phones.push(json!({ "type": kind, "number": n }));
+                }
+            }
+        }
+        fields.insert("phoneNumbers".into(), Value::Array(phones));
     }
     let disabled = match attr("disabled") {
         Some(a) if a.eq_ignore_ascii_case("userAccountControl") => {
@@ -614,7 +645,8 @@ pub fn map_user(e: &Entry, mapping: &Mapping) -> Result<UpstreamUser, String> {
         None => false,
     };
     let member_of = attr("memberOf").map(|a| e.texts(a)).unwrap_or_default();
-    Ok(UpstreamUser { upstream_id, dn: e.dn.clone(), username, fields, member_of, disabled })
+    let manager_dn = attr("manager").map(|a| e.first(a).map(|d| d.trim().to_string()).unwrap_or_default());
+    Ok(UpstreamUser { upstream_id, dn: e.dn.clone(), username, fields, member_of, disabled, manager_dn })
 }
 
 /// A group as the upstream describes it.
@@ -671,7 +703,11 @@ pub fn restricted_fields(c: &Connection, existing: Option<&Value>) -> Value {
     let mapping = c.mapping();
     for (f, target) in MAPPED {
         if let (Some(t), Some(a)) = (target, mapping.get(*f)) {
-            if !a.is_empty() {
+            let seen = out.iter().any(|r| {
+                r.get("field").and_then(Value::as_str) == Some(*t)
+                    && r.get("type").and_then(Value::as_str) == Some("active_directory")
+            });
+            if !a.is_empty() && !seen {
                 out.push(json!({ "field": t, "type": "active_directory", "id": c.id }));
             }
         }
@@ -765,6 +801,67 @@ mod tests {
     }
 
     #[test]
+    fn ad_user_maps_phones_as_work_and_mobile() {
+        let m = preset_mapping(Preset::ActiveDirectory);
+        let e = entry(
+            "CN=Ada Lovelace,OU=Staff,DC=corp,DC=example",
+            &[
+                ("objectGUID", &[&GUID]),
+                ("sAMAccountName", &[b"ada"]),
+                ("telephoneNumber", &[b"+1 555 0100"]),
+                ("mobile", &[b" +1 555 0199 "]),
+            ],
+        );
+        let u = map_user(&e, &m).unwrap();
+        assert_eq!(
+            u.fields["phoneNumbers"],
+            json!([{"type": "work", "number": "+1 555 0100"}, {"type": "mobile", "number": "+1 555 0199"}])
+        );
+        // Cairn keeps the list as given, so a no-change re-sync compares equal.
+        let input = crate::user::parse_user_input(&json!({"phoneNumbers": u.fields["phoneNumbers"]}), false).unwrap();
+        assert_eq!(input.profile["phoneNumbers"], u.fields["phoneNumbers"]);
+        let mut none = e.clone();
+        none.attrs.remove("telephoneNumber");
+        none.attrs.remove("mobile");
+        assert_eq!(map_user(&none, &m).unwrap().fields["phoneNumbers"], json!([]));
+        assert_eq!(map_user(&none, &m).unwrap().manager_dn.as_deref(), Some(""));
+        let mut managed = e.clone();
+        managed.attrs.insert("manager".into(), vec![b"CN=Babbage,OU=Staff,DC=corp,DC=example".to_vec()]);
+        let u = map_user(&managed, &m).unwrap();
+        assert_eq!(u.manager_dn.as_deref(), Some("CN=Babbage,OU=Staff,DC=corp,DC=example"));
+        assert!(!u.fields.contains_key("manager"), "the sync resolves the DN, never stores it");
+        // Unmapped phones leave the field to Cairn.
+        let mut m2 = m.clone();
+        m2.insert("workPhone".into(), String::new());
+        m2.insert("mobilePhone".into(), String::new());
+        m2.insert("manager".into(), String::new());
+        assert!(!map_user(&e, &m2).unwrap().fields.contains_key("phoneNumbers"));
+        assert_eq!(map_user(&e, &m2).unwrap().manager_dn, None);
+    }
+
+    #[test]
+    fn openldap_user_maps_phones_and_overridden_keys() {
+        let m = preset_mapping(Preset::Openldap);
+        let e = entry(
+            "uid=bob,ou=people,dc=example,dc=org",
+            &[
+                ("entryUUID", &[b"3F2504E0-4F89-11D3-9A0C-0305E82C3301"]),
+                ("uid", &[b"bob"]),
+                ("mobile", &[b"+44 7700 900123"]),
+                ("homePhone", &[b"+44 20 7946 0000"]),
+            ],
+        );
+        let u = map_user(&e, &m).unwrap();
+        assert_eq!(u.fields["phoneNumbers"], json!([{"type": "mobile", "number": "+44 7700 900123"}]));
+        let mut m2 = m.clone();
+        m2.insert("workPhone".into(), "homePhone".into());
+        assert_eq!(
+            map_user(&e, &m2).unwrap().fields["phoneNumbers"],
+            json!([{"type": "work", "number": "+44 20 7946 0000"}, {"type": "mobile", "number": "+44 7700 900123"}])
+        );
+    }
+
+    #[test]
     fn input_names_each_bad_field() {
         let bad = json!({
             "name": "", "url": "http://x", "userFilter": "(uid=*", "syncIntervalSeconds": 5,
@@ -809,5 +906,7 @@ mod tests {
         let owned = upstream_owned(Some(&r));
         assert!(owned.contains(&"email".to_string()) && owned.contains(&"username".to_string()));
         assert!(!owned.contains(&"password".to_string()));
+        assert_eq!(owned.iter().filter(|f| *f == "phoneNumbers").count(), 1, "{owned:?}");
+        assert!(owned.contains(&"manager".to_string()), "{owned:?}");
     }
 }

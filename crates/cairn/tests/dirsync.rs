@@ -109,8 +109,12 @@ fn slapd(dir: &Path) -> Option<Slapd> {
          dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
          dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n\n"
     );
-    ldif += &person("ada", "ada@example.org", "departmentNumber: Engines\ntitle: Analyst\n");
-    ldif += &person("bob", "bob@example.org", "");
+    ldif += &person(
+        "ada",
+        "ada@example.org",
+        "departmentNumber: Engines\ntitle: Analyst\ntelephoneNumber: +1 555 0100\nmobile: +1 555 0199\n",
+    );
+    ldif += &person("bob", "bob@example.org", &format!("manager: uid=ada,ou=people,{BASE}\n"));
     ldif += &person("carol", "carol@example.org", "employeeType: disabled\n");
     ldif += &format!(
         "dn: cn=eng,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: eng\n\
@@ -211,6 +215,11 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let owned: Vec<&str> =
             ada["restrictedFields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
         assert!(owned.contains(&"email") && owned.contains(&"username"), "{owned:?}");
+        assert_eq!(owned.iter().filter(|f| **f == "phoneNumbers").count(), 1, "{owned:?}");
+        assert_eq!(
+            ada["phoneNumbers"],
+            json!([{"type": "work", "number": "+1 555 0100"}, {"type": "mobile", "number": "+1 555 0199"}])
+        );
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "disabled upstream");
         let (_, mails) = s.get("/api/v2/emails?to=ada@example.org");
         let mails = if mails.is_array() { mails } else { mails["results"].clone() };
@@ -218,6 +227,8 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let bob = user(&s, "bob");
         let bob_id = bob["_id"].as_str().unwrap().to_string();
         let ada_id = ada["_id"].as_str().unwrap().to_string();
+        assert_eq!(bob["manager"], ada_id.as_str(), "the manager DN resolves to the linked user: {bob}");
+        assert_eq!(bob["phoneNumbers"], json!([]));
 
         // Every change is an event of source adi.
         let (_, ev) = s.get(&format!("/api/v2/events?user_id={ada_id}"));
@@ -264,13 +275,31 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         assert_eq!(status, 409, "{body}");
         assert!(body.contains("username"), "{body}");
         assert_eq!(user(&s, "bob")["username"], "bob");
+        // Phone numbers the upstream owns are refused over REST too.
+        let (st, e) = s.put(
+            &format!("/api/systemusers/{bob_id}"),
+            json!({ "phoneNumbers": [{"type": "work", "number": "+1 555 0123"}] }),
+        );
+        assert_eq!(st, 409, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("phoneNumbers"), "{e}");
+        let carol_id = user(&s, "carol")["_id"].as_str().unwrap().to_string();
+        let (st, e) = s.put(&format!("/api/systemusers/{bob_id}"), json!({ "manager": carol_id }));
+        assert_eq!(st, 409, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("manager"), "{e}");
 
         // Changes upstream: a new address, a leaver (out of the filter), a deleted user.
         let mut admin = up.admin();
         let bob_dn = format!("uid=bob,ou=people,{BASE}");
         let ada_dn = format!("uid=ada,ou=people,{BASE}");
         admin
-            .modify(&bob_dn, vec![Mod::Replace("mail", HashSet::from(["bob@new.example.org"]))])
+            .modify(
+                &bob_dn,
+                vec![
+                    Mod::Replace("mail", HashSet::from(["bob@new.example.org"])),
+                    Mod::Add("mobile", HashSet::from(["+1 555 0142"])),
+                    Mod::Delete("manager", HashSet::new()),
+                ],
+            )
             .unwrap()
             .success()
             .unwrap();
@@ -279,6 +308,9 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let j = sync(&s, &id, false);
         assert_eq!(j["status"], "done", "{j}");
         assert_eq!(user(&s, "bob")["email"], "bob@new.example.org");
+        assert_eq!(user(&s, "bob")["phoneNumbers"], json!([{"type": "mobile", "number": "+1 555 0142"}]));
+        let bob_now = user(&s, "bob");
+        assert!(bob_now["manager"].as_str().unwrap_or("").is_empty(), "manager removed upstream: {bob_now}");
         assert_eq!(user(&s, "ada")["state"], "SUSPENDED", "out of the filter: suspended");
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "deleted upstream: suspended, never deleted");
         assert_eq!(members(&s), HashSet::from([ada_id.clone(), bob_id.clone()]), "membership still mirrored");
