@@ -781,10 +781,13 @@ impl Directory {
         Ok(n)
     }
 
-    /// The step ticket of `kind` (e.g. `portal_enroll`) and the user it belongs to, if valid.
-    pub async fn step_ticket(&self, protocol: Protocol, step: Step, ticket: &str) -> Result<Option<Ticket>> {
+    /// Whether `ticket` is a valid step ticket of this protocol and step (what it carries
+    /// stays inside the directory).
+    pub async fn step_ticket_valid(&self, protocol: Protocol, step: Step, ticket: &str) -> Result<bool> {
         let mut c = self.store().read().await?;
-        Ok(c.db().ticket(account_of(protocol), &token_hash(ticket), &ticket_kind(protocol, step), self.now()).await?)
+        let t =
+            c.db().ticket(account_of(protocol), &token_hash(ticket), &ticket_kind(protocol, step), self.now()).await?;
+        Ok(t.is_some())
     }
 
     /// Sets the new password of a sign-in held at `Step::ChangePassword` (an expired or

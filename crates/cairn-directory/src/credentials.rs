@@ -469,7 +469,7 @@ impl Directory {
     }
 
     /// Outbox listing.
-    pub async fn list_messages(&self, q: &cairn_store::OutboxQuery) -> Result<(i64, Vec<OutboxMessage>)> {
+    pub async fn list_messages(&self, q: &cairn_domain::OutboxQuery) -> Result<(i64, Vec<OutboxMessage>)> {
         let mut c = self.store().read().await?;
         let (total, list) = c.db().list_messages(q).await?;
         Ok((total, list.into_iter().map(OutboxMessage::with_bodies).collect()))

@@ -505,7 +505,7 @@ impl Directory {
     }
 
     /// The job of a sync of connection `id`.
-    pub async fn directory_sync_job(&self, id: &str, job: &str) -> Result<cairn_store::Job> {
+    pub async fn directory_sync_job(&self, id: &str, job: &str) -> Result<cairn_domain::Job> {
         let j = self.job(job).await?;
         if j.kind != "directory_sync" || j.params.get("connection").and_then(Value::as_str) != Some(id) {
             return Err(Error::NotFound(format!("no sync job '{job}' of directory connection '{id}'")));

@@ -233,7 +233,7 @@ impl Directory {
 
     /// A page of users (from `skip` or after a cursor), the cursor of the next one, and the
     /// count (of a large list, from memory while no user changes: see `counts`).
-    pub async fn list_users_page(&self, q: &ListQuery) -> Result<cairn_store::UserPage> {
+    pub async fn list_users_page(&self, q: &ListQuery) -> Result<cairn_domain::query::UserPage> {
         let total = crate::counts::total(self, q).await?;
         let mut c = self.store().read().await?;
         Ok(c.db().list_users_page(q, Some(total)).await?)

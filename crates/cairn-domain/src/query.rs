@@ -78,6 +78,16 @@ pub struct ListQuery {
     pub after: Option<Cursor>,
 }
 
+/// One page of a user list.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    /// How many users match in all.
+    pub total: i64,
+    pub users: Vec<crate::User>,
+    /// Where the next page starts, when this one is full (there may be more).
+    pub next: Option<Cursor>,
+}
+
 /// A position in a sorted user list: the sort it belongs to, the last row's sort keys as the
 /// database compares them (names lowercased) and its id. Clients get it as `nextCursor` and
 /// send it back as `cursor=`; it is opaque to them (URL-safe base64 of JSON).

@@ -457,7 +457,7 @@ async fn login_submit(
 /// The ticket of a sign-in step the browser holds, if it is still valid.
 async fn step_ticket(st: &Shared, headers: &HeaderMap, step: Step, flow: &Option<Flow>) -> Option<String> {
     let c = cookie(headers, SESSION_COOKIE)?;
-    st.dir.step_ticket(Flow::protocol(flow), step, &c).await.ok()?.map(|_| c)
+    st.dir.step_ticket_valid(Flow::protocol(flow), step, &c).await.ok()?.then_some(c)
 }
 
 async fn step_session(st: &Shared, headers: &HeaderMap, kind: &str) -> Option<(String, Session)> {

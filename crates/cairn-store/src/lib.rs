@@ -40,7 +40,6 @@ pub use bulk::{EventTexts, JobUpdate, NewToken, Prepared, UserKeys};
 pub use changes::{Change, ChangeCursor, ChangeKind, MAX_CHANGES};
 pub use dirsync::Link;
 pub use oidc::{OidcGrant, OidcKey};
-pub use paging::UserPage;
 pub use rows::time_text;
 pub use scim::{scim_group_where, scim_user_where, ScimWhere};
 // Records the store reads and writes that front ends see too; they live in the domain.

@@ -8,23 +8,12 @@
 //! on `(…, k, id)` read forwards or backwards serves both directions.
 
 use cairn_domain::fields::Kind;
-use cairn_domain::query::{sort_text, Cursor, ListQuery};
-use cairn_domain::User;
+use cairn_domain::query::{sort_text, Cursor, ListQuery, UserPage};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::rows::{self, get_opt_i64, get_opt_text, get_text};
 use crate::{order_by, order_by_with, sort_expr, Args, Backend, Db, Result};
-
-/// One page of a user list.
-#[derive(Debug, Clone)]
-pub struct UserPage {
-    /// How many users match in all.
-    pub total: i64,
-    pub users: Vec<User>,
-    /// Where the next page starts, when this one is full (there may be more).
-    pub next: Option<Cursor>,
-}
 
 /// The direction the id tie-breaker takes: that of the last sort field.
 pub(crate) fn id_desc(q: &ListQuery) -> bool {

@@ -180,7 +180,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestParts {
 /// The code step's ticket the browser holds, if still valid.
 async fn totp_step(st: &Shared, headers: &HeaderMap) -> Option<String> {
     let c = cookie(headers, SESSION_COOKIE)?;
-    st.dir.step_ticket(Protocol::AdminPortal, Step::SecondFactor, &c).await.ok()?.map(|_| c)
+    st.dir.step_ticket_valid(Protocol::AdminPortal, Step::SecondFactor, &c).await.ok()?.then_some(c)
 }
 
 pub(super) async fn totp_page(State(st): State<Shared>, headers: HeaderMap) -> Response {
