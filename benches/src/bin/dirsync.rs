@@ -1,8 +1,9 @@
 //! Issue 18 benchmark: sync N users (default 100,000) from a throwaway OpenLDAP slapd into a
 //! release `cairn serve` on SQLite — the first import and a no-change re-sync — side by side
 //! with a plain paged dump of the same entries (`ldapsearch -E pr=1000/noprompt`) in the same
-//! run; Cairn's peak RSS. Users are created in the `manualEntry` default state, delegated (no
-//! mail).
+//! run; Cairn's peak RSS. Users are created in the `manualEntry` default state (ACTIVATED),
+//! delegated (no mail); then a first import again into a new server with the default password
+//! authority, where each new user gets an activation mail.
 //!
 //! cargo build --release -p cairn && cargo run --release -p cairn-bench --bin dirsync [N]
 
@@ -154,7 +155,25 @@ fn main() -> Result<()> {
         let (first, counts1, rss1) = sync(&s, &id)?;
         let d2 = dump(port, n)?;
         let (again, counts2, rss2) = sync(&s, &id)?;
+        drop(s);
         let d3 = dump(port, n)?;
+        // The default authority (none): every new ACTIVATED user gets an activation mail.
+        let s = Server::start(
+            &cairn(),
+            &tmp.path().join("cairn-mail"),
+            free_port()?,
+            &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
+        )?;
+        let c = api(
+            &s,
+            "POST",
+            "/api/v2/directories",
+            Some(json!({
+                "name": "bench", "url": format!("ldap://127.0.0.1:{port}"), "bindDn": ROOT_DN, "bindPassword": ROOT_PW,
+                "userBase": format!("ou=people,{BASE}"), "preset": "openldap",
+            })),
+        )?;
+        let (mailed, counts3, rss3) = sync(&s, c["id"].as_str().context("id")?)?;
         let dumps = [d1, d2, d3];
         let dump_s = dumps.iter().cloned().fold(f64::MAX, f64::min);
         println!("users: {n}");
@@ -162,6 +181,11 @@ fn main() -> Result<()> {
         println!("first import: {first:.2} s = {:.1}× the dump; counts {counts1}", first / dump_s);
         println!("no-change re-sync: {again:.2} s = {:.1}× the dump; counts {counts2}", again / dump_s);
         println!("cairn peak RSS: {:.0} MiB (first) {:.0} MiB (after re-sync)", rss1, rss2);
+        println!(
+            "first import, default authority (activation mail): {mailed:.2} s = {:.1}× the dump; counts {counts3}; \
+             peak RSS {rss3:.0} MiB",
+            mailed / dump_s
+        );
         Ok(())
     })();
     let _ = Command::new("kill").arg(pid.to_string()).status();

@@ -129,6 +129,9 @@ pub struct Config {
     /// larger ones are counted once and then served from memory, refreshed in the background
     /// (see `counts`). Default [`crate::EXACT_COUNT_UP_TO`].
     pub exact_count_up_to: i64,
+    /// With PostgreSQL (several processes), how long a running job may record no progress
+    /// before it is taken for one a stopped process left (`CAIRN_STALE_JOB_SECONDS`).
+    pub stale_job_after: chrono::Duration,
 }
 
 impl Config {
@@ -155,6 +158,7 @@ impl Default for Config {
             outbox_retention: Some(chrono::Duration::days(30)),
             oidc_access_ttl: chrono::Duration::minutes(5),
             exact_count_up_to: crate::EXACT_COUNT_UP_TO,
+            stale_job_after: chrono::Duration::minutes(5),
         }
     }
 }

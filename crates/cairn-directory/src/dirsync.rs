@@ -44,31 +44,51 @@ const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// Results written per batch, and progress recorded as often.
 const RESULT_BATCH: usize = 500;
 
-/// Records an upstream user's outcome in its job result, the counts, and the maps group
-/// mirroring reads.
-fn settle(
-    u: &UpstreamUser,
-    link: Option<&Link>,
-    out: Result<(&'static str, String, String)>,
-    r: &mut JobResult,
-    counts: &mut SyncCounts,
-    by_dn: &mut HashMap<String, String>,
-    member_of: &mut Vec<(String, Vec<String>)>,
-) {
-    let (outcome, uid, msg) = match out {
-        Ok((o, id, m)) => (o, Some(id), m),
-        Err(e) => ("error", link.map(|l| l.local_id.clone()), e.to_string()),
-    };
-    if let Some(id) = &uid {
-        by_dn.insert(dirsync::dn_key(&u.dn), id.clone());
-        if !u.member_of.is_empty() {
-            member_of.push((id.clone(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
-        }
+/// What every user of `c` is given whatever its entry says (its restricted fields, its
+/// password authority), hashed: part of each user's [`digest`].
+fn salt(c: &Connection) -> [u8; 32] {
+    use sha2::Digest;
+    let delegated = c.password_authority == Authority::Delegated;
+    let body =
+        json!({ "restrictedFields": dirsync::restricted_fields(c, None), "delegated": delegated.then_some(&c.id) });
+    sha2::Sha256::digest(body.to_string().as_bytes()).into()
+}
+
+/// A digest of everything the upstream asks of a user, so an unchanged entry is seen without
+/// reading the user back; `salt` carries the connection's part (mapping, authority).
+fn digest(salt: &[u8; 32], u: &UpstreamUser) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(salt);
+    let mut w = std::io::BufWriter::with_capacity(512, HashWriter(&mut h));
+    serde_json::to_writer(&mut w, &(&u.username, &u.dn, u.disabled, &u.fields)).expect("serializes to a hash");
+    drop(w);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Feeds what is written into a hash, without building the text.
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, b);
+        Ok(b.len())
     }
-    counts.add(outcome);
-    r.user_id = uid;
-    r.outcome = outcome.into();
-    r.message = Some(msg).filter(|m| !m.is_empty());
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The link of a user a sync creates.
+fn new_link(u: &UpstreamUser, user: &cairn_domain::User, digest: &str) -> Link {
+    Link {
+        upstream_id: u.upstream_id.clone(),
+        local_id: user.id.clone(),
+        dn: u.dn.clone(),
+        suspended: u.disabled,
+        digest: Some(digest.to_string()),
+        user_updated: Some(user.updated),
+    }
 }
 
 /// The mail a user created by a sync of `c` gets: a password held upstream needs no
@@ -249,14 +269,16 @@ async fn service_bind(c: &Connection, password: Option<&Secret>) -> std::result:
 }
 
 /// Every entry under `base` matching `filter`, page by page, handed to `each` as it arrives
-/// (the raw entries are not all held at once).
-async fn search_all(
+/// (the raw entries are not all held at once); what `each` answers is sent to `tx`. False
+/// when `tx` stopped listening.
+async fn search_all<T>(
     ldap: &mut ldap3::Ldap,
     base: &str,
     filter: &str,
     attrs: Vec<String>,
-    mut each: impl FnMut(Entry),
-) -> std::result::Result<(), String> {
+    tx: &tokio::sync::mpsc::Sender<T>,
+    mut each: impl FnMut(Entry) -> Option<T>,
+) -> std::result::Result<bool, String> {
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
@@ -269,13 +291,159 @@ async fn search_all(
         for (k, vs) in se.bin_attrs {
             e.attrs.insert(k, vs);
         }
-        each(e);
+        if let Some(msg) = each(e) {
+            if tx.send(msg).await.is_err() {
+                // The connection is dropped with the reader, which ends the search upstream.
+                return Ok(false);
+            }
+        }
     }
     let r = tokio::time::timeout(OP_TIMEOUT, stream.finish()).await.map_err(|_| "the search timed out".to_string())?;
     if r.rc != 0 {
         return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
     }
-    Ok(())
+    Ok(true)
+}
+
+/// An upstream user entry, mapped, or its DN and why it could not be.
+type Mapped = std::result::Result<UpstreamUser, (String, String)>;
+
+/// What the upstream reader hands a sync, in this order.
+enum Read {
+    /// A page of user entries.
+    Users(Vec<Mapped>),
+    /// Every group (when the connection has a group base), and the group entries that could
+    /// not be read.
+    Groups(Vec<UpstreamGroup>, Vec<(String, String)>),
+    /// Everything was read.
+    Done,
+    /// The upstream failed: why.
+    Failed(String),
+}
+
+/// Reads the connection's users a page at a time, then its groups, into `tx`; stops when the
+/// sync stops listening.
+async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc::Sender<Read>) {
+    let r: std::result::Result<bool, String> = async {
+        let mut ldap = service_bind(&c, pw.as_ref()).await?;
+        let mapping = c.mapping();
+        let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
+        attrs.sort();
+        attrs.dedup();
+        let mut page: Vec<Mapped> = Vec::with_capacity(PAGE as usize);
+        let open = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), &tx, |e| {
+            page.push(dirsync::map_user(&e, &mapping).map_err(|m| (e.dn, m)));
+            (page.len() >= PAGE as usize).then(|| Read::Users(std::mem::take(&mut page)))
+        })
+        .await?;
+        if !open || (!page.is_empty() && tx.send(Read::Users(page)).await.is_err()) {
+            return Ok(false);
+        }
+        if let Some(base) = &c.group_base {
+            let (mut gs, mut skipped) = (Vec::new(), Vec::new());
+            search_all(&mut ldap, base, &c.group_filter, attrs, &tx, |e| {
+                match dirsync::map_group(&e, &mapping) {
+                    Ok(g) => gs.push(g),
+                    Err(m) => skipped.push((e.dn, m)),
+                }
+                None
+            })
+            .await?;
+            if tx.send(Read::Groups(gs, skipped)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        let _ = ldap.unbind().await;
+        Ok(true)
+    }
+    .await;
+    let last = match r {
+        Ok(true) => Read::Done,
+        Ok(false) => return,
+        Err(m) => Read::Failed(m),
+    };
+    let _ = tx.send(last).await;
+}
+
+/// Stops a task when its owner is done with it, however the owner ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The state of one sync run as its pages are applied.
+struct Run {
+    connection: String,
+    job: String,
+    dry_run: bool,
+    ctx: Ctx,
+    /// Links not met yet in this run, by upstream id, with the user's `updated` now: what
+    /// is left at the end is no longer upstream.
+    links: HashMap<String, (Link, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Upstream DN (normalized) → local user id.
+    by_dn: HashMap<String, String>,
+    counts: SyncCounts,
+    /// Results not written yet.
+    results: Vec<JobResult>,
+    /// Links to rewrite with what they learnt (digest, the user's `updated`).
+    refresh: Vec<Link>,
+    seq: i64,
+    /// Upstream ids met in this run.
+    seen: HashSet<String>,
+    /// Local user id → the groups (normalized DNs) its entry lists in memberOf.
+    member_of: Vec<(String, Vec<String>)>,
+    /// Users whose manager was not linked yet when they were applied.
+    unresolved: Vec<UpstreamUser>,
+    /// Of a resumed job: the users it has a result for already.
+    reported: HashSet<String>,
+    /// What the job says while it runs.
+    note: Option<&'static str>,
+    /// The connection's part of every digest.
+    salt: [u8; 32],
+    /// The restricted fields of a user the connection creates.
+    restricted: Value,
+}
+
+impl Run {
+    fn error(&mut self, username: Option<String>, user_id: Option<String>, message: String) {
+        self.seq += 1;
+        self.counts.add("error");
+        self.results.push(JobResult {
+            seq: self.seq,
+            username,
+            user_id,
+            outcome: "error".into(),
+            message: Some(message),
+        });
+    }
+
+    /// What managers and group mirroring need to know of a user the run met.
+    fn remember(&mut self, u: &UpstreamUser, id: &str) {
+        self.by_dn.insert(dirsync::dn_key(&u.dn), id.to_string());
+        if !u.member_of.is_empty() {
+            self.member_of.push((id.to_string(), u.member_of.iter().map(|d| dirsync::dn_key(d)).collect()));
+        }
+    }
+
+    /// Records an upstream user's outcome in its job result (at `at`), the counts, and the maps
+    /// managers and group mirroring read.
+    fn settle(&mut self, u: &UpstreamUser, at: usize, out: Result<(&'static str, String, String)>) {
+        let (outcome, uid, msg) = match out {
+            Ok((o, id, m)) => (o, Some(id), m),
+            Err(e) => ("error", None, e.to_string()),
+        };
+        if let Some(id) = &uid {
+            self.remember(u, id);
+        }
+        self.counts.add(outcome);
+        let r = &mut self.results[at];
+        r.user_id = uid;
+        r.outcome = outcome.into();
+        r.message = Some(msg).filter(|m| !m.is_empty());
+    }
 }
 
 /// See [`Directory::plan`].
@@ -303,7 +471,8 @@ fn sync_ctx(c: &Connection) -> Ctx {
     )
 }
 
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SyncCounts {
     pub created: i64,
     pub updated: i64,
@@ -484,7 +653,13 @@ impl Directory {
             tx.db().set_connection_job(&c.id, &job).await?;
             tx.commit().await?;
         }
-        let (dir, j) = (self.clone(), job.clone());
+        self.spawn_sync(c, job.clone(), dry_run, false);
+        Ok(job)
+    }
+
+    /// Runs a sync in the background; its connection is marked running until it ends.
+    fn spawn_sync(&self, c: Connection, job: String, dry_run: bool, resume: bool) {
+        let dir = self.clone();
         tokio::spawn(async move {
             // The place is given back however the run ends (an error, a panic).
             struct Running(Directory, String);
@@ -496,12 +671,48 @@ impl Directory {
                 }
             }
             let _running = Running(dir.clone(), c.id.clone());
-            if let Err(e) = dir.run_directory_sync(&c, &j, dry_run).await {
-                tracing::error!(job = %j, error = %e, "directory sync failed");
-                let _ = dir.progress(&j, "failed", 0, 0, &SyncCounts::default(), Some(&e.to_string())).await;
+            if let Err(e) = dir.run_directory_sync(&c, &job, dry_run, resume).await {
+                tracing::error!(job = %job, error = %e, "directory sync failed");
+                let _ = dir.progress(&job, "failed", 0, 0, &SyncCounts::default(), Some(&e.to_string())).await;
             }
         });
-        Ok(job)
+    }
+
+    /// Resumes the syncs a stopped server left unfinished (marked interrupted at start): each
+    /// runs again under its own job, keeping the results it had, and reports only what it
+    /// does beyond them. A preview is not resumed. Returns how many were.
+    pub async fn resume_interrupted_directory_syncs(&self) -> Result<usize> {
+        let (_, all) = self.directory_connections(MAX_CONNECTIONS, 0).await?;
+        let mut resumed = 0;
+        for c in all {
+            let Some(id) = c.last_job.clone() else { continue };
+            let j = {
+                let mut r = self.store().read().await?;
+                r.db().get_job(&id).await?
+            };
+            let Some(j) = j.filter(|j| j.kind == "directory_sync" && j.status == "interrupted") else { continue };
+            if j.params.get("dry_run").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if !self.inner.dirsyncs.lock().expect("dirsyncs").insert(c.id.clone()) {
+                continue;
+            }
+            // Claimed once however many processes start together.
+            let won = {
+                let mut tx = self.store().begin().await?;
+                let won = tx.db().resume_job(&id, self.now()).await?;
+                tx.commit().await?;
+                won
+            };
+            if !won {
+                self.inner.dirsyncs.lock().expect("dirsyncs").remove(&c.id);
+                continue;
+            }
+            tracing::warn!(job = %id, connection = %c.id, "resuming a directory sync the server stopped in");
+            self.spawn_sync(c, id, false, true);
+            resumed += 1;
+        }
+        Ok(resumed)
     }
 
     /// The job of a sync of connection `id`.
@@ -541,164 +752,116 @@ impl Directory {
     }
 
     /// Runs one sync of `c` for job `job`; the job records failure as well as success.
-    pub async fn run_directory_sync(&self, c: &Connection, job: &str, dry_run: bool) -> Result<SyncCounts> {
-        let mut counts = SyncCounts::default();
-        self.progress(job, "running", 0, 0, &counts, None).await?;
-        let read = self.read_upstream(c).await;
-        let (mut users, groups, skipped) = match read {
-            Ok(x) => x,
-            Err(m) => {
-                let ev = self.event(
-                    &sync_ctx(c),
-                    "directory_sync_failed",
-                    Some(("directory", &c.id, &c.name)),
-                    vec![],
-                    json!({ "job": job, "reason": m }),
-                );
-                let mut tx = self.store().begin().await?;
-                tx.db().insert_event(&ev).await?;
-                tx.commit().await?;
-                self.progress(job, "failed", 0, 0, &counts, Some(&m)).await?;
-                return Ok(counts);
-            }
-        };
-        let total = users.len() + skipped.len();
-        let ctx = sync_ctx(c);
-        let links: HashMap<String, Link> = {
+    ///
+    /// The upstream is read by a task of its own, a page at a time, while the pages before are
+    /// applied: memory holds a few pages, the links and a DN map, never the whole upstream.
+    pub async fn run_directory_sync(
+        &self,
+        c: &Connection,
+        job: &str,
+        dry_run: bool,
+        resume: bool,
+    ) -> Result<SyncCounts> {
+        let started = Instant::now();
+        // A resumed job keeps its results, counts and numbering; users it reported before are
+        // not reported again when they turn out unchanged now.
+        let (mut counts, mut seq, mut reported) = (SyncCounts::default(), 0, HashSet::new());
+        if resume {
             let mut r = self.store().read().await?;
-            let l = r.db().links(&c.id, "user").await?;
-            l.into_iter().map(|l| (l.upstream_id.clone(), l)).collect()
+            let mut db = r.db();
+            if let Some(j) = db.get_job(job).await? {
+                counts = serde_json::from_value(j.counts).unwrap_or_default();
+                // Unchanged users have no result to tell them by: counted again from zero.
+                counts.unchanged = 0;
+            }
+            let (_, before) = db.job_results(job, None, i64::MAX, 0).await?;
+            seq = before.iter().map(|r| r.seq).max().unwrap_or(0);
+            reported = before.into_iter().filter_map(|r| r.user_id).collect();
+        }
+        let note = resume.then_some("resumed after the server restarted");
+        self.progress(job, "running", seq as usize, 0, &counts, note).await?;
+        let pw = self.bind_password(c)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let reader = AbortOnDrop(tokio::spawn(read_upstream(c.clone(), pw, tx)));
+        let links: HashMap<String, (Link, Option<chrono::DateTime<chrono::Utc>>)> = {
+            let mut r = self.store().read().await?;
+            r.db().user_links(&c.id).await?.into_iter().map(|(l, now)| (l.upstream_id.clone(), (l, now))).collect()
         };
-        let mut results: Vec<JobResult> = Vec::new();
-        let mut seq = 0i64;
-        let mut seen: HashSet<String> = HashSet::new();
-        // upstream DN → local user id, for group membership: linked users the filter no longer
-        // returns keep the memberships the upstream still lists.
-        let mut by_dn: HashMap<String, String> =
-            links.values().map(|l| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
-        let mut member_of: Vec<(String, Vec<String>)> = Vec::new();
-        // Managers: a DN linked already resolves now; one created by this sync on a second
-        // pass below. An unresolved DN leaves the manager as it is.
-        let mut unresolved: Vec<usize> = Vec::new();
-        for (i, u) in users.iter_mut().enumerate() {
-            match u.manager_dn.as_deref() {
-                None => {}
-                Some("") => {
-                    u.fields.insert("manager".into(), Value::Null);
+        // upstream DN → local user id, for managers and group membership: linked users the
+        // filter no longer returns keep the memberships the upstream still lists.
+        let by_dn = links.values().map(|(l, _)| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
+        let mut run = Run {
+            connection: c.id.clone(),
+            job: job.to_string(),
+            dry_run,
+            ctx: sync_ctx(c),
+            links,
+            by_dn,
+            counts,
+            results: Vec::new(),
+            refresh: Vec::new(),
+            seq,
+            reported,
+            note,
+            salt: salt(c),
+            restricted: dirsync::restricted_fields(c, None),
+            seen: HashSet::new(),
+            member_of: Vec::new(),
+            unresolved: Vec::new(),
+        };
+        let mut groups = None;
+        let failed = loop {
+            match rx.recv().await {
+                Some(Read::Users(page)) => {
+                    self.apply_users(c, &mut run, page).await?;
+                    self.write_page(&mut run, "running").await?;
                 }
-                Some(dn) => match by_dn.get(&dirsync::dn_key(dn)) {
-                    Some(id) => {
-                        u.fields.insert("manager".into(), json!(id));
+                Some(Read::Groups(gs, skipped)) => {
+                    for (dn, why) in skipped {
+                        run.error(None, None, format!("{dn}: {why}"));
                     }
-                    None => unresolved.push(i),
-                },
+                    groups = Some(gs);
+                }
+                Some(Read::Done) => break None,
+                Some(Read::Failed(m)) => break Some(m),
+                None => break Some("the upstream reader stopped unexpectedly".to_string()),
             }
-        }
-        for (dn, why) in &skipped {
-            seq += 1;
-            counts.add("error");
-            results.push(JobResult {
-                seq,
-                username: None,
-                user_id: None,
-                outcome: "error".into(),
-                message: Some(format!("{dn}: {why}")),
-            });
-        }
-        for chunk in users.chunks(RESULT_BATCH) {
-            // The chunk's linked users, read at once: an upstream user that asks nothing new is
-            // "unchanged" without a transaction (a no-change re-sync only reads).
-            let ids: Vec<String> =
-                chunk.iter().filter_map(|u| links.get(&u.upstream_id)).map(|l| l.local_id.clone()).collect();
-            let current: HashMap<String, cairn_domain::User> = {
-                let mut r = self.store().read().await?;
-                let list = r.db().users_by_ids(&ids).await?;
-                list.into_iter().map(|u| (u.id.clone(), u)).collect()
+        };
+        drop(reader);
+        if let Some(m) = failed {
+            // What was applied stays (a re-run converges); whoever was not read is not taken
+            // for a leaver.
+            let read = run.seq;
+            let m = match read {
+                0 => m,
+                n => format!(
+                    "{m} — after {n} entries, which were applied; nobody was suspended for missing and no group \
+                     was mirrored in this run"
+                ),
             };
-            // New users wait for the end of the chunk, to be created in one transaction (not
-            // in a dry run, whose transactions are all rolled back).
-            let mut pending: Vec<(usize, &UpstreamUser, cairn_domain::User)> = Vec::new();
-            let org = match dry_run {
-                true => None,
-                false => Some(self.organization().await?),
-            };
-            for u in chunk {
-                seq += 1;
-                if !seen.insert(u.upstream_id.clone()) {
-                    counts.add("error");
-                    results.push(JobResult {
-                        seq,
-                        username: Some(u.username.clone()),
-                        user_id: None,
-                        outcome: "error".into(),
-                        message: Some(format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id)),
-                    });
-                    continue;
-                }
-                let link = links.get(&u.upstream_id);
-                let quiet = match link.and_then(|l| current.get(&l.local_id).map(|x| (l, x))) {
-                    Some((l, x)) => {
-                        l.dn == u.dn && self.plan(c, u, l, x).is_ok_and(|p| p.is_noop() && p.suspended == l.suspended)
-                    }
-                    None => false,
-                };
-                results.push(JobResult {
-                    seq,
-                    username: Some(u.username.clone()),
-                    user_id: None,
-                    outcome: String::new(),
-                    message: None,
-                });
-                let at = results.len() - 1;
-                let out = if quiet {
-                    Ok(("unchanged", link.map(|l| l.local_id.clone()).unwrap_or_default(), String::new()))
-                } else if let (None, Some(org)) = (link, &org) {
-                    match self.build_new(c, u, org) {
-                        // A manager is checked by the one-by-one path.
-                        Ok(user) if user.text("manager").is_none_or(str::is_empty) => {
-                            pending.push((at, u, user));
-                            continue;
-                        }
-                        Ok(_) => self.sync_user(&ctx, c, u, link, dry_run).await,
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    self.sync_user(&ctx, c, u, link, dry_run).await
-                };
-                settle(u, link, out, &mut results[at], &mut counts, &mut by_dn, &mut member_of);
+            if read > 0 {
+                run.error(None, None, m.clone());
+                self.write_page(&mut run, "running").await?;
             }
-            if !pending.is_empty() {
-                let new: Vec<(&UpstreamUser, cairn_domain::User)> =
-                    pending.iter().map(|(_, u, user)| (*u, user.clone())).collect();
-                // Whatever the batch could not create (another user holds its username or
-                // e-mail, or the batch failed) goes the one-by-one way, which says why.
-                let created = match self.create_batch(&ctx, c, &new).await {
-                    Ok(ids) => ids,
-                    Err(e) => {
-                        tracing::warn!(job = %job, error = %e, "directory sync: batch creation failed; creating one by one");
-                        HashSet::new()
-                    }
-                };
-                for (at, u, user) in pending {
-                    let out = if created.contains(&user.id) {
-                        let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
-                        Ok(("created", user.id, note.to_string()))
-                    } else {
-                        self.sync_user(&ctx, c, u, None, dry_run).await
-                    };
-                    settle(u, None, out, &mut results[at], &mut counts, &mut by_dn, &mut member_of);
-                }
-            }
-            self.flush(job, &mut results).await?;
-            self.progress(job, "running", seq as usize, total, &counts, None).await?;
+            let ev = self.event(
+                &run.ctx,
+                "directory_sync_failed",
+                Some(("directory", &c.id, &c.name)),
+                vec![],
+                json!({ "job": job, "reason": m, "counts": run.counts }),
+            );
+            let mut tx = self.store().begin().await?;
+            tx.db().insert_event(&ev).await?;
+            tx.commit().await?;
+            self.progress(job, "failed", run.seq as usize, run.seq as usize, &run.counts, Some(&m)).await?;
+            return Ok(run.counts);
         }
         // Second pass: managers created by this sync (not in a dry run, which created nobody).
         if !dry_run {
-            for i in unresolved {
-                let u = &mut users[i];
+            for mut u in std::mem::take(&mut run.unresolved) {
                 let dn = u.manager_dn.clone().unwrap_or_default();
                 let (Some(mid), Some(local)) =
-                    (by_dn.get(&dirsync::dn_key(&dn)).cloned(), by_dn.get(&dirsync::dn_key(&u.dn)).cloned())
+                    (run.by_dn.get(&dirsync::dn_key(&dn)).cloned(), run.by_dn.get(&dirsync::dn_key(&u.dn)).cloned())
                 else {
                     continue;
                 };
@@ -708,120 +871,225 @@ impl Directory {
                     local_id: local,
                     dn: u.dn.clone(),
                     suspended: u.disabled,
+                    ..Default::default()
                 };
-                if let Err(e) = self.sync_user(&ctx, c, u, Some(&l), false).await {
-                    seq += 1;
-                    counts.add("error");
-                    results.push(JobResult {
-                        seq,
-                        username: Some(u.username.clone()),
-                        user_id: Some(l.local_id.clone()),
-                        outcome: "error".into(),
-                        message: Some(format!("manager {dn}: {e}")),
-                    });
+                let digest = digest(&run.salt, &u);
+                if let Err(e) = self.sync_user(&run.ctx, c, &u, Some(&l), &digest, false).await {
+                    run.error(Some(u.username.clone()), Some(l.local_id.clone()), format!("manager {dn}: {e}"));
                 }
             }
         }
         // Linked users the upstream no longer returns: out of the filter, or deleted.
-        for l in links.values().filter(|l| !seen.contains(&l.upstream_id)) {
-            seq += 1;
-            let r = self.suspend_gone(&ctx, c, l, dry_run).await;
+        for (l, _) in std::mem::take(&mut run.links).into_values() {
+            run.seq += 1;
+            let r = self.suspend_gone(&run.ctx, c, &l, dry_run).await;
             let (outcome, msg) = match r {
                 Ok(Some(m)) => ("suspended", m),
                 Ok(None) => ("unchanged", "no longer upstream; already suspended".into()),
                 Err(e) => ("error", e.to_string()),
             };
-            counts.add(outcome);
-            results.push(JobResult {
-                seq,
+            run.counts.add(outcome);
+            run.results.push(JobResult {
+                seq: run.seq,
                 username: None,
                 user_id: Some(l.local_id.clone()),
                 outcome: outcome.into(),
                 message: Some(msg),
             });
+            if run.results.len() >= RESULT_BATCH {
+                self.write_page(&mut run, "running").await?;
+            }
         }
-        self.flush(job, &mut results).await?;
+        self.write_page(&mut run, "running").await?;
         if let Some(groups) = groups {
-            let (n, errors) = match self.sync_groups(&ctx, c, &groups, &by_dn, &member_of, dry_run).await {
+            let (n, errors) = match self.sync_groups(&run.ctx, c, &groups, &run.by_dn, &run.member_of, dry_run).await {
                 Ok(x) => x,
                 Err(e) => (0, vec![format!("groups: {e}")]),
             };
-            counts.groups = n;
+            run.counts.groups = n;
             for m in errors {
-                counts.error += 1;
-                seq += 1;
-                results.push(JobResult {
-                    seq,
-                    username: None,
-                    user_id: None,
-                    outcome: "error".into(),
-                    message: Some(m),
-                });
+                run.error(None, None, m);
             }
-            self.flush(job, &mut results).await?;
         }
+        self.write_page(&mut run, "running").await?;
+        let counts = run.counts;
         let summary = json!({ "job": job, "dry_run": dry_run, "counts": counts });
         if !dry_run {
-            let ev = self.event(&ctx, "directory_sync", Some(("directory", &c.id, &c.name)), vec![], summary);
+            let ev = self.event(&run.ctx, "directory_sync", Some(("directory", &c.id, &c.name)), vec![], summary);
             let mut tx = self.store().begin().await?;
             tx.db().insert_event(&ev).await?;
             tx.commit().await?;
         }
-        self.progress(job, "done", seq as usize, total, &counts, None).await?;
+        self.progress(job, "done", run.seq as usize, run.seq as usize, &counts, run.note).await?;
+        tracing::info!(job = %job, connection = %c.id, entries = run.seq, seconds = started.elapsed().as_secs_f64(), "directory sync done");
         Ok(counts)
     }
 
-    async fn flush(&self, job: &str, results: &mut Vec<JobResult>) -> Result<()> {
-        if results.is_empty() {
-            return Ok(());
+    /// Applies one page of upstream users: an unchanged linked user from its link alone, the
+    /// other linked users after reading them back, new users in one transaction.
+    async fn apply_users(&self, c: &Connection, run: &mut Run, page: Vec<Mapped>) -> Result<()> {
+        let org = match run.dry_run {
+            true => None,
+            false => Some(self.organization().await?),
+        };
+        let mut pending: Vec<(usize, UpstreamUser, cairn_domain::User, String)> = Vec::new();
+        let mut compare: Vec<(usize, UpstreamUser, Link, String)> = Vec::new();
+        for item in page {
+            let mut u = match item {
+                Ok(u) => u,
+                Err((dn, why)) => {
+                    run.error(None, None, format!("{dn}: {why}"));
+                    continue;
+                }
+            };
+            if !run.seen.insert(u.upstream_id.clone()) {
+                let m = format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id);
+                run.error(Some(u.username.clone()), None, m);
+                continue;
+            }
+            run.seq += 1;
+            // Managers: a DN linked already resolves now; one created by this sync on a
+            // second pass. An unresolved DN leaves the manager as it is.
+            match u.manager_dn.as_deref() {
+                None => {}
+                Some("") => {
+                    u.fields.insert("manager".into(), Value::Null);
+                }
+                Some(dn) => match run.by_dn.get(&dirsync::dn_key(dn)) {
+                    Some(id) => {
+                        u.fields.insert("manager".into(), json!(id));
+                    }
+                    None => run.unresolved.push(u.clone()),
+                },
+            }
+            let link = run.links.remove(&u.upstream_id);
+            let digest = digest(&run.salt, &u);
+            let at = match &link {
+                // Unchanged upstream since the sync last applied it, the user untouched in
+                // Cairn since, and no leave or return pending: nothing to read or write, and
+                // only counted (a re-sync lists what it changed). A user the run this one
+                // resumes reported already is not counted twice.
+                Some((l, now))
+                    if l.dn == u.dn
+                        && l.digest.as_deref() == Some(digest.as_str())
+                        && now.is_some()
+                        && *now == l.user_updated
+                        && l.suspended == u.disabled =>
+                {
+                    if run.reported.contains(&l.local_id) {
+                        run.seq -= 1;
+                    } else {
+                        run.counts.add("unchanged");
+                    }
+                    let id = l.local_id.clone();
+                    run.remember(&u, &id);
+                    continue;
+                }
+                _ => {
+                    run.results.push(JobResult {
+                        seq: run.seq,
+                        username: Some(u.username.clone()),
+                        user_id: None,
+                        outcome: String::new(),
+                        message: None,
+                    });
+                    run.results.len() - 1
+                }
+            };
+            let out = match (link, &org) {
+                (Some((l, _)), _) => {
+                    compare.push((at, u, l, digest));
+                    continue;
+                }
+                (None, Some(org)) => match self.build_new(c, &u, org, run.restricted.clone()) {
+                    // A manager is checked by the one-by-one path.
+                    Ok(user) if user.text("manager").is_none_or(str::is_empty) => {
+                        pending.push((at, u, user, digest));
+                        continue;
+                    }
+                    Ok(_) => self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await,
+                    Err(e) => Err(e),
+                },
+                (None, None) => self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await,
+            };
+            run.settle(&u, at, out);
         }
-        let mut tx = self.store().begin().await?;
-        tx.db().insert_job_results(job, results).await?;
-        tx.commit().await?;
-        results.clear();
+        if !compare.is_empty() {
+            let ids: Vec<String> = compare.iter().map(|(_, _, l, _)| l.local_id.clone()).collect();
+            let current: HashMap<String, cairn_domain::User> = {
+                let mut r = self.store().read().await?;
+                r.db().users_by_ids(&ids).await?.into_iter().map(|u| (u.id.clone(), u)).collect()
+            };
+            for (at, u, l, digest) in compare {
+                let same = current.get(&l.local_id).filter(|x| {
+                    l.dn == u.dn && self.plan(c, &u, &l, x).is_ok_and(|p| p.is_noop() && p.suspended == l.suspended)
+                });
+                let out = match same {
+                    // Unchanged, but the link did not know it (the first re-sync after an
+                    // upgrade, or the user was touched in Cairn): the link learns it.
+                    Some(x) => {
+                        let local_id = l.local_id.clone();
+                        run.refresh.push(Link { digest: Some(digest), user_updated: Some(x.updated), ..l });
+                        Ok(("unchanged", local_id, String::new()))
+                    }
+                    None => self.sync_user(&run.ctx, c, &u, Some(&l), &digest, run.dry_run).await,
+                };
+                run.settle(&u, at, out);
+            }
+        }
+        if !pending.is_empty() {
+            let new: Vec<(&UpstreamUser, cairn_domain::User, &str)> =
+                pending.iter().map(|(_, u, user, d)| (u, user.clone(), d.as_str())).collect();
+            // Whatever the batch could not create (another user holds its username or e-mail,
+            // or the batch failed) goes the one-by-one way, which says why.
+            let created = match self.create_batch(&run.ctx, c, &new).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(job = %run.job, error = %e, "directory sync: batch creation failed; creating one by one");
+                    HashSet::new()
+                }
+            };
+            drop(new);
+            for (at, u, user, digest) in pending {
+                let out = if created.contains(&user.id) {
+                    let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
+                    Ok(("created", user.id, note.to_string()))
+                } else {
+                    self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await
+                };
+                run.settle(&u, at, out);
+            }
+        }
         Ok(())
     }
 
-    /// Reads the upstream's users (and groups when a group base is set); entries that cannot
-    /// be read are returned by DN with the reason.
-    #[allow(clippy::type_complexity)]
-    async fn read_upstream(
-        &self,
-        c: &Connection,
-    ) -> std::result::Result<(Vec<UpstreamUser>, Option<Vec<UpstreamGroup>>, Vec<(String, String)>), String> {
-        let pw = self.bind_password(c).map_err(|e| e.to_string())?;
-        let mut ldap = service_bind(c, pw.as_ref()).await?;
-        let mapping = c.mapping();
-        let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
-        attrs.sort();
-        attrs.dedup();
-        let mut users = Vec::new();
-        let mut skipped = Vec::new();
-        search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), |e| match dirsync::map_user(&e, &mapping) {
-            Ok(u) => users.push(u),
-            Err(m) => skipped.push((e.dn, m)),
-        })
-        .await?;
-        let groups = match &c.group_base {
-            Some(base) => {
-                let mut gs = Vec::new();
-                search_all(&mut ldap, base, &c.group_filter, attrs, |e| match dirsync::map_group(&e, &mapping) {
-                    Ok(g) => gs.push(g),
-                    Err(m) => skipped.push((e.dn, m)),
-                })
-                .await?;
-                Some(gs)
-            }
-            None => None,
-        };
-        let _ = ldap.unbind().await;
-        Ok((users, groups, skipped))
+    /// Writes what a run has gathered — job results, links that learnt their digest, the
+    /// progress — in one transaction.
+    async fn write_page(&self, run: &mut Run, status: &str) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        // A result says what the sync did; users it left as they were are only counted.
+        run.results.retain(|r| r.outcome != "unchanged" || r.message.is_some());
+        if !run.results.is_empty() {
+            db.insert_job_results(&run.job, &run.results).await?;
+        }
+        if !run.dry_run && !run.refresh.is_empty() {
+            db.put_links(&run.connection, "user", &run.refresh).await?;
+        }
+        let done = run.seq as i64;
+        let update = JobUpdate { status, processed: done, total: 0, counts: &run.counts.json(), message: run.note };
+        db.update_job(&run.job, &update, self.now()).await?;
+        tx.commit().await?;
+        run.results.clear();
+        run.refresh.clear();
+        Ok(())
     }
 
-    /// The user body the upstream asks for.
-    fn desired_fields(&self, c: &Connection, u: &UpstreamUser, restricted: Option<&Value>) -> Map<String, Value> {
+    /// The user body the upstream asks for; `restricted` is the user's `restrictedFields`
+    /// as the connection makes them ([`dirsync::restricted_fields`]).
+    fn desired_fields(&self, c: &Connection, u: &UpstreamUser, restricted: Value) -> Map<String, Value> {
         let mut m = u.fields.clone();
-        m.insert("restrictedFields".into(), dirsync::restricted_fields(c, restricted));
+        m.insert("restrictedFields".into(), restricted);
         if c.password_authority == Authority::Delegated {
             m.insert("delegatedAuthority".into(), json!({ "id": c.id, "name": "ActiveDirectory" }));
         }
@@ -829,13 +1097,15 @@ impl Directory {
     }
 
     /// One upstream user: created, updated, suspended, reactivated or unchanged, in one
-    /// transaction (rolled back in a dry run). Returns the outcome, the user id and a note.
+    /// transaction (rolled back in a dry run), its link recording `digest`. Returns the
+    /// outcome, the user id and a note.
     async fn sync_user(
         &self,
         ctx: &Ctx,
         c: &Connection,
         u: &UpstreamUser,
         link: Option<&Link>,
+        digest: &str,
         dry_run: bool,
     ) -> Result<(&'static str, String, String)> {
         let mut tx = self.store().begin().await?;
@@ -847,32 +1117,32 @@ impl Directory {
         let out = match existing {
             None => {
                 let org = crate::org_of(&mut db).await?;
-                let user = self.build_new(c, u, &org)?;
+                let user = self.build_new(c, u, &org, dirsync::restricted_fields(c, None))?;
                 self.insert_new_user(&mut db, ctx, &user, "adi", &creation_mail(c)).await?;
-                let l = Link {
-                    upstream_id: u.upstream_id.clone(),
-                    local_id: user.id.clone(),
-                    dn: u.dn.clone(),
-                    suspended: u.disabled,
-                };
-                db.put_link(&c.id, "user", &l).await?;
+                db.put_link(&c.id, "user", &new_link(u, &user, digest)).await?;
                 let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
                 ("created", user.id, note.to_string())
             }
             Some((l, user)) => {
                 let Plan { input, mut outcome, note, suspended } = self.plan(c, u, l, &user)?;
                 let id = user.id.clone();
-                let (_, changed) = self.update_loaded_in(&mut db, ctx, user, input, false).await?;
-                let moved = l.dn != u.dn || suspended != l.suspended;
-                if moved {
-                    let nl =
-                        Link { upstream_id: l.upstream_id.clone(), local_id: id.clone(), dn: u.dn.clone(), suspended };
+                let (user, changed) = self.update_loaded_in(&mut db, ctx, user, input, false).await?;
+                let nl = Link {
+                    upstream_id: l.upstream_id.clone(),
+                    local_id: id.clone(),
+                    dn: u.dn.clone(),
+                    suspended,
+                    digest: Some(digest.to_string()),
+                    user_updated: Some(user.updated),
+                };
+                let relink = nl != *l;
+                if relink {
                     db.put_link(&c.id, "user", &nl).await?;
                 }
                 if !changed && outcome == "updated" {
                     outcome = "unchanged";
                 }
-                if !changed && !moved {
+                if !changed && !relink {
                     return Ok((outcome, id, note));
                 }
                 (outcome, id, note)
@@ -885,8 +1155,14 @@ impl Directory {
     }
 
     /// The Cairn user a new upstream user becomes (not written).
-    fn build_new(&self, c: &Connection, u: &UpstreamUser, org: &crate::Organization) -> Result<cairn_domain::User> {
-        let mut body = self.desired_fields(c, u, None);
+    fn build_new(
+        &self,
+        c: &Connection,
+        u: &UpstreamUser,
+        org: &crate::Organization,
+        restricted: Value,
+    ) -> Result<cairn_domain::User> {
+        let mut body = self.desired_fields(c, u, restricted);
         body.retain(|_, v| !v.is_null());
         body.insert("username".into(), json!(u.username));
         if !body.contains_key("email") {
@@ -907,9 +1183,9 @@ impl Directory {
         &self,
         ctx: &Ctx,
         c: &Connection,
-        new: &[(&UpstreamUser, cairn_domain::User)],
+        new: &[(&UpstreamUser, cairn_domain::User, &str)],
     ) -> Result<HashSet<String>> {
-        let users: Vec<cairn_domain::User> = new.iter().map(|(_, u)| u.clone()).collect();
+        let users: Vec<cairn_domain::User> = new.iter().map(|(_, u, _)| u.clone()).collect();
         let mail = creation_mail(c);
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
@@ -920,7 +1196,7 @@ impl Directory {
         };
         let mut events = Vec::with_capacity(inserted.len());
         let mut links = Vec::with_capacity(inserted.len());
-        for (up, user) in new.iter().filter(|(_, u)| inserted.contains(&u.id)) {
+        for (up, user, digest) in new.iter().filter(|(_, u, _)| inserted.contains(&u.id)) {
             let mut detail = json!({ "state": user.state, "creationSource": "adi" });
             if let Some((kind, to)) = cairn_domain::mail::on_activation(user, &mail) {
                 self.mail_user(&mut db, user, kind, &to).await?;
@@ -928,12 +1204,7 @@ impl Directory {
             }
             let changes = crate::users::creation_changes(user);
             events.push(self.event(ctx, "user_create", Some(("user", &user.id, &user.username)), changes, detail));
-            links.push(Link {
-                upstream_id: up.upstream_id.clone(),
-                local_id: user.id.clone(),
-                dn: up.dn.clone(),
-                suspended: up.disabled,
-            });
+            links.push(new_link(up, user, digest));
         }
         db.insert_events(&events).await?;
         db.put_links(&c.id, "user", &links).await?;
@@ -945,7 +1216,7 @@ impl Directory {
     /// the outcome it would be, a note, and whether the link marks the user suspended by the
     /// sync.
     fn plan(&self, c: &Connection, u: &UpstreamUser, l: &Link, user: &cairn_domain::User) -> Result<Plan> {
-        let desired = self.desired_fields(c, u, user.profile.get("restrictedFields"));
+        let desired = self.desired_fields(c, u, dirsync::restricted_fields(c, user.profile.get("restrictedFields")));
         let mut input = UserInput::default();
         if user.username != u.username {
             input.username = Some(u.username.clone());
@@ -1009,8 +1280,10 @@ impl Directory {
         }
         let input = UserInput { state: Some(State::Suspended), ..Default::default() };
         let name = user.username.clone();
-        self.update_loaded_in(&mut db, ctx, user, input, false).await?;
-        db.put_link(&c.id, "user", &Link { suspended: true, ..l.clone() }).await?;
+        // No digest: the user's return is compared in full.
+        let (user, _) = self.update_loaded_in(&mut db, ctx, user, input, false).await?;
+        let gone = Link { suspended: true, digest: None, user_updated: Some(user.updated), ..l.clone() };
+        db.put_link(&c.id, "user", &gone).await?;
         if !dry_run {
             tx.commit().await?;
         }
@@ -1114,7 +1387,7 @@ impl Directory {
                 upstream_id: g.upstream_id.clone(),
                 local_id: group.id.clone(),
                 dn: g.dn.clone(),
-                suspended: false,
+                ..Default::default()
             };
             db.put_link(&c.id, "group", &l).await?;
         }

@@ -389,12 +389,13 @@ impl Directory {
 
     /// Marks jobs left queued or running by a stopped process as interrupted (at start).
     /// With SQLite only this process runs jobs, so every unfinished one is stale; with
-    /// PostgreSQL other processes may be working, so only jobs silent for 5 minutes are.
+    /// PostgreSQL other processes may be working, so only jobs silent for
+    /// `Config::stale_job_after` (5 minutes) are.
     pub async fn interrupt_stale_jobs(&self) -> Result<u64> {
         let now = self.now();
         let cutoff = match self.store().backend() {
             cairn_store::Backend::Sqlite => now,
-            cairn_store::Backend::Postgres => now - chrono::Duration::minutes(5),
+            cairn_store::Backend::Postgres => now - self.config().stale_job_after,
         };
         let mut tx = self.store().begin().await?;
         let n = tx.db().interrupt_jobs(now, cutoff).await?;

@@ -432,6 +432,19 @@ impl Directory {
                     Err(e) => tracing::warn!(error = %e, "directory sync pass failed; retrying"),
                 }
             }
+            // With PostgreSQL, a process that stopped leaves its jobs running: another one
+            // marks them once they are silent long enough, and resumes their directory syncs.
+            // (With SQLite this process runs every job; the start does it.)
+            if pass % 240 == 3 && self.store().backend() == cairn_store::Backend::Postgres {
+                match self.interrupt_stale_jobs().await {
+                    Ok(n) if n > 0 => tracing::warn!(jobs = n, "marked jobs a stopped process left as interrupted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "stale job pass failed; retrying"),
+                }
+                if let Err(e) = self.resume_interrupted_directory_syncs().await {
+                    tracing::warn!(error = %e, "cannot resume interrupted directory syncs");
+                }
+            }
             // About once a minute.
             if pass % 240 == 1 {
                 if let Err(e) = self.prune_change_log().await {

@@ -310,6 +310,20 @@ impl Db<'_> {
         Ok(r.rows_affected())
     }
 
+    /// Takes an interrupted job up again (running); false when it is not interrupted (any
+    /// more: another process took it).
+    pub async fn resume_job(&mut self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'running', updated = $2, message = 'resumed after the server restarted' \
+             WHERE id = $1 AND status = 'interrupted'",
+        )
+        .bind(id.to_string())
+        .bind(time_text(now))
+        .execute(&mut *self.c)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn insert_job_results(&mut self, job_id: &str, results: &[JobResult]) -> Result<()> {
         self.execute_prepared(job_results_insert(self.b, job_id, results)).await
     }

@@ -9,13 +9,32 @@ use crate::rows::{get_i64, get_opt_text, get_text, parse_time};
 use crate::{time_text, Db, Result, StoreError};
 
 /// A mirrored user or group: which local record, the upstream DN, whether the sync suspended it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Link {
     pub upstream_id: String,
     pub local_id: String,
     pub dn: String,
     pub suspended: bool,
+    /// A digest of what the upstream asked of the user when the sync last applied it.
+    pub digest: Option<String>,
+    /// The user's `updated` right after that sync.
+    pub user_updated: Option<DateTime<Utc>>,
 }
+
+fn link_from_row(r: &AnyRow) -> Result<Link> {
+    Ok(Link {
+        upstream_id: get_text(r, "upstream_id")?,
+        local_id: get_text(r, "local_id")?,
+        dn: get_text(r, "dn")?,
+        suspended: get_i64(r, "suspended")? != 0,
+        digest: get_opt_text(r, "digest")?,
+        user_updated: get_opt_text(r, "user_updated")?.map(|t| parse_time(&t)).transpose()?,
+    })
+}
+
+const LINK_UPSERT: &str =
+    " ON CONFLICT (connection_id, kind, upstream_id) DO UPDATE SET local_id = excluded.local_id, \
+     dn = excluded.dn, suspended = excluded.suspended, digest = excluded.digest, user_updated = excluded.user_updated";
 
 fn settings_json(c: &Connection) -> String {
     json!({
@@ -170,14 +189,23 @@ impl Db<'_> {
             .bind(kind.to_string())
             .fetch_all(&mut *self.c)
             .await?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    /// Every user link of a connection with its user's `updated` now (`None`: the user is
+    /// gone), in one read: a re-sync tells unchanged users from these alone.
+    pub async fn user_links(&mut self, connection: &str) -> Result<Vec<(Link, Option<DateTime<Utc>>)>> {
+        let rows = sqlx::query(
+            "SELECT l.*, u.updated AS current_updated FROM directory_links l LEFT JOIN users u ON u.id = l.local_id \
+             WHERE l.connection_id = $1 AND l.kind = 'user'",
+        )
+        .bind(connection.to_string())
+        .fetch_all(&mut *self.c)
+        .await?;
         rows.iter()
             .map(|r| {
-                Ok(Link {
-                    upstream_id: get_text(r, "upstream_id")?,
-                    local_id: get_text(r, "local_id")?,
-                    dn: get_text(r, "dn")?,
-                    suspended: get_i64(r, "suspended")? != 0,
-                })
+                let now = get_opt_text(r, "current_updated")?.map(|t| parse_time(&t)).transpose()?;
+                Ok((link_from_row(r)?, now))
             })
             .collect()
     }
@@ -189,63 +217,39 @@ impl Db<'_> {
             .bind(local_id.to_string())
             .fetch_optional(&mut *self.c)
             .await?;
-        row.map(|r| {
-            Ok(Link {
-                upstream_id: get_text(&r, "upstream_id")?,
-                local_id: get_text(&r, "local_id")?,
-                dn: get_text(&r, "dn")?,
-                suspended: get_i64(&r, "suspended")? != 0,
-            })
-        })
-        .transpose()
+        row.map(|r| link_from_row(&r)).transpose()
     }
 
     /// Inserts or replaces a link.
     pub async fn put_link(&mut self, connection: &str, kind: &str, l: &Link) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id, kind, upstream_id) \
-             DO UPDATE SET local_id = excluded.local_id, dn = excluded.dn, suspended = excluded.suspended",
-        )
-        .bind(connection.to_string())
-        .bind(kind.to_string())
-        .bind(l.upstream_id.clone())
-        .bind(l.local_id.clone())
-        .bind(l.dn.clone())
-        .bind(i64::from(l.suspended))
-        .execute(&mut *self.c)
-        .await?;
-        Ok(())
+        self.put_links(connection, kind, std::slice::from_ref(l)).await
     }
 
-    /// Inserts or replaces many links, a few hundred per statement.
+    /// Inserts or replaces many links, a few hundred per statement (anonymous placeholders on
+    /// SQLite: binding thousands of numbered ones looks each name up, quadratic).
     pub async fn put_links(&mut self, connection: &str, kind: &str, links: &[Link]) -> Result<()> {
         for chunk in links.chunks(500) {
-            let mut sql = String::from(
-                "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6));
-            }
-            sql.push_str(
-                " ON CONFLICT (connection_id, kind, upstream_id) DO UPDATE SET local_id = excluded.local_id, \
-                 dn = excluded.dn, suspended = excluded.suspended",
-            );
-            let mut q = sqlx::query(&sql);
+            let mut a = crate::Args::positional(self.b);
+            let mut rows = Vec::with_capacity(chunk.len());
             for l in chunk {
-                q = q
-                    .bind(connection.to_string())
-                    .bind(kind.to_string())
-                    .bind(l.upstream_id.clone())
-                    .bind(l.local_id.clone())
-                    .bind(l.dn.clone())
-                    .bind(i64::from(l.suspended));
+                let ps = [
+                    a.push(connection.to_string()),
+                    a.push(kind.to_string()),
+                    a.push(l.upstream_id.clone()),
+                    a.push(l.local_id.clone()),
+                    a.push(l.dn.clone()),
+                    a.push(i64::from(l.suspended)),
+                    a.push(crate::Arg::Text(l.digest.clone())),
+                    a.push(crate::Arg::Text(l.user_updated.map(time_text))),
+                ];
+                rows.push(format!("({})", ps.join(", ")));
             }
-            q.execute(&mut *self.c).await?;
+            let sql = format!(
+                "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended, digest, \
+                 user_updated) VALUES {}{LINK_UPSERT}",
+                rows.join(", ")
+            );
+            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ struct FileConfig {
     max_concurrent_imports: Option<u64>,
     outbox_retention_days: Option<u64>,
     oidc_access_token_seconds: Option<u64>,
+    stale_job_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct Config {
     pub outbox_retention_days: u64,
     /// Seconds an OIDC access token lives (`CAIRN_OIDC_ACCESS_TOKEN_SECONDS`, default 300).
     pub oidc_access_token_seconds: u64,
+    /// With PostgreSQL, seconds a running job may record no progress before it counts as
+    /// left by a stopped process (`CAIRN_STALE_JOB_SECONDS`, default 300).
+    pub stale_job_seconds: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -160,6 +164,7 @@ impl Config {
                 300,
                 10,
             )?,
+            stale_job_seconds: number("CAIRN_STALE_JOB_SECONDS", fc.stale_job_seconds, 300, 2)?,
         })
     }
 }

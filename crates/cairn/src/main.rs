@@ -202,6 +202,7 @@ async fn open(cfg: &Config) -> Result<Directory> {
         outbox_retention: (cfg.outbox_retention_days > 0)
             .then(|| chrono::Duration::days(cfg.outbox_retention_days.min(36_500) as i64)),
         oidc_access_ttl: chrono::Duration::seconds(cfg.oidc_access_token_seconds.min(86_400) as i64),
+        stale_job_after: chrono::Duration::seconds(cfg.stale_job_seconds.min(86_400) as i64),
         ..Default::default()
     };
     let dir = Directory::with_config(store, clock(), config);
@@ -443,6 +444,10 @@ async fn serve(cfg: Config) -> Result<()> {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "marked jobs left unfinished by a stopped server as interrupted"),
         Err(e) => return Err(anyhow!("cannot check unfinished jobs: {e}")),
+    }
+    // A directory sync converges when run again, so one the stop cut short goes on by itself.
+    if let Err(e) = dir.resume_interrupted_directory_syncs().await {
+        tracing::warn!(error = %e, "cannot resume interrupted directory syncs");
     }
     let boot = dir
         .bootstrap(cfg.bootstrap_api_key.as_deref())

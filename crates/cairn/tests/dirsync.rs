@@ -86,6 +86,11 @@ fn person(uid: &str, mail: &str, extra: &str) -> String {
 /// A throwaway slapd on a free port, or `None` (skipped; a failure under CAIRN_REQUIRE_ALL)
 /// when OpenLDAP's server is not installed.
 fn slapd(dir: &Path) -> Option<Slapd> {
+    slapd_with(dir, 0)
+}
+
+/// [`slapd`] with `extra` more people (`p00000`, …) in the same OU.
+fn slapd_with(dir: &Path, extra: usize) -> Option<Slapd> {
     if !Path::new(SLAPD).exists() || Command::new("/usr/sbin/slapadd").arg("-V").output().is_err() {
         cairn_store::testing::skip(
             "directory integration",
@@ -120,6 +125,13 @@ fn slapd(dir: &Path) -> Option<Slapd> {
         "dn: cn=eng,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: eng\n\
          member: uid=ada,ou=people,{BASE}\nmember: uid=bob,ou=people,{BASE}\n\n"
     );
+    for i in 0..extra {
+        ldif += &format!(
+            "dn: uid=p{i:05},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: p{i:05}\ncn: P {i}\nsn: P{i}\n\
+             mail: p{i:05}@example.org\ndepartmentNumber: D{}\n\n",
+            i % 7
+        );
+    }
     std::fs::write(dir.join("data.ldif"), ldif).unwrap();
     let out = Command::new("/usr/sbin/slapadd")
         .args(["-q", "-f", &dir.join("slapd.conf").to_string_lossy(), "-l", &dir.join("data.ldif").to_string_lossy()])
@@ -599,4 +611,80 @@ fn admin_portal_connects_previews_and_syncs_a_directory() {
     assert!(!page.body.contains("Sync now"), "read-only admins get no buttons");
     assert_eq!(ro.post(&format!("{detail}/sync"), &[]).status, 403);
     assert_eq!(ro.post(&format!("{detail}/delete"), &[]).status, 403);
+}
+
+/// A sync cut short by a crash (kill -9 mid-run) goes on by itself when the server starts
+/// again, under the same job: every upstream user ends up created once, counted once, and a
+/// later sync finds nothing to do.
+#[test]
+fn an_interrupted_sync_resumes_and_converges() {
+    const EXTRA: usize = 30_000;
+    let total = EXTRA as i64 + 3;
+    for db in Db::all("dirsync_resume") {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(up) = slapd_with(&tmp.path().join("slapd"), EXTRA) else { return };
+        // PostgreSQL leaves a job to other processes until it has been silent this long.
+        let mut s = Server::start_with(&db, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_STALE_JOB_SECONDS", "2")]);
+        let mut body = connection_body(&up.url());
+        body["passwordAuthority"] = json!("delegated");
+        let (st, c) = s.post("/api/v2/directories", body);
+        assert_eq!(st, 201, "{c}");
+        let id = c["id"].as_str().unwrap().to_string();
+        let (st, v) = s.post(&format!("/api/v2/directories/{id}/sync"), json!({}));
+        assert_eq!(st, 202, "{v}");
+        let job = v["jobId"].as_str().unwrap().to_string();
+        let path = format!("/api/v2/directories/{id}/sync/{job}");
+        // Killed once the first page is applied, well before the last.
+        let t = Instant::now();
+        let at_kill = loop {
+            let (_, j) = s.get(&path);
+            if j["processed"].as_i64().unwrap_or(0) > 0 {
+                break j;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "no progress: {j}");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        s.kill();
+        assert_eq!(at_kill["status"], "running", "{at_kill}");
+        assert!(at_kill["processed"].as_i64().unwrap() < total, "killed mid-run: {at_kill}");
+        std::thread::sleep(Duration::from_secs(3));
+        s.launch();
+        let t = Instant::now();
+        let j = loop {
+            let (st, j) = s.get(&path);
+            assert_eq!(st, 200, "{j}");
+            if matches!(j["status"].as_str(), Some("done" | "failed")) {
+                break j;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "the resumed sync did not end: {j}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(j["status"], "done", "{j}");
+        assert!(j["message"].as_str().unwrap_or("").contains("resumed"), "{j}");
+        let counts = &j["counts"];
+        assert_eq!(counts["error"], 0, "{j}");
+        // A page created just before the kill whose results were not written yet is reported
+        // as unchanged by the resumed run: each user once either way.
+        assert_eq!(counts["created"].as_i64().unwrap() + counts["unchanged"].as_i64().unwrap(), total, "{j}");
+        assert_eq!(count_users(&s), total, "nobody created twice or missed");
+        let mut ids = HashSet::new();
+        let mut skip = 0;
+        loop {
+            let (st, page) = s.get(&format!("{path}/results?limit=1000&skip={skip}"));
+            assert_eq!(st, 200, "{page}");
+            let page = page.as_array().unwrap().clone();
+            if page.is_empty() {
+                break;
+            }
+            skip += page.len();
+            for r in page {
+                assert!(ids.insert(r["userId"].as_str().unwrap().to_string()), "reported twice: {r}");
+            }
+        }
+        // Results list what a sync did: each user it created, once.
+        assert_eq!(ids.len() as i64, counts["created"].as_i64().unwrap(), "every user created is reported once");
+        let again = sync(&s, &id, false);
+        assert_eq!(again["counts"]["unchanged"], total, "converged: {again}");
+        assert_eq!(again["counts"]["created"], 0, "{again}");
+    }
 }
