@@ -932,7 +932,10 @@ impl Directory {
             true => None,
             false => Some(self.organization().await?),
         };
-        let mut pending: Vec<(usize, UpstreamUser, cairn_domain::User, String)> = Vec::new();
+        // New users: where their result is, the entry and digest; the users apart, so the
+        // batch insert takes them as they are.
+        let mut pending: Vec<(usize, UpstreamUser, String)> = Vec::new();
+        let mut new_users: Vec<cairn_domain::User> = Vec::new();
         let mut compare: Vec<(usize, UpstreamUser, Link, String)> = Vec::new();
         for item in page {
             let mut u = match item {
@@ -1004,7 +1007,8 @@ impl Directory {
                 (None, Some(org)) => match self.build_new(c, &u, org, run.restricted.clone()) {
                     // A manager is checked by the one-by-one path.
                     Ok(user) if user.text("manager").is_none_or(str::is_empty) => {
-                        pending.push((at, u, user, digest));
+                        pending.push((at, u, digest));
+                        new_users.push(user);
                         continue;
                     }
                     Ok(_) => self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await,
@@ -1038,11 +1042,10 @@ impl Directory {
             }
         }
         if !pending.is_empty() {
-            let new: Vec<(&UpstreamUser, cairn_domain::User, &str)> =
-                pending.iter().map(|(_, u, user, d)| (u, user.clone(), d.as_str())).collect();
+            let new: Vec<(&UpstreamUser, &str)> = pending.iter().map(|(_, u, d)| (u, d.as_str())).collect();
             // Whatever the batch could not create (another user holds its username or e-mail,
             // or the batch failed) goes the one-by-one way, which says why.
-            let created = match self.create_batch(&run.ctx, c, &new).await {
+            let created = match self.create_batch(&run.ctx, c, &new, &new_users).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     tracing::warn!(job = %run.job, error = %e, "directory sync: batch creation failed; creating one by one");
@@ -1050,7 +1053,7 @@ impl Directory {
                 }
             };
             drop(new);
-            for (at, u, user, digest) in pending {
+            for ((at, u, digest), user) in pending.into_iter().zip(new_users) {
                 let out = if created.contains(&user.id) {
                     let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
                     Ok(("created", user.id, note.to_string()))
@@ -1183,20 +1186,20 @@ impl Directory {
         &self,
         ctx: &Ctx,
         c: &Connection,
-        new: &[(&UpstreamUser, cairn_domain::User, &str)],
+        new: &[(&UpstreamUser, &str)],
+        users: &[cairn_domain::User],
     ) -> Result<HashSet<String>> {
-        let users: Vec<cairn_domain::User> = new.iter().map(|(_, u, _)| u.clone()).collect();
         let mail = creation_mail(c);
         let mut tx = self.store().begin().await?;
         let mut db = tx.db();
-        let inserted = db.insert_new_users(&users, self.store().prepare_new_users(&users)).await?;
+        let inserted = db.insert_new_users(users, self.store().prepare_new_users(users)).await?;
         let inserted: HashSet<String> = match inserted {
             None => users.iter().map(|u| u.id.clone()).collect(),
             Some(ids) => ids,
         };
         let mut events = Vec::with_capacity(inserted.len());
         let mut links = Vec::with_capacity(inserted.len());
-        for (up, user, digest) in new.iter().filter(|(_, u, _)| inserted.contains(&u.id)) {
+        for ((up, digest), user) in new.iter().zip(users).filter(|(_, u)| inserted.contains(&u.id)) {
             let mut detail = json!({ "state": user.state, "creationSource": "adi" });
             if let Some((kind, to)) = cairn_domain::mail::on_activation(user, &mail) {
                 self.mail_user(&mut db, user, kind, &to).await?;
