@@ -197,7 +197,13 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         if bool::from(got.as_bytes().ct_eq(self.sha256.as_bytes())) {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!("the certificate's SHA-256 {got} is not the pinned fingerprint")))
+            // A certificate error (not `General`): the upstream gets a bad-certificate alert
+            // rather than an internal error, and `tls_failure` can tell the user both values.
+            let why = format!(
+                "the server's certificate has the SHA-256 fingerprint {got}, not the pinned fingerprint {}",
+                self.sha256
+            );
+            Err(rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch(why)))).into())
         }
     }
     fn verify_tls12_signature(
@@ -221,6 +227,41 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     }
 }
 
+#[derive(Debug)]
+struct PinMismatch(String);
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// What a failed TLS handshake means to whoever set up the connection, or `None` when the
+/// failure was not TLS. rustls alone says `invalid peer certificate: UnknownIssuer` wrapped
+/// in an I/O error, which names neither the certificate nor the setting to change.
+fn tls_failure(e: &ldap3::LdapError, c: &Connection) -> Option<String> {
+    let err = match e {
+        ldap3::LdapError::Rustls { source } => source,
+        ldap3::LdapError::Io { source } => source.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    let rustls::Error::InvalidCertificate(cert) = err else {
+        return Some(format!("the TLS handshake failed: {err}"));
+    };
+    Some(match cert {
+        rustls::CertificateError::Other(o) => o.0.to_string(),
+        rustls::CertificateError::UnknownIssuer if c.ca_cert.is_some() => {
+            "the server's certificate is not trusted: it is not issued by the CA in caCert".into()
+        }
+        rustls::CertificateError::UnknownIssuer => "the server's certificate is not trusted: no CA of this \
+             system issued it (set caCert to its CA, or pin its fingerprint)"
+            .into(),
+        other => format!("the server's certificate is not trusted: {other}"),
+    })
+}
+
 /// Connects (TCP, TLS or StartTLS) within `CONNECT_TIMEOUT`.
 async fn connect(c: &Connection) -> std::result::Result<ldap3::Ldap, String> {
     let mut settings = LdapConnSettings::new()
@@ -233,7 +274,10 @@ async fn connect(c: &Connection) -> std::result::Result<ldap3::Ldap, String> {
     let (conn, ldap) = tokio::time::timeout(CONNECT_TIMEOUT, LdapConnAsync::with_settings(settings, &url))
         .await
         .map_err(|_| format!("connecting to {url} timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("cannot connect to {url}: {}", upstream_error(e)))?;
+        .map_err(|e| match tls_failure(&e, c) {
+            Some(why) => format!("cannot connect to {url}: {why}"),
+            None => format!("cannot connect to {url}: {}", upstream_error(e)),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.drive().await {
             tracing::debug!(error = %e, "upstream LDAP connection ended");

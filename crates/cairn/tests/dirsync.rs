@@ -3,6 +3,8 @@
 //! disabled user). Import (dry run, then for real), changes upstream, leavers suspended and
 //! reactivated, groups mirrored, upstream-owned fields refused over REST and SCIM, delegated
 //! sign-in through the user portal (right, wrong, upstream down), and the API's refusals.
+//! Over TLS (a CA and certificate made at test time): ldaps://, StartTLS and a pinned
+//! fingerprint, and the refusals of a wrong fingerprint, another CA and the system's CAs.
 
 mod common;
 
@@ -23,6 +25,8 @@ const ROOT_PW: &str = "admin-secret";
 struct Slapd {
     dir: PathBuf,
     port: u16,
+    /// The ldaps:// port of a slapd started with a [`Pki`].
+    tls_port: Option<u16>,
     pid: Option<u32>,
 }
 
@@ -30,9 +34,16 @@ impl Slapd {
     fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
     }
+    fn ldaps_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls_port.expect("a slapd with TLS"))
+    }
     fn start(&mut self) {
+        let mut listen = format!("{}/", self.url());
+        if self.tls_port.is_some() {
+            listen += &format!(" {}/", self.ldaps_url());
+        }
         let st = Command::new(SLAPD)
-            .args(["-f", &self.dir.join("slapd.conf").to_string_lossy(), "-h", &format!("{}/", self.url())])
+            .args(["-f", &self.dir.join("slapd.conf").to_string_lossy(), "-h", &listen])
             .status()
             .expect("slapd runs");
         assert!(st.success(), "slapd did not start");
@@ -43,6 +54,9 @@ impl Slapd {
                 if let Ok(pid) = p.trim().parse() {
                     if LdapConn::new(&self.url()).is_ok() {
                         self.pid = Some(pid);
+                        if self.tls_port.is_some() {
+                            self.check_tls();
+                        }
                         return;
                     }
                 }
@@ -61,6 +75,26 @@ impl Slapd {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let _ = std::fs::remove_file(self.dir.join("slapd.pid"));
+        }
+    }
+    /// OpenLDAP's own client, trusting only the test CA, reads the root DSE over ldaps:// and
+    /// over StartTLS: the upstream really serves TLS with this certificate before Cairn is
+    /// pointed at it, so a failure later is Cairn's, not the test set-up's.
+    fn check_tls(&self) {
+        for args in [vec!["-H", &self.ldaps_url()], vec!["-ZZ", "-H", &self.url()]] {
+            let out = Command::new("ldapsearch")
+                .args(args)
+                .args(["-x", "-LLL", "-b", "", "-s", "base", "namingContexts"])
+                .env("LDAPTLS_CACERT", self.dir.join("tls/ca.pem"))
+                .env("LDAPTLS_REQCERT", "demand")
+                .output()
+                .expect("ldapsearch (ldap-utils) runs");
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BASE),
+                "slapd does not serve TLS: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     fn admin(&self) -> LdapConn {
@@ -83,14 +117,48 @@ fn person(uid: &str, mail: &str, extra: &str) -> String {
     )
 }
 
+/// A throwaway PKI made at test time: a CA, the upstream's certificate for 127.0.0.1 and
+/// localhost signed by it, and another CA that signed nothing.
+struct Pki {
+    ca_pem: String,
+    other_ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    /// SHA-256 of the server certificate's DER in hex: what a connection's `fingerprint` pins.
+    fingerprint: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    use sha2::Digest;
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        (p.self_signed(&key).unwrap().pem(), Issuer::new(p, key))
+    };
+    let (ca_pem, issuer) = ca("Cairn test upstream CA");
+    let (other_ca_pem, _) = ca("Some other CA");
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+    p.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let fingerprint = sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+    Pki { ca_pem, other_ca_pem, cert_pem: cert.pem(), key_pem: key.serialize_pem(), fingerprint }
+}
+
 /// A throwaway slapd on a free port, or `None` (skipped; a failure under CAIRN_REQUIRE_ALL)
-/// when OpenLDAP's server is not installed.
-fn slapd(dir: &Path) -> Option<Slapd> {
-    slapd_with(dir, 0)
+/// when OpenLDAP's server is not installed. With a [`Pki`] it also serves TLS: StartTLS on
+/// its ldap:// port and ldaps:// on a second one.
+fn slapd(dir: &Path, tls: Option<&Pki>) -> Option<Slapd> {
+    slapd_with(dir, tls, 0)
 }
 
 /// [`slapd`] with `extra` more people (`p00000`, …) in the same OU.
-fn slapd_with(dir: &Path, extra: usize) -> Option<Slapd> {
+fn slapd_with(dir: &Path, tls: Option<&Pki>, extra: usize) -> Option<Slapd> {
     if !Path::new(SLAPD).exists() || Command::new("/usr/sbin/slapadd").arg("-V").output().is_err() {
         cairn_store::testing::skip(
             "directory integration",
@@ -99,10 +167,23 @@ fn slapd_with(dir: &Path, extra: usize) -> Option<Slapd> {
         return None;
     }
     std::fs::create_dir_all(dir.join("db")).unwrap();
+    let mut tls_conf = String::new();
+    if let Some(pki) = tls {
+        let t = dir.join("tls");
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("ca.pem"), &pki.ca_pem).unwrap();
+        std::fs::write(t.join("server.pem"), &pki.cert_pem).unwrap();
+        std::fs::write(t.join("server.key"), &pki.key_pem).unwrap();
+        tls_conf = format!(
+            "TLSCACertificateFile {t}/ca.pem\nTLSCertificateFile {t}/server.pem\n\
+             TLSCertificateKeyFile {t}/server.key\n",
+            t = t.display()
+        );
+    }
     let conf = format!(
         "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
          include /etc/ldap/schema/inetorgperson.schema\ninclude /etc/ldap/schema/nis.schema\n\
-         modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {d}/slapd.pid\n\
+         modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {d}/slapd.pid\n{tls_conf}\
          database mdb\nmaxsize 104857600\nsuffix \"{BASE}\"\nrootdn \"{ROOT_DN}\"\nrootpw {ROOT_PW}\n\
          directory {d}/db\nindex objectClass eq\nindex uid eq\n\
          access to attrs=userPassword by anonymous auth by self write by * none\naccess to * by * read\n",
@@ -138,7 +219,8 @@ fn slapd_with(dir: &Path, extra: usize) -> Option<Slapd> {
         .output()
         .unwrap();
     assert!(out.status.success(), "slapadd: {}", String::from_utf8_lossy(&out.stderr));
-    let mut s = Slapd { dir: dir.to_path_buf(), port: common::free_port(), pid: None };
+    let tls_port = tls.map(|_| common::free_port());
+    let mut s = Slapd { dir: dir.to_path_buf(), port: common::free_port(), tls_port, pid: None };
     s.start();
     Some(s)
 }
@@ -191,7 +273,7 @@ fn count_users(s: &Server) -> i64 {
 fn directory_is_imported_followed_and_checks_delegated_passwords() {
     for db in Db::all("dirsync") {
         let tmp = tempfile::tempdir().unwrap();
-        let Some(mut up) = slapd(&tmp.path().join("slapd")) else { return };
+        let Some(mut up) = slapd(&tmp.path().join("slapd"), None) else { return };
         let s = Server::start(&db);
 
         // The connection: the password is sealed, never answered.
@@ -438,6 +520,116 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
     }
 }
 
+/// The upstream over TLS (a slapd with a CA made here): ldaps:// and StartTLS with the CA,
+/// ldaps:// pinned by fingerprint, and delegated sign-in over ldaps:// work; a wrong
+/// fingerprint, another CA or the system's CAs fail the sync clearly and change nothing, and
+/// a delegated sign-in the upstream's certificate fails is refused without counting as a guess.
+#[test]
+fn directory_over_tls_checks_the_upstream_certificate() {
+    let pki = pki();
+    for db in Db::all("dirsync_tls") {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(up) = slapd(&tmp.path().join("slapd"), Some(&pki)) else { return };
+        let s = Server::start(&db);
+
+        // ldaps:// trusting the CA: imported.
+        let mut body = connection_body(&up.ldaps_url());
+        body["caCert"] = json!(pki.ca_pem);
+        let (st, c) = s.post("/api/v2/directories", body);
+        assert_eq!(st, 201, "{c}");
+        let id = c["id"].as_str().unwrap().to_string();
+        let j = sync(&s, &id, false);
+        assert_eq!((j["status"].as_str(), j["counts"]["created"].as_i64()), (Some("done"), Some(3)), "{j}");
+        let ada_id = user(&s, "ada")["_id"].as_str().unwrap().to_string();
+
+        // Delegated sign-in binds over ldaps://: the upstream password opens the portal, a
+        // wrong one does not.
+        let mut b = Browser::new(&s.base);
+        assert_eq!(b.login("ada", "pw-ada-upstream").0, "/portal/profile");
+        let mut b = Browser::new(&s.base);
+        assert_ne!(b.login("ada", "wrong password").0, "/portal/profile");
+        assert_eq!(user(&s, "ada")["badLoginAttempts"], 1);
+
+        // StartTLS on the ldap:// port with the same CA.
+        let put = |b: Value| {
+            let (st, c) = s.put(&format!("/api/v2/directories/{id}"), b);
+            assert_eq!(st, 200, "{c}");
+        };
+        put(json!({"url": up.url(), "startTls": true}));
+        let j = sync(&s, &id, false);
+        assert_eq!((j["status"].as_str(), j["counts"]["unchanged"].as_i64()), (Some("done"), Some(3)), "{j}");
+        let mut b = Browser::new(&s.base);
+        assert_eq!(b.login("bob", "pw-bob-upstream").0, "/portal/profile", "a delegated bind over StartTLS");
+
+        // ldaps:// pinned to the server certificate's SHA-256 (no CA needed).
+        put(json!({"url": up.ldaps_url(), "startTls": false, "fingerprint": pki.fingerprint}));
+        let (_, c) = s.get(&format!("/api/v2/directories/{id}"));
+        assert!(c["caCert"].is_null(), "a fingerprint replaces the CA: {c}");
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "done", "{j}");
+
+        // A change upstream that a failing sync must not bring in.
+        let mut admin = up.admin();
+        let bob_dn = format!("uid=bob,ou=people,{BASE}");
+        admin
+            .modify(&bob_dn, vec![Mod::Replace("mail", HashSet::from(["bob@tls.example.org"]))])
+            .unwrap()
+            .success()
+            .unwrap();
+        drop(admin);
+        let users = count_users(&s);
+        let unchanged = |s: &Server| {
+            assert_eq!(count_users(s), users, "nobody created");
+            assert_eq!(user(s, "bob")["email"], "bob@example.org", "nobody changed");
+        };
+
+        // A wrong fingerprint: the sync fails naming both fingerprints.
+        let wrong = "ab".repeat(32);
+        put(json!({"fingerprint": wrong}));
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "failed", "{j}");
+        let m = j["message"].as_str().unwrap();
+        assert!(m.contains("fingerprint") && m.contains(&pki.fingerprint) && m.contains(&wrong), "{j}");
+        unchanged(&s);
+        // A delegated sign-in it fails is refused, says why, and is no guess.
+        let failures = user(&s, "ada")["badLoginAttempts"].clone();
+        let mut b = Browser::new(&s.base);
+        assert_ne!(b.login("ada", "pw-ada-upstream").0, "/portal/profile");
+        let (_, ev) = s.get(&format!("/api/v2/events?user_id={ada_id}&action=login_failure&limit=100"));
+        let ev = if ev.is_array() { ev } else { ev["results"].clone() };
+        assert!(
+            ev.as_array().unwrap().iter().any(|e| e["detail"]["reason"].as_str().unwrap_or("").contains("fingerprint")),
+            "{ev}"
+        );
+        assert_eq!(user(&s, "ada")["badLoginAttempts"], failures);
+
+        // A CA that did not sign the server's certificate.
+        put(json!({"caCert": pki.other_ca_pem}));
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "failed", "{j}");
+        let m = j["message"].as_str().unwrap();
+        assert!(m.contains("certificate") && m.contains("caCert"), "{j}");
+        unchanged(&s);
+
+        // Neither: the system's CAs, which do not trust a private CA.
+        put(json!({"caCert": null}));
+        let (_, c) = s.get(&format!("/api/v2/directories/{id}"));
+        assert!(c["caCert"].is_null() && c["fingerprint"].is_null(), "{c}");
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "failed", "{j}");
+        let m = j["message"].as_str().unwrap();
+        assert!(m.contains("certificate") && m.contains("not trusted"), "{j}");
+        unchanged(&s);
+
+        // The right CA again: the pending change arrives.
+        put(json!({"caCert": pki.ca_pem}));
+        let j = sync(&s, &id, false);
+        assert_eq!((j["status"].as_str(), j["counts"]["updated"].as_i64()), (Some("done"), Some(1)), "{j}");
+        assert_eq!(user(&s, "bob")["email"], "bob@tls.example.org");
+        drop(s);
+    }
+}
+
 #[test]
 fn directory_api_refuses_bad_input_and_callers() {
     let db = Db::Sqlite;
@@ -545,7 +737,7 @@ fn directory_api_refuses_bad_input_and_callers() {
 #[test]
 fn admin_portal_connects_previews_and_syncs_a_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(up) = slapd(&tmp.path().join("slapd")) else { return };
+    let Some(up) = slapd(&tmp.path().join("slapd"), None) else { return };
     let s = Server::start(&Db::Sqlite);
     const PW: &str = "correct horse battery staple";
     for (email, role) in [("admin@example.com", "admin"), ("viewer@example.com", "read-only")] {
@@ -622,7 +814,7 @@ fn an_interrupted_sync_resumes_and_converges() {
     let total = EXTRA as i64 + 3;
     for db in Db::all("dirsync_resume") {
         let tmp = tempfile::tempdir().unwrap();
-        let Some(up) = slapd_with(&tmp.path().join("slapd"), EXTRA) else { return };
+        let Some(up) = slapd_with(&tmp.path().join("slapd"), None, EXTRA) else { return };
         // PostgreSQL leaves a job to other processes until it has been silent this long.
         let mut s = Server::start_with(&db, &[("CAIRN_BOOTSTRAP_API_KEY", KEY), ("CAIRN_STALE_JOB_SECONDS", "2")]);
         let mut body = connection_body(&up.url());
