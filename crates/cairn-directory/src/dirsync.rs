@@ -445,6 +445,8 @@ struct Run {
     reported: HashSet<String>,
     /// What the job says while it runs.
     note: Option<&'static str>,
+    /// In a dry run, the ids of the users it would create.
+    previewed: HashSet<String>,
     /// The connection's part of every digest.
     salt: [u8; 32],
     /// The restricted fields of a user the connection creates.
@@ -481,6 +483,9 @@ impl Run {
         };
         if let Some(id) = &uid {
             self.remember(u, id);
+            if self.dry_run && outcome == "created" {
+                self.previewed.insert(id.clone());
+            }
         }
         self.counts.add(outcome);
         let r = &mut self.results[at];
@@ -847,6 +852,7 @@ impl Directory {
             seq,
             reported,
             note,
+            previewed: HashSet::new(),
             salt: salt(c),
             restricted: dirsync::restricted_fields(c, None),
             seen: HashSet::new(),
@@ -1002,7 +1008,8 @@ impl Directory {
                 Some("") => {
                     u.fields.insert("manager".into(), Value::Null);
                 }
-                Some(dn) => match run.by_dn.get(&dirsync::dn_key(dn)) {
+                // A preview's new users were never written: not a manager to point at.
+                Some(dn) => match run.by_dn.get(&dirsync::dn_key(dn)).filter(|id| !run.previewed.contains(*id)) {
                     Some(id) => {
                         u.fields.insert("manager".into(), json!(id));
                     }
