@@ -1130,7 +1130,7 @@ impl Directory {
         if !run.dry_run && !run.refresh.is_empty() {
             db.put_links(&run.connection, "user", &run.refresh).await?;
         }
-        let done = run.seq as i64;
+        let done = run.seq;
         let update = JobUpdate { status, processed: done, total: 0, counts: &run.counts.json(), message: run.note };
         db.update_job(&run.job, &update, self.now()).await?;
         tx.commit().await?;
