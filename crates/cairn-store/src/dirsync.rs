@@ -193,21 +193,23 @@ impl Db<'_> {
     }
 
     /// Every user link of a connection with its user's `updated` now (`None`: the user is
-    /// gone), in one read: a re-sync tells unchanged users from these alone.
+    /// gone), in one read: a re-sync tells unchanged users from these alone. Rows are turned
+    /// into links as they arrive (a hundred thousand raw rows at once would double the
+    /// memory a re-sync needs).
     pub async fn user_links(&mut self, connection: &str) -> Result<Vec<(Link, Option<DateTime<Utc>>)>> {
-        let rows = sqlx::query(
+        use futures_util::TryStreamExt;
+        let mut out = Vec::new();
+        let mut rows = sqlx::query(
             "SELECT l.*, u.updated AS current_updated FROM directory_links l LEFT JOIN users u ON u.id = l.local_id \
              WHERE l.connection_id = $1 AND l.kind = 'user'",
         )
         .bind(connection.to_string())
-        .fetch_all(&mut *self.c)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let now = get_opt_text(r, "current_updated")?.map(|t| parse_time(&t)).transpose()?;
-                Ok((link_from_row(r)?, now))
-            })
-            .collect()
+        .fetch(&mut *self.c);
+        while let Some(r) = rows.try_next().await? {
+            let now = get_opt_text(&r, "current_updated")?.map(|t| parse_time(&t)).transpose()?;
+            out.push((link_from_row(&r)?, now));
+        }
+        Ok(out)
     }
 
     /// The link of a local user or group to a connection.
