@@ -16,14 +16,25 @@
 //! - `deep cursor`: the same page reached by the `cursor` the previous page returned (only when
 //!   the server returns cursors)
 //! - `scim userName`: `/scim/v2/Users?filter=userName eq "userNNNNNNN"`
+//! - the admin portal's other filters (issue 19): `locked-lastname` (`account_locked:$eq:true`,
+//!   `sort=-lastname`), `locked id` (the same, default sort), `unlocked+lastname`,
+//!   `expired+lastname` (`password_expired:$eq:true`), `mfa-lastname` (`totp_enabled:$eq:true`),
+//!   `no-mfa+email` (`totp_enabled:$eq:false&sort=email`), `title+lastname` / `title id`
+//!   (`jobTitle:$eq:Title NN`, any-column `$eq`), `locked-created` (another sort), and
+//!   `locked cursor` (`locked-lastname` at 90 % of the locked users, by cursor)
+//! - the admin portal's Users page, signed in (cookie), keep-alive off: `admin users` (the
+//!   default view), `admin dept` (`department=…&sort=lastname`), `admin locked`
+//!   (`locked=yes`), `admin group` (`group=…`, 5 % of the users) and `admin group+lastname`
 //!
 //! Users: 20 departments of `size / 20`; half the users have one of 20 clustered last names
 //! (skewed: the first few names hold most of them), the other half a uniform random one of
-//! 26^5; 1 % have none; states 90 % ACTIVATED, 5 % STAGED, 5 % SUSPENDED.
+//! 26^5; 1 % have none; states 90 % ACTIVATED, 5 % STAGED, 5 % SUSPENDED; 5 % locked, 3 % with
+//! an expired password, 30 % enrolled in TOTP; one of 50 job titles each; 5 % in one group.
 //!
 //! Run: `cargo build --release -p cairn && cargo run --release -p cairn-bench --bin scale_lists`
 //! Environment: `SCALE_SIZES` (default `100000,1000000`), `SCALE_REQUESTS` (timed requests per
-//! series, default 300), `SCALE_BACKENDS` (default `sqlite,postgres`), `CAIRN_BIN`.
+//! series, default 300), `SCALE_WARMUP` (untimed rounds first, default 20), `SCALE_BACKENDS`
+//! (default `sqlite,postgres`), `CAIRN_BIN`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cairn_bench::{loadavg, DbServer};
 use cairn_directory::{Directory, SystemClock};
-use cairn_domain::{State, User};
+use cairn_domain::{Group, Secret, State, User};
 use cairn_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,7 +56,6 @@ use sqlx::{Connection, Executor, Row};
 
 const DEPARTMENTS: usize = 20;
 const BATCH: usize = 2_000;
-const WARMUP: usize = 20;
 const API_KEY: &str = "cairn-bench-0123456789abcdef0123";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
@@ -93,10 +103,11 @@ async fn main() -> Result<()> {
         .map(|s| s.trim().parse().context("SCALE_SIZES"))
         .collect::<Result<_>>()?;
     let requests: usize = env_or("SCALE_REQUESTS", "300").parse()?;
+    let warmup: usize = env_or("SCALE_WARMUP", "20").parse()?;
     let backends = env_or("SCALE_BACKENDS", "sqlite,postgres");
     println!("sources: {}", source_state());
     println!(
-        "scale_lists: sizes {sizes:?}, {requests} timed requests per series (+{WARMUP} warm-up), keep-alive off; \
+        "scale_lists: sizes {sizes:?}, {requests} timed requests per series (+{warmup} warm-up), keep-alive off; \
          server {}",
         bin.display()
     );
@@ -107,7 +118,7 @@ async fn main() -> Result<()> {
                 "sqlite" => {
                     let tmp = tempfile::Builder::new().prefix("cairn-scale-").tempdir_in("/var/tmp")?;
                     let url = format!("sqlite://{}/cairn.db", tmp.path().display());
-                    run_one("SQLite", size, &url, &bin, tmp.path(), requests).await?
+                    run_one("SQLite", size, &url, &bin, tmp.path(), requests, warmup).await?
                 }
                 "postgres" => {
                     let mut admin = pg_admin().await?;
@@ -116,7 +127,7 @@ async fn main() -> Result<()> {
                     admin.execute(format!("CREATE DATABASE {db}").as_str()).await?;
                     let tmp = tempfile::Builder::new().prefix("cairn-scale-").tempdir()?;
                     let url = format!("{PG_BASE_URL}/{db}");
-                    let r = run_one("PostgreSQL", size, &url, &bin, tmp.path(), requests).await;
+                    let r = run_one("PostgreSQL", size, &url, &bin, tmp.path(), requests, warmup).await;
                     let dropped = admin.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
                     admin.close().await.ok();
                     dropped.context("dropping the benchmark database")?;
@@ -138,6 +149,8 @@ struct Run {
     series: BTreeMap<&'static str, Stats>,
     plans: String,
     load: (String, String),
+    /// Series whose requests the server refused.
+    failed: std::collections::BTreeSet<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +177,34 @@ const SERIES: &[&str] = &[
     "deep skip",
     "deep cursor",
     "scim userName",
+    "locked-lastname",
+    "locked id",
+    "locked cursor",
+    "locked-created",
+    "unlocked+lastname",
+    "expired+lastname",
+    "pending+lastname",
+    "mfa-lastname",
+    "no-mfa+email",
+    "title+lastname",
+    "title id",
+    "admin users",
+    "admin dept",
+    "admin locked",
+    "admin pending",
+    "admin group",
+    "admin group+lastname",
 ];
+
+const TITLES: usize = 50;
+/// Marks a request of the admin portal (sent with the session cookie).
+const ADMIN: &str = "admin";
+const ADMIN_EMAIL: &str = "bench@example.com";
+const ADMIN_PASSWORD: &str = "bench admin passphrase";
+
+fn title(n: usize) -> String {
+    format!("Title{n:02}")
+}
 
 async fn run_one(
     backend: &'static str,
@@ -173,21 +213,32 @@ async fn run_one(
     bin: &Path,
     data_dir: &Path,
     requests: usize,
+    warmup: usize,
 ) -> Result<Run> {
     println!("\n== {backend}, {size} users ==");
     let t = Instant::now();
-    load(url, size).await.with_context(|| format!("{backend}: load"))?;
+    let group = load(url, size).await.with_context(|| format!("{backend}: load"))?;
     let load_secs = t.elapsed().as_secs_f64();
     println!("loaded {size} users in {load_secs:.1} s");
     if url.starts_with("postgres") {
         // What autovacuum does within a minute or two of a bulk load.
         let mut c = sqlx::PgConnection::connect(url).await?;
-        c.execute("VACUUM ANALYZE users").await?;
+        c.execute("VACUUM ANALYZE users, group_members").await?;
         c.close().await?;
     }
 
+    // An administrator for the portal's pages.
+    let out = Command::new(bin)
+        .args(["admin", "create", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD])
+        .current_dir(data_dir)
+        .env("CAIRN_DATABASE_URL", url)
+        .env("CAIRN_DATA_DIR", data_dir)
+        .output()?;
+    ensure!(out.status.success(), "admin create: {}", String::from_utf8_lossy(&out.stderr));
+
     let server = DbServer::start(bin, url, data_dir, API_KEY, Duration::from_secs(300)).await?;
     let base = server.base.clone();
+    let admin = admin_client(&base).await?;
     // Keep-alive off: no idle connection is kept, and the server is asked to close each one.
     let client =
         reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(120)).build()?;
@@ -235,13 +286,42 @@ async fn run_one(
         }
         cursors.push(c);
     }
+    // The portal's other filters: right rows, and the deep locked page by cursor = by skip.
+    let locked_url =
+        |extra: &str| format!("{base}/api/systemusers?filter=account_locked:$eq:true&sort=-lastname&limit=100{extra}");
+    let lp = get_json(&client, &locked_url(""), None).await?;
+    let locked_total = lp["totalCount"].as_u64().ok_or_else(|| anyhow!("locked count"))? as usize;
+    ensure!(
+        lp["results"].as_array().is_some_and(|r| r.len() == 100 && r.iter().all(|u| u["account_locked"] == true)),
+        "locked page"
+    );
+    check_order(&lp, true)?;
+    let locked_deep = (locked_total * 9 / 10) / 100 * 100;
+    let p = get_json(&client, &locked_url(&format!("&skip={}", locked_deep - 100)), None).await?;
+    let locked_cursor = p["nextCursor"].as_str().map(str::to_string);
+    if let Some(c) = &locked_cursor {
+        let by_cursor = get_json(&client, &locked_url(&format!("&cursor={c}")), None).await?;
+        let by_skip = get_json(&client, &locked_url(&format!("&skip={locked_deep}")), None).await?;
+        ensure!(by_cursor["results"] == by_skip["results"], "the locked cursor page differs from the skip page");
+    }
+    let t = get_json(
+        &client,
+        &format!("{base}/api/systemusers?filter=jobTitle:$eq:{}&sort=lastname&limit=100", title(3)),
+        None,
+    )
+    .await?;
+    ensure!(t["totalCount"] == size / TITLES, "title count {}", t["totalCount"]);
+    check_order(&t, false)?;
+    let body = get_admin(&admin, &format!("{base}/admin/users?group={group}&per=100")).await?;
+    ensure!(body.matches("type=\"checkbox\"").count() >= 100, "the group's Users page should list 100 rows");
     let have_cursor = cursors.iter().all(Option::is_some);
     println!("cursors: {}", if have_cursor { "yes" } else { "no (server returns none)" });
 
     let mut rng = StdRng::seed_from_u64(19);
     let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let load_before = loadavg();
-    for i in 0..WARMUP + requests {
+    let mut failed: std::collections::BTreeSet<&'static str> = std::collections::BTreeSet::new();
+    for i in 0..warmup + requests {
         for &name in SERIES {
             let d = rng.gen_range(0..DEPARTMENTS);
             let n = rng.gen_range(1..=size);
@@ -266,12 +346,68 @@ async fn run_one(
                 "scim userName" => {
                     (format!("{base}/scim/v2/Users?filter=userName%20eq%20%22user{n:07}%22"), Some(bearer.as_str()))
                 }
+                "locked-lastname" => (locked_url(""), None),
+                "locked id" => (format!("{base}/api/systemusers?filter=account_locked:$eq:true&limit=100"), None),
+                "locked cursor" => match &locked_cursor {
+                    Some(c) => (locked_url(&format!("&cursor={c}")), None),
+                    None => continue,
+                },
+                "locked-created" => {
+                    (format!("{base}/api/systemusers?filter=account_locked:$eq:true&sort=-created&limit=100"), None)
+                }
+                "unlocked+lastname" => {
+                    (format!("{base}/api/systemusers?filter=account_locked:$eq:false&sort=lastname&limit=100"), None)
+                }
+                "expired+lastname" => {
+                    (format!("{base}/api/systemusers?filter=password_expired:$eq:true&sort=lastname&limit=100"), None)
+                }
+                "pending+lastname" => {
+                    (format!("{base}/api/systemusers?filter=activated:$eq:false&sort=lastname&limit=100"), None)
+                }
+                "mfa-lastname" => {
+                    (format!("{base}/api/systemusers?filter=totp_enabled:$eq:true&sort=-lastname&limit=100"), None)
+                }
+                "no-mfa+email" => {
+                    (format!("{base}/api/systemusers?filter=totp_enabled:$eq:false&sort=email&limit=100"), None)
+                }
+                "title+lastname" => (
+                    format!(
+                        "{base}/api/systemusers?filter=jobTitle:$eq:{}&sort=lastname&limit=100",
+                        title(rng.gen_range(0..TITLES))
+                    ),
+                    None,
+                ),
+                "title id" => (
+                    format!("{base}/api/systemusers?filter=jobTitle:$eq:{}&limit=100", title(rng.gen_range(0..TITLES))),
+                    None,
+                ),
+                "admin users" => (format!("{base}/admin/users?per=100"), Some(ADMIN)),
+                "admin dept" => {
+                    (format!("{base}/admin/users?department={}&sort=lastname&per=100", department(d)), Some(ADMIN))
+                }
+                "admin locked" => (format!("{base}/admin/users?locked=yes&per=100"), Some(ADMIN)),
+                "admin pending" => (format!("{base}/admin/users?pw=pending&per=100"), Some(ADMIN)),
+                "admin group" => (format!("{base}/admin/users?group={group}&per=100"), Some(ADMIN)),
+                "admin group+lastname" => {
+                    (format!("{base}/admin/users?group={group}&sort=lastname&per=100"), Some(ADMIN))
+                }
                 _ => unreachable!(),
             };
             let t = Instant::now();
-            get_body(&client, &url, auth).await?;
+            let r = if auth == Some(ADMIN) {
+                get_admin(&admin, &url).await.map(|_| ())
+            } else {
+                get_body(&client, &url, auth).await.map(|_| ())
+            };
             let ms = t.elapsed().as_secs_f64() * 1e3;
-            if i >= WARMUP {
+            if let Err(e) = r {
+                // A request the server refuses is reported as such, not timed.
+                if failed.insert(name) {
+                    println!("{name}: {e:#}");
+                }
+                continue;
+            }
+            if i >= warmup {
                 samples.entry(name).or_default().push(ms);
             }
         }
@@ -282,8 +418,8 @@ async fn run_one(
         println!("{k:<15} p50 {:7.2} ms  p99 {:7.2} ms  max {:7.2} ms", s.p50, s.p99, s.max);
     }
     drop(server);
-    let plans = plans(url, deep).await.unwrap_or_else(|e| format!("(plans failed: {e})"));
-    Ok(Run { backend, size, load_secs, series, plans, load })
+    let plans = plans(url, deep, &group).await.unwrap_or_else(|e| format!("(plans failed: {e})"));
+    Ok(Run { backend, size, load_secs, series, plans, load, failed })
 }
 
 fn check_order(page: &Value, desc: bool) -> Result<()> {
@@ -307,12 +443,27 @@ fn check_order(page: &Value, desc: bool) -> Result<()> {
 
 // ---- loading -------------------------------------------------------------------------------
 
-async fn load(url: &str, size: usize) -> Result<()> {
+/// Loads the users and one group holding 5 % of them; the group's id.
+async fn load(url: &str, size: usize) -> Result<String> {
     let store = Store::connect(url).await?;
     let dir = Directory::new(store.clone(), Arc::new(SystemClock));
     dir.migrate().await?;
     let mut rng = StdRng::seed_from_u64(1);
     let users: Vec<User> = (1..=size).map(|n| make_user(&dir, n, &mut rng)).collect();
+    let now = dir.now();
+    let group = Group {
+        id: dir.new_id(),
+        name: "bench5pc".into(),
+        description: None,
+        email: None,
+        attributes: None,
+        membership_method: None,
+        unix_gid: None,
+        created: now,
+        updated: now,
+    };
+    let members: Vec<(String, String)> =
+        users.iter().filter(|_| rng.gen_bool(0.05)).map(|u| (group.id.clone(), u.id.clone())).collect();
     match store.backend() {
         cairn_store::Backend::Sqlite => {
             // As a large import: the non-unique indexes are built once at the end.
@@ -329,6 +480,10 @@ async fn load(url: &str, size: usize) -> Result<()> {
                 w.committed().await;
             }
             w.build_user_search_indexes().await?;
+            let mut tx = w.begin().await?;
+            tx.db().insert_group(&group).await?;
+            tx.db().add_members(&members, now).await?;
+            tx.commit().await?;
             w.finish().await?;
         }
         cairn_store::Backend::Postgres => {
@@ -352,10 +507,14 @@ async fn load(url: &str, size: usize) -> Result<()> {
             while let Some(r) = tasks.join_next().await {
                 r??;
             }
+            let mut tx = store.begin().await?;
+            tx.db().insert_group(&group).await?;
+            tx.db().add_members(&members, now).await?;
+            tx.commit().await?;
         }
     }
     store.close().await;
-    Ok(())
+    Ok(group.id)
 }
 
 fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
@@ -383,6 +542,9 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
         profile.insert("lastname".into(), Value::String(last));
     }
     profile.insert("department".into(), Value::String(department(n % DEPARTMENTS)));
+    // Every title holds the same share (the count check relies on it).
+    profile.insert("jobTitle".into(), Value::String(title((n / DEPARTMENTS) % TITLES)));
+    let locked = rng.gen_bool(0.05);
     User {
         id: dir.new_id(),
         username: format!("user{n:07}"),
@@ -391,13 +553,14 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
         created: now,
         updated: now,
         creation_source: "bench".into(),
-        password_hash: None,
-        password_expired: false,
+        // ACTIVATED users have set a password; the others are pending (`activated` false).
+        password_hash: (state == State::Activated).then(|| Secret::new("$argon2id$v=19$m=19456,t=2,p=1$bench")),
+        password_expired: rng.gen_bool(0.03),
         password_date: None,
-        account_locked: false,
-        account_locked_date: None,
+        account_locked: locked,
+        account_locked_date: locked.then_some(now),
         bad_login_attempts: 0,
-        totp_enabled: false,
+        totp_enabled: rng.gen_bool(0.30),
         totp_secret: None,
         profile,
     }
@@ -405,7 +568,7 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
 
 // ---- query plans ---------------------------------------------------------------------------
 
-async fn plans(url: &str, deep: usize) -> Result<String> {
+async fn plans(url: &str, deep: usize, group: &str) -> Result<String> {
     // The statements the store sends (SQLite compares the exact half as `+department`, see
     // `cond_sql`), with the values inlined.
     let plus = if url.starts_with("sqlite") { "+" } else { "" };
@@ -431,6 +594,40 @@ async fn plans(url: &str, deep: usize) -> Result<String> {
         "SELECT COUNT(*) FROM (SELECT 1 FROM users LIMIT 100001) capped".to_string(),
         format!("SELECT * FROM users WHERE {search} ORDER BY id ASC LIMIT 10"),
         format!("SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE {search} LIMIT 100001) capped"),
+        // The portal's other filters as the store writes them (a boolean as a literal).
+        "SELECT * FROM users WHERE account_locked ORDER BY lower(lastname) DESC NULLS LAST, id DESC LIMIT 100".to_string(),
+        "SELECT * FROM users WHERE account_locked ORDER BY id ASC LIMIT 100".to_string(),
+        "SELECT * FROM users WHERE account_locked ORDER BY created DESC, id DESC LIMIT 100".to_string(),
+        "SELECT * FROM users WHERE NOT account_locked ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+            .to_string(),
+        "SELECT * FROM users WHERE password_expired ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+            .to_string(),
+        "SELECT * FROM users WHERE password_hash IS NULL ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+            .to_string(),
+        "SELECT * FROM users WHERE totp_enabled ORDER BY lower(lastname) DESC NULLS LAST, id DESC LIMIT 100".to_string(),
+        "SELECT * FROM users WHERE NOT totp_enabled ORDER BY email ASC, id ASC LIMIT 100".to_string(),
+        "SELECT * FROM users WHERE jobtitle = 'Title03' ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+            .to_string(),
+        "SELECT * FROM users WHERE jobtitle = 'Title03' ORDER BY id ASC LIMIT 100".to_string(),
+        "SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE jobtitle = 'Title03' LIMIT 10001) capped".to_string(),
+        "SELECT COUNT(*) FROM users WHERE account_locked".to_string(),
+        "SELECT COUNT(*) FROM users WHERE totp_enabled".to_string(),
+        format!(
+            "SELECT COUNT(*) FROM users WHERE id IN (SELECT user_id FROM group_members WHERE group_id = '{group}')"
+        ),
+        format!(
+            "SELECT * FROM users WHERE id IN (SELECT user_id FROM group_members WHERE group_id = '{group}') \
+             ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+        ),
+        format!(
+            "SELECT * FROM users WHERE id IN (SELECT user_id FROM group_members WHERE group_id = '{group}') \
+             ORDER BY id ASC LIMIT 100"
+        ),
+        // A large group's early page on SQLite (the store's `list_users_in_group`).
+        format!(
+            "SELECT * FROM users WHERE EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = '{group}' \
+             AND m.user_id = users.id) ORDER BY lower(lastname) ASC NULLS FIRST, id ASC LIMIT 100"
+        ),
     ];
     let mut out = String::new();
     if url.starts_with("sqlite") {
@@ -472,6 +669,7 @@ fn print_report(runs: &[Run]) {
         for s in SERIES {
             match r.series.get(s) {
                 Some(st) => write!(line, " {:.2} / {:.2} |", st.p50, st.p99).ok(),
+                None if r.failed.contains(s) => write!(line, " error |").ok(),
                 None => write!(line, " — |").ok(),
             };
         }
@@ -569,6 +767,42 @@ async fn get_body(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Re
         bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
     }
     Ok(body.len())
+}
+
+/// A client signed in to the admin portal (its session cookie), keep-alive off.
+async fn admin_client(base: &str) -> Result<reqwest::Client> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let page = client.get(format!("{base}/admin/login")).header("connection", "close").send().await?.text().await?;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .ok_or_else(|| anyhow!("no csrf on the login page"))?
+        .to_string();
+    let r = client
+        .post(format!("{base}/admin/login"))
+        .header("connection", "close")
+        .form(&[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("csrf", &csrf)])
+        .send()
+        .await?;
+    ensure!(r.status().is_redirection(), "admin login failed: {}", r.status());
+    Ok(client)
+}
+
+async fn get_admin(client: &reqwest::Client, url: &str) -> Result<String> {
+    let r = client.get(url).header("connection", "close").send().await?;
+    let status = r.status();
+    let body = r.text().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("GET {url}: {status}: {}", body.chars().take(300).collect::<String>());
+    }
+    Ok(body)
 }
 
 async fn get_json(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Result<Value> {

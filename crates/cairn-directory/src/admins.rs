@@ -255,7 +255,10 @@ impl Directory {
 
     /// The page of users a list query asks for among the members of a group.
     pub async fn list_users_in_group(&self, q: &ListQuery, group_id: &str) -> Result<(i64, Vec<User>)> {
+        // The count as a list's (kept while no user or membership changes): counting a large
+        // group on every page load was a whole-group read per admin page (issue 19).
+        let total = crate::counts::total_in(self, q, Some(group_id)).await?;
         let mut c = self.store().read().await?;
-        Ok(c.db().list_users_in_group(q, group_id).await?)
+        Ok(c.db().list_users_in_group(q, group_id, Some(total)).await?)
     }
 }

@@ -32,10 +32,10 @@ struct Entry {
     generation: u64,
 }
 
-/// What a count depends on: the filter and the search, not the sort or the page.
-fn key(q: &ListQuery) -> String {
+/// What a count depends on: the filter, the search and the group, not the sort or the page.
+fn key(q: &ListQuery, group: Option<&str>) -> String {
     let fields: Vec<&str> = q.search_fields.iter().map(|f| f.name).collect();
-    format!("{:?}|{:?}|{:?}|{}|{fields:?}", q.all, q.any, q.search, q.search_substring)
+    format!("{:?}|{:?}|{:?}|{}|{fields:?}|{group:?}", q.all, q.any, q.search, q.search_substring)
 }
 
 /// A number that moves whenever users may have changed: on SQLite the change log's sequence
@@ -59,7 +59,13 @@ async fn generation(dir: &Directory) -> Result<u64> {
 /// The count of a list. A list once found large is counted again only when users may have
 /// changed since (see [`generation`]); otherwise its count comes from memory, still exact.
 pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<i64> {
-    let k = key(q);
+    total_in(dir, q, None).await
+}
+
+/// As [`total`], among the members of a group when one is given (a membership change moves
+/// the generation too: the change log records it).
+pub(crate) async fn total_in(dir: &Directory, q: &ListQuery, group: Option<&str>) -> Result<i64> {
+    let k = key(q, group);
     let generation = generation(dir).await?;
     {
         let m = dir.inner.counts.counts.lock().expect("count cache");
@@ -69,11 +75,18 @@ pub(crate) async fn total(dir: &Directory, q: &ListQuery) -> Result<i64> {
     }
     let store = dir.store();
     let cap = dir.config().exact_count_up_to;
-    if let Some(n) = store.read().await?.db().count_users_up_to(q, cap).await? {
+    let capped = match group {
+        Some(g) => store.read().await?.db().count_users_in_group_up_to(q, g, cap).await?,
+        None => store.read().await?.db().count_users_up_to(q, cap).await?,
+    };
+    if let Some(n) = capped {
         dir.inner.counts.counts.lock().expect("count cache").remove(&k);
         return Ok(n);
     }
-    let n = store.read().await?.db().count_users(q).await?;
+    let n = match group {
+        Some(g) => store.read().await?.db().count_users_in_group(q, g).await?,
+        None => store.read().await?.db().count_users(q).await?,
+    };
     let mut m = dir.inner.counts.counts.lock().expect("count cache");
     if m.len() >= CACHED_COUNTS {
         m.clear();

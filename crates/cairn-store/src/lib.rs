@@ -519,6 +519,17 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_employeeidentifier_lower_ix", "users (lower(employeeidentifier))"),
     ("users_department_lastname_ix", "users (lower(department), lower(lastname), id, department)"),
     ("users_state_lastname_ix", "users (state, lower(lastname), id)"),
+    ("users_locked_lastname_ix", "users (lower(lastname), id) WHERE account_locked"),
+    ("users_locked_id_ix", "users (id) WHERE account_locked"),
+    ("users_expired_lastname_ix", "users (lower(lastname), id) WHERE password_expired"),
+    ("users_expired_id_ix", "users (id) WHERE password_expired"),
+    ("users_pending_lastname_ix", "users (lower(lastname), id) WHERE password_hash IS NULL"),
+    ("users_pending_id_ix", "users (id) WHERE password_hash IS NULL"),
+    ("users_jobtitle_ix", "users (jobtitle, id)"),
+    ("users_company_ix", "users (company, id)"),
+    ("users_costcenter_ix", "users (costcenter, id)"),
+    ("users_employeetype_ix", "users (employeetype, id)"),
+    ("users_location_ix", "users (location, id)"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
@@ -1427,9 +1438,18 @@ fn case_insensitive(column: &str) -> bool {
     column == "username"
 }
 
+/// Whether a sort field's column is NOT NULL in both schemas (flags and server-kept fields).
+fn never_null(f: &cairn_domain::fields::Field) -> bool {
+    f.kind == Kind::Bool
+        || matches!(f.column, "id" | "username" | "email" | "state" | "created" | "creationsource" | "badloginattempts")
+}
+
 /// The expression a column sorts by.
 pub(crate) fn sort_expr(column: &str) -> String {
-    if folded(column) || case_insensitive(column) {
+    if column == "activated" {
+        // Derived: having a password (the portal's "Password status" column sorts by it).
+        "(password_hash IS NOT NULL)".into()
+    } else if folded(column) || case_insensitive(column) {
         format!("lower({column})")
     } else {
         column.to_string()
@@ -1451,7 +1471,12 @@ pub(crate) fn order_by_with(q: &ListQuery, prefix: &str) -> String {
         .iter()
         .map(|(f, desc)| {
             let expr = format!("{prefix}{}", sort_expr(f.column));
-            if *desc {
+            if never_null(f) {
+                // No NULLS clause where there are none: PostgreSQL matches an index's NULLS
+                // order to the sort's, so `email ASC NULLS FIRST` sorted every user instead of
+                // reading `users_email_uq` (issue 19); the rows are the same.
+                format!("{expr} {}", if *desc { "DESC" } else { "ASC" })
+            } else if *desc {
                 format!("{expr} DESC NULLS LAST")
             } else {
                 format!("{expr} ASC NULLS FIRST")
@@ -1469,12 +1494,28 @@ fn escape_like(s: &str) -> String {
 }
 
 fn cond_sql(b: Backend, c: &Cond, a: &mut Args) -> String {
+    let col = c.field.column;
+    // A boolean `$eq` / `$ne` as a literal condition (`col` or `NOT col`, the same rows as `=`
+    // and `<>` on the NOT NULL flags): a statement naming it can use a partial index `WHERE col`
+    // (the rare flags' sort indexes, migration 0022), which a bound `col = ?` cannot select.
+    if let Scalar::Bool(v) = c.value {
+        use cairn_domain::query::Op;
+        if matches!(c.op, Op::Eq | Op::Ne) {
+            let yes = (c.op == Op::Eq) == v;
+            return match (col, yes) {
+                // `activated` is having a password (no column of its own).
+                ("activated", true) => "password_hash IS NOT NULL".into(),
+                ("activated", false) => "password_hash IS NULL".into(),
+                (col, true) => col.to_string(),
+                (col, false) => format!("NOT {col}"),
+            };
+        }
+    }
     let p = match &c.value {
         Scalar::Text(s) => a.push(s.clone()),
         Scalar::Bool(b) => a.push(*b),
         Scalar::Int(n) => a.push(*n),
     };
-    let col = c.field.column;
     if case_insensitive(col) {
         return format!("lower({col}) {} lower({p})", c.op.sql());
     }

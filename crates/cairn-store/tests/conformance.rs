@@ -751,15 +751,60 @@ async fn cursor_paging(store: Store) {
         if n % 6 == 0 {
             u.state = State::Suspended;
         }
+        // The portal's other filters (issue 19): locked, password status, TOTP, a job title.
+        u.account_locked = n % 5 == 0;
+        u.password_expired = n % 7 == 2;
+        u.totp_enabled = n % 3 == 1;
+        if n % 4 != 1 {
+            u.password_hash = Some(cairn_domain::Secret::new("hash"));
+        }
+        if n % 3 != 2 {
+            u.profile.insert("jobTitle".into(), json!(if n % 2 == 0 { "Engineer" } else { "Clerk" }));
+        }
         tx.db().insert_user(&u).await.unwrap();
     }
     tx.commit().await.unwrap();
     let mut c = store.read().await.unwrap();
     let mut db = c.db();
-    for sort in ["", "lastname", "-lastname", "-department,lastname", "unix_uid", "-unix_uid", "-username", "-_id"] {
-        for filter in
-            [("", ""), ("filter", "department:$eq:Sales"), ("filter", "state:$eq:ACTIVATED"), ("search", "USER1")]
-        {
+    // Each filter matches the users it names (a boolean is written as a literal condition).
+    for (filter, n) in [
+        ("account_locked:$eq:true", (0..23).filter(|n| n % 5 == 0).count()),
+        ("account_locked:$ne:true", (0..23).filter(|n| n % 5 != 0).count()),
+        ("password_expired:$eq:true", (0..23).filter(|n| n % 7 == 2).count()),
+        ("totp_enabled:$eq:false", (0..23).filter(|n| n % 3 != 1).count()),
+        ("activated:$eq:false", (0..23).filter(|n| n % 4 == 1).count()),
+        ("activated:$eq:true", (0..23).filter(|n| n % 4 != 1).count()),
+        ("jobTitle:$eq:Clerk", (0..23).filter(|n| n % 3 != 2 && n % 2 == 1).count()),
+    ] {
+        assert_eq!(db.count_users(&q(&[("filter", filter)])).await.unwrap(), n as i64, "{filter}");
+    }
+    for sort in [
+        "",
+        "lastname",
+        "-lastname",
+        "-department,lastname",
+        "unix_uid",
+        "-unix_uid",
+        "-username",
+        "-_id",
+        "email",
+        "-created",
+        "activated",
+        "-account_locked,lastname",
+        "jobTitle",
+    ] {
+        for filter in [
+            ("", ""),
+            ("filter", "department:$eq:Sales"),
+            ("filter", "state:$eq:ACTIVATED"),
+            ("search", "USER1"),
+            ("filter", "account_locked:$eq:true"),
+            ("filter", "account_locked:$eq:false"),
+            ("filter", "password_expired:$eq:true"),
+            ("filter", "activated:$eq:false"),
+            ("filter", "totp_enabled:$eq:true"),
+            ("filter", "jobTitle:$eq:Engineer"),
+        ] {
             let mut base: Vec<(&str, &str)> = vec![];
             if !sort.is_empty() {
                 base.push(("sort", sort));
