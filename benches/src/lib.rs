@@ -202,3 +202,23 @@ pub fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// Signs `client` (with a cookie store) in to the admin portal: the login page's CSRF token,
+/// then the form.
+pub async fn admin_login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> Result<()> {
+    let page = client.get(format!("{base}/admin/login")).header("connection", "close").send().await?.text().await?;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .ok_or_else(|| anyhow!("no csrf on the login page"))?
+        .to_string();
+    let r = client
+        .post(format!("{base}/admin/login"))
+        .header("connection", "close")
+        .form(&[("email", email), ("password", password), ("csrf", &csrf)])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_redirection(), "admin login failed: {}", r.status());
+    Ok(())
+}

@@ -135,45 +135,37 @@ fn main() -> Result<()> {
     let port = free_port()?;
     let pid = slapd(&tmp.path().join("slapd"), port, n)?;
     let result = (|| -> Result<()> {
+        // A new server in `dir` with a connection to the slapd of `authority`; its id.
+        let connect = |dir: &str, authority: &str| -> Result<(Server, String)> {
+            let s = Server::start(
+                &cairn(),
+                &tmp.path().join(dir),
+                free_port()?,
+                &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
+            )?;
+            let c = api(
+                &s,
+                "POST",
+                "/api/v2/directories",
+                Some(json!({
+                    "name": "bench", "url": format!("ldap://127.0.0.1:{port}"), "bindDn": ROOT_DN,
+                    "bindPassword": ROOT_PW, "userBase": format!("ou=people,{BASE}"), "preset": "openldap",
+                    "passwordAuthority": authority,
+                })),
+            )?;
+            let id = c["id"].as_str().context("id")?.to_string();
+            Ok((s, id))
+        };
         let d1 = dump(port, n)?;
-        let s = Server::start(
-            &cairn(),
-            &tmp.path().join("cairn"),
-            free_port()?,
-            &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
-        )?;
-        let c = api(
-            &s,
-            "POST",
-            "/api/v2/directories",
-            Some(json!({
-                "name": "bench", "url": format!("ldap://127.0.0.1:{port}"), "bindDn": ROOT_DN, "bindPassword": ROOT_PW,
-                "userBase": format!("ou=people,{BASE}"), "preset": "openldap", "passwordAuthority": "delegated",
-            })),
-        )?;
-        let id = c["id"].as_str().context("id")?.to_string();
+        let (s, id) = connect("cairn", "delegated")?;
         let (first, counts1, rss1) = sync(&s, &id)?;
         let d2 = dump(port, n)?;
         let (again, counts2, rss2) = sync(&s, &id)?;
         drop(s);
         let d3 = dump(port, n)?;
         // The default authority (none): every new ACTIVATED user gets an activation mail.
-        let s = Server::start(
-            &cairn(),
-            &tmp.path().join("cairn-mail"),
-            free_port()?,
-            &[("CAIRN_BOOTSTRAP_API_KEY", KEY.into())],
-        )?;
-        let c = api(
-            &s,
-            "POST",
-            "/api/v2/directories",
-            Some(json!({
-                "name": "bench", "url": format!("ldap://127.0.0.1:{port}"), "bindDn": ROOT_DN, "bindPassword": ROOT_PW,
-                "userBase": format!("ou=people,{BASE}"), "preset": "openldap",
-            })),
-        )?;
-        let (mailed, counts3, rss3) = sync(&s, c["id"].as_str().context("id")?)?;
+        let (s, id) = connect("cairn-mail", "none")?;
+        let (mailed, counts3, rss3) = sync(&s, &id)?;
         let dumps = [d1, d2, d3];
         let dump_s = dumps.iter().cloned().fold(f64::MAX, f64::min);
         println!("users: {n}");

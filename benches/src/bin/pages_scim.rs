@@ -128,19 +128,7 @@ async fn main() -> Result<()> {
     }
     let result = async {
         // Admin portal login (form with the CSRF token of the login page).
-        let page = client.get(format!("{base}/admin/login")).send().await?.text().await?;
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .ok_or_else(|| anyhow!("no csrf on the login page"))?
-            .to_string();
-        let r = client
-            .post(format!("{base}/admin/login"))
-            .form(&[("email", "bench@example.com"), ("password", "bench admin passphrase"), ("csrf", &csrf)])
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_redirection(), "admin login failed: {}", r.status());
+        cairn_bench::admin_login(&client, &base, "bench@example.com", "bench admin passphrase").await?;
         let pages: Vec<String> = (0..REQUESTS)
             .map(|i| format!("{base}/admin/users?department=Dept+{:02}&sort=lastname&per=100&page=1", i % 50))
             .collect();

@@ -778,20 +778,7 @@ async fn admin_client(base: &str) -> Result<reqwest::Client> {
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(120))
         .build()?;
-    let page = client.get(format!("{base}/admin/login")).header("connection", "close").send().await?.text().await?;
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .ok_or_else(|| anyhow!("no csrf on the login page"))?
-        .to_string();
-    let r = client
-        .post(format!("{base}/admin/login"))
-        .header("connection", "close")
-        .form(&[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("csrf", &csrf)])
-        .send()
-        .await?;
-    ensure!(r.status().is_redirection(), "admin login failed: {}", r.status());
+    cairn_bench::admin_login(&client, base, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
     Ok(client)
 }
 
