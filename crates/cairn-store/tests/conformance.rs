@@ -62,6 +62,74 @@ async fn suite(store: Store) {
     rollback(&store).await;
     bulk_writer(&store).await;
     change_log(&store).await;
+    resumed_jobs_and_sync_links(&store).await;
+}
+
+/// An interrupted job is taken up by exactly one of the processes racing for it, and a sync's
+/// links keep their digest and report their user's `updated` now (none once it is gone).
+async fn resumed_jobs_and_sync_links(store: &Store) {
+    let job = cairn_domain::Job {
+        id: id(9000),
+        kind: "directory_sync".into(),
+        status: "running".into(),
+        created: t(0),
+        updated: t(0),
+        created_by: json!({}),
+        params: json!({}),
+        total: 0,
+        processed: 0,
+        counts: json!({}),
+        message: None,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_job(&job).await.unwrap();
+    assert!(!tx.db().resume_job(&job.id, t(5)).await.unwrap(), "a running job is not resumed");
+    assert_eq!(tx.db().interrupt_jobs(t(10), t(5)).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let tries = (0..6).map(|_| {
+        let store = store.clone();
+        let id = job.id.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let won = tx.db().resume_job(&id, t(20)).await.unwrap();
+            tx.commit().await.unwrap();
+            won
+        })
+    });
+    let mut won = 0;
+    for t in tries {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "one process resumes it");
+    let mut r = store.read().await.unwrap();
+    let j = r.db().get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((j.status.as_str(), j.message.as_deref()), ("running", Some("resumed after the server restarted")));
+    drop(r);
+
+    let input =
+        cairn_domain::dirsync::parse_input(&json!({"name": "links", "url": "ldap://h", "userBase": "dc=x"}), true)
+            .unwrap();
+    let c = cairn_domain::dirsync::new_connection(id(9001), input, t(0));
+    let holder = user(9002, "linked", json!({}));
+    let link = |n: u32, local: &str| cairn_store::Link {
+        upstream_id: format!("up-{n}"),
+        local_id: local.to_string(),
+        dn: format!("uid=u{n},dc=x"),
+        suspended: false,
+        digest: Some(format!("digest-{n}")),
+        user_updated: Some(t(1)),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.db().insert_connection(&c).await.unwrap();
+    tx.db().insert_user(&holder).await.unwrap();
+    tx.db().put_links(&c.id, "user", &[link(1, &holder.id), link(2, &id(9999))]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut r = store.read().await.unwrap();
+    let mut got = r.db().user_links(&c.id).await.unwrap();
+    got.sort_by(|a, b| a.0.upstream_id.cmp(&b.0.upstream_id));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], (link(1, &holder.id), Some(holder.updated)), "the digest and stamps come back");
+    assert_eq!(got[1], (link(2, &id(9999)), None), "a user gone from Cairn has no updated");
 }
 
 async fn users_round_trip(store: &Store) {
