@@ -47,11 +47,20 @@ fn slapd(dir: &Path, port: u16, n: usize) -> Result<u32> {
         write!(
             f,
             "dn: uid=u{i:06},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: u{i:06}\ncn: First{} Last{i:06}\n\
-             sn: Last{i:06}\ngivenName: First{}\nmail: u{i:06}@example.com\ndepartmentNumber: Dept{:02}\ntitle: Engineer\n\n",
+             sn: Last{i:06}\ngivenName: First{}\nmail: u{i:06}@example.com\ndepartmentNumber: Dept{:02}\ntitle: Engineer\n",
             i % 997,
             i % 997,
             i % 20
         )?;
+        // Teams of 50 under a lead, the leads under the first user; one team in ten is listed
+        // before its lead (upstream order is not hierarchy order).
+        let team = i / 50;
+        let lead = if team % 10 == 9 { team * 50 + 49 } else { team * 50 };
+        let manager = if i == lead { 0 } else { lead };
+        if i != 0 {
+            write!(f, "manager: uid=u{manager:06},ou=people,{BASE}\n")?;
+        }
+        writeln!(f)?;
     }
     drop(f);
     let st = Command::new("/usr/sbin/slapadd")
@@ -85,7 +94,7 @@ fn dump(port: u16, n: usize) -> Result<f64> {
     let out = Command::new("ldapsearch")
         .args(["-x", "-LLL", "-H", &format!("ldap://127.0.0.1:{port}"), "-D", ROOT_DN, "-w", ROOT_PW])
         .args(["-b", &format!("ou=people,{BASE}"), "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
-        .args(["entryUUID", "uid", "mail", "givenName", "sn", "cn", "departmentNumber", "title", "memberOf"])
+        .args(["entryUUID", "uid", "mail", "givenName", "sn", "cn", "departmentNumber", "title", "manager", "memberOf"])
         .output()?;
     let secs = t.elapsed().as_secs_f64();
     let entries = String::from_utf8_lossy(&out.stdout).matches("\ndn: ").count() + 1;
@@ -159,6 +168,15 @@ fn main() -> Result<()> {
         let d1 = dump(port, n)?;
         let (s, id) = connect("cairn", "delegated")?;
         let (first, counts1, rss1) = sync(&s, &id)?;
+        // The path with managers was taken: a report points at its lead, a lead listed after
+        // its team too.
+        for (report, lead) in [("u000051", "u000050"), ("u000451", "u000499")].into_iter().filter(|_| n >= 500) {
+            let get = |name: &str| api(&s, "GET", &format!("/api/systemusers?filter=username:$eq:{name}"), None);
+            let (r, l) = (get(report)?, get(lead)?);
+            if r["results"][0]["manager"] != l["results"][0]["_id"] || r["results"][0]["manager"].is_null() {
+                bail!("{report}'s manager is not {lead}: {r}");
+            }
+        }
         let d2 = dump(port, n)?;
         let (again, counts2, rss2) = sync(&s, &id)?;
         drop(s);

@@ -451,6 +451,9 @@ struct Run {
     salt: [u8; 32],
     /// The restricted fields of a user the connection creates.
     restricted: Value,
+    /// Ids not to name as a manager: users planned by this run it could not create, and
+    /// linked users deleted in Cairn.
+    not_created: HashSet<String>,
 }
 
 impl Run {
@@ -474,9 +477,9 @@ impl Run {
         }
     }
 
-    /// Records an upstream user's outcome in its job result (at `at`), the counts, and the maps
-    /// managers and group mirroring read.
-    fn settle(&mut self, u: &UpstreamUser, at: usize, out: Result<(&'static str, String, String)>) {
+    /// Records an upstream user's outcome in a job result (numbered `seq`), the counts, and
+    /// the maps managers and group mirroring read.
+    fn settle(&mut self, u: &UpstreamUser, seq: i64, out: Result<(&'static str, String, String)>) {
         let (outcome, uid, msg) = match out {
             Ok((o, id, m)) => (o, Some(id), m),
             Err(e) => ("error", None, e.to_string()),
@@ -488,10 +491,17 @@ impl Run {
             }
         }
         self.counts.add(outcome);
-        let r = &mut self.results[at];
-        r.user_id = uid;
-        r.outcome = outcome.into();
-        r.message = Some(msg).filter(|m| !m.is_empty());
+        // A result says what the sync did; users it left as they were are only counted.
+        if outcome == "unchanged" && msg.is_empty() {
+            return;
+        }
+        self.results.push(JobResult {
+            seq,
+            username: Some(u.username.clone()),
+            user_id: uid,
+            outcome: outcome.into(),
+            message: Some(msg).filter(|m| !m.is_empty()),
+        });
     }
 }
 
@@ -508,6 +518,83 @@ impl Plan {
     fn is_noop(&self) -> bool {
         let i = &self.input;
         i.username.is_none() && i.email.is_none() && i.profile.is_empty() && i.state.is_none()
+    }
+}
+
+/// A new upstream user for the [`Builder`]: its result's number, the entry, its digest.
+type Fresh = (i64, UpstreamUser, String);
+
+/// Builds the new users of a sync's pages and binds their statements, on a blocking thread,
+/// while the sync writes the page before.
+struct Builder {
+    dir: Directory,
+    c: Connection,
+    org: crate::Organization,
+    restricted: Value,
+    salt: [u8; 32],
+    ctx: Ctx,
+    job: String,
+    /// Upstream DN (normalized) → id of every user built in this run: a new user's manager
+    /// may be another new user, of this page or one before.
+    planned: HashMap<String, String>,
+}
+
+/// A page of new users ready to write (see [`Directory::write_new`]).
+struct NewPage {
+    users: Vec<cairn_domain::User>,
+    /// Each user's entry, parallel to `users`.
+    entries: Vec<Fresh>,
+    /// Entries that could not become users, and why.
+    failed: Vec<(i64, UpstreamUser, Error)>,
+    /// Users whose manager was not met yet (the second pass sets it).
+    unresolved: Vec<UpstreamUser>,
+    insert: cairn_store::Prepared,
+    events: cairn_store::Prepared,
+    links: cairn_store::Prepared,
+}
+
+impl Builder {
+    fn build(&mut self, fresh: Vec<Fresh>) -> NewPage {
+        let mut page = NewPage {
+            users: Vec::with_capacity(fresh.len()),
+            entries: Vec::with_capacity(fresh.len()),
+            failed: Vec::new(),
+            unresolved: Vec::new(),
+            insert: Default::default(),
+            events: Default::default(),
+            links: Default::default(),
+        };
+        for (seq, u, digest) in fresh {
+            match self.dir.build_new(&self.c, &u, &self.org, self.restricted.clone()) {
+                Ok(user) => {
+                    self.planned.insert(dirsync::dn_key(&u.dn), user.id.clone());
+                    page.users.push(user);
+                    page.entries.push((seq, u, digest));
+                }
+                Err(e) => page.failed.push((seq, u, e)),
+            }
+        }
+        // Managers once the page's users all have ids: a manager may come after its reports.
+        for (user, (_, u, digest)) in page.users.iter_mut().zip(page.entries.iter_mut()) {
+            let Some(dn) = u.manager_dn.as_deref().filter(|d| !d.is_empty() && !u.fields.contains_key("manager"))
+            else {
+                continue;
+            };
+            match self.planned.get(&dirsync::dn_key(dn)).filter(|id| **id != user.id) {
+                Some(id) => {
+                    user.profile.insert("manager".into(), json!(id));
+                    u.fields.insert("manager".into(), json!(id));
+                    *digest = self::digest(&self.salt, u);
+                }
+                None => page.unresolved.push(u.clone()),
+            }
+        }
+        let store = self.dir.store();
+        let links: Vec<Link> = page.users.iter().zip(&page.entries).map(|(user, (_, u, d))| new_link(u, user, d)).collect();
+        page.insert = store.prepare_new_users(&page.users);
+        page.events = self.dir.user_create_events(&page.users, &self.ctx, &self.job, "adi", &creation_mail(&self.c));
+        page.links = store.prepare_links(&self.c.id, "user", &links);
+        page
     }
 }
 
@@ -839,6 +926,7 @@ impl Directory {
         // upstream DN → local user id, for managers and group membership: linked users the
         // filter no longer returns keep the memberships the upstream still lists.
         let by_dn = links.values().map(|(l, _)| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
+        let not_created = links.values().filter(|(_, now)| now.is_none()).map(|(l, _)| l.local_id.clone()).collect();
         let mut run = Run {
             connection: c.id.clone(),
             job: job.to_string(),
@@ -858,13 +946,53 @@ impl Directory {
             seen: HashSet::new(),
             member_of: Vec::new(),
             unresolved: Vec::new(),
+            not_created,
         };
         let mut groups = None;
+        // New users are built and bound on a blocking thread while the page before is written.
+        let mut builder = match dry_run {
+            true => None,
+            false => Some(Builder {
+                dir: self.clone(),
+                c: c.clone(),
+                org: self.organization().await?,
+                restricted: run.restricted.clone(),
+                salt: run.salt,
+                ctx: run.ctx.clone(),
+                job: job.to_string(),
+                planned: HashMap::new(),
+            }),
+        };
+        let mut ready: Option<NewPage> = None;
+        // New users are written on one connection kept for the run (its page cache carries
+        // over; checkpoints are left to another connection).
+        let mut writer = match dry_run {
+            true => None,
+            false => Some(self.store().writer().await?),
+        };
         let failed = loop {
             match rx.recv().await {
                 Some(Read::Users(page)) => {
-                    self.apply_users(c, &mut run, page).await?;
-                    self.write_page(&mut run, "running").await?;
+                    let fresh = self.apply_users(c, &mut run, page).await?;
+                    let next = match (fresh.is_empty(), builder.take()) {
+                        (false, Some(mut b)) => Some(tokio::task::spawn_blocking(move || {
+                            let page = b.build(fresh);
+                            (page, b)
+                        })),
+                        (_, b) => {
+                            builder = b;
+                            None
+                        }
+                    };
+                    match (ready.take(), writer.as_mut()) {
+                        (Some(p), Some(w)) => self.write_new(c, &mut run, p, w).await?,
+                        _ => self.write_page(&mut run, "running").await?,
+                    }
+                    if let Some(h) = next {
+                        let (page, b) = h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
+                        builder = Some(b);
+                        ready = Some(page);
+                    }
                 }
                 Some(Read::Groups(gs, skipped)) => {
                     for (dn, why) in skipped {
@@ -878,6 +1006,12 @@ impl Directory {
             }
         };
         drop(reader);
+        if let (Some(p), Some(w)) = (ready.take(), writer.as_mut()) {
+            self.write_new(c, &mut run, p, w).await?;
+        }
+        if let Some(w) = writer.take() {
+            w.finish().await?;
+        }
         if let Some(m) = failed {
             // What was applied stays (a re-run converges); whoever was not read is not taken
             // for a leaver.
@@ -976,17 +1110,11 @@ impl Directory {
     }
 
     /// Applies one page of upstream users: an unchanged linked user from its link alone, the
-    /// other linked users after reading them back, new users in one transaction.
-    async fn apply_users(&self, c: &Connection, run: &mut Run, page: Vec<Mapped>) -> Result<()> {
-        let org = match run.dry_run {
-            true => None,
-            false => Some(self.organization().await?),
-        };
-        // New users: where their result is, the entry and digest; the users apart, so the
-        // batch insert takes them as they are.
-        let mut pending: Vec<(usize, UpstreamUser, String)> = Vec::new();
-        let mut new_users: Vec<cairn_domain::User> = Vec::new();
-        let mut compare: Vec<(usize, UpstreamUser, Link, String)> = Vec::new();
+    /// other linked users after reading them back. New users are returned for the
+    /// [`Builder`] (in a dry run they are previewed here, one by one).
+    async fn apply_users(&self, c: &Connection, run: &mut Run, page: Vec<Mapped>) -> Result<Vec<Fresh>> {
+        let mut fresh: Vec<Fresh> = Vec::new();
+        let mut compare: Vec<(i64, UpstreamUser, Link, String)> = Vec::new();
         for item in page {
             let mut u = match item {
                 Ok(u) => u,
@@ -1001,6 +1129,8 @@ impl Directory {
                 continue;
             }
             run.seq += 1;
+            let link = run.links.remove(&u.upstream_id);
+            let batch = link.is_none() && !run.dry_run;
             // Managers: a DN linked already resolves now; one created by this sync on a
             // second pass. An unresolved DN leaves the manager as it is.
             match u.manager_dn.as_deref() {
@@ -1010,15 +1140,17 @@ impl Directory {
                 }
                 // A preview's new users were never written: not a manager to point at.
                 Some(dn) => match run.by_dn.get(&dirsync::dn_key(dn)).filter(|id| !run.previewed.contains(*id)) {
-                    Some(id) => {
+                    Some(id) if !(batch && run.not_created.contains(id)) => {
                         u.fields.insert("manager".into(), json!(id));
                     }
-                    None => run.unresolved.push(u.clone()),
+                    // The builder looks among the users this run built before, or leaves it
+                    // to the second pass.
+                    _ if batch => {}
+                    _ => run.unresolved.push(u.clone()),
                 },
             }
-            let link = run.links.remove(&u.upstream_id);
             let digest = digest(&run.salt, &u);
-            let at = match &link {
+            match link {
                 // Unchanged upstream since the sync last applied it, the user untouched in
                 // Cairn since, and no leave or return pending: nothing to read or write, and
                 // only counted (a re-sync lists what it changed). A user the run this one
@@ -1027,7 +1159,7 @@ impl Directory {
                     if l.dn == u.dn
                         && l.digest.as_deref() == Some(digest.as_str())
                         && now.is_some()
-                        && *now == l.user_updated
+                        && now == l.user_updated
                         && l.suspended == u.disabled =>
                 {
                     if run.reported.contains(&l.local_id) {
@@ -1035,39 +1167,15 @@ impl Directory {
                     } else {
                         run.counts.add("unchanged");
                     }
-                    let id = l.local_id.clone();
-                    run.remember(&u, &id);
-                    continue;
+                    run.remember(&u, &l.local_id);
                 }
-                _ => {
-                    run.results.push(JobResult {
-                        seq: run.seq,
-                        username: Some(u.username.clone()),
-                        user_id: None,
-                        outcome: String::new(),
-                        message: None,
-                    });
-                    run.results.len() - 1
+                Some((l, _)) => compare.push((run.seq, u, l, digest)),
+                None if batch => fresh.push((run.seq, u, digest)),
+                None => {
+                    let out = self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await;
+                    run.settle(&u, run.seq, out);
                 }
-            };
-            let out = match (link, &org) {
-                (Some((l, _)), _) => {
-                    compare.push((at, u, l, digest));
-                    continue;
-                }
-                (None, Some(org)) => match self.build_new(c, &u, org, run.restricted.clone()) {
-                    // A manager is checked by the one-by-one path.
-                    Ok(user) if user.text("manager").is_none_or(str::is_empty) => {
-                        pending.push((at, u, digest));
-                        new_users.push(user);
-                        continue;
-                    }
-                    Ok(_) => self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await,
-                    Err(e) => Err(e),
-                },
-                (None, None) => self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await,
-            };
-            run.settle(&u, at, out);
+            }
         }
         if !compare.is_empty() {
             let ids: Vec<String> = compare.iter().map(|(_, _, l, _)| l.local_id.clone()).collect();
@@ -1075,7 +1183,7 @@ impl Directory {
                 let mut r = self.store().read().await?;
                 r.db().users_by_ids(&ids).await?.into_iter().map(|u| (u.id.clone(), u)).collect()
             };
-            for (at, u, l, digest) in compare {
+            for (seq, u, l, digest) in compare {
                 let same = current.get(&l.local_id).filter(|x| {
                     l.dn == u.dn && self.plan(c, &u, &l, x).is_ok_and(|p| p.is_noop() && p.suspended == l.suspended)
                 });
@@ -1089,53 +1197,159 @@ impl Directory {
                     }
                     None => self.sync_user(&run.ctx, c, &u, Some(&l), &digest, run.dry_run).await,
                 };
-                run.settle(&u, at, out);
+                run.settle(&u, seq, out);
             }
         }
-        if !pending.is_empty() {
-            let new: Vec<(&UpstreamUser, &str)> = pending.iter().map(|(_, u, d)| (u, d.as_str())).collect();
-            // Whatever the batch could not create (another user holds its username or e-mail,
-            // or the batch failed) goes the one-by-one way, which says why.
-            let created = match self.create_batch(&run.ctx, c, &new, &new_users).await {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::warn!(job = %run.job, error = %e, "directory sync: batch creation failed; creating one by one");
-                    HashSet::new()
+        Ok(fresh)
+    }
+
+    /// Writes a page of new users the [`Builder`] made ready: the users, their events, links
+    /// and activation mail, with the results gathered so far and the progress, in one
+    /// transaction. Users the batch cannot take (another user holds their username or e-mail)
+    /// go one by one, which says why; so does the whole page when one of its users names as
+    /// manager a user this run could not create.
+    async fn write_new(
+        &self,
+        c: &Connection,
+        run: &mut Run,
+        page: NewPage,
+        writer: &mut cairn_store::Writer,
+    ) -> Result<()> {
+        let NewPage { users, entries, failed, unresolved, insert, events, links } = page;
+        for (seq, u, e) in failed {
+            run.settle(&u, seq, Err(e));
+        }
+        run.unresolved.extend(unresolved);
+        let safe = !users.iter().any(|u| u.text("manager").is_some_and(|m| run.not_created.contains(m)));
+        let mut left: Vec<(cairn_domain::User, (i64, UpstreamUser, String))> = Vec::new();
+        if !safe || users.is_empty() {
+            left.extend(users.into_iter().zip(entries));
+        } else {
+            // What the batch settles is taken back if it fails.
+            let (results, counts) = (run.results.len(), run.counts);
+            let batch = async {
+                let mut tx = writer.begin().await?;
+                let mut db = tx.db();
+                let inserted = db.insert_new_users(&users, insert).await?;
+                let all = inserted.is_none();
+                let inserted = inserted.unwrap_or_default();
+                let is_in = |u: &cairn_domain::User| all || inserted.contains(&u.id);
+                // A user inserted whose manager was left out would point at nobody.
+                if !all {
+                    let page: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
+                    let dangling = |m: &str| page.contains(m) && !inserted.contains(m);
+                    if users.iter().any(|u| is_in(u) && u.text("manager").is_some_and(dangling)) {
+                        return Ok::<_, Error>(None);
+                    }
                 }
-            };
-            drop(new);
-            for ((at, u, digest), user) in pending.into_iter().zip(new_users) {
-                let out = if created.contains(&user.id) {
-                    let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
-                    Ok(("created", user.id, note.to_string()))
+                let mail = creation_mail(c);
+                if all {
+                    db.execute_prepared(events).await?;
+                    db.execute_prepared(links).await?;
                 } else {
-                    self.sync_user(&run.ctx, c, &u, None, &digest, run.dry_run).await
-                };
-                run.settle(&u, at, out);
+                    let (kept, kept_links): (Vec<&cairn_domain::User>, Vec<Link>) = users
+                        .iter()
+                        .zip(&entries)
+                        .filter(|(u, _)| is_in(u))
+                        .map(|(user, (_, up, d))| (user, new_link(up, user, d)))
+                        .unzip();
+                    db.execute_prepared(self.user_create_events(kept, &run.ctx, &run.job, "adi", &mail)).await?;
+                    db.execute_prepared(self.store().prepare_links(&c.id, "user", &kept_links)).await?;
+                }
+                let org = crate::org_of(&mut db).await?;
+                self.mail_new_users(&mut db, &org.settings.name, users.iter().filter(|u| is_in(u)), &mail).await?;
+                for (user, (seq, u, _)) in users.iter().zip(&entries).filter(|(user, _)| is_in(user)) {
+                    let note = if u.disabled { "created SUSPENDED: disabled upstream" } else { "" };
+                    run.settle(u, *seq, Ok(("created", user.id.clone(), note.to_string())));
+                }
+                self.write_page_in(&mut db, run, "running").await?;
+                tx.commit().await?;
+                writer.committed().await;
+                run.results.clear();
+                run.refresh.clear();
+                Ok(Some((!all).then_some(inserted)))
+            }
+            .await;
+            match batch {
+                Ok(Some(None)) => {}
+                Ok(Some(Some(inserted))) => {
+                    left.extend(users.into_iter().zip(entries).filter(|(u, _)| !inserted.contains(&u.id)))
+                }
+                Ok(None) => left.extend(users.into_iter().zip(entries)),
+                Err(e) => {
+                    run.results.truncate(results);
+                    run.counts = counts;
+                    tracing::warn!(job = %run.job, error = %e, "directory sync: batch creation failed; creating one by one");
+                    left.extend(users.into_iter().zip(entries));
+                }
             }
         }
-        Ok(())
+        // One by one: managers before the users naming them, when both are here.
+        let ids: HashSet<String> = left.iter().map(|(u, _)| u.id.clone()).collect();
+        left.sort_by_key(|(u, _)| u.text("manager").is_some_and(|m| ids.contains(m)));
+        for (user, (seq, u, digest)) in left {
+            let id = user.id.clone();
+            let out = self.create_built(&run.ctx, c, user, &u, &digest, &run.not_created).await;
+            if out.is_err() {
+                run.not_created.insert(id);
+            }
+            run.settle(&u, seq, out);
+        }
+        self.write_page(run, "running").await
+    }
+
+    /// Creates one user the [`Builder`] built, in its own transaction, with the checks of
+    /// every other front end; a manager that does not exist is left out (and said).
+    async fn create_built(
+        &self,
+        ctx: &Ctx,
+        c: &Connection,
+        mut user: cairn_domain::User,
+        u: &UpstreamUser,
+        digest: &str,
+        not_created: &HashSet<String>,
+    ) -> Result<(&'static str, String, String)> {
+        let mut tx = self.store().begin().await?;
+        let mut db = tx.db();
+        let mut notes = Vec::new();
+        if let Some(m) = user.text("manager").map(String::from) {
+            if not_created.contains(&m) || db.get_user(&m).await?.is_none() {
+                user.profile.remove("manager");
+                notes.push(format!("manager {} was not created", u.manager_dn.as_deref().unwrap_or_default()));
+            }
+        }
+        self.insert_new_user(&mut db, ctx, &user, "adi", &creation_mail(c)).await?;
+        db.put_link(&c.id, "user", &new_link(u, &user, digest)).await?;
+        tx.commit().await?;
+        if u.disabled {
+            notes.insert(0, "created SUSPENDED: disabled upstream".into());
+        }
+        Ok(("created", user.id, notes.join("; ")))
     }
 
     /// Writes what a run has gathered — job results, links that learnt their digest, the
     /// progress — in one transaction.
     async fn write_page(&self, run: &mut Run, status: &str) -> Result<()> {
         let mut tx = self.store().begin().await?;
-        let mut db = tx.db();
-        // A result says what the sync did; users it left as they were are only counted.
-        run.results.retain(|r| r.outcome != "unchanged" || r.message.is_some());
+        self.write_page_in(&mut tx.db(), run, status).await?;
+        tx.commit().await?;
+        run.results.clear();
+        run.refresh.clear();
+        Ok(())
+    }
+
+    /// [`Self::write_page`] in the caller's transaction (the caller clears `run.results` and
+    /// `run.refresh` once it commits).
+    async fn write_page_in(&self, db: &mut cairn_store::Db<'_>, run: &Run, status: &str) -> Result<()> {
         if !run.results.is_empty() {
             db.insert_job_results(&run.job, &run.results).await?;
         }
         if !run.dry_run && !run.refresh.is_empty() {
             db.put_links(&run.connection, "user", &run.refresh).await?;
         }
-        let done = run.seq;
-        let update = JobUpdate { status, processed: done, total: 0, counts: &run.counts.json(), message: run.note };
+        let update =
+            JobUpdate { status, processed: run.seq, total: 0, counts: &run.counts.json(), message: run.note };
         db.update_job(&run.job, &update, self.now()).await?;
-        tx.commit().await?;
-        run.results.clear();
-        run.refresh.clear();
         Ok(())
     }
 
@@ -1227,43 +1441,6 @@ impl Directory {
         }
         let input = parse_user_input(&Value::Object(body), true)?;
         self.new_user(org, input, CreationSource::ManualEntry, "adi", None, self.now())
-    }
-
-    /// Creates a batch of new upstream users in one transaction: the users with the store's
-    /// bulk insert (those another user conflicts with are left out, untouched), their
-    /// `user_create` events and activation mail as `insert_new_user` writes them, and their
-    /// links. Returns the ids of the users created.
-    async fn create_batch(
-        &self,
-        ctx: &Ctx,
-        c: &Connection,
-        new: &[(&UpstreamUser, &str)],
-        users: &[cairn_domain::User],
-    ) -> Result<HashSet<String>> {
-        let mail = creation_mail(c);
-        let mut tx = self.store().begin().await?;
-        let mut db = tx.db();
-        let inserted = db.insert_new_users(users, self.store().prepare_new_users(users)).await?;
-        let inserted: HashSet<String> = match inserted {
-            None => users.iter().map(|u| u.id.clone()).collect(),
-            Some(ids) => ids,
-        };
-        let mut events = Vec::with_capacity(inserted.len());
-        let mut links = Vec::with_capacity(inserted.len());
-        for ((up, digest), user) in new.iter().zip(users).filter(|(_, u)| inserted.contains(&u.id)) {
-            let mut detail = json!({ "state": user.state, "creationSource": "adi" });
-            if let Some((kind, to)) = cairn_domain::mail::on_activation(user, &mail) {
-                self.mail_user(&mut db, user, kind, &to).await?;
-                detail["mail"] = json!({ "type": kind, "to": to });
-            }
-            let changes = crate::users::creation_changes(user);
-            events.push(self.event(ctx, "user_create", Some(("user", &user.id, &user.username)), changes, detail));
-            links.push(new_link(up, user, digest));
-        }
-        db.insert_events(&events).await?;
-        db.put_links(&c.id, "user", &links).await?;
-        tx.commit().await?;
-        Ok(inserted)
     }
 
     /// What an upstream user asks of its linked Cairn user: the update (empty when none),

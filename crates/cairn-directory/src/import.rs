@@ -1364,26 +1364,39 @@ impl Directory {
         users: impl IntoIterator<Item = &'a User>,
         plan: &CreatePlan,
     ) -> cairn_store::Prepared {
+        self.user_create_events(users, &plan.ctx, &plan.job, &plan.origin, &plan.mail)
+    }
+
+    /// The `user_create` events of users a job (`job`) creates from `origin`, as statements
+    /// (their changes written as text directly: imports write 100,000s).
+    pub(crate) fn user_create_events<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a User>,
+        ctx: &Ctx,
+        job: &str,
+        origin: &str,
+        mail: &MailChoice,
+    ) -> cairn_store::Prepared {
         let mut events = vec![];
         let mut texts = cairn_store::EventTexts { changes: vec![], details: vec![] };
         // The detail of users without mail depends on their state only: made once per state.
         let mut plain: Option<(cairn_domain::State, std::sync::Arc<str>)> = None;
         for u in users {
             let detail = |mail: Option<Value>| {
-                let mut d = json!({ "job_id": plan.job, "state": u.state, "creationSource": plan.origin });
+                let mut d = json!({ "job_id": job, "state": u.state, "creationSource": origin });
                 if let Some(m) = mail {
                     d["mail"] = m;
                 }
                 std::sync::Arc::<str>::from(d.to_string())
             };
-            let detail = match cairn_domain::mail::on_activation(u, &plan.mail) {
+            let detail = match cairn_domain::mail::on_activation(u, mail) {
                 Some((kind, to)) => detail(Some(json!({ "type": kind, "to": to }))),
                 None => match &plain {
                     Some((state, d)) if *state == u.state => d.clone(),
                     _ => plain.insert((u.state, detail(None))).1.clone(),
                 },
             };
-            let mut e = self.event(&plan.ctx, "user_create", Some(("user", &u.id, &u.username)), vec![], Value::Null);
+            let mut e = self.event(ctx, "user_create", Some(("user", &u.id, &u.username)), vec![], Value::Null);
             e.changes = Value::Null;
             e.time = u.created;
             texts.changes.push(creation_changes_json(u));
@@ -1465,17 +1478,8 @@ impl Directory {
             let events = self.creation_events(users.iter().filter(|u| is_in(u)), plan);
             tx.db().execute_prepared(events).await?;
         }
-        let mut outgoing = crate::outbox::Outgoing::default();
-        let mut mails = 0;
-        for u in users.iter().filter(|u| is_in(u)) {
-            if let Some((kind, to)) = cairn_domain::mail::on_activation(u, &plan.mail) {
-                self.prepare_mail(&mut outgoing, &plan.org.settings.name, kind, u, &to);
-                mails += 1;
-            }
-        }
-        if mails > 0 {
-            self.send_prepared(&mut tx.db(), outgoing).await?;
-        }
+        self.mail_new_users(&mut tx.db(), &plan.org.settings.name, users.iter().filter(|u| is_in(u)), &plan.mail)
+            .await?;
         if !all {
             // The users left out have their outcome now: their results are bound anew.
             (results_insert, batch_counts) = self.results_insert(job, &items);

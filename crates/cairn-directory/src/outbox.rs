@@ -79,6 +79,27 @@ impl Directory {
         Ok(())
     }
 
+    /// The mail new users get on creation (an activation link to those created ACTIVATED
+    /// without a password, §5.2), written in the caller's transaction in one go.
+    pub(crate) async fn mail_new_users<'a>(
+        &self,
+        db: &mut Db<'_>,
+        org: &str,
+        users: impl IntoIterator<Item = &'a User>,
+        mail: &cairn_domain::lifecycle::MailChoice,
+    ) -> Result<()> {
+        let mut out = Outgoing::default();
+        for u in users {
+            if let Some((kind, to)) = cairn_domain::mail::on_activation(u, mail) {
+                self.prepare_mail(&mut out, org, kind, u, &to);
+            }
+        }
+        if out.messages.is_empty() {
+            return Ok(());
+        }
+        self.send_prepared(db, out).await
+    }
+
     /// Sends `kind` to `to` with a fresh link, in the caller's transaction.
     pub(crate) async fn mail_user(&self, db: &mut Db<'_>, user: &User, kind: MailKind, to: &str) -> Result<()> {
         let org = crate::org_of(db).await?;

@@ -528,7 +528,7 @@ fn or_ignore(b: Backend) -> &'static str {
 const PARAMS_PER_INSERT: usize = 8_000;
 
 #[derive(Default)]
-pub struct Prepared(Vec<(String, AnyArguments<'static>, u64)>);
+pub struct Prepared(pub(crate) Vec<(String, AnyArguments<'static>, u64)>);
 
 /// Multi-row INSERTs for job results. Most results carry no message (`created`, `updated`):
 /// those go in per outcome, the outcome bound once per statement like the job id; the others

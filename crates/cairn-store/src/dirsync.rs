@@ -227,31 +227,10 @@ impl Db<'_> {
         self.put_links(connection, kind, std::slice::from_ref(l)).await
     }
 
-    /// Inserts or replaces many links, a few hundred per statement (anonymous placeholders on
-    /// SQLite: binding thousands of numbered ones looks each name up, quadratic).
+    /// Inserts or replaces many links, a few hundred per statement.
     pub async fn put_links(&mut self, connection: &str, kind: &str, links: &[Link]) -> Result<()> {
-        for chunk in links.chunks(500) {
-            let mut a = crate::Args::positional(self.b);
-            let mut rows = Vec::with_capacity(chunk.len());
-            for l in chunk {
-                let ps = [
-                    a.push(connection.to_string()),
-                    a.push(kind.to_string()),
-                    a.push(l.upstream_id.clone()),
-                    a.push(l.local_id.clone()),
-                    a.push(l.dn.clone()),
-                    a.push(i64::from(l.suspended)),
-                    a.push(crate::Arg::Text(l.digest.clone())),
-                    a.push(crate::Arg::Text(l.user_updated.map(time_text))),
-                ];
-                rows.push(format!("({})", ps.join(", ")));
-            }
-            let sql = format!(
-                "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended, digest, \
-                 user_updated) VALUES {}{LINK_UPSERT}",
-                rows.join(", ")
-            );
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
+        for (sql, args, _) in links_insert(self.b, connection, kind, links).0 {
+            sqlx::query_with(&sql, args).execute(&mut *self.c).await?;
         }
         Ok(())
     }
@@ -264,5 +243,42 @@ impl Db<'_> {
             .execute(&mut *self.c)
             .await?;
         Ok(())
+    }
+}
+
+/// The statements of [`Db::put_links`] (anonymous placeholders on SQLite: binding thousands
+/// of numbered ones looks each name up, quadratic).
+fn links_insert(b: crate::Backend, connection: &str, kind: &str, links: &[Link]) -> crate::Prepared {
+    let mut out = vec![];
+    for chunk in links.chunks(500) {
+        let mut a = crate::Args::positional(b);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for l in chunk {
+            let ps = [
+                a.push(connection.to_string()),
+                a.push(kind.to_string()),
+                a.push(l.upstream_id.clone()),
+                a.push(l.local_id.clone()),
+                a.push(l.dn.clone()),
+                a.push(i64::from(l.suspended)),
+                a.push(crate::Arg::Text(l.digest.clone())),
+                a.push(crate::Arg::Text(l.user_updated.map(time_text))),
+            ];
+            rows.push(format!("({})", ps.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO directory_links (connection_id, kind, upstream_id, local_id, dn, suspended, digest, \
+             user_updated) VALUES {}{LINK_UPSERT}",
+            rows.join(", ")
+        );
+        out.push((sql, a.finish(), chunk.len() as u64));
+    }
+    crate::Prepared(out)
+}
+
+impl crate::Store {
+    /// The statements of [`Db::put_links`], bound ahead (run with `execute_prepared`).
+    pub fn prepare_links(&self, connection: &str, kind: &str, links: &[Link]) -> crate::Prepared {
+        links_insert(self.backend(), connection, kind, links)
     }
 }
