@@ -43,6 +43,9 @@ const BREAKER_FAILURES: u32 = 3;
 const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// Results written per batch, and progress recorded as often.
 const RESULT_BATCH: usize = 500;
+/// A first import into a directory of fewer users than this builds the user search indexes
+/// once at its end (see `run_directory_sync`).
+const REINDEX_MAX_USERS: i64 = 10_000;
 
 /// What every user of `c` is given whatever its entry says (its restricted fields, its
 /// password authority), hashed: part of each user's [`digest`].
@@ -970,48 +973,73 @@ impl Directory {
             true => None,
             false => Some(self.store().writer().await?),
         };
-        let failed = loop {
-            match rx.recv().await {
-                Some(Read::Users(page)) => {
-                    let fresh = self.apply_users(c, &mut run, page).await?;
-                    let next = match (fresh.is_empty(), builder.take()) {
-                        (false, Some(mut b)) => Some(tokio::task::spawn_blocking(move || {
-                            let page = b.build(fresh);
-                            (page, b)
-                        })),
-                        (_, b) => {
-                            builder = b;
-                            None
-                        }
-                    };
-                    match (ready.take(), writer.as_mut()) {
-                        (Some(p), Some(w)) => self.write_new(c, &mut run, p, w).await?,
-                        _ => self.write_page(&mut run, "running").await?,
-                    }
-                    if let Some(h) = next {
-                        let (page, b) = h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
-                        builder = Some(b);
-                        ready = Some(page);
-                    }
-                }
-                Some(Read::Groups(gs, skipped)) => {
-                    for (dn, why) in skipped {
-                        run.error(None, None, format!("{dn}: {why}"));
-                    }
-                    groups = Some(gs);
-                }
-                Some(Read::Done) => break None,
-                Some(Read::Failed(m)) => break Some(m),
-                None => break Some("the upstream reader stopped unexpectedly".to_string()),
-            }
+        // A first import into a small directory drops the user search indexes and builds
+        // them once at the end, as a large CSV import does (SQLite; put back at the next start
+        // if the server stops meanwhile).
+        let mut may_reindex = !dry_run && run.links.is_empty() && {
+            let mut r = self.store().read().await?;
+            r.db().count_users_by_state().await?.iter().map(|(_, n)| n).sum::<i64>() < REINDEX_MAX_USERS
         };
-        drop(reader);
-        if let (Some(p), Some(w)) = (ready.take(), writer.as_mut()) {
-            self.write_new(c, &mut run, p, w).await?;
+        let mut reindexed = false;
+        let pages = async {
+            let failed = loop {
+                match rx.recv().await {
+                    Some(Read::Users(page)) => {
+                        let fresh = self.apply_users(c, &mut run, page).await?;
+                        if std::mem::take(&mut may_reindex) && fresh.len() >= PAGE as usize {
+                            if let Some(w) = writer.as_mut() {
+                                let mut tx = w.begin().await?;
+                                reindexed = tx.db().drop_user_search_indexes().await?;
+                                tx.commit().await?;
+                            }
+                        }
+                        let next = match (fresh.is_empty(), builder.take()) {
+                            (false, Some(mut b)) => Some(tokio::task::spawn_blocking(move || {
+                                let page = b.build(fresh);
+                                (page, b)
+                            })),
+                            (_, b) => {
+                                builder = b;
+                                None
+                            }
+                        };
+                        match (ready.take(), writer.as_mut()) {
+                            (Some(p), Some(w)) => self.write_new(c, &mut run, p, w).await?,
+                            _ => self.write_page(&mut run, "running").await?,
+                        }
+                        if let Some(h) = next {
+                            let (page, b) =
+                                h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
+                            builder = Some(b);
+                            ready = Some(page);
+                        }
+                    }
+                    Some(Read::Groups(gs, skipped)) => {
+                        for (dn, why) in skipped {
+                            run.error(None, None, format!("{dn}: {why}"));
+                        }
+                        groups = Some(gs);
+                    }
+                    Some(Read::Done) => break None,
+                    Some(Read::Failed(m)) => break Some(m),
+                    None => break Some("the upstream reader stopped unexpectedly".to_string()),
+                }
+            };
+            drop(reader);
+            if let (Some(p), Some(w)) = (ready.take(), writer.as_mut()) {
+                self.write_new(c, &mut run, p, w).await?;
+            }
+            Ok::<_, Error>(failed)
         }
-        if let Some(w) = writer.take() {
+        .await;
+        if let Some(mut w) = writer.take() {
+            // Whatever happened, the indexes come back before anything else reads users.
+            if reindexed {
+                w.build_user_search_indexes().await?;
+            }
             w.finish().await?;
         }
+        let failed = pages?;
         if let Some(m) = failed {
             // What was applied stays (a re-run converges); whoever was not read is not taken
             // for a leaver.
@@ -1167,7 +1195,10 @@ impl Directory {
                     } else {
                         run.counts.add("unchanged");
                     }
-                    run.remember(&u, &l.local_id);
+                    // Its DN is the link's: known to `by_dn` since the run began.
+                    if !u.member_of.is_empty() {
+                        run.remember(&u, &l.local_id);
+                    }
                 }
                 Some((l, _)) => compare.push((run.seq, u, l, digest)),
                 None if batch => fresh.push((run.seq, u, digest)),

@@ -679,7 +679,20 @@ pub fn map_group(e: &Entry, mapping: &Mapping) -> Result<UpstreamGroup, String> 
 
 /// A DN compared as upstreams do: case and spaces after commas do not matter.
 pub fn dn_key(dn: &str) -> String {
-    dn.split(',').map(|p| p.trim().to_lowercase()).collect::<Vec<_>>().join(",")
+    // One pass into one string: a sync keys every entry's DN and manager.
+    let mut out = String::with_capacity(dn.len());
+    for (i, p) in dn.split(',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let p = p.trim();
+        if p.is_ascii() {
+            out.extend(p.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            out.push_str(&p.to_lowercase());
+        }
+    }
+    out
 }
 
 /// The `restrictedFields` of a user the connection owns: every mapped field, typed
@@ -778,6 +791,8 @@ mod tests {
         assert_eq!(u.fields["jobTitle"], Value::Null);
         assert_eq!(u.member_of.len(), 2);
         assert_eq!(dn_key(&u.member_of[0]), "cn=eng,ou=groups,dc=corp,dc=example");
+        assert_eq!(dn_key(" CN=Ünal Öz , OU=Staff,DC=corp "), "cn=ünal öz,ou=staff,dc=corp");
+        assert_eq!(dn_key("CN=ΣΟΦΟΣ,DC=x"), format!("cn={},dc=x", "ΣΟΦΟΣ".to_lowercase()));
 
         let mut on = e.clone();
         on.attrs.insert("userAccountControl".into(), vec![b"512".to_vec()]);
