@@ -58,7 +58,7 @@ fn slapd(dir: &Path, port: u16, n: usize) -> Result<u32> {
         let lead = if team % 10 == 9 { team * 50 + 49 } else { team * 50 };
         let manager = if i == lead { 0 } else { lead };
         if i != 0 {
-            write!(f, "manager: uid=u{manager:06},ou=people,{BASE}\n")?;
+            writeln!(f, "manager: uid=u{manager:06},ou=people,{BASE}")?;
         }
         writeln!(f)?;
     }

@@ -593,7 +593,8 @@ impl Builder {
             }
         }
         let store = self.dir.store();
-        let links: Vec<Link> = page.users.iter().zip(&page.entries).map(|(user, (_, u, d))| new_link(u, user, d)).collect();
+        let links: Vec<Link> =
+            page.users.iter().zip(&page.entries).map(|(user, (_, u, d))| new_link(u, user, d)).collect();
         page.insert = store.prepare_new_users(&page.users);
         page.events = self.dir.user_create_events(&page.users, &self.ctx, &self.job, "adi", &creation_mail(&self.c));
         page.links = store.prepare_links(&self.c.id, "user", &links);
@@ -1258,8 +1259,8 @@ impl Directory {
         } else {
             // What the batch settles is taken back if it fails.
             let (results, counts) = (run.results.len(), run.counts);
+            let mut tx = writer.begin().await?;
             let batch = async {
-                let mut tx = writer.begin().await?;
                 let mut db = tx.db();
                 let inserted = db.insert_new_users(&users, insert).await?;
                 let all = inserted.is_none();
@@ -1294,13 +1295,24 @@ impl Directory {
                     run.settle(u, *seq, Ok(("created", user.id.clone(), note.to_string())));
                 }
                 self.write_page_in(&mut db, run, "running").await?;
-                tx.commit().await?;
-                writer.committed().await;
-                run.results.clear();
-                run.refresh.clear();
                 Ok(Some((!all).then_some(inserted)))
             }
             .await;
+            let batch = match batch {
+                Ok(Some(x)) => match tx.commit().await {
+                    Ok(()) => {
+                        writer.committed().await;
+                        run.results.clear();
+                        run.refresh.clear();
+                        Ok(Some(x))
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                other => {
+                    let _ = tx.rollback().await;
+                    other
+                }
+            };
             match batch {
                 Ok(Some(None)) => {}
                 Ok(Some(Some(inserted))) => {
@@ -1378,8 +1390,7 @@ impl Directory {
         if !run.dry_run && !run.refresh.is_empty() {
             db.put_links(&run.connection, "user", &run.refresh).await?;
         }
-        let update =
-            JobUpdate { status, processed: run.seq, total: 0, counts: &run.counts.json(), message: run.note };
+        let update = JobUpdate { status, processed: run.seq, total: 0, counts: &run.counts.json(), message: run.note };
         db.update_job(&run.job, &update, self.now()).await?;
         Ok(())
     }

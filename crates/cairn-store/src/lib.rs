@@ -547,6 +547,12 @@ impl Savepoint<'_> {
     pub fn db(&mut self) -> Db<'_> {
         Db { c: &mut self.tx, b: self.backend }
     }
+    /// Rolls back now: a writer keeps its connection, so a transaction merely dropped would
+    /// hold SQLite's write lock until the writer's next statement.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         if let Some(c) = self.commits {

@@ -525,6 +525,38 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
 /// fingerprint, another CA or the system's CAs fail the sync clearly and change nothing, and
 /// a delegated sign-in the upstream's certificate fails is refused without counting as a guess.
 #[test]
+fn a_new_user_whose_manager_cannot_be_created_comes_without_one() {
+    for db in Db::all("dirsync_manager") {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(up) = slapd(&tmp.path().join("slapd"), None) else { return };
+        let s = Server::start(&db);
+        // A Cairn user, not from the directory, holds the username of bob's manager upstream.
+        let (st, local) = s.post("/api/systemusers", json!({"username": "ada", "email": "ada.local@example.org"}));
+        assert_eq!(st, 200, "{local}");
+        let (st, c) = s.post("/api/v2/directories", connection_body(&up.url()));
+        assert_eq!(st, 201, "{c}");
+        let id = c["id"].as_str().unwrap().to_string();
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "done", "{j}");
+        assert_eq!((j["counts"]["created"].as_i64(), j["counts"]["error"].as_i64()), (Some(2), Some(1)), "{j}");
+        let (_, results) =
+            s.get(&format!("/api/v2/directories/{id}/sync/{}/results?limit=100", j["jobId"].as_str().unwrap()));
+        let of = |name: &str| results.as_array().unwrap().iter().find(|r| r["username"] == name).cloned().unwrap();
+        assert_eq!(of("ada")["outcome"], "error", "{results}");
+        assert!(of("ada")["message"].as_str().unwrap().contains("ada"), "says who holds it: {results}");
+        let bob = of("bob");
+        assert_eq!(bob["outcome"], "created", "{results}");
+        assert!(bob["message"].as_str().unwrap().contains("manager uid=ada"), "says why: {results}");
+        // Nobody points at a user that does not exist; the local user is untouched.
+        assert!(user(&s, "bob")["manager"].as_str().unwrap_or("").is_empty(), "{}", user(&s, "bob"));
+        let ada = user(&s, "ada");
+        assert_eq!((ada["_id"].clone(), ada["email"].clone()), (local["_id"].clone(), json!("ada.local@example.org")));
+        assert_eq!(user(&s, "carol")["state"], "SUSPENDED");
+        drop(s);
+    }
+}
+
+#[test]
 fn directory_over_tls_checks_the_upstream_certificate() {
     let pki = pki();
     for db in Db::all("dirsync_tls") {
