@@ -200,14 +200,19 @@ impl Db<'_> {
         use futures_util::TryStreamExt;
         let mut out = Vec::new();
         let mut rows = sqlx::query(
-            "SELECT l.*, u.updated AS current_updated FROM directory_links l LEFT JOIN users u ON u.id = l.local_id \
-             WHERE l.connection_id = $1 AND l.kind = 'user'",
+            "SELECT l.upstream_id, l.local_id, l.dn, l.suspended, l.digest, l.user_updated, u.updated AS current_updated \
+             FROM directory_links l LEFT JOIN users u ON u.id = l.local_id WHERE l.connection_id = $1 AND l.kind = 'user'",
         )
         .bind(connection.to_string())
         .fetch(&mut *self.c);
         while let Some(r) = rows.try_next().await? {
-            let now = get_opt_text(&r, "current_updated")?.map(|t| parse_time(&t)).transpose()?;
-            out.push((link_from_row(&r)?, now));
+            let link = link_from_row(&r)?;
+            // Mostly the time the link holds: parsed once.
+            let now = match get_opt_text(&r, "current_updated")? {
+                Some(t) if get_opt_text(&r, "user_updated")?.as_deref() == Some(t.as_str()) => link.user_updated,
+                t => t.map(|t| parse_time(&t)).transpose()?,
+            };
+            out.push((link, now));
         }
         Ok(out)
     }
