@@ -24,7 +24,7 @@ use cairn_domain::user::{parse_user_input, UserInput};
 use cairn_domain::{Actor, CreationSource, Secret, State};
 use cairn_store::{JobResult, JobUpdate, Link};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
@@ -43,6 +43,12 @@ const BREAKER_FAILURES: u32 = 3;
 const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// Results written per batch, and progress recorded as often.
 const RESULT_BATCH: usize = 500;
+/// New users of several pages share a transaction for up to this long: each commit rewrites
+/// every index page it touched, and usernames and e-mails arrive in no order, so nearly every
+/// page touches every page of their indexes. The bound keeps other writers' waits short.
+const COMMIT_AFTER: Duration = Duration::from_millis(1_000);
+/// How often a run with nothing else to write records its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// A first import into a directory of fewer users than this builds the user search indexes
 /// once at its end (see `run_directory_sync`).
 const REINDEX_MAX_USERS: i64 = 10_000;
@@ -330,14 +336,7 @@ async fn search_all<T>(
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
     while let Some(re) = timed("reading the search", stream.next()).await? {
-        let se = SearchEntry::construct(re);
-        let mut e = Entry { dn: se.dn, ..Default::default() };
-        for (k, vs) in se.attrs {
-            e.attrs.insert(k, vs.into_iter().map(String::into_bytes).collect());
-        }
-        for (k, vs) in se.bin_attrs {
-            e.attrs.insert(k, vs);
-        }
+        let e = entry_of(re).ok_or_else(|| format!("the search of {base} returned a malformed entry"))?;
         if let Some(msg) = each(e) {
             if tx.send(msg).await.is_err() {
                 // The connection is dropped with the reader, which ends the search upstream.
@@ -350,6 +349,23 @@ async fn search_all<T>(
         return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
     }
     Ok(true)
+}
+
+/// A search result entry as an [`Entry`], read straight from its BER structure: the values
+/// stay bytes (nothing to validate or copy until mapped), and a malformed entry is `None`
+/// (ldap3's `SearchEntry::construct` panics on one).
+fn entry_of(re: ldap3::ResultEntry) -> Option<Entry> {
+    let mut parts = re.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+    let mut e = Entry { dn, ..Default::default() };
+    for a in parts.next()?.expect_constructed()? {
+        let mut a = a.expect_constructed()?.into_iter();
+        let name = String::from_utf8(a.next()?.expect_primitive()?).ok()?;
+        let values =
+            a.next()?.expect_constructed()?.into_iter().map(|v| v.expect_primitive()).collect::<Option<_>>()?;
+        e.attrs.insert(name, values);
+    }
+    Some(e)
 }
 
 /// An upstream user entry, mapped, or its DN and why it could not be.
@@ -982,11 +998,12 @@ impl Directory {
             r.db().count_users_by_state().await?.iter().map(|(_, n)| n).sum::<i64>() < REINDEX_MAX_USERS
         };
         let mut reindexed = false;
+        let mut noted = Instant::now();
         let pages = async {
             let failed = loop {
                 match rx.recv().await {
                     Some(Read::Users(page)) => {
-                        let fresh = self.apply_users(c, &mut run, page).await?;
+                        let fresh = self.apply_users(c, &mut run, page, writer.as_mut()).await?;
                         if std::mem::take(&mut may_reindex) && fresh.len() >= PAGE as usize {
                             if let Some(w) = writer.as_mut() {
                                 let mut tx = w.begin().await?;
@@ -1006,7 +1023,19 @@ impl Directory {
                         };
                         match (ready.take(), writer.as_mut()) {
                             (Some(p), Some(w)) => self.write_new(c, &mut run, p, w).await?,
-                            _ => self.write_page(&mut run, "running").await?,
+                            (_, w) => {
+                                if let Some(w) = w {
+                                    w.commit_held().await?;
+                                }
+                                // A page that changed nothing only moves the progress on.
+                                if !run.results.is_empty()
+                                    || !run.refresh.is_empty()
+                                    || noted.elapsed() >= PROGRESS_EVERY
+                                {
+                                    self.write_page(&mut run, "running").await?;
+                                    noted = Instant::now();
+                                }
+                            }
                         }
                         if let Some(h) = next {
                             let (page, b) =
@@ -1034,11 +1063,13 @@ impl Directory {
         }
         .await;
         if let Some(mut w) = writer.take() {
+            let held = w.commit_held().await;
             // Whatever happened, the indexes come back before anything else reads users.
             if reindexed {
                 w.build_user_search_indexes().await?;
             }
             w.finish().await?;
+            held?;
         }
         let failed = pages?;
         if let Some(m) = failed {
@@ -1141,7 +1172,13 @@ impl Directory {
     /// Applies one page of upstream users: an unchanged linked user from its link alone, the
     /// other linked users after reading them back. New users are returned for the
     /// [`Builder`] (in a dry run they are previewed here, one by one).
-    async fn apply_users(&self, c: &Connection, run: &mut Run, page: Vec<Mapped>) -> Result<Vec<Fresh>> {
+    async fn apply_users(
+        &self,
+        c: &Connection,
+        run: &mut Run,
+        page: Vec<Mapped>,
+        writer: Option<&mut cairn_store::Writer>,
+    ) -> Result<Vec<Fresh>> {
         let mut fresh: Vec<Fresh> = Vec::new();
         let mut compare: Vec<(i64, UpstreamUser, Link, String)> = Vec::new();
         for item in page {
@@ -1210,6 +1247,10 @@ impl Directory {
             }
         }
         if !compare.is_empty() {
+            // Their writes take the write lock in turn with everyone's.
+            if let Some(w) = writer {
+                w.commit_held().await?;
+            }
             let ids: Vec<String> = compare.iter().map(|(_, _, l, _)| l.local_id.clone()).collect();
             let current: HashMap<String, cairn_domain::User> = {
                 let mut r = self.store().read().await?;
@@ -1259,7 +1300,8 @@ impl Directory {
         } else {
             // What the batch settles is taken back if it fails.
             let (results, counts) = (run.results.len(), run.counts);
-            let mut tx = writer.begin().await?;
+            writer.hold().await?;
+            let mut tx = writer.part().await?;
             let batch = async {
                 let mut db = tx.db();
                 let inserted = db.insert_new_users(&users, insert).await?;
@@ -1301,7 +1343,6 @@ impl Directory {
             let batch = match batch {
                 Ok(Some(x)) => match tx.commit().await {
                     Ok(()) => {
-                        writer.committed().await;
                         run.results.clear();
                         run.refresh.clear();
                         Ok(Some(x))
@@ -1327,6 +1368,14 @@ impl Directory {
                 }
             }
         }
+        if left.is_empty() && run.results.is_empty() && run.refresh.is_empty() {
+            // All written with the page.
+            if writer.held_for().is_some_and(|t| t >= COMMIT_AFTER) {
+                writer.commit_held().await?;
+            }
+            return Ok(());
+        }
+        writer.commit_held().await?;
         // One by one: managers before the users naming them, when both are here.
         let ids: HashSet<String> = left.iter().map(|(u, _)| u.id.clone()).collect();
         left.sort_by_key(|(u, _)| u.text("manager").is_some_and(|m| ids.contains(m)));
@@ -1768,7 +1817,10 @@ impl Directory {
                     .map_err(|e| format!("the user search failed: {}", upstream_error(e)))?;
                 let _ = ldap.unbind().await;
                 match rs.len() {
-                    1 => SearchEntry::construct(rs.into_iter().next().expect("one")).dn,
+                    1 => {
+                        let e = rs.into_iter().next().and_then(entry_of);
+                        e.ok_or("the user search returned a malformed entry")?.dn
+                    }
                     // Unknown upstream (or ambiguous): a wrong password, as far as anyone is told.
                     _ => return Ok(false),
                 }
@@ -1807,6 +1859,67 @@ fn check_tls(c: &Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A search result entry as the upstream sends it: `[APPLICATION 4] { dn, { { type, { value… } }… } }`.
+    fn result_entry(dn: &[u8], attrs: Vec<(&[u8], Vec<&[u8]>)>) -> ldap3::ResultEntry {
+        use ldap3::asn1::{StructureTag, TagClass, PL};
+        let prim = |b: &[u8]| StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(b.to_vec()) };
+        let cons = |id, v| StructureTag { class: TagClass::Universal, id, payload: PL::C(v) };
+        let attrs =
+            attrs.into_iter().map(|(t, vs)| cons(16, vec![prim(t), cons(17, vs.into_iter().map(prim).collect())]));
+        let entry = vec![prim(dn), cons(16, attrs.collect())];
+        ldap3::ResultEntry::new(StructureTag { class: TagClass::Application, id: 4, payload: PL::C(entry) })
+    }
+
+    #[test]
+    fn result_entries_are_read_and_malformed_ones_refused_without_a_panic() {
+        let guid: &[u8] = &[0xff, 0x00, 0x10, 0x80];
+        let e = entry_of(result_entry(
+            b"uid=ann,ou=people,dc=x",
+            vec![(b"uid", vec![b"ann"]), (b"objectGUID", vec![guid]), (b"memberOf", vec![b"cn=a", b"cn=b"])],
+        ))
+        .expect("a well-formed entry");
+        assert_eq!(e.dn, "uid=ann,ou=people,dc=x");
+        assert_eq!(e.first("UID").as_deref(), Some("ann"));
+        assert_eq!(e.values("objectguid"), [guid.to_vec()], "binary values stay as sent");
+        assert_eq!(e.texts("memberOf"), ["cn=a", "cn=b"]);
+        assert!(entry_of(result_entry(b"uid=x", vec![])).is_some_and(|e| e.attrs.is_empty()));
+
+        use ldap3::asn1::{StructureTag, TagClass, PL};
+        let tag = |id, payload| StructureTag { class: TagClass::Application, id, payload };
+        let bad = [
+            // not a search result entry
+            tag(5, PL::C(vec![])),
+            // no DN, or a primitive where the sequence belongs
+            tag(4, PL::C(vec![])),
+            tag(4, PL::P(b"uid=x".to_vec())),
+            // a DN that is not UTF-8
+            result_entry(&[0xc3, 0x28], vec![]).0,
+            // an attribute without its values
+            tag(
+                4,
+                PL::C(vec![
+                    StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(b"uid=x".to_vec()) },
+                    StructureTag {
+                        class: TagClass::Universal,
+                        id: 16,
+                        payload: PL::C(vec![StructureTag {
+                            class: TagClass::Universal,
+                            id: 16,
+                            payload: PL::C(vec![StructureTag {
+                                class: TagClass::Universal,
+                                id: 4,
+                                payload: PL::P(b"uid".to_vec()),
+                            }]),
+                        }]),
+                    },
+                ]),
+            ),
+        ];
+        for t in bad {
+            assert!(entry_of(ldap3::ResultEntry::new(t)).is_none());
+        }
+    }
 
     #[test]
     fn breaker_opens_after_repeated_failures_and_closes_on_success() {

@@ -239,6 +239,7 @@ impl Store {
             wal: self.wal.clone(),
             commits: self.commits.clone(),
             write_gate: self.write_gate.clone(),
+            held: None,
         })
     }
 
@@ -337,6 +338,13 @@ pub struct Writer {
     wal: Option<std::path::PathBuf>,
     commits: Arc<AtomicU64>,
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The transaction [`Writer::hold`] opened, with its turn at SQLite's write lock.
+    held: Option<Held>,
+}
+
+struct Held {
+    since: std::time::Instant,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// The page cache of a bulk writer's connection (SQLite), and SQLite's default, which it
@@ -359,6 +367,10 @@ impl Writer {
 
     /// A transaction on this connection, as [`Store::begin`] starts them.
     pub async fn begin(&mut self) -> Result<Savepoint<'_>> {
+        if self.held.is_some() {
+            // Its turn at the write lock is the held transaction's: waiting for it would wait forever.
+            return Err(StoreError::Incomplete("a writer's held transaction must be committed first".into()));
+        }
         let backend = self.backend;
         let commits = self.commits.clone();
         // Each batch takes its turn, so requests get theirs between batches.
@@ -377,6 +389,55 @@ impl Writer {
     pub fn db(&mut self) -> Db<'_> {
         let b = self.backend;
         Db { c: self.conn(), b }
+    }
+
+    /// Opens a transaction that stays open across calls until [`Writer::commit_held`] (when
+    /// none is open yet). Each commit rewrites every index page it touched, so work arriving
+    /// in many small pieces commits far less data together; [`Writer::part`] gives each piece
+    /// a savepoint of its own. Nothing else may write meanwhile: commit first.
+    pub async fn hold(&mut self) -> Result<()> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let backend = self.backend;
+        let gate = match backend {
+            Backend::Sqlite => Some(write_turn(&self.write_gate).await?),
+            Backend::Postgres => None,
+        };
+        let statement = (backend == Backend::Sqlite).then_some("BEGIN IMMEDIATE".into());
+        <<Any as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::begin(self.conn(), statement)
+            .await?;
+        self.held = Some(Held { since: std::time::Instant::now(), _gate: gate });
+        Ok(())
+    }
+
+    /// How long the held transaction has been open (`None`: none is).
+    pub fn held_for(&self) -> Option<std::time::Duration> {
+        self.held.as_ref().map(|h| h.since.elapsed())
+    }
+
+    /// A savepoint inside the held transaction: one piece of work, undone alone by
+    /// [`Savepoint::rollback`].
+    pub async fn part(&mut self) -> Result<Savepoint<'_>> {
+        if self.held.is_none() {
+            return Err(StoreError::Incomplete("a writer's part needs a held transaction".into()));
+        }
+        let backend = self.backend;
+        Ok(Savepoint { tx: sqlx::Connection::begin(self.conn()).await?, backend, commits: None, _gate: None })
+    }
+
+    /// Commits the held transaction, if any (see [`Writer::committed`] for the checkpoint).
+    pub async fn commit_held(&mut self) -> Result<()> {
+        if self.held.is_none() {
+            return Ok(());
+        }
+        let r = <<Any as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::commit(self.conn()).await;
+        // The write lock's turn goes with the transaction, committed or not.
+        self.held = None;
+        r?;
+        self.commits.fetch_add(1, Ordering::Release);
+        self.committed().await;
+        Ok(())
     }
 
     /// Builds whichever of [`USER_SEARCH_INDEXES`] are missing, in a transaction of its own.
@@ -418,6 +479,8 @@ impl Writer {
     /// Waits for the checkpoints asked for and gives the connection back to the pool with
     /// its usual settings (or closes it when they cannot be restored).
     pub async fn finish(mut self) -> Result<()> {
+        // What a held transaction holds is complete work: kept.
+        self.commit_held().await?;
         if let Some(ck) = self.checkpoints.take() {
             ck.finish().await;
         }
@@ -439,7 +502,8 @@ impl Drop for Writer {
         // Not finished (an error returned early): the connection still has the bulk
         // settings, so it is closed rather than handed to another user of the pool.
         if let Some(c) = self.c.take() {
-            if self.backend == Backend::Sqlite {
+            // A transaction left held is not handed on either.
+            if self.backend == Backend::Sqlite || self.held.is_some() {
                 drop(c.detach());
             }
         }

@@ -604,8 +604,36 @@ async fn bulk_writer(store: &Store) {
         tx.commit().await.unwrap();
         w.committed().await;
     }
+    // A held transaction spans parts; a part rolled back leaves the others, and nothing is
+    // seen until the held transaction commits.
+    w.hold().await.unwrap();
+    assert!(w.begin().await.is_err(), "no second transaction while one is held");
+    for (n, keep) in [(3000, true), (3001, false), (3002, true)] {
+        let mut part = w.part().await.unwrap();
+        part.db().insert_user(&user(n, &format!("held-{n}"), json!({}))).await.unwrap();
+        match keep {
+            true => part.commit().await.unwrap(),
+            false => part.rollback().await.unwrap(),
+        }
+    }
+    let mut r = store.read().await.unwrap();
+    assert!(r.db().user_by_username("held-3000").await.unwrap().is_none(), "not committed yet");
+    drop(r);
+    assert!(w.held_for().is_some());
+    w.commit_held().await.unwrap();
+    assert!(w.held_for().is_none() && w.part().await.is_err());
+    let mut r = store.read().await.unwrap();
+    assert!(r.db().user_by_username("held-3000").await.unwrap().is_some());
+    assert!(r.db().user_by_username("held-3001").await.unwrap().is_none(), "the part rolled back");
+    assert!(r.db().user_by_username("held-3002").await.unwrap().is_some());
+    drop(r);
     // Index builds sort in temporary files, then the connection goes back to memory for them.
     w.build_user_search_indexes().await.unwrap();
+    // A transaction still held at the end is committed by `finish`.
+    w.hold().await.unwrap();
+    let mut part = w.part().await.unwrap();
+    part.db().insert_user(&user(3003, "held-3003", json!({}))).await.unwrap();
+    part.commit().await.unwrap();
     w.finish().await.unwrap();
     let mut dropped = store.writer().await.unwrap();
     let mut tx = dropped.begin().await.unwrap();
@@ -619,6 +647,7 @@ async fn bulk_writer(store: &Store) {
     let c = &mut conns[0];
     assert!(c.db().user_by_username("bulk2-49").await.unwrap().is_some(), "every committed batch is there");
     assert!(c.db().user_by_username("half-written").await.unwrap().is_none());
+    assert!(c.db().user_by_username("held-3003").await.unwrap().is_some(), "finish commits what is held");
     for c in conns.iter_mut() {
         if let Some(n) = testing::sqlite_pragma(c, "wal_autocheckpoint").await {
             assert_eq!(n, 1000, "checkpoints are back on every pooled connection");

@@ -552,6 +552,38 @@ fn a_new_user_whose_manager_cannot_be_created_comes_without_one() {
         let ada = user(&s, "ada");
         assert_eq!((ada["_id"].clone(), ada["email"].clone()), (local["_id"].clone(), json!("ada.local@example.org")));
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED");
+
+        // An entry naming itself as its manager, met by a later sync beside unchanged users:
+        // created, pointing at nobody, and the result says why.
+        let erin_dn = format!("uid=erin,ou=people,{BASE}");
+        let mut admin = up.admin();
+        let attrs = vec![
+            ("objectClass", HashSet::from(["inetOrgPerson"])),
+            ("uid", HashSet::from(["erin"])),
+            ("cn", HashSet::from(["Erin"])),
+            ("sn", HashSet::from(["E"])),
+            ("mail", HashSet::from(["erin@example.org"])),
+            ("manager", HashSet::from([erin_dn.as_str()])),
+        ];
+        admin.add(&erin_dn, attrs).unwrap().success().unwrap();
+        drop(admin);
+        let j = sync(&s, &id, false);
+        assert_eq!(j["status"], "done", "{j}");
+        assert_eq!(j["counts"]["created"], 1, "{j}");
+        let erin = user(&s, "erin");
+        assert!(erin["manager"].as_str().unwrap_or("").is_empty(), "{erin}");
+        let (_, results) =
+            s.get(&format!("/api/v2/directories/{id}/sync/{}/results?limit=100", j["jobId"].as_str().unwrap()));
+        let erin_results: Vec<&Value> = results
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["userId"] == erin["_id"] || r["username"] == "erin")
+            .collect();
+        assert!(
+            erin_results.iter().any(|r| r["outcome"] == "error" && r["message"].as_str().unwrap().contains("manager")),
+            "{results}"
+        );
         drop(s);
     }
 }
