@@ -97,7 +97,7 @@ impl Directory {
         if key.last_used.is_none_or(|t| (now - t).num_seconds() >= 60) {
             let mut tx = self.store().begin().await?;
             tx.db().touch_apikey(&key.id, now).await?;
-            tx.commit().await?;
+            tx.commit_unlogged().await?;
         }
         Ok(Some(key))
     }

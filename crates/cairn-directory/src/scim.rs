@@ -156,7 +156,7 @@ impl Directory {
         if t.last_used.is_none_or(|u| (now - u).num_seconds() >= 60) {
             let mut tx = self.store().begin().await?;
             tx.db().touch_scim_token(&t.id, now).await?;
-            tx.commit().await?;
+            tx.commit_unlogged().await?;
         }
         Ok(Some(t))
     }

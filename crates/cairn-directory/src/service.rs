@@ -134,7 +134,7 @@ impl Directory {
         if a.last_used.is_none_or(|t| (now - t).num_seconds() >= 60) {
             let mut tx = self.store().begin().await?;
             tx.db().touch_service_account(&a.id, now).await?;
-            tx.commit().await?;
+            tx.commit_unlogged().await?;
         }
         Ok(Some(ApiCaller { actor: a.actor(), role: a.role }))
     }

@@ -312,6 +312,16 @@ async fn groups(store: &Store) {
     assert!(c.db().group_by_name("engineering").await.unwrap().is_some());
     let (n, members) = c.db().group_members(&g.id, 10, 0).await.unwrap();
     assert_eq!((n, members), (2, vec![id(10), id(11)]));
+    // Counted from the memberships alone when nothing else is asked, joined otherwise.
+    let all = q(&[]);
+    assert_eq!(c.db().count_users_in_group(&all, &g.id).await.unwrap(), 2);
+    assert_eq!(c.db().count_users_in_group_up_to(&all, &g.id, 1).await.unwrap(), None);
+    assert_eq!(c.db().count_users_in_group_up_to(&all, &g.id, 2).await.unwrap(), Some(2));
+    let name = c.db().get_user(&id(11)).await.unwrap().unwrap().username;
+    let one = q(&[("filter", &format!("username:$eq:{name}"))]);
+    assert_eq!(c.db().count_users_in_group(&one, &g.id).await.unwrap(), 1);
+    assert_eq!(c.db().count_users_in_group_up_to(&one, &g.id, 5).await.unwrap(), Some(1));
+    assert_eq!(c.db().count_users_in_group(&all, &id(999)).await.unwrap(), 0, "no such group");
     assert_eq!(c.db().groups_of_user(&id(11)).await.unwrap().len(), 1);
     let (n, list) = c.db().list_groups(Some("engineering"), 10, 0).await.unwrap();
     assert_eq!((n, list.len()), (1, 1));
@@ -325,6 +335,7 @@ async fn groups(store: &Store) {
     let mut c = store.read().await.unwrap();
     let (n, _) = c.db().group_members(&g.id, 10, 0).await.unwrap();
     assert_eq!(n, 0, "deleting a user removes its memberships");
+    assert_eq!(c.db().count_users_in_group(&q(&[]), &g.id).await.unwrap(), 0);
     drop(c);
     let mut tx = store.begin().await.unwrap();
     assert!(tx.db().delete_group(&g.id).await.unwrap());
@@ -589,6 +600,17 @@ async fn rollback(store: &Store) {
     drop(tx); // never committed
     let mut c = store.read().await.unwrap();
     assert!(c.db().user_by_username("ghost").await.unwrap().is_none(), "an uncommitted change leaves nothing");
+    drop(c);
+    // A credential's last use is not a change counts or read models must see.
+    let before = store.local_commits();
+    let mut tx = store.begin().await.unwrap();
+    tx.db().touch_apikey("no-such-key", t(1)).await.unwrap();
+    tx.commit_unlogged().await.unwrap();
+    assert_eq!(store.local_commits(), before);
+    let mut tx = store.begin().await.unwrap();
+    tx.db().touch_apikey("no-such-key", t(2)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.local_commits(), before + 1);
     let _ = Duration::zero();
 }
 
