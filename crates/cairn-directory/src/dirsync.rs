@@ -1816,11 +1816,10 @@ impl Directory {
                     .success()
                     .map_err(|e| format!("the user search failed: {}", upstream_error(e)))?;
                 let _ = ldap.unbind().await;
+                // Referrals are not entries: only a single entry names the user.
+                let mut rs: Vec<_> = rs.into_iter().filter(|r| !r.is_ref() && !r.is_intermediate()).collect();
                 match rs.len() {
-                    1 => {
-                        let e = rs.into_iter().next().and_then(entry_of);
-                        e.ok_or("the user search returned a malformed entry")?.dn
-                    }
+                    1 => entry_of(rs.remove(0)).ok_or("the user search returned a malformed entry")?.dn,
                     // Unknown upstream (or ambiguous): a wrong password, as far as anyone is told.
                     _ => return Ok(false),
                 }

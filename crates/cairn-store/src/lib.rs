@@ -440,10 +440,15 @@ impl Writer {
         if self.held.is_none() {
             return Ok(());
         }
-        let r = <<Any as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::commit(self.conn()).await;
-        // The write lock's turn goes with the transaction, committed or not.
+        type Manager = <Any as sqlx::Database>::TransactionManager;
+        let r = <Manager as sqlx::TransactionManager>::commit(self.conn()).await;
+        // The write lock's turn goes with the transaction, committed or not; a commit that
+        // failed leaves it open, so it is rolled back (what it held is lost, and said).
         self.held = None;
-        r?;
+        if let Err(e) = r {
+            let _ = <Manager as sqlx::TransactionManager>::rollback(self.conn()).await;
+            return Err(e.into());
+        }
         self.commits.fetch_add(1, Ordering::Release);
         self.committed().await;
         Ok(())

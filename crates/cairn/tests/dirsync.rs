@@ -102,6 +102,19 @@ impl Slapd {
         c.simple_bind(ROOT_DN, ROOT_PW).unwrap().success().unwrap();
         c
     }
+
+    /// Adds `uid=<uid>,ou=people` upstream (cn and sn made up), with `extra` attributes.
+    fn add_person(&self, uid: &str, extra: &[(&str, &str)]) {
+        let cn = format!("{uid} Person");
+        let mut attrs = vec![
+            ("objectClass", HashSet::from(["inetOrgPerson"])),
+            ("uid", HashSet::from([uid])),
+            ("cn", HashSet::from([cn.as_str()])),
+            ("sn", HashSet::from(["Person"])),
+        ];
+        attrs.extend(extra.iter().map(|(k, v)| (*k, HashSet::from([*v]))));
+        self.admin().add(&format!("uid={uid},ou=people,{BASE}"), attrs).unwrap().success().unwrap();
+    }
 }
 
 impl Drop for Slapd {
@@ -449,16 +462,7 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         let (st, dave) = s.post("/api/systemusers", json!({"username": "dave", "email": "dave@x.example"}));
         assert_eq!(st, 200, "{dave}");
         let dave_id = dave["_id"].as_str().unwrap();
-        let mut admin = up.admin();
-        let ldif_attrs = vec![
-            ("objectClass", HashSet::from(["inetOrgPerson"])),
-            ("uid", HashSet::from(["dave"])),
-            ("cn", HashSet::from(["Dave"])),
-            ("sn", HashSet::from(["D"])),
-            ("userPassword", HashSet::from(["pw-dave-upstream"])),
-        ];
-        admin.add(&format!("uid=dave,ou=people,{BASE}"), ldif_attrs).unwrap().success().unwrap();
-        drop(admin);
+        up.add_person("dave", &[("userPassword", "pw-dave-upstream")]);
         let (st, r) = s.post(
             "/api/v2/users/actions",
             json!({"action": "set_delegated_authority", "connection": id, "user_ids": [dave_id]}),
@@ -556,17 +560,7 @@ fn a_new_user_whose_manager_cannot_be_created_comes_without_one() {
         // An entry naming itself as its manager, met by a later sync beside unchanged users:
         // created, pointing at nobody, and the result says why.
         let erin_dn = format!("uid=erin,ou=people,{BASE}");
-        let mut admin = up.admin();
-        let attrs = vec![
-            ("objectClass", HashSet::from(["inetOrgPerson"])),
-            ("uid", HashSet::from(["erin"])),
-            ("cn", HashSet::from(["Erin"])),
-            ("sn", HashSet::from(["E"])),
-            ("mail", HashSet::from(["erin@example.org"])),
-            ("manager", HashSet::from([erin_dn.as_str()])),
-        ];
-        admin.add(&erin_dn, attrs).unwrap().success().unwrap();
-        drop(admin);
+        up.add_person("erin", &[("mail", "erin@example.org"), ("manager", &erin_dn)]);
         let j = sync(&s, &id, false);
         assert_eq!(j["status"], "done", "{j}");
         assert_eq!(j["counts"]["created"], 1, "{j}");
