@@ -1859,21 +1859,30 @@ fn check_tls(c: &Connection) -> Result<()> {
 mod tests {
     use super::*;
 
+    use ldap3::asn1::{StructureTag, TagClass, PL};
+
+    fn prim(b: &[u8]) -> StructureTag {
+        StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(b.to_vec()) }
+    }
+    fn cons(id: u64, v: Vec<StructureTag>) -> StructureTag {
+        StructureTag { class: TagClass::Universal, id, payload: PL::C(v) }
+    }
+    fn app(id: u64, payload: PL) -> StructureTag {
+        StructureTag { class: TagClass::Application, id, payload }
+    }
+
     /// A search result entry as the upstream sends it: `[APPLICATION 4] { dn, { { type, { value… } }… } }`.
-    fn result_entry(dn: &[u8], attrs: Vec<(&[u8], Vec<&[u8]>)>) -> ldap3::ResultEntry {
-        use ldap3::asn1::{StructureTag, TagClass, PL};
-        let prim = |b: &[u8]| StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(b.to_vec()) };
-        let cons = |id, v| StructureTag { class: TagClass::Universal, id, payload: PL::C(v) };
+    fn result_entry(dn: &[u8], attrs: Vec<(&[u8], Vec<&[u8]>)>) -> StructureTag {
         let attrs =
             attrs.into_iter().map(|(t, vs)| cons(16, vec![prim(t), cons(17, vs.into_iter().map(prim).collect())]));
-        let entry = vec![prim(dn), cons(16, attrs.collect())];
-        ldap3::ResultEntry::new(StructureTag { class: TagClass::Application, id: 4, payload: PL::C(entry) })
+        app(4, PL::C(vec![prim(dn), cons(16, attrs.collect())]))
     }
 
     #[test]
     fn result_entries_are_read_and_malformed_ones_refused_without_a_panic() {
+        let read = |t: StructureTag| entry_of(ldap3::ResultEntry::new(t));
         let guid: &[u8] = &[0xff, 0x00, 0x10, 0x80];
-        let e = entry_of(result_entry(
+        let e = read(result_entry(
             b"uid=ann,ou=people,dc=x",
             vec![(b"uid", vec![b"ann"]), (b"objectGUID", vec![guid]), (b"memberOf", vec![b"cn=a", b"cn=b"])],
         ))
@@ -1882,41 +1891,21 @@ mod tests {
         assert_eq!(e.first("UID").as_deref(), Some("ann"));
         assert_eq!(e.values("objectguid"), [guid.to_vec()], "binary values stay as sent");
         assert_eq!(e.texts("memberOf"), ["cn=a", "cn=b"]);
-        assert!(entry_of(result_entry(b"uid=x", vec![])).is_some_and(|e| e.attrs.is_empty()));
+        assert!(read(result_entry(b"uid=x", vec![])).is_some_and(|e| e.attrs.is_empty()));
 
-        use ldap3::asn1::{StructureTag, TagClass, PL};
-        let tag = |id, payload| StructureTag { class: TagClass::Application, id, payload };
         let bad = [
             // not a search result entry
-            tag(5, PL::C(vec![])),
+            app(5, PL::C(vec![])),
             // no DN, or a primitive where the sequence belongs
-            tag(4, PL::C(vec![])),
-            tag(4, PL::P(b"uid=x".to_vec())),
+            app(4, PL::C(vec![])),
+            app(4, PL::P(b"uid=x".to_vec())),
             // a DN that is not UTF-8
-            result_entry(&[0xc3, 0x28], vec![]).0,
+            result_entry(&[0xc3, 0x28], vec![]),
             // an attribute without its values
-            tag(
-                4,
-                PL::C(vec![
-                    StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(b"uid=x".to_vec()) },
-                    StructureTag {
-                        class: TagClass::Universal,
-                        id: 16,
-                        payload: PL::C(vec![StructureTag {
-                            class: TagClass::Universal,
-                            id: 16,
-                            payload: PL::C(vec![StructureTag {
-                                class: TagClass::Universal,
-                                id: 4,
-                                payload: PL::P(b"uid".to_vec()),
-                            }]),
-                        }]),
-                    },
-                ]),
-            ),
+            app(4, PL::C(vec![prim(b"uid=x"), cons(16, vec![cons(16, vec![prim(b"uid")])])])),
         ];
         for t in bad {
-            assert!(entry_of(ldap3::ResultEntry::new(t)).is_none());
+            assert!(read(t).is_none());
         }
     }
 
