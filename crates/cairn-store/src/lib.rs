@@ -608,6 +608,11 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_costcenter_ix", "users (costcenter, id)"),
     ("users_employeetype_ix", "users (employeetype, id)"),
     ("users_location_ix", "users (location, id)"),
+    ("users_jobtitle_lastname_ix", "users (jobtitle, lower(lastname), id)"),
+    ("users_company_lastname_ix", "users (company, lower(lastname), id)"),
+    ("users_costcenter_lastname_ix", "users (costcenter, lower(lastname), id)"),
+    ("users_employeetype_lastname_ix", "users (employeetype, lower(lastname), id)"),
+    ("users_location_lastname_ix", "users (location, lower(lastname), id)"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
