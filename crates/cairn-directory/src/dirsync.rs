@@ -330,14 +330,13 @@ async fn search_all<T>(
     filter: &str,
     attrs: Vec<String>,
     tx: &tokio::sync::mpsc::Sender<T>,
-    mut each: impl FnMut(Entry) -> Option<T>,
+    mut each: impl FnMut(ldap3::ResultEntry) -> std::result::Result<Option<T>, String>,
 ) -> std::result::Result<bool, String> {
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
     let mut stream =
         timed("the search", ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)).await?;
     while let Some(re) = timed("reading the search", stream.next()).await? {
-        let e = entry_of(re).ok_or_else(|| format!("the search of {base} returned a malformed entry"))?;
-        if let Some(msg) = each(e) {
+        if let Some(msg) = each(re)? {
             if tx.send(msg).await.is_err() {
                 // The connection is dropped with the reader, which ends the search upstream.
                 return Ok(false);
@@ -349,6 +348,10 @@ async fn search_all<T>(
         return Err(format!("the search of {base} failed: {} ({})", r.text, r.rc));
     }
     Ok(true)
+}
+
+fn malformed(base: &str) -> String {
+    format!("the search of {base} returned a malformed entry")
 }
 
 /// A search result entry as an [`Entry`], read straight from its BER structure: the values
@@ -384,35 +387,69 @@ enum Read {
     Failed(String),
 }
 
+/// What the reader hands the mapper: user pages as they came off the wire.
+enum Raw {
+    Users(Vec<ldap3::ResultEntry>),
+    Then(Read),
+}
+
 /// Reads the connection's users a page at a time, then its groups, into `tx`; stops when the
-/// sync stops listening.
+/// sync stops listening. User pages are mapped by a task of their own: the next page is only
+/// asked of the upstream once this one has been read to its end, so a page mapped here would
+/// keep the upstream waiting for it (the re-sync read 100,000 entries at about half the
+/// upstream's pace that way).
 async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc::Sender<Read>) {
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Raw>(2);
+    let mapping = c.mapping();
+    let base = c.user_base.clone();
+    let mapper = AbortOnDrop(tokio::spawn(async move {
+        while let Some(raw) = raw_rx.recv().await {
+            let msg = match raw {
+                Raw::Users(page) => {
+                    let mut out = Vec::with_capacity(page.len());
+                    for re in page {
+                        let Some(e) = entry_of(re) else {
+                            let _ = tx.send(Read::Failed(malformed(&base))).await;
+                            return;
+                        };
+                        out.push(dirsync::map_user(&e, &mapping).map_err(|m| (e.dn, m)));
+                    }
+                    Read::Users(out)
+                }
+                Raw::Then(r) => r,
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }));
     let r: std::result::Result<bool, String> = async {
         let mut ldap = service_bind(&c, pw.as_ref()).await?;
         let mapping = c.mapping();
         let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
         attrs.sort();
         attrs.dedup();
-        let mut page: Vec<Mapped> = Vec::with_capacity(PAGE as usize);
-        let open = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), &tx, |e| {
-            page.push(dirsync::map_user(&e, &mapping).map_err(|m| (e.dn, m)));
-            (page.len() >= PAGE as usize).then(|| Read::Users(std::mem::take(&mut page)))
+        let mut page: Vec<ldap3::ResultEntry> = Vec::with_capacity(PAGE as usize);
+        let open = search_all(&mut ldap, &c.user_base, &c.user_filter, attrs.clone(), &raw_tx, |re| {
+            page.push(re);
+            Ok((page.len() >= PAGE as usize).then(|| Raw::Users(std::mem::take(&mut page))))
         })
         .await?;
-        if !open || (!page.is_empty() && tx.send(Read::Users(page)).await.is_err()) {
+        if !open || (!page.is_empty() && raw_tx.send(Raw::Users(page)).await.is_err()) {
             return Ok(false);
         }
         if let Some(base) = &c.group_base {
             let (mut gs, mut skipped) = (Vec::new(), Vec::new());
-            search_all(&mut ldap, base, &c.group_filter, attrs, &tx, |e| {
+            search_all(&mut ldap, base, &c.group_filter, attrs, &raw_tx, |re| {
+                let e = entry_of(re).ok_or_else(|| malformed(base))?;
                 match dirsync::map_group(&e, &mapping) {
                     Ok(g) => gs.push(g),
                     Err(m) => skipped.push((e.dn, m)),
                 }
-                None
+                Ok(None)
             })
             .await?;
-            if tx.send(Read::Groups(gs, skipped)).await.is_err() {
+            if raw_tx.send(Raw::Then(Read::Groups(gs, skipped))).await.is_err() {
                 return Ok(false);
             }
         }
@@ -425,7 +462,11 @@ async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc:
         Ok(false) => return,
         Err(m) => Read::Failed(m),
     };
-    let _ = tx.send(last).await;
+    if raw_tx.send(Raw::Then(last)).await.is_ok() {
+        // The mapper hands on what it holds, then this, and ends.
+        drop(raw_tx);
+        let _ = mapper.wait().await;
+    }
 }
 
 /// Stops a task when its owner is done with it, however the owner ends.
@@ -437,6 +478,13 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+impl<T> AbortOnDrop<T> {
+    /// Until the task ends by itself.
+    async fn wait(mut self) -> std::result::Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
 /// The state of one sync run as its pages are applied.
 struct Run {
     connection: String,
@@ -445,7 +493,8 @@ struct Run {
     ctx: Ctx,
     /// Links not met yet in this run, by upstream id, with the user's `updated` now: what
     /// is left at the end is no longer upstream.
-    links: HashMap<String, (Link, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Each link by upstream id, with whether its user is untouched since (`None`: gone).
+    links: HashMap<String, (Link, Option<bool>)>,
     /// Upstream DN (normalized) → local user id.
     by_dn: HashMap<String, String>,
     counts: SyncCounts,
@@ -939,14 +988,15 @@ impl Directory {
         let pw = self.bind_password(c)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let reader = AbortOnDrop(tokio::spawn(read_upstream(c.clone(), pw, tx)));
-        let links: HashMap<String, (Link, Option<chrono::DateTime<chrono::Utc>>)> = {
+        let links: HashMap<String, (Link, Option<bool>)> = {
             let mut r = self.store().read().await?;
-            r.db().user_links(&c.id).await?.into_iter().map(|(l, now)| (l.upstream_id.clone(), (l, now))).collect()
+            r.db().user_links(&c.id).await?.into_iter().map(|(l, t)| (l.upstream_id.clone(), (l, t))).collect()
         };
         // upstream DN → local user id, for managers and group membership: linked users the
         // filter no longer returns keep the memberships the upstream still lists.
         let by_dn = links.values().map(|(l, _)| (dirsync::dn_key(&l.dn), l.local_id.clone())).collect();
-        let not_created = links.values().filter(|(_, now)| now.is_none()).map(|(l, _)| l.local_id.clone()).collect();
+        let not_created = links.values().filter(|(_, t)| t.is_none()).map(|(l, _)| l.local_id.clone()).collect();
+        let links_len = links.len();
         let mut run = Run {
             connection: c.id.clone(),
             job: job.to_string(),
@@ -963,7 +1013,8 @@ impl Directory {
             previewed: HashSet::new(),
             salt: salt(c),
             restricted: dirsync::restricted_fields(c, None),
-            seen: HashSet::new(),
+            // As many as were linked, the likely count: growing a set of 100,000 ids rehashes it.
+            seen: HashSet::with_capacity(links_len),
             member_of: Vec::new(),
             unresolved: Vec::new(),
             not_created,
@@ -1221,11 +1272,10 @@ impl Directory {
                 // Cairn since, and no leave or return pending: nothing to read or write, and
                 // only counted (a re-sync lists what it changed). A user the run this one
                 // resumes reported already is not counted twice.
-                Some((l, now))
+                Some((l, untouched))
                     if l.dn == u.dn
                         && l.digest.as_deref() == Some(digest.as_str())
-                        && now.is_some()
-                        && now == l.user_updated
+                        && untouched == Some(true)
                         && l.suspended == u.disabled =>
                 {
                     if run.reported.contains(&l.local_id) {

@@ -192,27 +192,38 @@ impl Db<'_> {
         rows.iter().map(link_from_row).collect()
     }
 
-    /// Every user link of a connection with its user's `updated` now (`None`: the user is
-    /// gone), in one read: a re-sync tells unchanged users from these alone. Rows are turned
-    /// into links as they arrive (a hundred thousand raw rows at once would double the
+    /// Every user link of a connection, and whether its user is untouched since the sync last
+    /// wrote it (its `updated` is the one the link holds; `None`: the user is gone), in one
+    /// read: a re-sync tells unchanged users from these alone. The database compares the
+    /// stamps, so a link comes back with neither (`user_updated` is `None`): a hundred thousand
+    /// links cost half as much to read without two timestamps each to copy and parse. Rows are
+    /// turned into links as they arrive (a hundred thousand raw rows at once would double the
     /// memory a re-sync needs).
-    pub async fn user_links(&mut self, connection: &str) -> Result<Vec<(Link, Option<DateTime<Utc>>)>> {
+    pub async fn user_links(&mut self, connection: &str) -> Result<Vec<(Link, Option<bool>)>> {
         use futures_util::TryStreamExt;
         let mut out = Vec::new();
         let mut rows = sqlx::query(
-            "SELECT l.upstream_id, l.local_id, l.dn, l.suspended, l.digest, l.user_updated, u.updated AS current_updated \
+            "SELECT l.upstream_id, l.local_id, l.dn, l.suspended, l.digest, \
+             CAST(CASE WHEN u.id IS NULL THEN -1 WHEN u.updated = l.user_updated THEN 1 ELSE 0 END AS BIGINT) \
              FROM directory_links l LEFT JOIN users u ON u.id = l.local_id WHERE l.connection_id = $1 AND l.kind = 'user'",
         )
         .bind(connection.to_string())
         .fetch(&mut *self.c);
         while let Some(r) = rows.try_next().await? {
-            let link = link_from_row(&r)?;
-            // Mostly the time the link holds: parsed once.
-            let now = match get_opt_text(&r, "current_updated")? {
-                Some(t) if get_opt_text(&r, "user_updated")?.as_deref() == Some(t.as_str()) => link.user_updated,
-                t => t.map(|t| parse_time(&t)).transpose()?,
+            // By position: a name is looked up among the columns on every read.
+            let link = Link {
+                upstream_id: get_text(&r, 0)?,
+                local_id: get_text(&r, 1)?,
+                dn: get_text(&r, 2)?,
+                suspended: get_i64(&r, 3)? != 0,
+                digest: get_opt_text(&r, 4)?,
+                user_updated: None,
             };
-            out.push((link, now));
+            let untouched = match get_i64(&r, 5)? {
+                -1 => None,
+                n => Some(n == 1),
+            };
+            out.push((link, untouched));
         }
         Ok(out)
     }

@@ -122,14 +122,19 @@ async fn resumed_jobs_and_sync_links(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     tx.db().insert_connection(&c).await.unwrap();
     tx.db().insert_user(&holder).await.unwrap();
-    tx.db().put_links(&c.id, "user", &[link(1, &holder.id), link(2, &id(9999))]).await.unwrap();
+    // A link written when the user was as it is now: its user is untouched since.
+    let current =
+        cairn_store::Link { upstream_id: "up-3".into(), user_updated: Some(holder.updated), ..link(3, &holder.id) };
+    tx.db().put_links(&c.id, "user", &[link(1, &holder.id), link(2, &id(9999)), current.clone()]).await.unwrap();
     tx.commit().await.unwrap();
     let mut r = store.read().await.unwrap();
     let mut got = r.db().user_links(&c.id).await.unwrap();
     got.sort_by(|a, b| a.0.upstream_id.cmp(&b.0.upstream_id));
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[0], (link(1, &holder.id), Some(holder.updated)), "the digest and stamps come back");
-    assert_eq!(got[1], (link(2, &id(9999)), None), "a user gone from Cairn has no updated");
+    assert_eq!(got.len(), 3);
+    let stampless = |l: cairn_store::Link| cairn_store::Link { user_updated: None, ..l };
+    assert_eq!(got[0], (stampless(link(1, &holder.id)), Some(false)), "the user changed since the link: touched");
+    assert_eq!(got[1], (stampless(link(2, &id(9999))), None), "a user gone from Cairn");
+    assert_eq!(got[2], (stampless(current), Some(true)), "the digest comes back; the user is untouched");
 }
 
 async fn users_round_trip(store: &Store) {

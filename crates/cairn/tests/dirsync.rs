@@ -328,6 +328,16 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
             json!([{"type": "work", "number": "+1 555 0100"}, {"type": "mobile", "number": "+1 555 0199"}])
         );
         assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "disabled upstream");
+        // An admin reactivates her by hand. Nothing changed upstream, but the user did in Cairn
+        // since the sync last wrote her: the next sync compares her and suspends her again,
+        // while the two it left untouched are counted unchanged without being read.
+        let carol = user(&s, "carol")["_id"].as_str().unwrap().to_string();
+        let (st, e) = s.put(&format!("/api/systemusers/{carol}"), json!({ "state": "ACTIVATED" }));
+        assert_eq!(st, 200, "{e}");
+        assert_eq!(user(&s, "carol")["state"], "ACTIVATED");
+        let j = sync(&s, &id, false);
+        assert_eq!((j["counts"]["suspended"].as_i64(), j["counts"]["unchanged"].as_i64()), (Some(1), Some(2)), "{j}");
+        assert_eq!(user(&s, "carol")["state"], "SUSPENDED", "still disabled upstream");
         let (_, mails) = s.get("/api/v2/emails?to=ada@example.org");
         let mails = if mails.is_array() { mails } else { mails["results"].clone() };
         assert_eq!(mails.as_array().map(Vec::len), Some(0), "delegated users get no activation link: {mails}");
