@@ -608,11 +608,11 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_costcenter_ix", "users (costcenter, id)"),
     ("users_employeetype_ix", "users (employeetype, id)"),
     ("users_location_ix", "users (location, id)"),
-    ("users_jobtitle_lastname_ix", "users (jobtitle, lower(lastname), id)"),
-    ("users_company_lastname_ix", "users (company, lower(lastname), id)"),
-    ("users_costcenter_lastname_ix", "users (costcenter, lower(lastname), id)"),
-    ("users_employeetype_lastname_ix", "users (employeetype, lower(lastname), id)"),
-    ("users_location_lastname_ix", "users (location, lower(lastname), id)"),
+    ("users_jobtitle_lastname_ix", "users (jobtitle, lower(lastname), id) WHERE jobtitle IS NOT NULL"),
+    ("users_company_lastname_ix", "users (company, lower(lastname), id) WHERE company IS NOT NULL"),
+    ("users_costcenter_lastname_ix", "users (costcenter, lower(lastname), id) WHERE costcenter IS NOT NULL"),
+    ("users_employeetype_lastname_ix", "users (employeetype, lower(lastname), id) WHERE employeetype IS NOT NULL"),
+    ("users_location_lastname_ix", "users (location, lower(lastname), id) WHERE location IS NOT NULL"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a
