@@ -396,8 +396,8 @@ enum Raw {
 /// Reads the connection's users a page at a time, then its groups, into `tx`; stops when the
 /// sync stops listening. User pages are mapped by a task of their own: the next page is only
 /// asked of the upstream once this one has been read to its end, so a page mapped here would
-/// keep the upstream waiting for it (the re-sync read 100,000 entries at about half the
-/// upstream's pace that way).
+/// keep the upstream waiting for it (a quarter of a 100,000-user re-sync's read went idle
+/// that way).
 async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc::Sender<Read>) {
     let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Raw>(2);
     let mapping = c.mapping();
@@ -491,9 +491,9 @@ struct Run {
     job: String,
     dry_run: bool,
     ctx: Ctx,
-    /// Links not met yet in this run, by upstream id, with the user's `updated` now: what
-    /// is left at the end is no longer upstream.
-    /// Each link by upstream id, with whether its user is untouched since (`None`: gone).
+    /// Links not met yet in this run, by upstream id, with whether the user is untouched
+    /// since the link was written (`None`: the user is gone): what is left at the end is no
+    /// longer upstream.
     links: HashMap<String, (Link, Option<bool>)>,
     /// Upstream DN (normalized) → local user id.
     by_dn: HashMap<String, String>,
