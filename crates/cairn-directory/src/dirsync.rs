@@ -401,7 +401,7 @@ enum Raw {
 async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc::Sender<Read>) {
     let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Raw>(2);
     let mapping = c.mapping();
-    let base = c.user_base.clone();
+    let (base, users_mapping) = (c.user_base.clone(), mapping.clone());
     let mapper = AbortOnDrop(tokio::spawn(async move {
         while let Some(raw) = raw_rx.recv().await {
             let msg = match raw {
@@ -412,7 +412,7 @@ async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc:
                             let _ = tx.send(Read::Failed(malformed(&base))).await;
                             return;
                         };
-                        out.push(dirsync::map_user(&e, &mapping).map_err(|m| (e.dn, m)));
+                        out.push(dirsync::map_user(&e, &users_mapping).map_err(|m| (e.dn, m)));
                     }
                     Read::Users(out)
                 }
@@ -425,7 +425,6 @@ async fn read_upstream(c: Connection, pw: Option<Secret>, tx: tokio::sync::mpsc:
     }));
     let r: std::result::Result<bool, String> = async {
         let mut ldap = service_bind(&c, pw.as_ref()).await?;
-        let mapping = c.mapping();
         let mut attrs: Vec<String> = mapping.values().filter(|a| !a.is_empty()).cloned().collect();
         attrs.sort();
         attrs.dedup();
