@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result, LOGIN_REFUSED};
 use crate::load::load_user;
-use crate::tokens::{random_token, token_hash};
+use crate::tokens::{link_key, random_token, token_hash};
 use crate::{Ctx, Directory};
 
 pub const SESSION_VALIDITY: Duration = Duration::hours(8);
@@ -62,7 +62,7 @@ impl Directory {
     /// The user a one-time link belongs to, if it is still valid (the page shows a form).
     pub async fn link_user(&self, token: &str, kind: &str) -> Result<Option<User>> {
         let mut c = self.store().read().await?;
-        match c.db().token_user(&token_hash(token), kind, self.now()).await? {
+        match c.db().token_user(&link_key(token), kind, self.now()).await? {
             Some(id) => Ok(c.db().get_user(&id).await?),
             None => Ok(None),
         }
@@ -72,13 +72,13 @@ impl Directory {
     pub async fn set_password_with_link(&self, ctx: &Ctx, token: &str, kind: &str, new: &Secret) -> Result<User> {
         let invalid = || Error::NotFound("This link is not valid: it has expired or has already been used.".into());
         let mut tx = self.store().begin().await?;
-        let id = tx.db().token_user(&token_hash(token), kind, self.now()).await?.ok_or_else(invalid)?;
+        let id = tx.db().token_user(&link_key(token), kind, self.now()).await?.ok_or_else(invalid)?;
         let user = load_user(&mut tx.db(), &id).await?;
         if user.state != State::Activated {
             return Err(invalid());
         }
         let action = if kind == "activation" { "password_set" } else { "password_reset" };
-        tx.db().take_token(&token_hash(token), kind, self.now()).await?.ok_or_else(invalid)?;
+        tx.db().take_token(&link_key(token), kind, self.now()).await?.ok_or_else(invalid)?;
         // Also ends every other link and session of the user.
         let user = self.write_password(&mut tx.db(), ctx, user, new, action).await?;
         tx.commit().await?;

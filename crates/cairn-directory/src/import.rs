@@ -1156,6 +1156,7 @@ struct Batch {
     places: Vec<(usize, Vec<String>)>,
     insert: cairn_store::Prepared,
     events_insert: cairn_store::Prepared,
+    mail_insert: cairn_store::Prepared,
     results_insert: cairn_store::Prepared,
     counts: Counts,
 }
@@ -1340,6 +1341,7 @@ impl Directory {
         Ok(Batch {
             insert: self.store().prepare_new_users(&users),
             events_insert: self.creation_events(&users, plan),
+            mail_insert: self.prepare_new_users_mail(&plan.org.settings.name, &users, &plan.mail),
             results_insert,
             counts,
             items: chunk,
@@ -1432,8 +1434,16 @@ impl Directory {
         total: usize,
         note: Option<&str>,
     ) -> Result<Spent> {
-        let Batch { mut items, users, places, insert, events_insert, mut results_insert, counts: mut batch_counts } =
-            batch;
+        let Batch {
+            mut items,
+            users,
+            places,
+            insert,
+            events_insert,
+            mail_insert,
+            mut results_insert,
+            counts: mut batch_counts,
+        } = batch;
         let inserted = tx.db().insert_new_users(&users, insert).await?;
         let all = inserted.is_none();
         let inserted = inserted.unwrap_or_default();
@@ -1474,12 +1484,13 @@ impl Directory {
         }
         if all {
             tx.db().execute_prepared(events_insert).await?;
+            tx.db().execute_prepared(mail_insert).await?;
         } else {
             let events = self.creation_events(users.iter().filter(|u| is_in(u)), plan);
             tx.db().execute_prepared(events).await?;
+            let org = &plan.org.settings.name;
+            self.mail_new_users(&mut tx.db(), org, users.iter().filter(|u| is_in(u)), &plan.mail).await?;
         }
-        self.mail_new_users(&mut tx.db(), &plan.org.settings.name, users.iter().filter(|u| is_in(u)), &plan.mail)
-            .await?;
         if !all {
             // The users left out have their outcome now: their results are bound anew.
             (results_insert, batch_counts) = self.results_insert(job, &items);

@@ -7,7 +7,7 @@ use cairn_store::Db;
 use chrono::Duration;
 
 use crate::error::Result;
-use crate::tokens::{random_token, token_hash};
+use crate::tokens::{link_key, link_token};
 use crate::Directory;
 
 pub const ACTIVATION_VALIDITY: Duration = Duration::days(7);
@@ -38,8 +38,8 @@ impl Directory {
                 } else {
                     ("reset", RESET_VALIDITY, "reset", "1 hour")
                 };
-                let token = random_token();
-                out.tokens.push((token_hash(&token), user.id.clone(), token_kind.to_string(), now, now + validity));
+                let token = link_token(&self.new_id());
+                out.tokens.push((link_key(&token), user.id.clone(), token_kind.to_string(), now, now + validity));
                 (format!("{base}/portal/{path}?token={token}"), valid)
             }
             MailKind::Welcome | MailKind::TotpReset => (format!("{base}/portal/login"), ""),
@@ -88,16 +88,24 @@ impl Directory {
         users: impl IntoIterator<Item = &'a User>,
         mail: &cairn_domain::lifecycle::MailChoice,
     ) -> Result<()> {
+        Ok(db.execute_prepared(self.prepare_new_users_mail(org, users, mail)).await?)
+    }
+
+    /// The statements of `mail_new_users`, bound ahead of the transaction (imports bind a
+    /// batch's while the one before is written). New users have no earlier links to end.
+    pub(crate) fn prepare_new_users_mail<'a>(
+        &self,
+        org: &str,
+        users: impl IntoIterator<Item = &'a User>,
+        mail: &cairn_domain::lifecycle::MailChoice,
+    ) -> cairn_store::Prepared {
         let mut out = Outgoing::default();
         for u in users {
             if let Some((kind, to)) = cairn_domain::mail::on_activation(u, mail) {
                 self.prepare_mail(&mut out, org, kind, u, &to);
             }
         }
-        if out.messages.is_empty() {
-            return Ok(());
-        }
-        self.send_prepared(db, out).await
+        self.store().prepare_mail(&out.tokens, &out.messages)
     }
 
     /// Sends `kind` to `to` with a fresh link, in the caller's transaction.

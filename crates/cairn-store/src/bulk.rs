@@ -436,62 +436,11 @@ impl Db<'_> {
 
     /// One-time tokens: (hash, user id, kind, created, expires).
     pub async fn insert_tokens(&mut self, tokens: &[NewToken]) -> Result<()> {
-        for chunk in tokens.chunks(1000) {
-            let mut a = Args::positional(self.b);
-            let vals: Vec<String> = chunk
-                .iter()
-                .map(|(h, u, k, c, e)| {
-                    format!(
-                        "({}, {}, {}, {}, {})",
-                        a.push(h.clone()),
-                        a.push(u.clone()),
-                        a.push(k.clone()),
-                        a.push(time_text(*c)),
-                        a.push(time_text(*e))
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO user_tokens (token_hash, user_id, kind, created, expires) VALUES {}",
-                vals.join(", ")
-            );
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
-        }
-        Ok(())
+        self.execute_prepared(tokens_insert(self.b, tokens)).await
     }
 
     pub async fn insert_messages(&mut self, msgs: &[cairn_domain::OutboxMessage]) -> Result<()> {
-        for chunk in msgs.chunks(500) {
-            let mut a = Args::positional(self.b);
-            let vals: Vec<String> = chunk
-                .iter()
-                .map(|m| {
-                    let ps = [
-                        a.push(m.id.clone()),
-                        a.push(time_text(m.created)),
-                        a.push(m.kind.clone()),
-                        a.push(m.to.clone()),
-                        a.push(Arg::Text(m.user_id.clone())),
-                        a.push(m.subject.clone()),
-                        a.push(m.text.clone()),
-                        a.push(m.html.clone()),
-                        a.push(m.status.clone()),
-                        a.push(m.attempts),
-                        a.push(time_text(m.next_attempt)),
-                        a.push(Arg::Text(
-                            m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize")),
-                        )),
-                    ];
-                    format!("({})", ps.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, params) VALUES {}",
-                vals.join(", ")
-            );
-            sqlx::query_with(&sql, a.build()).execute(&mut *self.c).await?;
-        }
-        Ok(())
+        self.execute_prepared(messages_insert(self.b, msgs)).await
     }
 
     /// Marks these (claimed) schedules fired.
@@ -518,6 +467,71 @@ fn or_ignore(b: Backend) -> &'static str {
         Backend::Sqlite => "INSERT OR IGNORE",
         Backend::Postgres => "INSERT",
     }
+}
+
+/// Multi-row INSERTs of one-time tokens.
+fn tokens_insert(b: Backend, tokens: &[NewToken]) -> Prepared {
+    let mut out = Prepared::default();
+    for chunk in tokens.chunks(PARAMS_PER_INSERT / 5) {
+        let mut a = Args::positional(b);
+        let vals: Vec<String> = chunk
+            .iter()
+            .map(|(h, u, k, c, e)| {
+                format!(
+                    "({}, {}, {}, {}, {})",
+                    a.push(h.clone()),
+                    a.push(u.clone()),
+                    a.push(k.clone()),
+                    a.push(time_text(*c)),
+                    a.push(time_text(*e))
+                )
+            })
+            .collect();
+        let sql = format!(
+            "{} INTO user_tokens (token_hash, user_id, kind, created, expires) VALUES {}",
+            or_ignore(b),
+            vals.join(", ")
+        );
+        out.0.push((sql, a.build(), chunk.len() as u64));
+    }
+    out
+}
+
+/// Multi-row INSERTs of outbox messages.
+fn messages_insert(b: Backend, msgs: &[cairn_domain::OutboxMessage]) -> Prepared {
+    let mut out = Prepared::default();
+    for chunk in msgs.chunks(PARAMS_PER_INSERT / 12) {
+        let mut a = Args::positional(b);
+        let vals: Vec<String> = chunk
+            .iter()
+            .map(|m| {
+                let ps = [
+                    a.push(m.id.clone()),
+                    a.push(time_text(m.created)),
+                    a.push(m.kind.clone()),
+                    a.push(m.to.clone()),
+                    a.push(Arg::Text(m.user_id.clone())),
+                    a.push(m.subject.clone()),
+                    a.push(m.text.clone()),
+                    a.push(m.html.clone()),
+                    a.push(m.status.clone()),
+                    a.push(m.attempts),
+                    a.push(time_text(m.next_attempt)),
+                    a.push(Arg::Text(
+                        m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize")),
+                    )),
+                ];
+                format!("({})", ps.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "{} INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, params) VALUES {}",
+            or_ignore(b),
+            vals.join(", ")
+        );
+        out.0.push((sql, a.build(), chunk.len() as u64));
+    }
+    out
 }
 
 /// Statements built ahead of the transaction that runs them, so that building them (binding
@@ -806,6 +820,14 @@ impl crate::Store {
     /// The INSERTs of [`Db::insert_job_results`].
     pub fn prepare_job_results(&self, job_id: &str, results: &[JobResult]) -> Prepared {
         job_results_insert(self.backend(), job_id, results)
+    }
+
+    /// The INSERTs of [`Db::insert_tokens`] and [`Db::insert_messages`]: new links and the
+    /// messages carrying them.
+    pub fn prepare_mail(&self, tokens: &[NewToken], msgs: &[cairn_domain::OutboxMessage]) -> Prepared {
+        let mut p = tokens_insert(self.backend(), tokens);
+        p.0.extend(messages_insert(self.backend(), msgs).0);
+        p
     }
 
     /// The INSERTs of events whose changes and details are already JSON text (their
