@@ -23,8 +23,9 @@ const FIRST_BATCH: usize = 200;
 /// Batches built ahead of the one being written (each about 6 MiB): a commit pauses the writer
 /// for a moment, and the thread building batches keeps on meanwhile. For 100,000 records,
 /// 1 → 6 → 12: 2.33 → 2.21 → 2.00 s; 12 took an import sending activation mail (whose writer
-/// is slower, so the queue stays full) to 207 MiB, 6 keeps it at 176.
-const BUILT_AHEAD: usize = 6;
+/// is slower, so the queue stays full) to 207 MiB, 6 kept it at 176. Since a batch carries its
+/// mail's statements too, 6 took a server importing 1,000,000 users to 202 MiB.
+const BUILT_AHEAD: usize = 4;
 /// A transaction spans batches until it holds this many records or has been open this long.
 /// Every commit rewrites each index page the transaction touched, and usernames, e-mails and
 /// names arrive in no order, so nearly every batch touches every page of their indexes: fewer
