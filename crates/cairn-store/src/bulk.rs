@@ -469,69 +469,56 @@ fn or_ignore(b: Backend) -> &'static str {
     }
 }
 
-/// Multi-row INSERTs of one-time tokens.
-fn tokens_insert(b: Backend, tokens: &[NewToken]) -> Prepared {
+/// Multi-row INSERTs of `rows` into `into` (`table (column, …)`), `per_row` parameters each:
+/// `bind` binds a row's values and answers its `(…)`.
+fn rows_insert<T>(
+    b: Backend,
+    into: &str,
+    rows: &[T],
+    per_row: usize,
+    mut bind: impl FnMut(&mut Args, &T) -> String,
+) -> Prepared {
     let mut out = Prepared::default();
-    for chunk in tokens.chunks(PARAMS_PER_INSERT / 5) {
+    for chunk in rows.chunks(PARAMS_PER_INSERT / per_row) {
         let mut a = Args::positional(b);
-        let vals: Vec<String> = chunk
-            .iter()
-            .map(|(h, u, k, c, e)| {
-                format!(
-                    "({}, {}, {}, {}, {})",
-                    a.push(h.clone()),
-                    a.push(u.clone()),
-                    a.push(k.clone()),
-                    a.push(time_text(*c)),
-                    a.push(time_text(*e))
-                )
-            })
-            .collect();
-        let sql = format!(
-            "{} INTO user_tokens (token_hash, user_id, kind, created, expires) VALUES {}",
-            or_ignore(b),
-            vals.join(", ")
-        );
+        let vals: Vec<String> = chunk.iter().map(|r| bind(&mut a, r)).collect();
+        let sql = format!("{} INTO {into} VALUES {}", or_ignore(b), vals.join(", "));
         out.0.push((sql, a.build(), chunk.len() as u64));
     }
     out
 }
 
+/// Multi-row INSERTs of one-time tokens.
+fn tokens_insert(b: Backend, tokens: &[NewToken]) -> Prepared {
+    let into = "user_tokens (token_hash, user_id, kind, created, expires)";
+    rows_insert(b, into, tokens, 5, |a, (h, u, k, c, e)| {
+        let ps =
+            [a.push(h.clone()), a.push(u.clone()), a.push(k.clone()), a.push(time_text(*c)), a.push(time_text(*e))];
+        format!("({})", ps.join(", "))
+    })
+}
+
 /// Multi-row INSERTs of outbox messages.
 fn messages_insert(b: Backend, msgs: &[cairn_domain::OutboxMessage]) -> Prepared {
-    let mut out = Prepared::default();
-    for chunk in msgs.chunks(PARAMS_PER_INSERT / 12) {
-        let mut a = Args::positional(b);
-        let vals: Vec<String> = chunk
-            .iter()
-            .map(|m| {
-                let ps = [
-                    a.push(m.id.clone()),
-                    a.push(time_text(m.created)),
-                    a.push(m.kind.clone()),
-                    a.push(m.to.clone()),
-                    a.push(Arg::Text(m.user_id.clone())),
-                    a.push(m.subject.clone()),
-                    a.push(m.text.clone()),
-                    a.push(m.html.clone()),
-                    a.push(m.status.clone()),
-                    a.push(m.attempts),
-                    a.push(time_text(m.next_attempt)),
-                    a.push(Arg::Text(
-                        m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize")),
-                    )),
-                ];
-                format!("({})", ps.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "{} INTO outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, next_attempt, params) VALUES {}",
-            or_ignore(b),
-            vals.join(", ")
-        );
-        out.0.push((sql, a.build(), chunk.len() as u64));
-    }
-    out
+    let into = "outbox (id, created, kind, to_addr, user_id, subject, body_text, body_html, status, attempts, \
+                next_attempt, params)";
+    rows_insert(b, into, msgs, 12, |a, m| {
+        let ps = [
+            a.push(m.id.clone()),
+            a.push(time_text(m.created)),
+            a.push(m.kind.clone()),
+            a.push(m.to.clone()),
+            a.push(Arg::Text(m.user_id.clone())),
+            a.push(m.subject.clone()),
+            a.push(m.text.clone()),
+            a.push(m.html.clone()),
+            a.push(m.status.clone()),
+            a.push(m.attempts),
+            a.push(time_text(m.next_attempt)),
+            a.push(Arg::Text(m.params.as_ref().map(|p| serde_json::to_string(p).expect("mail parameters serialize")))),
+        ];
+        format!("({})", ps.join(", "))
+    })
 }
 
 /// Statements built ahead of the transaction that runs them, so that building them (binding
