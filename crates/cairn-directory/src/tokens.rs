@@ -31,7 +31,7 @@ pub(crate) fn link_token(id: &str) -> String {
 
 /// The stored key of a link token: its id in clear, then the hash of the whole token (the id
 /// alone finds nothing). Tokens issued before links carried an id are keyed by their hash.
-pub fn link_key(token: &str) -> String {
+pub(crate) fn link_key(token: &str) -> String {
     match token.get(..24).filter(|id| token.len() == LINK_TOKEN_LEN && cairn_domain::id::is_object_id(id)) {
         Some(id) => format!("{id}{}", token_hash(token)),
         None => token_hash(token),

@@ -70,6 +70,22 @@ fn an_activation_mail_leads_to_a_password_and_a_login() {
     assert_eq!(p.status, 200);
     assert!(p.body.contains("Activate your account"));
     let token = token_of(&mail);
+    // A link's token leads with an id in clear: that id alone, or with another secret after
+    // it, or the token with one character changed, opens nothing (and the real one still does).
+    let mut changed = token.clone().into_bytes();
+    *changed.last_mut().unwrap() ^= 1;
+    let forged = [
+        token[..24].to_string(),
+        format!("{}{}", &token[..24], "A".repeat(token.len() - 24)),
+        String::from_utf8(changed).unwrap(),
+    ];
+    for f in &forged {
+        let p = b.get(&format!("/portal/activate?token={f}"));
+        assert_eq!(p.status, 404, "a forged token {f}: {}", p.body);
+        let p = b.post("/portal/activate", &[("password", PW), ("confirm", PW), ("token", f)]);
+        assert_ne!(p.location.as_deref(), Some("/portal/login?m=password-set"), "a forged token sets no password");
+    }
+    assert_eq!(b.get(&link).status, 200);
     let p = b.post("/portal/activate", &[("password", "1qaz2wsx3edc"), ("confirm", "1qaz2wsx3edc"), ("token", &token)]);
     assert_eq!(p.status, 400, "a common password is refused");
     assert!(p.body.contains("commonly used"), "{}", p.body);
