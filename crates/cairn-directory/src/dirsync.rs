@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cairn_domain::dirsync::{self, Authority, Connection, Entry, UpstreamGroup, UpstreamUser};
 use cairn_domain::id::is_object_id;
 use cairn_domain::lifecycle::MailChoice;
-use cairn_domain::user::{parse_user_input, UserInput};
+use cairn_domain::user::{parse_user_input, parse_user_object, UserInput};
 use cairn_domain::{Actor, CreationSource, Secret, State};
 use cairn_store::{JobResult, JobUpdate, Link};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -1579,7 +1579,7 @@ impl Directory {
         if u.disabled {
             body.insert("state".into(), json!("SUSPENDED"));
         }
-        let input = parse_user_input(&Value::Object(body), true)?;
+        let input = parse_user_object(body, true)?;
         self.new_user(org, input, CreationSource::ManualEntry, "adi", None, self.now())
     }
 
@@ -1611,8 +1611,7 @@ impl Directory {
         }
         if !input.profile.is_empty() {
             // Validates the values as any other update would.
-            let p = parse_user_input(&Value::Object(input.profile.clone()), false)?;
-            input.profile = p.profile;
+            input.profile = parse_user_object(std::mem::take(&mut input.profile), false)?.profile;
         }
         let mut suspended = l.suspended;
         let mut outcome = "updated";
