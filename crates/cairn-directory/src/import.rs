@@ -1543,8 +1543,13 @@ fn creation_changes_json(u: &User) -> String {
         add(&mut out, "password", "***");
     }
     for (k, v) in &u.profile {
-        if !crate::users::is_empty_value(v) {
-            add(&mut out, k, v);
+        if crate::users::is_empty_value(v) {
+            continue;
+        }
+        // A connection's list goes in packed, as in the user's row; read back whole.
+        match (k == "restrictedFields").then(|| cairn_domain::user::pack_restricted(v)).flatten() {
+            Some(packed) => add(&mut out, k, &packed),
+            None => add(&mut out, k, v),
         }
     }
     out.push(b'}');
@@ -1585,6 +1590,19 @@ mod tests {
         u.profile.insert("addresses".into(), json!([{"type": "work", "locality": "Zürich"}]));
         u.profile.insert("unix_uid".into(), json!(5001));
         u.password_hash = Some(cairn_domain::Secret::new("x".to_string()));
+        assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
+        // A directory connection's restrictedFields: packed in the text, whole when read.
+        let c = "6b15c941cc7d3f60eb61bdc7";
+        u.profile.insert(
+            "restrictedFields".into(),
+            json!([{"field": "email", "type": "active_directory", "id": c},
+                   {"field": "manager", "type": "active_directory", "id": c}]),
+        );
+        assert!(creation_changes_json(&u).contains(&format!(r#""restrictedFields":{{"active_directory":"{c}""#)));
+        assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
+        // An admin's own list stays as it was sent.
+        u.profile.insert("restrictedFields".into(), json!([{"field": "email", "type": "scim"}]));
+        assert!(creation_changes_json(&u).contains(r#""restrictedFields":[{"field":"email","type":"scim"}]"#));
         assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
     }
 }

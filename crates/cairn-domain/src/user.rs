@@ -594,13 +594,58 @@ pub struct Change {
     pub new: Value,
 }
 
+/// The type of the `restrictedFields` entries a directory connection writes.
+const UPSTREAM: &str = "active_directory";
+
+/// `restrictedFields` as a directory sync writes them repeat the connection's id in every
+/// entry: 640 bytes per user for nine fields, in every synced user's row and creation event.
+/// Such a list (every entry exactly `{field, type: "active_directory", id}` of one connection)
+/// is stored as `{"active_directory": id, "fields": [field, …]}`; [`unpack_restricted`] (and
+/// [`changes_list`] for a creation event) gives back the same list. Anything else is stored as
+/// it is: a stored list is never an object.
+pub fn pack_restricted(v: &Value) -> Option<Value> {
+    let entries = v.as_array().filter(|a| !a.is_empty())?;
+    let mut id = None;
+    let mut names = Vec::with_capacity(entries.len());
+    for e in entries {
+        let o = e.as_object().filter(|o| o.len() == 3)?;
+        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        if keys != ["field", "type", "id"] || o["type"] != UPSTREAM {
+            return None;
+        }
+        let this = o["id"].as_str()?;
+        if *id.get_or_insert(this) != this {
+            return None;
+        }
+        names.push(o["field"].as_str()?);
+    }
+    Some(serde_json::json!({ UPSTREAM: id?, "fields": names }))
+}
+
+/// The list [`pack_restricted`] stored (any other value is returned as it is).
+pub fn unpack_restricted(v: Value) -> Value {
+    let packed = v
+        .as_object()
+        .filter(|o| o.len() == 2)
+        .and_then(|o| Some((o.get(UPSTREAM)?.as_str()?, o.get("fields")?.as_array()?)));
+    let Some((id, names)) = packed else { return v };
+    let entries: Option<Vec<Value>> =
+        names.iter().map(|n| Some(serde_json::json!({ "field": n.as_str()?, "type": UPSTREAM, "id": id }))).collect();
+    entries.map_or(v.clone(), Value::Array)
+}
+
 /// An event's changes as stored, in the list form: a creation's are stored as one object of
 /// the values set, `{"username": …, …}` (half the bytes; every old value is null), and read
 /// back as `[{"field", "old": null, "new"}, …]` in the same order.
 pub fn changes_list(stored: Value) -> Value {
     match stored {
         Value::Object(set) => Value::Array(
-            set.into_iter().map(|(field, new)| serde_json::json!({"field": field, "old": null, "new": new})).collect(),
+            set.into_iter()
+                .map(|(field, new)| {
+                    let new = if field == "restrictedFields" { unpack_restricted(new) } else { new };
+                    serde_json::json!({"field": field, "old": null, "new": new})
+                })
+                .collect(),
         ),
         other => other,
     }

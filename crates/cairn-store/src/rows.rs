@@ -130,50 +130,11 @@ pub(crate) fn profile_value_of<'a>(field: &fields::Field, v: Option<&'a serde_js
         Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(Cow::Borrowed)),
         Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
         Kind::Int => Value::Int(v.and_then(|v| v.as_i64())),
-        Kind::Json if field.column == "restrictedfields" => {
-            Value::Text(v.map(|v| Cow::Owned(pack_restricted(v).unwrap_or_else(|| v.to_string()))))
-        }
+        Kind::Json if field.column == "restrictedfields" => Value::Text(v.map(|v| {
+            Cow::Owned(cairn_domain::user::pack_restricted(v).map_or_else(|| v.to_string(), |p| p.to_string()))
+        })),
         Kind::Json => Value::Text(v.map(|v| Cow::Owned(v.to_string()))),
     }
-}
-
-/// The type of the `restrictedFields` entries a directory connection writes.
-const UPSTREAM: &str = "active_directory";
-
-/// `restrictedFields` as a directory sync writes them repeat the connection's id in every
-/// entry: 640 bytes per user for nine fields, in every synced user's row. Such a list (every
-/// entry exactly `{field, type: "active_directory", id}` of one connection) is stored as
-/// `{"active_directory": id, "fields": [field, …]}`; [`unpack_restricted`] gives back the
-/// same list. Anything else is stored as it is (a stored list is never an object).
-fn pack_restricted(v: &serde_json::Value) -> Option<String> {
-    let entries = v.as_array().filter(|a| !a.is_empty())?;
-    let mut id = None;
-    let mut names = Vec::with_capacity(entries.len());
-    for e in entries {
-        let o = e.as_object().filter(|o| o.len() == 3)?;
-        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
-        if keys != ["field", "type", "id"] || o["type"] != UPSTREAM {
-            return None;
-        }
-        let this = o["id"].as_str()?;
-        if *id.get_or_insert(this) != this {
-            return None;
-        }
-        names.push(o["field"].as_str()?);
-    }
-    Some(serde_json::json!({ UPSTREAM: id?, "fields": names }).to_string())
-}
-
-/// The list [`pack_restricted`] stored (any other value is returned as it is).
-fn unpack_restricted(v: serde_json::Value) -> serde_json::Value {
-    let packed = v
-        .as_object()
-        .filter(|o| o.len() == 2)
-        .and_then(|o| Some((o.get(UPSTREAM)?.as_str()?, o.get("fields")?.as_array()?)));
-    let Some((id, names)) = packed else { return v };
-    let entries: Option<Vec<serde_json::Value>> =
-        names.iter().map(|n| Some(serde_json::json!({ "field": n.as_str()?, "type": UPSTREAM, "id": id }))).collect();
-    entries.map_or(v.clone(), serde_json::Value::Array)
 }
 
 pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
@@ -187,7 +148,7 @@ pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
                 Some(s) => {
                     let v =
                         serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{}: {e}", field.column)))?;
-                    Some(if field.column == "restrictedfields" { unpack_restricted(v) } else { v })
+                    Some(if field.column == "restrictedfields" { cairn_domain::user::unpack_restricted(v) } else { v })
                 }
                 None => None,
             },
@@ -308,6 +269,7 @@ pub(crate) fn schedule_from_row(r: &AnyRow) -> Result<cairn_domain::lifecycle::S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_domain::user::unpack_restricted;
     use serde_json::json;
 
     fn stored(v: &serde_json::Value) -> String {

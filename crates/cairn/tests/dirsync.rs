@@ -323,6 +323,11 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
             ada["restrictedFields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
         assert!(owned.contains(&"email") && owned.contains(&"username"), "{owned:?}");
         assert_eq!(owned.iter().filter(|f| **f == "phoneNumbers").count(), 1, "{owned:?}");
+        // Stored packed, read back whole: every entry names the connection.
+        for f in ada["restrictedFields"].as_array().unwrap() {
+            assert_eq!(f.as_object().unwrap().keys().collect::<Vec<_>>(), ["field", "type", "id"], "{f}");
+            assert_eq!((f["type"].as_str(), f["id"].as_str()), (Some("active_directory"), Some(id.as_str())), "{f}");
+        }
         assert_eq!(
             ada["phoneNumbers"],
             json!([{"type": "work", "number": "+1 555 0100"}, {"type": "mobile", "number": "+1 555 0199"}])
@@ -350,7 +355,11 @@ fn directory_is_imported_followed_and_checks_delegated_passwords() {
         // Every change is an event of source adi.
         let (_, ev) = s.get(&format!("/api/v2/events?user_id={ada_id}"));
         let ev = if ev.is_array() { ev } else { ev["results"].clone() };
-        assert!(ev.as_array().unwrap().iter().any(|e| e["action"] == "user_create" && e["source"] == "adi"), "{ev}");
+        let created = ev.as_array().unwrap().iter().find(|e| e["action"] == "user_create" && e["source"] == "adi");
+        let created = created.unwrap_or_else(|| panic!("no user_create event of source adi: {ev}"));
+        // The creation's restrictedFields read back as the user has them.
+        let set = created["changes"].as_array().unwrap().iter().find(|c| c["field"] == "restrictedFields");
+        assert_eq!(set.map(|c| &c["new"]), Some(&ada["restrictedFields"]), "{created}");
 
         // The group is mirrored with its members.
         let (_, groups) = s.get("/api/v2/usergroups");
