@@ -1384,6 +1384,7 @@ impl Directory {
         let mut texts = cairn_store::EventTexts { changes: vec![], details: vec![] };
         // The detail of users without mail depends on their state only: made once per state.
         let mut plain: Option<(cairn_domain::State, std::sync::Arc<str>)> = None;
+        let mut restricted = None;
         for u in users {
             let detail = |mail: Option<Value>| {
                 let mut d = json!({ "job_id": job, "state": u.state, "creationSource": origin });
@@ -1402,7 +1403,7 @@ impl Directory {
             let mut e = self.event(ctx, "user_create", Some(("user", &u.id, &u.username)), vec![], Value::Null);
             e.changes = Value::Null;
             e.time = u.created;
-            texts.changes.push(creation_changes_json(u));
+            texts.changes.push(creation_changes_json(u, &mut restricted));
             texts.details.push(detail);
             events.push(e);
         }
@@ -1526,12 +1527,16 @@ impl Directory {
 
 /// The changes of a `user_create` event as stored JSON text: the object of the values set,
 /// which reads back as [`creation_changes`] (see `cairn_domain::user::changes_list`), written
-/// directly without building a JSON tree (imports write 100,000s).
-fn creation_changes_json(u: &User) -> String {
-    fn add<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, field: &str, new: &T) {
+/// directly without building a JSON tree (imports write 100,000s). `restricted` keeps the last
+/// `restrictedFields` and its text: a directory's users all have the same.
+fn creation_changes_json(u: &User, restricted: &mut Option<(Value, String)>) -> String {
+    fn key(out: &mut Vec<u8>, field: &str) {
         out.push(if out.is_empty() { b'{' } else { b',' });
         serde_json::to_writer(&mut *out, field).expect("field serializes");
         out.push(b':');
+    }
+    fn add<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, field: &str, new: &T) {
+        key(out, field);
         serde_json::to_writer(&mut *out, new).expect("value serializes");
     }
     let mut out = Vec::with_capacity(320);
@@ -1546,11 +1551,17 @@ fn creation_changes_json(u: &User) -> String {
         if crate::users::is_empty_value(v) {
             continue;
         }
-        // A connection's list goes in packed, as in the user's row; read back whole.
-        match (k == "restrictedFields").then(|| cairn_domain::user::pack_restricted(v)).flatten() {
-            Some(packed) => add(&mut out, k, &packed),
-            None => add(&mut out, k, v),
+        if k != "restrictedFields" {
+            add(&mut out, k, v);
+            continue;
         }
+        // A connection's list goes in packed, as in the user's row; read back whole.
+        if restricted.as_ref().is_none_or(|(last, _)| last != v) {
+            let text = cairn_domain::user::pack_restricted(v).unwrap_or_else(|| v.clone()).to_string();
+            *restricted = Some((v.clone(), text));
+        }
+        key(&mut out, k);
+        out.extend_from_slice(restricted.as_ref().map_or("null", |(_, t)| t.as_str()).as_bytes());
     }
     out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
@@ -1582,8 +1593,9 @@ mod tests {
             totp_secret: None,
             profile: serde_json::Map::new(),
         };
-        let read_back =
-            |u: &User| cairn_domain::user::changes_list(serde_json::from_str(&creation_changes_json(u)).unwrap());
+        let read_back = |u: &User| {
+            cairn_domain::user::changes_list(serde_json::from_str(&creation_changes_json(u, &mut None)).unwrap())
+        };
         assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
         u.profile.insert("firstname".into(), json!("Ada \"the\" First"));
         u.profile.insert("sudo".into(), json!(false));
@@ -1598,11 +1610,15 @@ mod tests {
             json!([{"field": "email", "type": "active_directory", "id": c},
                    {"field": "manager", "type": "active_directory", "id": c}]),
         );
-        assert!(creation_changes_json(&u).contains(&format!(r#""restrictedFields":{{"active_directory":"{c}""#)));
+        assert!(
+            creation_changes_json(&u, &mut None).contains(&format!(r#""restrictedFields":{{"active_directory":"{c}""#))
+        );
         assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
         // An admin's own list stays as it was sent.
         u.profile.insert("restrictedFields".into(), json!([{"field": "email", "type": "scim"}]));
-        assert!(creation_changes_json(&u).contains(r#""restrictedFields":[{"field":"email","type":"scim"}]"#));
+        assert!(
+            creation_changes_json(&u, &mut None).contains(r#""restrictedFields":[{"field":"email","type":"scim"}]"#)
+        );
         assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
     }
 }

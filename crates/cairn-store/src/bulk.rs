@@ -626,6 +626,8 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
     // Every user's values of the bound columns, row after row.
     let mut values: Vec<rows::Value> = Vec::with_capacity(users.len() * width);
     let mut slots: Vec<Option<&serde_json::Value>> = vec![None; PROFILE.len()];
+    // A JSON value the user before had too (a directory's restrictedFields) is formatted once.
+    let mut last: Vec<Option<(&serde_json::Value, rows::Value)>> = vec![None; PROFILE.len()];
     for (u, mine) in users.iter().zip(&set) {
         let mut i = 0;
         rows::bind_core(u, &mut |_, v| {
@@ -638,7 +640,15 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
         for (p, v) in mine {
             slots[*p] = Some(*v);
         }
-        values.extend(fields.iter().map(|p| rows::profile_value_of(&PROFILE[*p], slots[*p])));
+        values.extend(fields.iter().map(|p| match (slots[*p], &last[*p]) {
+            (Some(v), Some((before, text))) if before == &v => text.clone(),
+            (Some(v), _) if PROFILE[*p].kind == cairn_domain::fields::Kind::Json => {
+                let text = rows::profile_value_of(&PROFILE[*p], Some(v));
+                last[*p] = Some((v, text.clone()));
+                text
+            }
+            (v, _) => rows::profile_value_of(&PROFILE[*p], v),
+        }));
     }
     let first = &values[..width];
     // The id (column 0) differs for every user, so no row is empty.
