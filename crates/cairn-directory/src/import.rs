@@ -1620,5 +1620,20 @@ mod tests {
             creation_changes_json(&u, &mut None).contains(r#""restrictedFields":[{"field":"email","type":"scim"}]"#)
         );
         assert_eq!(read_back(&u), serde_json::to_value(creation_changes(&u)).unwrap());
+        // Users of one batch share the memo: each still gets its own list.
+        let mut memo = None;
+        let lists = [
+            json!([{"field": "email", "type": "active_directory", "id": c}]),
+            json!([{"field": "email", "type": "active_directory", "id": c}]),
+            json!([{"field": "email", "type": "active_directory", "id": "another"}]),
+            json!([{"field": "email", "type": "scim"}]),
+        ];
+        for list in lists {
+            u.profile.insert("restrictedFields".into(), list.clone());
+            let text = creation_changes_json(&u, &mut memo);
+            let back = cairn_domain::user::changes_list(serde_json::from_str(&text).unwrap());
+            let set = back.as_array().unwrap().iter().find(|c| c["field"] == "restrictedFields").unwrap();
+            assert_eq!(set["new"], list, "{text}");
+        }
     }
 }
