@@ -287,6 +287,19 @@ fn the_creation_source_picks_the_default_state_and_an_explicit_state_wins() {
     assert_eq!(u["restrictedFields"], json!([{"field": "password", "type": "scim"}]), "default password authority");
     let u = create(&s, json!({"username": "explicit", "email": "e@example.com", "state": "ACTIVATED"}));
     assert_eq!(u["state"], "ACTIVATED");
+    // restrictedFields of one connection are stored packed: the packed form itself is not
+    // input, and a list of that shape reads back as sent.
+    let uid = u["_id"].as_str().unwrap();
+    let packed = json!({"active_directory": "0123456789abcdef01234567", "fields": ["password"]});
+    let (st, v) = s.put(&format!("/api/systemusers/{uid}"), json!({ "restrictedFields": packed }));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["errors"][0]["field"], "restrictedFields", "{v}");
+    let list = json!([{"field": "email", "type": "active_directory", "id": "0123456789abcdef01234567"},
+                      {"field": "password", "type": "active_directory", "id": "0123456789abcdef01234567"}]);
+    let (st, v) = s.put(&format!("/api/systemusers/{uid}"), json!({ "restrictedFields": list }));
+    assert_eq!((st, &v["restrictedFields"]), (200, &list), "{v}");
+    let (_, v) = s.get(&format!("/api/systemusers/{uid}"));
+    assert_eq!(v["restrictedFields"], list);
 
     let (st, v) =
         s.put("/api/organizations", json!({"settings": {"newSystemUserStateDefaults": {"manualEntry": "SUSPENDED"}}}));
