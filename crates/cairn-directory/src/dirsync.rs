@@ -75,6 +75,16 @@ fn digest(salt: &[u8; 32], u: &UpstreamUser) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// An upstream id as 16 bytes of its SHA-256: a set of 100,000 of these takes a sixth of the
+/// memory of the ids themselves, and two ids colliding is not a real risk.
+fn id_key(id: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(id.as_bytes());
+    let mut k = [0; 16];
+    k.copy_from_slice(&h[..16]);
+    k
+}
+
 /// Feeds what is written into a hash, without building the text.
 struct HashWriter<'a>(&'a mut sha2::Sha256);
 
@@ -502,8 +512,8 @@ struct Run {
     /// Links to rewrite with what they learnt (digest, the user's `updated`).
     refresh: Vec<Link>,
     seq: i64,
-    /// Upstream ids met in this run.
-    seen: HashSet<String>,
+    /// Upstream ids met in this run ([`id_key`]).
+    seen: HashSet<[u8; 16]>,
     /// Local user id → the groups (normalized DNs) its entry lists in memberOf.
     member_of: Vec<(String, Vec<String>)>,
     /// Users whose manager was not linked yet when they were applied.
@@ -989,7 +999,7 @@ impl Directory {
         let reader = AbortOnDrop(tokio::spawn(read_upstream(c.clone(), pw, tx)));
         let links: HashMap<String, (Link, Option<bool>)> = {
             let mut r = self.store().read().await?;
-            r.db().user_links(&c.id).await?.into_iter().map(|(l, t)| (l.upstream_id.clone(), (l, t))).collect()
+            r.db().user_links(&c.id).await?
         };
         // upstream DN → local user id, for managers and group membership: linked users the
         // filter no longer returns keep the memberships the upstream still lists.
@@ -1033,7 +1043,7 @@ impl Directory {
                 planned: HashMap::new(),
             }),
         };
-        let mut ready: Option<NewPage> = None;
+        let mut building: Option<tokio::task::JoinHandle<(NewPage, Builder)>> = None;
         // New users are written on one connection kept for the run (its page cache carries
         // over; checkpoints are left to another connection).
         let mut writer = match dry_run {
@@ -1061,7 +1071,16 @@ impl Directory {
                                 tx.commit().await?;
                             }
                         }
-                        let next = match (fresh.is_empty(), builder.take()) {
+                        // The page before was built while this one was applied; it is written
+                        // while this one is built.
+                        let mut ready = None;
+                        if let Some(h) = building.take() {
+                            let (page, b) =
+                                h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
+                            builder = Some(b);
+                            ready = Some(page);
+                        }
+                        building = match (fresh.is_empty(), builder.take()) {
                             (false, Some(mut b)) => Some(tokio::task::spawn_blocking(move || {
                                 let page = b.build(fresh);
                                 (page, b)
@@ -1087,12 +1106,6 @@ impl Directory {
                                 }
                             }
                         }
-                        if let Some(h) = next {
-                            let (page, b) =
-                                h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
-                            builder = Some(b);
-                            ready = Some(page);
-                        }
                     }
                     Some(Read::Groups(gs, skipped)) => {
                         for (dn, why) in skipped {
@@ -1106,8 +1119,9 @@ impl Directory {
                 }
             };
             drop(reader);
-            if let (Some(p), Some(w)) = (ready.take(), writer.as_mut()) {
-                self.write_new(c, &mut run, p, w).await?;
+            if let (Some(h), Some(w)) = (building.take(), writer.as_mut()) {
+                let (page, _) = h.await.map_err(|e| Error::Internal(format!("directory sync worker: {e}")))?;
+                self.write_new(c, &mut run, page, w).await?;
             }
             Ok::<_, Error>(failed)
         }
@@ -1239,7 +1253,7 @@ impl Directory {
                     continue;
                 }
             };
-            if !run.seen.insert(u.upstream_id.clone()) {
+            if !run.seen.insert(id_key(&u.upstream_id)) {
                 let m = format!("{} repeats the stable id {} of an earlier entry", u.dn, u.upstream_id);
                 run.error(Some(u.username.clone()), None, m);
                 continue;
@@ -1404,7 +1418,9 @@ impl Directory {
                 }
             };
             match batch {
-                Ok(Some(None)) => {}
+                // Thousands of maps the builder's thread allocated: freed on a blocking
+                // thread, not on the loop that writes the next page.
+                Ok(Some(None)) => drop(tokio::task::spawn_blocking(move || drop((users, entries)))),
                 Ok(Some(Some(inserted))) => {
                     left.extend(users.into_iter().zip(entries).filter(|(u, _)| !inserted.contains(&u.id)))
                 }

@@ -1,5 +1,7 @@
 //! Directory connections and the links of mirrored users and groups (migration 0018).
 
+use std::collections::HashMap;
+
 use cairn_domain::dirsync::{Authority, Connection, Mapping, Preset};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -198,10 +200,17 @@ impl Db<'_> {
     /// stamps, so a link comes back with neither (`user_updated` is `None`): a hundred thousand
     /// links cost half as much to read without two timestamps each to copy and parse. Rows are
     /// turned into links as they arrive (a hundred thousand raw rows at once would double the
-    /// memory a re-sync needs).
-    pub async fn user_links(&mut self, connection: &str) -> Result<Vec<(Link, Option<bool>)>> {
+    /// memory a re-sync needs), keyed by upstream id in a map sized once from a count (growing
+    /// it, or collecting a list first, holds two copies at the peak).
+    pub async fn user_links(&mut self, connection: &str) -> Result<HashMap<String, (Link, Option<bool>)>> {
         use futures_util::TryStreamExt;
-        let mut out = Vec::new();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM directory_links WHERE connection_id = $1 AND kind = 'user'",
+        )
+        .bind(connection.to_string())
+        .fetch_one(&mut *self.c)
+        .await?;
+        let mut out = HashMap::with_capacity(usize::try_from(n).unwrap_or(0));
         let mut rows = sqlx::query(
             "SELECT l.upstream_id, l.local_id, l.dn, l.suspended, l.digest, \
              CAST(CASE WHEN u.id IS NULL THEN -1 WHEN u.updated = l.user_updated THEN 1 ELSE 0 END AS BIGINT) \
@@ -223,7 +232,7 @@ impl Db<'_> {
                 -1 => None,
                 n => Some(n == 1),
             };
-            out.push((link, untouched));
+            out.insert(link.upstream_id.clone(), (link, untouched));
         }
         Ok(out)
     }

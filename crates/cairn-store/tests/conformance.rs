@@ -128,7 +128,7 @@ async fn resumed_jobs_and_sync_links(store: &Store) {
     tx.db().put_links(&c.id, "user", &[link(1, &holder.id), link(2, &id(9999)), current.clone()]).await.unwrap();
     tx.commit().await.unwrap();
     let mut r = store.read().await.unwrap();
-    let mut got = r.db().user_links(&c.id).await.unwrap();
+    let mut got: Vec<_> = r.db().user_links(&c.id).await.unwrap().into_values().collect();
     got.sort_by(|a, b| a.0.upstream_id.cmp(&b.0.upstream_id));
     assert_eq!(got.len(), 3);
     let stampless = |l: cairn_store::Link| cairn_store::Link { user_updated: None, ..l };
