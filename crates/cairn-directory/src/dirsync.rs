@@ -1586,7 +1586,9 @@ impl Directory {
         org: &crate::Organization,
         restricted: Value,
     ) -> Result<cairn_domain::User> {
-        let mut body = self.desired_fields(c, u, restricted);
+        // The connection's own list goes in after the checks: they are for what the upstream
+        // sent (and would walk nine entries per user).
+        let mut body = self.desired_fields(c, u, Value::Null);
         body.retain(|_, v| !v.is_null());
         body.insert("username".into(), json!(u.username));
         if !body.contains_key("email") {
@@ -1595,7 +1597,8 @@ impl Directory {
         if u.disabled {
             body.insert("state".into(), json!("SUSPENDED"));
         }
-        let input = parse_user_object(body, true)?;
+        let mut input = parse_user_object(body, true)?;
+        input.profile.insert("restrictedFields".into(), restricted);
         self.new_user(org, input, CreationSource::ManualEntry, "adi", None, self.now())
     }
 

@@ -1556,7 +1556,7 @@ fn creation_changes_json(u: &User, restricted: &mut Option<(Value, String)>) -> 
             continue;
         }
         // A connection's list goes in packed, as in the user's row; read back whole.
-        if restricted.as_ref().is_none_or(|(last, _)| last != v) {
+        if restricted.as_ref().is_none_or(|(last, _)| !cairn_domain::user::same_json(last, v)) {
             let text = cairn_domain::user::pack_restricted(v).unwrap_or_else(|| v.clone()).to_string();
             *restricted = Some((v.clone(), text));
         }

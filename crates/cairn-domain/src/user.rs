@@ -634,6 +634,19 @@ pub fn unpack_restricted(v: Value) -> Value {
     entries.map_or(v.clone(), Value::Array)
 }
 
+/// `a == b` for JSON values, quick when both are copies of one value: objects are compared
+/// entry by entry in order before falling back to `==`, which looks every key up (a synced
+/// user's `restrictedFields` is compared with the user's before it, twice per user written).
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && (x.iter().zip(y).all(|((k, v), (l, w))| k == l && same_json(v, w)) || x == y)
+        }
+        _ => a == b,
+    }
+}
+
 /// An event's changes as stored, in the list form: a creation's are stored as one object of
 /// the values set, `{"username": …, …}` (half the bytes; every old value is null), and read
 /// back as `[{"field", "old": null, "new"}, …]` in the same order.
@@ -680,6 +693,25 @@ mod tests {
         match parse_user_input(&v, creating) {
             Err(DomainError::Invalid(e)) => e,
             other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_json_is_json_equality() {
+        let a = json!([{"field": "email", "type": "active_directory", "id": "c1"}, {"n": [1, {"x": null}]}]);
+        assert!(same_json(&a, &a.clone()));
+        // Keys in another order: still equal, as `==` says.
+        let b = json!([{"id": "c1", "type": "active_directory", "field": "email"}, {"n": [1, {"x": null}]}]);
+        assert!(same_json(&a, &b) && a == b);
+        for other in [
+            json!([{"field": "email", "type": "active_directory", "id": "c2"}, {"n": [1, {"x": null}]}]),
+            json!([{"field": "email", "type": "active_directory"}, {"n": [1, {"x": null}]}]),
+            json!([{"field": "email", "type": "active_directory", "id": "c1"}, {"n": [1, {"x": 0}]}]),
+            json!([{"field": "email", "type": "active_directory", "id": "c1"}]),
+            json!({"field": "email"}),
+            Value::Null,
+        ] {
+            assert!(!same_json(&a, &other) && !same_json(&other, &a), "{other}");
         }
     }
 

@@ -641,7 +641,7 @@ fn users_insert(b: Backend, users: &[User], skip_conflicts: bool) -> Prepared {
             slots[*p] = Some(*v);
         }
         values.extend(fields.iter().map(|p| match (slots[*p], &last[*p]) {
-            (Some(v), Some((before, text))) if before == &v => text.clone(),
+            (Some(v), Some((before, text))) if cairn_domain::user::same_json(before, v) => text.clone(),
             (Some(v), _) if PROFILE[*p].kind == cairn_domain::fields::Kind::Json => {
                 let text = rows::profile_value_of(&PROFILE[*p], Some(v));
                 last[*p] = Some((v, text.clone()));
