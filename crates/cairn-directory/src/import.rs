@@ -1557,8 +1557,7 @@ fn creation_changes_json(u: &User, restricted: &mut Option<(Value, String)>) -> 
         }
         // A connection's list goes in packed, as in the user's row; read back whole.
         if restricted.as_ref().is_none_or(|(last, _)| !cairn_domain::user::same_json(last, v)) {
-            let text = cairn_domain::user::pack_restricted(v).unwrap_or_else(|| v.clone()).to_string();
-            *restricted = Some((v.clone(), text));
+            *restricted = Some((v.clone(), cairn_domain::user::restricted_text(v)));
         }
         key(&mut out, k);
         out.extend_from_slice(restricted.as_ref().map_or("null", |(_, t)| t.as_str()).as_bytes());

@@ -622,6 +622,12 @@ pub fn pack_restricted(v: &Value) -> Option<Value> {
     Some(serde_json::json!({ UPSTREAM: id?, "fields": names }))
 }
 
+/// The text a `restrictedFields` value is stored as (in a user's row and a creation event):
+/// packed when [`pack_restricted`] can, as it is otherwise.
+pub fn restricted_text(v: &Value) -> String {
+    pack_restricted(v).map_or_else(|| v.to_string(), |p| p.to_string())
+}
+
 /// The list [`pack_restricted`] stored (any other value is returned as it is).
 pub fn unpack_restricted(v: Value) -> Value {
     let packed = v

@@ -130,9 +130,9 @@ pub(crate) fn profile_value_of<'a>(field: &fields::Field, v: Option<&'a serde_js
         Kind::Text | Kind::Time => Value::Text(v.and_then(|v| v.as_str()).map(Cow::Borrowed)),
         Kind::Bool => Value::Bool(v.and_then(|v| v.as_bool()).unwrap_or(false)),
         Kind::Int => Value::Int(v.and_then(|v| v.as_i64())),
-        Kind::Json if field.column == "restrictedfields" => Value::Text(v.map(|v| {
-            Cow::Owned(cairn_domain::user::pack_restricted(v).map_or_else(|| v.to_string(), |p| p.to_string()))
-        })),
+        Kind::Json if field.column == "restrictedfields" => {
+            Value::Text(v.map(|v| Cow::Owned(cairn_domain::user::restricted_text(v))))
+        }
         Kind::Json => Value::Text(v.map(|v| Cow::Owned(v.to_string()))),
     }
 }
