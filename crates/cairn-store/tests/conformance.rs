@@ -327,6 +327,22 @@ async fn groups(store: &Store) {
     assert_eq!(c.db().count_users_in_group(&one, &g.id).await.unwrap(), 1);
     assert_eq!(c.db().count_users_in_group_up_to(&one, &g.id, 5).await.unwrap(), Some(1));
     assert_eq!(c.db().count_users_in_group(&all, &id(999)).await.unwrap(), 0, "no such group");
+    // A group's page: by id, from the start and at an offset (read from the membership key on
+    // SQLite), and with another filter (joined with the users).
+    let ids = |l: (i64, Vec<User>)| (l.0, l.1.into_iter().map(|u| u.id).collect::<Vec<_>>());
+    assert_eq!(ids(c.db().list_users_in_group(&all, &g.id, None).await.unwrap()), (2, vec![id(10), id(11)]));
+    let second = q(&[("limit", "1"), ("skip", "1")]);
+    assert_eq!(ids(c.db().list_users_in_group(&second, &g.id, Some(2)).await.unwrap()), (2, vec![id(11)]));
+    assert_eq!(ids(c.db().list_users_in_group(&one, &g.id, None).await.unwrap()), (1, vec![id(11)]));
+    // Sorted by last name: the members read and sorted (a page as large as the directory), or
+    // the users walked in that order (a page of one in a directory of a few).
+    let by_last = q(&[("sort", "lastname")]);
+    assert_eq!(ids(c.db().list_users_in_group(&by_last, &g.id, None).await.unwrap()), (2, vec![id(11), id(10)]));
+    let last_first = q(&[("sort", "-lastname"), ("limit", "1")]);
+    assert_eq!(ids(c.db().list_users_in_group(&last_first, &g.id, None).await.unwrap()), (2, vec![id(10)]));
+    let last_second = q(&[("sort", "lastname"), ("limit", "1"), ("skip", "1")]);
+    assert_eq!(ids(c.db().list_users_in_group(&last_second, &g.id, None).await.unwrap()), (2, vec![id(10)]));
+    assert_eq!(ids(c.db().list_users_in_group(&all, &id(999), None).await.unwrap()), (0, vec![]));
     assert_eq!(c.db().groups_of_user(&id(11)).await.unwrap().len(), 1);
     let (n, list) = c.db().list_groups(Some("engineering"), 10, 0).await.unwrap();
     assert_eq!((n, list.len()), (1, 1));
