@@ -936,6 +936,11 @@ async fn cursor_paging(store: Store) {
         "email",
         "-created",
         "activated",
+        "-activated",
+        "account_locked",
+        "-account_locked",
+        "-totp_enabled",
+        "password_expired",
         "-account_locked,lastname",
         "jobTitle",
     ] {
