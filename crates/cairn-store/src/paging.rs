@@ -53,6 +53,36 @@ fn push_key(a: &mut Args, v: &Value) -> String {
     }
 }
 
+/// A list sorted by one yes/no field (and no search): the id's direction, and the two sides
+/// in sort order, each as its condition and its value.
+fn flag_sides(q: &ListQuery) -> Option<(&'static str, [(String, bool); 2])> {
+    let [(f, desc)] = q.sort.as_slice() else { return None };
+    if f.kind != Kind::Bool || !q.search.is_empty() {
+        return None;
+    }
+    let e = sort_expr(f.column);
+    let (no, yes) = ((format!("NOT {e}"), false), (e, true));
+    Some(if *desc { ("DESC", [yes, no]) } else { ("ASC", [no, yes]) })
+}
+
+/// After a cursor in a list sorted by one yes/no field: the rest of the cursor's side after its
+/// id, then the other side if it comes later; each phase is read in id order.
+fn flag_after(q: &ListQuery, c: &Cursor, a: &mut Args) -> Option<(&'static str, Vec<String>)> {
+    let (dir, [first, second]) = flag_sides(q)?;
+    let v = c.keys.first()?.as_bool()?;
+    let id = a.push(c.id.clone());
+    let op = if dir == "DESC" { "<" } else { ">" };
+    let mut phases = vec![];
+    for (side, value) in [&first, &second] {
+        if *value == v {
+            phases.push(format!("{side} AND id {op} {id}"));
+        } else if !phases.is_empty() {
+            phases.push(side.clone());
+        }
+    }
+    Some((dir, phases))
+}
+
 /// The conditions that select the rows after the cursor, one per phase: each phase's rows
 /// come after all of the previous phase's, so a page reads the phases in turn until it is
 /// full. One sort field (the common case) gives index ranges: `k >= v AND (k > v OR id > i)` and, where
@@ -160,10 +190,13 @@ impl Db<'_> {
                 rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
             }
             Some(c) => {
-                let phases = {
-                    let mut probe = Args::default();
-                    after_conditions(q, c, &mut probe).len()
+                // A yes/no sort reads each side in id order (see `by_flag_sql`).
+                let flag = flag_after(q, c, &mut Args::default());
+                let order = match &flag {
+                    Some((dir, _)) => format!("id {dir}"),
+                    None => order,
                 };
+                let phases = flag.map_or_else(|| after_conditions(q, c, &mut Args::default()).len(), |f| f.1.len());
                 for phase in 0..phases {
                     let want = q.limit - rows.len() as i64;
                     if want <= 0 {
@@ -171,7 +204,10 @@ impl Db<'_> {
                     }
                     let mut a = Args::default();
                     let where_sql = self.user_where_clause(q, &mut a);
-                    let cond = after_conditions(q, c, &mut a).swap_remove(phase);
+                    let cond = match flag_after(q, c, &mut a) {
+                        Some((_, mut f)) => f.swap_remove(phase),
+                        None => after_conditions(q, c, &mut a).swap_remove(phase),
+                    };
                     let glue = if where_sql.is_empty() { " WHERE" } else { " AND" };
                     let lim = a.push(want);
                     let sql = format!("SELECT *{keys} FROM users{where_sql}{glue} {cond} ORDER BY {order} LIMIT {lim}");
@@ -194,14 +230,8 @@ impl Db<'_> {
     /// on SQLite (issue 19). When one side is empty and has no index of its own, its read walks
     /// every user, about what the sort cost. Not for a search, which reads its own ranges.
     fn by_flag_sql(&self, q: &ListQuery, keys: &str, a: &mut Args) -> Option<String> {
-        let [(f, desc)] = q.sort.as_slice() else { return None };
-        if f.kind != Kind::Bool || !q.search.is_empty() {
-            return None;
-        }
-        let e = sort_expr(f.column);
-        let (dir, sides) =
-            if *desc { ("DESC", [e.clone(), format!("NOT {e}")]) } else { ("ASC", [format!("NOT {e}"), e.clone()]) };
-        let [first, second] = sides.map(|side| {
+        let (dir, sides) = flag_sides(q)?;
+        let [first, second] = sides.map(|(side, _)| {
             let w = self.user_where_clause(q, a);
             let n = a.push(q.skip.saturating_add(q.limit));
             let glue = if w.is_empty() { " WHERE" } else { " AND" };

@@ -996,6 +996,13 @@ async fn cursor_paging(store: Store) {
             assert_eq!(walked, expected, "sort {sort:?} filter {filter:?}");
         }
     }
+    // A yes/no sort, spelled out: the locked users first, each side by id, both descending.
+    let mut locked: Vec<String> = (0..23u32).filter(|n| n % 5 == 0).map(|n| id((n * 7919) % 1000 + 1)).collect();
+    let mut open: Vec<String> = (0..23u32).filter(|n| n % 5 != 0).map(|n| id((n * 7919) % 1000 + 1)).collect();
+    locked.sort_by(|a, b| b.cmp(a));
+    open.sort_by(|a, b| b.cmp(a));
+    let (_, page) = db.list_users(&q(&[("sort", "-account_locked"), ("limit", "100")])).await.unwrap();
+    assert_eq!(page.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), [locked, open].concat());
     // Counting stops one past the cap.
     assert_eq!(db.count_users_up_to(&q(&[]), 23).await.unwrap(), Some(23));
     assert_eq!(db.count_users_up_to(&q(&[]), 22).await.unwrap(), None);
