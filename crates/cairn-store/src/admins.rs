@@ -136,7 +136,7 @@ impl Db<'_> {
     /// key cascades) rather than joined with the users: that join cost 38 ms for 5,000 members
     /// on PostgreSQL on every group page (issue 19).
     fn group_member_rows(&self, q: &ListQuery, group_id: &str, a: &mut Args) -> String {
-        if self.user_where_clause(q, &mut Args::default()).is_empty() {
+        if self.asks_only_membership(q) {
             let g = a.push(group_id.to_string());
             return format!("SELECT 1 FROM group_members WHERE group_id = {g}");
         }
@@ -173,67 +173,62 @@ impl Db<'_> {
             None => self.count_users_in_group(q, group_id).await?,
         };
         let mut a = Args::default();
-        if self.b == Backend::Sqlite && q.sort.is_empty() && self.user_where_clause(q, &mut Args::default()).is_empty()
-        {
+        let sql = if self.b != Backend::Sqlite {
+            let where_sql = self.group_where_clause(q, group_id, &mut a);
+            let (lim, off) = (a.push(q.limit), a.push(q.skip));
+            format!("SELECT * FROM users{where_sql} ORDER BY {} LIMIT {lim} OFFSET {off}", order_by(q))
+        } else if q.sort.is_empty() && self.asks_only_membership(q) {
             // The portal's default group page (sorted by id, nothing else asked): the
             // membership key is already in that order, so a page is its next `limit` entries
             // and one user lookup each (`CROSS JOIN` keeps SQLite from driving the join from
             // users). The walk below probed ~20 users per member shown at 5 % membership: the
             // only group page whose time grew with the directory (issue 19).
             let g = a.push(group_id.to_string());
-            let lim = a.push(q.limit);
-            let off = a.push(q.skip);
-            let sql = format!(
+            let (lim, off) = (a.push(q.limit), a.push(q.skip));
+            format!(
                 "SELECT users.* FROM group_members m CROSS JOIN users ON users.id = m.user_id \
                  WHERE m.group_id = {g} ORDER BY m.user_id LIMIT {lim} OFFSET {off}"
-            );
-            let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
-            let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
-            return Ok((total, users));
-        }
-        let order = order_by(q);
-        // On SQLite a page either walks the users in sort order keeping the members (a probe
-        // of the membership key each; about (skip + limit) × users / members entries), or
-        // reads every member and sorts them; whichever reads less. At 1,000,000 users a group
-        // of 50,000 sorted by last name took 0.5 s+ per page read whole; at 100,000 a group of
-        // 5,000 took 19 ms read whole and 3.5 ms walked (BENCHMARKS.md, issue 19).
-        let walk = self.b == Backend::Sqlite && {
-            // The largest rowid: as many as the users, or more after deletions (which only
-            // makes the walk look dearer); read from the end of the table, not counted.
+            )
+        } else {
+            // Otherwise a page either walks the users in sort order keeping the members (a
+            // probe of the membership key each; about (skip + limit) × users / members
+            // entries), or reads every member; whichever reads less. At 1,000,000 users a
+            // group of 50,000 sorted by last name took 0.5 s+ per page read whole; at 100,000 a
+            // group of 5,000 took 19 ms read whole and 3.5 ms walked (BENCHMARKS.md, issue 19).
+            // The largest rowid stands for the users: as many, or more after deletions (which
+            // only makes the walk look dearer); read from the end of the table, not counted.
             let users = rows::get_i64(
                 &sqlx::query("SELECT COALESCE(MAX(rowid), 0) FROM users").fetch_one(&mut *self.c).await?,
                 0,
             )?;
             let walked = q.skip.saturating_add(q.limit).saturating_mul(users);
-            walked < MEMBER_READ_COST.saturating_mul(total).saturating_mul(total)
-        };
-        let where_sql = if walk {
-            let base = self.user_where_clause(q, &mut a);
-            let g = a.push(group_id.to_string());
-            let member =
-                format!("EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = {g} AND m.user_id = users.id)");
-            if base.is_empty() {
-                format!(" WHERE {member}")
+            let order = order_by(q);
+            if walked < MEMBER_READ_COST.saturating_mul(total).saturating_mul(total) {
+                let base = self.user_where_clause(q, &mut a);
+                let g = a.push(group_id.to_string());
+                let member =
+                    format!("EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = {g} AND m.user_id = users.id)");
+                let glue = if base.is_empty() { " WHERE" } else { " AND" };
+                let (lim, off) = (a.push(q.limit), a.push(q.skip));
+                format!("SELECT * FROM users{base}{glue} {member} ORDER BY {order} LIMIT {lim} OFFSET {off}")
             } else {
-                format!("{base} AND {member}")
+                // Every member is read: sort only their keys and ids, then read this page's
+                // rows (`CROSS JOIN`: the page's ids drive the lookups).
+                let where_sql = self.group_where_clause(q, group_id, &mut a);
+                let (lim, off) = (a.push(q.limit), a.push(q.skip));
+                format!(
+                    "SELECT u.* FROM (SELECT id FROM users{where_sql} ORDER BY {order} \
+                     LIMIT {lim} OFFSET {off}) page CROSS JOIN users u USING (id) ORDER BY {order}"
+                )
             }
-        } else {
-            self.group_where_clause(q, group_id, &mut a)
-        };
-        let lim = a.push(q.limit);
-        let off = a.push(q.skip);
-        let sql = if self.b == Backend::Sqlite && !walk {
-            // Every member is read: sort only their keys and ids, then read this page's rows
-            // (`CROSS JOIN`: the page's ids drive the lookups).
-            format!(
-                "SELECT u.* FROM (SELECT id FROM users{where_sql} ORDER BY {order} \
-                 LIMIT {lim} OFFSET {off}) page CROSS JOIN users u USING (id) ORDER BY {order}"
-            )
-        } else {
-            format!("SELECT * FROM users{where_sql} ORDER BY {order} LIMIT {lim} OFFSET {off}")
         };
         let rows = sqlx::query_with(&sql, a.build()).fetch_all(&mut *self.c).await?;
         let users = rows.iter().map(rows::user_from_row).collect::<Result<Vec<_>>>()?;
         Ok((total, users))
+    }
+
+    /// Whether a list query asks nothing of a group's members but their membership.
+    fn asks_only_membership(&self, q: &ListQuery) -> bool {
+        self.user_where_clause(q, &mut Args::default()).is_empty()
     }
 }
