@@ -91,17 +91,22 @@ impl Server {
 
     /// The server's resident memory and its peak so far, in MiB (`/proc/PID/status`).
     pub fn rss_mib(&self) -> Result<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib = |key: &str| -> f64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0))
+        rss_mib(self.child.id())
     }
+}
+
+/// A process's resident memory and its peak so far, in MiB (`/proc/PID/status`).
+pub fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0))
 }
 
 impl Drop for Server {
@@ -129,6 +134,18 @@ impl DbServer {
         api_key: &str,
         ready_within: Duration,
     ) -> Result<DbServer> {
+        Self::start_with(bin, url, data_dir, api_key, ready_within, &[]).await
+    }
+
+    /// As [`DbServer::start`], with these settings too (they win over LDAP and RADIUS off).
+    pub async fn start_with(
+        bin: &Path,
+        url: &str,
+        data_dir: &Path,
+        api_key: &str,
+        ready_within: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<DbServer> {
         let port = free_port()?;
         let log = std::fs::File::create(data_dir.join("server.log"))?;
         let child = Command::new(bin)
@@ -140,6 +157,7 @@ impl DbServer {
             .env("CAIRN_BOOTSTRAP_API_KEY", api_key)
             .env("CAIRN_LDAP_ADDR", "off")
             .env("CAIRN_RADIUS_ADDR", "off")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

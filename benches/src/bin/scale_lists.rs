@@ -31,6 +31,11 @@
 //! 26^5; 1 % have none; states 90 % ACTIVATED, 5 % STAGED, 5 % SUSPENDED; 5 % locked, 3 % with
 //! an expired password, 30 % enrolled in TOTP; one of 50 job titles each; 5 % in one group.
 //!
+//! The server runs with its LDAP listener on, as by default, and the 5 % group associated with
+//! the LDAP server: the report gives the time to ready, the first LDAP operation (the tree's
+//! first load), the one after the grant (its members read into the tree), and the server's
+//! memory (RSS and peak) at start, after the grant and after the run. Needs `ldapsearch`.
+//!
 //! Run: `cargo build --release -p cairn && cargo run --release -p cairn-bench --bin scale_lists`
 //! Environment: `SCALE_SIZES` (default `100000,1000000`), `SCALE_REQUESTS` (timed requests per
 //! series, default 300), `SCALE_WARMUP` (untimed rounds first, default 20), `SCALE_BACKENDS`
@@ -45,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cairn_bench::{loadavg, DbServer};
+use cairn_bench::{free_port, loadavg, rss_mib, DbServer};
 use cairn_directory::{Directory, SystemClock};
 use cairn_domain::{Group, Secret, State, User};
 use cairn_store::Store;
@@ -151,6 +156,17 @@ struct Run {
     load: (String, String),
     /// Series whose requests the server refused.
     failed: std::collections::BTreeSet<&'static str>,
+    server: ServerFacts,
+}
+
+/// The server's start, its LDAP tree, and its memory (RSS, peak) in MiB.
+struct ServerFacts {
+    ready_secs: f64,
+    ldap_first_secs: f64,
+    ldap_grant_secs: f64,
+    rss_start: (f64, f64),
+    rss_grant: (f64, f64),
+    rss_end: (f64, f64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,8 +252,32 @@ async fn run_one(
         .output()?;
     ensure!(out.status.success(), "admin create: {}", String::from_utf8_lossy(&out.stderr));
 
-    let server = DbServer::start(bin, url, data_dir, API_KEY, Duration::from_secs(300)).await?;
+    // The LDAP listener is on by default, so it is on here (on a free port).
+    let ldap_port = free_port()?;
+    let t = Instant::now();
+    let ldap_addr = format!("127.0.0.1:{ldap_port}");
+    let server =
+        DbServer::start_with(bin, url, data_dir, API_KEY, Duration::from_secs(300), &[("CAIRN_LDAP_ADDR", &ldap_addr)])
+            .await?;
+    let ready_secs = t.elapsed().as_secs_f64();
     let base = server.base.clone();
+    let ldap_url = format!("ldap://{ldap_addr}");
+    // The first LDAP operation waits for the tree's first load; the next, after the 5 % group
+    // is associated with the LDAP server, for its members to be read into the tree.
+    let t = Instant::now();
+    ldap_touch(&ldap_url)?;
+    let ldap_first_secs = t.elapsed().as_secs_f64();
+    let rss_start = rss_mib(server.pid())?;
+    associate_with_ldap(&base, &group).await?;
+    let t = Instant::now();
+    ldap_touch(&ldap_url)?;
+    let ldap_grant_secs = t.elapsed().as_secs_f64();
+    let rss_grant = rss_mib(server.pid())?;
+    println!(
+        "ready in {ready_secs:.2} s; first LDAP operation {ldap_first_secs:.2} s; after the group's grant {ldap_grant_secs:.2} s; \
+         RSS {:.0} MiB (peak {:.0}), with the group in the tree {:.0} MiB (peak {:.0})",
+        rss_start.0, rss_start.1, rss_grant.0, rss_grant.1
+    );
     let admin = admin_client(&base).await?;
     // Keep-alive off: no idle connection is kept, and the server is asked to close each one.
     let client =
@@ -417,9 +457,40 @@ async fn run_one(
     for (k, s) in &series {
         println!("{k:<15} p50 {:7.2} ms  p99 {:7.2} ms  max {:7.2} ms", s.p50, s.p99, s.max);
     }
+    let rss_end = rss_mib(server.pid())?;
+    println!("server RSS after the run {:.0} MiB, peak {:.0} MiB", rss_end.0, rss_end.1);
     drop(server);
     let plans = plans(url, deep, &group).await.unwrap_or_else(|e| format!("(plans failed: {e})"));
-    Ok(Run { backend, size, load_secs, series, plans, load, failed })
+    let server = ServerFacts { ready_secs, ldap_first_secs, ldap_grant_secs, rss_start, rss_grant, rss_end };
+    Ok(Run { backend, size, load_secs, series, plans, load, failed, server })
+}
+
+/// One anonymous LDAP search of the base entry: it is refused (bind first), but only after
+/// the tree is up to date, which is what it waits for.
+fn ldap_touch(url: &str) -> Result<()> {
+    let out = Command::new("ldapsearch")
+        .args(["-x", "-LLL", "-H", url, "-b", "dc=cairn,dc=local", "-s", "base"])
+        .output()
+        .context("ldapsearch (Debian's ldap-utils)")?;
+    // 50: insufficient access, the answer an anonymous search of the tree gets.
+    ensure!(matches!(out.status.code(), Some(0 | 50)), "ldapsearch: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Associates the group with the built-in LDAP server, as an admin does to give its members
+/// LDAP.
+async fn associate_with_ldap(base: &str, group: &str) -> Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let servers = get_json(&client, &format!("{base}/api/v2/ldapservers"), None).await?;
+    let id = servers[0]["id"].as_str().ok_or_else(|| anyhow!("no LDAP server in {servers}"))?;
+    let r = client
+        .post(format!("{base}/api/v2/ldapservers/{id}/associations"))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"op": "add", "type": "user_group", "id": group}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "associating the group with LDAP: {}", r.status());
+    Ok(())
 }
 
 fn check_order(page: &Value, desc: bool) -> Result<()> {
@@ -674,6 +745,26 @@ fn print_report(runs: &[Run]) {
             };
         }
         println!("{line}");
+    }
+    println!("\n## the server (LDAP listener on, as by default; the 5 % group associated with LDAP)\n");
+    println!("| backend | users | ready s | first LDAP op s | LDAP op after the grant s | RSS / peak MiB at start | after the grant | after the run |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let f = &r.server;
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
+            r.backend,
+            r.size,
+            f.ready_secs,
+            f.ldap_first_secs,
+            f.ldap_grant_secs,
+            f.rss_start.0,
+            f.rss_start.1,
+            f.rss_grant.0,
+            f.rss_grant.1,
+            f.rss_end.0,
+            f.rss_end.1
+        );
     }
     println!("\nGoals: p99 <= {GOAL_P99_MS} ms (SCIM <= {GOAL_SCIM_P99_MS} ms) at the largest size, p99 <= {GOAL_RATIO}x the smallest");
     for big in runs {

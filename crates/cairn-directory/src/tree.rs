@@ -1,5 +1,7 @@
 //! What a read model of the directory (the LDAP tree) is built from and kept coherent with:
-//! one full load, then the changes since, read from the store's change log whenever this
+//! one full load (the LDAP server's grants and granted groups, then the users the model holds,
+//! read by id in pages so that a large directory is never in memory as whole records at once),
+//! then the changes since, read from the store's change log whenever this
 //! process committed something, another process announced a change (PostgreSQL's
 //! `cairn_changes` notifications), or a second has passed (writers the notifications miss:
 //! another process on the same SQLite file, such as `cairn users import`).
@@ -40,11 +42,10 @@ pub enum TreeChange {
     LdapServer,
 }
 
-/// Everything a read model starts from.
+/// What a read model starts from; it reads the users it holds with [`Directory::tree_users`].
 pub struct TreeLoad {
     pub cursor: TreeCursor,
-    /// Every user that is not STAGED.
-    pub users: Vec<User>,
+    /// The groups associated with the LDAP server, with their members.
     pub groups: Vec<(Group, Vec<String>)>,
     pub ldap_server: LdapServer,
     /// The users and groups associated with the LDAP server.
@@ -53,20 +54,19 @@ pub struct TreeLoad {
 
 impl Directory {
     /// A full load, with the cursor to follow changes from (taken first, so that what commits
-    /// during the load is applied again after it).
+    /// during the load, or between it and the reads of users that follow, is applied again
+    /// after them).
     pub async fn tree_load(&self) -> Result<TreeLoad> {
         let local = self.store().local_commits();
         let external = self.store().external_changes();
-        let mut c = self.store().read().await?;
-        let log = c.db().change_cursor().await?;
-        let users = c.db().unstaged_users().await?;
-        let groups = c.db().groups_with_members(None).await?;
-        drop(c);
+        let log = self.store().read().await?.db().change_cursor().await?;
         let ldap_server = self.builtin_ldap_server().await?;
         let ldap_grants = self.tree_ldap_grants(&ldap_server.id).await?;
+        let granted: Vec<String> =
+            ldap_grants.iter().filter(|(k, _)| *k == SubjectKind::UserGroup).map(|(_, id)| id.clone()).collect();
+        let groups = if granted.is_empty() { vec![] } else { self.tree_groups(&granted).await? };
         Ok(TreeLoad {
             cursor: TreeCursor { log, local, external, read_at: Instant::now() },
-            users,
             groups,
             ldap_server,
             ldap_grants,

@@ -115,8 +115,15 @@ pub async fn start(
         connections: AtomicUsize::new(0),
     });
     shared.dir.watch_changes();
-    // Load the tree now, so the first client does not wait for it.
-    shared.tree.fresh().await.context("cannot load the LDAP tree")?;
+    // Load the tree now, so the first client does not wait for it, but in the background:
+    // on a large directory that takes seconds, and the other front ends need not wait. An
+    // operation that comes first waits for it (`Tree::fresh`).
+    let warm = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.tree.fresh().await {
+            tracing::warn!(error = %e, "cannot load the LDAP tree; the first LDAP operation tries again");
+        }
+    });
     let mut running = Running { ldap: None, ldaps: None, fingerprint: tls.fingerprint, generated_cert: tls.generated };
     if let Some(a) = &cfg.addr {
         let l = TcpListener::bind(a).await.with_context(|| format!("cannot listen for LDAP on {a}"))?;

@@ -1,5 +1,7 @@
-//! The LDAP tree as a read model: every unstaged user and every group, compacted to what
-//! LDAP shows, with the LDAP server's grants and the indexes searches use. Loaded once, then
+//! The LDAP tree as a read model: the groups associated with the LDAP server, and the unstaged
+//! users it reaches (associated directly or through such a group; no other user or group can
+//! ever be present), compacted to what LDAP shows, with the LDAP server's grants and the indexes searches use. A directory of
+//! a million people of whom none uses LDAP holds no user here. Loaded once, then
 //! kept coherent with the directory's change log before each operation (`Tree::fresh`), so a
 //! change made through any interface is in the next operation's answer.
 //!
@@ -206,17 +208,63 @@ impl Model {
         self.groups.insert(g.id.clone(), Arc::new(g));
     }
 
-    fn drop_group(&mut self, id: &str) {
-        if let Some(old) = self.groups.remove(id) {
-            self.by_cn.remove(&old.key);
-            for m in &old.members {
-                if let Some(list) = self.user_groups.get_mut(m) {
-                    list.retain(|g| g != id);
-                    if list.is_empty() {
-                        self.user_groups.remove(m);
-                    }
+    /// Removes the group, and returns it.
+    fn drop_group(&mut self, id: &str) -> Option<Arc<GroupRec>> {
+        let old = self.groups.remove(id)?;
+        self.by_cn.remove(&old.key);
+        for m in &old.members {
+            if let Some(list) = self.user_groups.get_mut(m) {
+                list.retain(|g| g != id);
+                if list.is_empty() {
+                    self.user_groups.remove(m);
                 }
             }
+        }
+        Some(old)
+    }
+
+    /// Whether the LDAP server reaches this user, directly or through a group: only such
+    /// users are held.
+    fn reaches(&self, user_id: &str) -> bool {
+        self.granted_users.contains(user_id)
+            || self.user_groups.get(user_id).is_some_and(|gs| gs.iter().any(|g| self.granted_groups.contains(g)))
+    }
+
+    /// The users the server reaches that are not held (to read), through any grant or, with
+    /// `groups`, through these groups only; sorted, so that reads by id go in index order.
+    fn wanted(&self, groups: Option<&[String]>) -> Vec<String> {
+        let mut out: HashSet<&String> = HashSet::new();
+        let held = |id: &&String| !self.users.contains_key(*id);
+        match groups {
+            None => {
+                out.extend(self.granted_users.iter().filter(held));
+                for g in self.granted_groups.iter().filter_map(|g| self.groups.get(g)) {
+                    out.extend(g.members.iter().filter(held));
+                }
+            }
+            Some(ids) => {
+                for g in ids.iter().filter(|g| self.granted_groups.contains(*g)).filter_map(|g| self.groups.get(g)) {
+                    out.extend(g.members.iter().filter(held));
+                }
+            }
+        }
+        let mut out: Vec<String> = out.into_iter().cloned().collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// What the model holds, in `/metrics` (the tree's memory grows with it).
+    fn report(&self) {
+        metrics::gauge!("cairn_ldap_tree_held", "kind" => "user").set(self.users.len() as f64);
+        metrics::gauge!("cairn_ldap_tree_held", "kind" => "group").set(self.groups.len() as f64);
+    }
+
+    /// Drops the held users among `ids` that the server no longer reaches.
+    fn drop_unreached<'a>(&mut self, ids: impl IntoIterator<Item = &'a String>) {
+        let gone: Vec<String> =
+            ids.into_iter().filter(|id| self.users.contains_key(*id) && !self.reaches(id)).cloned().collect();
+        for id in &gone {
+            self.drop_user(id);
         }
     }
 
@@ -239,8 +287,7 @@ impl Model {
         u.state != State::Staged
             && !(u.locked && self.lockout_remove)
             && !(u.expired && self.expiration_remove)
-            && (self.granted_users.contains(&u.id)
-                || self.user_groups.get(&u.id).is_some_and(|gs| gs.iter().any(|g| self.granted_groups.contains(g))))
+            && self.reaches(&u.id)
     }
 
     pub fn present_group(&self, g: &GroupRec) -> bool {
@@ -279,6 +326,9 @@ impl Model {
         out
     }
 }
+
+/// Users read per read transaction when many come into reach at once.
+const READ_PAGE: usize = 1_000;
 
 /// The model and how to keep it fresh.
 pub struct Tree {
@@ -325,21 +375,33 @@ impl Tree {
     async fn load(&self) -> Result<TreeCursor, cairn_directory::Error> {
         let t = self.dir.tree_load().await?;
         let mut m = Model::default();
-        for u in &t.users {
-            m.put_user(UserRec::of(u));
-        }
-        for (g, members) in &t.groups {
-            m.put_group(GroupRec::of(g, members.clone()));
+        let groups = t.groups.len();
+        for (g, members) in t.groups {
+            m.put_group(GroupRec::of(&g, members));
         }
         m.set_server(&t.ldap_server, &t.ldap_grants);
+        for page in m.wanted(None).chunks(READ_PAGE) {
+            for u in self.records(page).await? {
+                m.put_user(u);
+            }
+        }
+        let users = m.users.len();
+        m.report();
         *self.write() = m;
         self.loads.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(users = t.users.len(), groups = t.groups.len(), "LDAP tree loaded");
+        tracing::debug!(users, groups, "LDAP tree loaded");
         Ok(t.cursor)
     }
 
+    /// These users, as the tree holds them (the unstaged ones among those that exist).
+    async fn records(&self, ids: &[String]) -> Result<Vec<UserRec>, cairn_directory::Error> {
+        let users = self.dir.tree_users(ids).await?;
+        Ok(users.iter().filter(|u| u.state != State::Staged).map(UserRec::of).collect())
+    }
+
     /// Loads what changed, then applies it in place under the write lock (held only while
-    /// the maps change, never while the database is read).
+    /// the maps change, never while the database is read). Users a change of grants or of a
+    /// group's members brings into reach are read after, in pages.
     async fn apply(&self, changes: Vec<TreeChange>) -> Result<(), cairn_directory::Error> {
         let mut users = Vec::new();
         let mut groups = Vec::new();
@@ -352,7 +414,6 @@ impl Tree {
             }
         }
         let loaded_users = if users.is_empty() { vec![] } else { self.dir.tree_users(&users).await? };
-        let loaded_groups = if groups.is_empty() { vec![] } else { self.dir.tree_groups(&groups).await? };
         let server = if server {
             let s = self.dir.builtin_ldap_server().await?;
             let grants = self.dir.tree_ldap_grants(&s.id).await?;
@@ -360,25 +421,67 @@ impl Tree {
         } else {
             None
         };
-        let mut guard = self.write();
-        let m = &mut *guard;
-        let found: HashMap<&str, &User> = loaded_users.iter().map(|u| (u.id.as_str(), u)).collect();
-        for id in &users {
-            match found.get(id.as_str()) {
-                Some(u) if u.state != State::Staged => m.put_user(UserRec::of(u)),
-                _ => m.drop_user(id),
+        // The groups to read: those that changed, and those a new grant brings in.
+        if let Some((_, grants)) = &server {
+            let m = self.read();
+            for (kind, id) in grants {
+                if *kind == SubjectKind::UserGroup && !m.groups.contains_key(id) && !groups.contains(id) {
+                    groups.push(id.clone());
+                }
             }
         }
-        let found: HashMap<&str, &(Group, Vec<String>)> = loaded_groups.iter().map(|g| (g.0.id.as_str(), g)).collect();
-        for id in &groups {
-            match found.get(id.as_str()) {
-                Some((g, members)) => m.put_group(GroupRec::of(g, members.clone())),
-                None => m.drop_group(id),
+        let loaded_groups = if groups.is_empty() { vec![] } else { self.dir.tree_groups(&groups).await? };
+        let wanted = {
+            let mut guard = self.write();
+            let m = &mut *guard;
+            // Members before and after a change of their group: whom it may bring or take away.
+            let mut moved: Vec<String> = Vec::new();
+            if let Some((s, grants)) = &server {
+                m.set_server(s, grants);
+                let ungranted: Vec<String> =
+                    m.groups.keys().filter(|g| !m.granted_groups.contains(*g)).cloned().collect();
+                for g in &ungranted {
+                    m.drop_group(g);
+                }
+            }
+            let mut found: HashMap<&str, &(Group, Vec<String>)> =
+                loaded_groups.iter().map(|g| (g.0.id.as_str(), g)).collect();
+            for id in &groups {
+                if let Some(old) = m.drop_group(id) {
+                    moved.extend(old.members.iter().cloned());
+                }
+                match found.remove(id.as_str()) {
+                    Some((g, members)) if m.granted_groups.contains(id) => {
+                        m.put_group(GroupRec::of(g, members.clone()))
+                    }
+                    _ => {}
+                }
+            }
+            if server.is_some() {
+                moved = m.users.keys().cloned().collect();
+            }
+            m.drop_unreached(&moved);
+            let found: HashMap<&str, &User> = loaded_users.iter().map(|u| (u.id.as_str(), u)).collect();
+            for id in &users {
+                match found.get(id.as_str()) {
+                    Some(u) if u.state != State::Staged && m.reaches(id) => m.put_user(UserRec::of(u)),
+                    _ => m.drop_user(id),
+                }
+            }
+            let mut wanted = m.wanted(if server.is_some() { None } else { Some(&groups) });
+            // Just read: a staged one would otherwise be read again.
+            wanted.retain(|id| !found.contains_key(id.as_str()));
+            wanted
+        };
+        for page in wanted.chunks(READ_PAGE) {
+            let recs = self.records(page).await?;
+            // Operations wait for `fresh`, so none sees the model between pages.
+            let mut m = self.write();
+            for u in recs {
+                m.put_user(u);
             }
         }
-        if let Some((s, grants)) = server {
-            m.set_server(&s, &grants);
-        }
+        self.read().report();
         Ok(())
     }
 }

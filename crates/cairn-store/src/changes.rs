@@ -218,12 +218,6 @@ impl Db<'_> {
         Ok(sqlx::query(sql).bind(time_text(before)).execute(&mut *self.c).await?.rows_affected())
     }
 
-    /// Every user that is not STAGED (staged users are in no read model).
-    pub async fn unstaged_users(&mut self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users WHERE state <> 'STAGED'").fetch_all(&mut *self.c).await?;
-        rows.iter().map(rows::user_from_row).collect()
-    }
-
     /// The users of these ids that exist (in any state), for reading only.
     pub async fn read_users_by_ids(&mut self, ids: &[String]) -> Result<Vec<User>> {
         let mut out = Vec::with_capacity(ids.len());

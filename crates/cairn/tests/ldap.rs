@@ -231,6 +231,96 @@ fn the_tree_follows_the_lifecycle_and_the_grants() {
     }
 }
 
+/// The tree holds only the users the LDAP server reaches, so every way of coming into reach or
+/// leaving it is applied to a loaded tree: a direct grant, a group's grant, joining or leaving
+/// a granted group, activation, a group's deletion; and a full load (a restart) shows the same.
+#[test]
+fn the_tree_follows_who_the_ldap_server_reaches() {
+    for db in Db::all("ldap_reach") {
+        let mut l = start(&db);
+        let s = &l.s;
+        let svc = user(s, "svc-reach", json!({"ldap_binding_user": true}));
+        let erin = user(s, "erin", json!({}));
+        let fred = user(s, "fred", json!({}));
+        let gail = user(s, "gail", json!({"state": "STAGED"}));
+        let hank = user(s, "hank", json!({}));
+        associate(s, "user", &svc);
+        let (mut sc, r) = l.bind("svc-reach", PW);
+        assert_eq!(r.rc, 0);
+        let people = |c: &mut LdapConn| uids(&search(c, BASE, Scope::Subtree, "(objectClass=person)", &["uid"]).0);
+        // What the tree holds in memory, not only what it shows: the users no grant reaches
+        // are not kept.
+        let held = |s: &Server, kind: &str| {
+            let text = s.raw().get(format!("{}/metrics", s.base)).send().unwrap().text().unwrap();
+            let line = format!("cairn_ldap_tree_held{{kind=\"{kind}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&line)?.parse::<f64>().ok()).unwrap_or(-1.0)
+        };
+        assert_eq!(people(&mut sc), ["svc-reach"], "the tree is loaded and holds no one else");
+        assert_eq!((held(s, "user"), held(s, "group")), (1.0, 0.0));
+
+        // A direct grant, then a granted group, then joining it.
+        associate(s, "user", &erin);
+        assert_eq!(people(&mut sc), ["erin", "svc-reach"]);
+        let crew = group(s, "crew", &[&fred, &gail], None);
+        let other = group(s, "other", &[&hank], None);
+        assert_eq!(people(&mut sc), ["erin", "svc-reach"], "groups not granted bring no one");
+        associate(s, "user_group", &crew);
+        assert_eq!(people(&mut sc), ["erin", "fred", "svc-reach"], "staged members stay out");
+        let (st, v) =
+            s.post(&format!("/api/v2/usergroups/{crew}/members"), json!({"op": "add", "type": "user", "id": hank}));
+        assert!(st == 204 || st == 200, "{st} {v}");
+        assert_eq!(people(&mut sc), ["erin", "fred", "hank", "svc-reach"]);
+        assert_eq!((held(s, "user"), held(s, "group")), (4.0, 1.0), "the group not granted is not held");
+        let (e, _) = search(&mut sc, BASE, Scope::Subtree, "(cn=crew)", &["member"]);
+        assert_eq!(e[0].attrs["member"].len(), 2, "{e:?}");
+        assert_eq!(l.bind("hank", PW).1.rc, 0, "a member who joined binds");
+
+        // Activation brings a staged member in.
+        let (st, v) = s.post(&format!("/api/systemusers/{gail}/state/activate"), json!({}));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(people(&mut sc), ["erin", "fred", "gail", "hank", "svc-reach"]);
+
+        // Leaving: a non-granted group changes nothing; leaving the granted one takes hank out.
+        let (st, _) =
+            s.post(&format!("/api/v2/usergroups/{other}/members"), json!({"op": "remove", "type": "user", "id": hank}));
+        assert!(st == 204 || st == 200);
+        assert_eq!(people(&mut sc), ["erin", "fred", "gail", "hank", "svc-reach"]);
+        let (st, _) =
+            s.post(&format!("/api/v2/usergroups/{crew}/members"), json!({"op": "remove", "type": "user", "id": hank}));
+        assert!(st == 204 || st == 200);
+        assert_eq!(people(&mut sc), ["erin", "fred", "gail", "svc-reach"]);
+        assert_eq!(held(s, "user"), 4.0, "a member who left is no longer held");
+        assert_eq!(l.bind("hank", PW).1.rc, 49, "a member who left binds no more");
+
+        // Reached twice (directly and through the group): losing one keeps the user.
+        let (st, _) =
+            s.post(&format!("/api/v2/usergroups/{crew}/members"), json!({"op": "add", "type": "user", "id": erin}));
+        assert!(st == 204 || st == 200);
+        let lid = ldap_server(s);
+        let (st, _) = s.post(
+            &format!("/api/v2/ldapservers/{lid}/associations"),
+            json!({"op": "remove", "type": "user", "id": erin}),
+        );
+        assert!(st == 204 || st == 200);
+        assert_eq!(people(&mut sc), ["erin", "fred", "gail", "svc-reach"]);
+
+        // A full load shows the same tree.
+        l.s.restart();
+        let (mut sc, r) = l.bind("svc-reach", PW);
+        assert_eq!(r.rc, 0);
+        assert_eq!(people(&mut sc), ["erin", "fred", "gail", "svc-reach"]);
+        assert_eq!((held(&l.s, "user"), held(&l.s, "group")), (4.0, 1.0));
+
+        // Deleting the granted group takes its members out.
+        let (st, v) = l.s.delete(&format!("/api/v2/usergroups/{crew}"));
+        assert!(st == 204 || st == 200, "{st} {v}");
+        assert_eq!(people(&mut sc), ["svc-reach"]);
+        assert_eq!((held(&l.s, "user"), held(&l.s, "group")), (1.0, 0.0));
+        let (e, _) = search(&mut sc, BASE, Scope::Subtree, "(objectClass=groupOfNames)", &["cn"]);
+        assert!(e.is_empty(), "{e:?}");
+    }
+}
+
 /// An expired password fails with a diagnostic for the right password's owner; failed binds
 /// count toward the lockout the portal shares.
 #[test]
