@@ -304,8 +304,8 @@ impl<'m> Entry<'m> {
     }
 }
 
-fn one(v: &Option<String>) -> Vec<Cow<'_, str>> {
-    v.iter().map(|s| Cow::Borrowed(s.as_str())).collect()
+fn one<S: AsRef<str>>(v: &Option<S>) -> Vec<Cow<'_, str>> {
+    v.iter().map(|s| Cow::Borrowed(s.as_ref())).collect()
 }
 
 fn user_values<'m>(m: &Model, base: &Base, u: &'m UserRec, name: &str) -> Vec<Cow<'m, str>> {
@@ -323,14 +323,14 @@ fn user_values<'m>(m: &Model, base: &Base, u: &'m UserRec, name: &str) -> Vec<Co
             v
         }
         "structuralObjectClass" => vec!["inetOrgPerson".into()],
-        "uid" => vec![Cow::Borrowed(u.uid.as_str())],
-        "cn" => vec![Cow::Borrowed(u.cn.as_str())],
-        "sn" => vec![Cow::Borrowed(u.sn.as_str())],
+        "uid" => vec![Cow::Borrowed(&*u.uid)],
+        "cn" => vec![Cow::Borrowed(&*u.cn)],
+        "sn" => vec![Cow::Borrowed(&*u.sn)],
         "givenName" => one(&u.given_name),
         "displayName" => one(&u.display_name),
-        "mail" => vec![Cow::Borrowed(u.mail.as_str())],
-        "telephoneNumber" => u.phones.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
-        "mobile" => u.mobiles.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
+        "mail" => vec![Cow::Borrowed(&*u.mail)],
+        "telephoneNumber" => u.phones.iter().map(|s| Cow::Borrowed(&**s)).collect(),
+        "mobile" => u.mobiles.iter().map(|s| Cow::Borrowed(&**s)).collect(),
         "title" => one(&u.title),
         "ou" | "departmentNumber" => one(&u.department),
         "employeeNumber" => one(&u.employee_number),
@@ -349,8 +349,8 @@ fn user_values<'m>(m: &Model, base: &Base, u: &'m UserRec, name: &str) -> Vec<Co
         "gidNumber" if posix => u.gid_number.or(u.uid_number).map(|n| Cow::Owned(n.to_string())).into_iter().collect(),
         "homeDirectory" if posix => vec![Cow::Owned(format!("/home/{}", u.uid))],
         "loginShell" if posix => vec!["/bin/bash".into()],
-        "gecos" if posix => vec![Cow::Borrowed(u.cn.as_str())],
-        "sshPublicKey" => u.ssh_keys.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
+        "gecos" if posix => vec![Cow::Borrowed(&*u.cn)],
+        "sshPublicKey" => u.ssh_keys.iter().map(|s| Cow::Borrowed(&**s)).collect(),
         "entryUUID" => vec![Cow::Owned(entry_uuid(&u.id))],
         "entryDN" => vec![Cow::Owned(base.user_dn(u))],
         "createTimestamp" => vec![Cow::Owned(gtime(u.created))],
@@ -375,7 +375,7 @@ fn group_values<'m>(m: &Model, base: &Base, g: &'m GroupRec, name: &str) -> Vec<
         "cn" => vec![Cow::Borrowed(g.name.as_str())],
         "description" => one(&g.description),
         "member" => m.members_of(g).into_iter().map(|u| Cow::Owned(base.user_dn(u))).collect(),
-        "memberUid" if posix => m.members_of(g).into_iter().map(|u| Cow::Owned(u.uid.clone())).collect(),
+        "memberUid" if posix => m.members_of(g).into_iter().map(|u| Cow::Owned(u.uid.to_string())).collect(),
         "gidNumber" => g.gid_number.map(|n| Cow::Owned(n.to_string())).into_iter().collect(),
         "entryUUID" => vec![Cow::Owned(entry_uuid(&g.id))],
         "entryDN" => vec![Cow::Owned(base.group_dn(g))],

@@ -148,8 +148,8 @@ const GROUP_ONLY: &[&str] = &["groupofnames", "posixgroup", "groupofuniquenames"
 pub fn user_candidates<'m>(f: &LdapFilter, m: &'m Model) -> Option<Vec<&'m Arc<UserRec>>> {
     match f {
         LdapFilter::Equality(a, v) => match attr(a).map(|d| d.name) {
-            Some("uid") => Some(m.by_uid.get(&fold(v)).and_then(|id| m.users.get(id)).into_iter().collect()),
-            Some("mail") => Some(m.by_mail.get(&fold(v)).and_then(|id| m.users.get(id)).into_iter().collect()),
+            Some("uid") => Some(m.by_uid.get(v.trim()).into_iter().collect()),
+            Some("mail") => Some(m.by_mail.get(v.trim()).into_iter().collect()),
             Some("objectClass") if GROUP_ONLY.contains(&fold(v).as_str()) => Some(vec![]),
             _ => None,
         },

@@ -261,7 +261,7 @@ pub mod fuzzing {
         let u = UserRec {
             id: "0123456789abcdef01234567".into(),
             uid: "Alice".into(),
-            key: "alice".into(),
+            lower_uid: Some("alice".into()),
             mail: "alice@example.com".into(),
             state: cairn_domain::State::Activated,
             locked: false,
@@ -282,11 +282,11 @@ pub mod fuzzing {
             location: None,
             description: None,
             manager: None,
-            phones: vec!["+1 555".into()],
-            mobiles: vec![],
+            phones: vec!["+1 555".into()].into(),
+            mobiles: Box::default(),
             uid_number: Some(5001),
             gid_number: None,
-            ssh_keys: vec!["ssh-ed25519 AAAA".into()],
+            ssh_keys: vec!["ssh-ed25519 AAAA".into()].into(),
         };
         let g = GroupRec {
             id: "0123456789abcdef01234568".into(),
@@ -300,8 +300,8 @@ pub mod fuzzing {
         };
         m.granted_users.insert(u.id.clone());
         m.granted_groups.insert(g.id.clone());
-        m.users.insert(u.id.clone(), std::sync::Arc::new(u));
-        m.user_groups.insert("0123456789abcdef01234567".into(), vec![g.id.clone()]);
+        m.user_groups.insert(u.id.clone(), vec![g.id.clone()]);
+        m.put_user(u);
         m.groups.insert(g.id.clone(), std::sync::Arc::new(g));
         m
     }

@@ -17,6 +17,7 @@
 //! users among theirs.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -24,46 +25,50 @@ use cairn_directory::{Directory, TreeChange, TreeCursor};
 use cairn_domain::graph::SubjectKind;
 use cairn_domain::{Group, LdapServer, LdapServerAction, State, User};
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
 use serde_json::Value;
 
-/// A user as LDAP shows it.
+/// A user as LDAP shows it, kept small: a tree may hold a million of them. Text is boxed
+/// (no spare capacity), the organisation's few titles, departments and the like are shared
+/// between users (see [`Model::put_user`]), and the lowercase username is kept only when it
+/// differs from the username.
 #[derive(Debug, Clone)]
 pub struct UserRec {
     pub id: String,
-    /// The username as stored (case kept); `key` is its lowercase form.
-    pub uid: String,
-    pub key: String,
-    pub mail: String,
+    /// The username as stored (case kept); [`UserRec::key`] is its lowercase form.
+    pub uid: Box<str>,
+    pub(crate) lower_uid: Option<Box<str>>,
+    pub mail: Box<str>,
     pub state: State,
     pub locked: bool,
     pub expired: bool,
-    /// When the password was last set: a bind made before a change ends with it.
-    pub password_date: Option<DateTime<Utc>>,
     /// JumpCloud's `ldap_binding_user`: may search the whole tree.
     pub service: bool,
+    /// When the password was last set: a bind made before a change ends with it.
+    pub password_date: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
-    pub cn: String,
-    pub sn: String,
-    pub given_name: Option<String>,
-    pub display_name: Option<String>,
-    pub title: Option<String>,
-    pub department: Option<String>,
-    pub employee_number: Option<String>,
-    pub employee_type: Option<String>,
-    pub company: Option<String>,
-    pub location: Option<String>,
-    pub description: Option<String>,
-    pub manager: Option<String>,
-    pub phones: Vec<String>,
-    pub mobiles: Vec<String>,
+    pub cn: Box<str>,
+    pub sn: Box<str>,
+    pub given_name: Option<Box<str>>,
+    pub display_name: Option<Box<str>>,
+    pub title: Option<Arc<str>>,
+    pub department: Option<Arc<str>>,
+    pub employee_number: Option<Box<str>>,
+    pub employee_type: Option<Arc<str>>,
+    pub company: Option<Arc<str>>,
+    pub location: Option<Arc<str>>,
+    pub description: Option<Box<str>>,
+    pub manager: Option<Box<str>>,
+    pub phones: Box<[Box<str>]>,
+    pub mobiles: Box<[Box<str>]>,
     pub uid_number: Option<i64>,
     pub gid_number: Option<i64>,
-    pub ssh_keys: Vec<String>,
+    pub ssh_keys: Box<[Box<str>]>,
 }
 
-fn text(u: &User, f: &str) -> Option<String> {
-    u.text(f).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+fn text<'u>(u: &'u User, f: &str) -> Option<&'u str> {
+    u.text(f).map(str::trim).filter(|s| !s.is_empty())
 }
 
 impl UserRec {
@@ -71,11 +76,12 @@ impl UserRec {
         let first = text(u, "firstname");
         let last = text(u, "lastname");
         let display = text(u, "displayname");
-        let cn = display.clone().unwrap_or_else(|| match (&first, &last) {
-            (Some(f), Some(l)) => format!("{f} {l}"),
-            (Some(x), None) | (None, Some(x)) => x.clone(),
-            (None, None) => u.username.clone(),
-        });
+        let cn: Box<str> = match (display, first, last) {
+            (Some(d), _, _) => d.into(),
+            (None, Some(f), Some(l)) => format!("{f} {l}").into(),
+            (None, Some(x), None) | (None, None, Some(x)) => x.into(),
+            (None, None, None) => u.username.as_str().into(),
+        };
         let mut phones = Vec::new();
         let mut mobiles = Vec::new();
         if let Some(Value::Array(list)) = u.profile.get("phoneNumbers") {
@@ -84,27 +90,29 @@ impl UserRec {
                     continue;
                 };
                 if p.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("mobile")) {
-                    mobiles.push(n.to_string());
+                    mobiles.push(n.into());
                 } else {
-                    phones.push(n.to_string());
+                    phones.push(n.into());
                 }
             }
         }
-        let ssh_keys = match u.profile.get("ssh_keys") {
+        let ssh_keys: Box<[Box<str>]> = match u.profile.get("ssh_keys") {
             Some(Value::Array(list)) => list
                 .iter()
                 .filter_map(|k| k.get("public_key").and_then(Value::as_str))
                 .map(str::trim)
                 .filter(|k| !k.is_empty())
-                .map(str::to_string)
+                .map(Into::into)
                 .collect(),
-            _ => vec![],
+            _ => Box::default(),
         };
+        let lower = u.username.to_lowercase();
+        let shared = |f: &str| text(u, f).map(Arc::from);
         UserRec {
             id: u.id.clone(),
-            uid: u.username.clone(),
-            key: u.username.to_lowercase(),
-            mail: u.email.clone(),
+            uid: u.username.as_str().into(),
+            lower_uid: (lower != u.username).then(|| lower.into()),
+            mail: u.email.as_str().into(),
             state: u.state,
             locked: u.account_locked,
             expired: u.password_expired,
@@ -112,24 +120,29 @@ impl UserRec {
             service: u.flag("ldap_binding_user"),
             created: u.created,
             updated: u.updated,
-            sn: last.clone().unwrap_or_else(|| u.username.clone()),
+            sn: last.unwrap_or(&u.username).into(),
             cn,
-            given_name: first,
-            display_name: display,
-            title: text(u, "jobTitle"),
-            department: text(u, "department"),
-            employee_number: text(u, "employeeIdentifier"),
-            employee_type: text(u, "employeeType"),
-            company: text(u, "company"),
-            location: text(u, "location"),
-            description: text(u, "description"),
-            manager: text(u, "manager"),
-            phones,
-            mobiles,
+            given_name: first.map(Into::into),
+            display_name: display.map(Into::into),
+            title: shared("jobTitle"),
+            department: shared("department"),
+            employee_number: text(u, "employeeIdentifier").map(Into::into),
+            employee_type: shared("employeeType"),
+            company: shared("company"),
+            location: shared("location"),
+            description: text(u, "description").map(Into::into),
+            manager: text(u, "manager").map(Into::into),
+            phones: phones.into(),
+            mobiles: mobiles.into(),
             uid_number: u.profile.get("unix_uid").and_then(Value::as_i64),
             gid_number: u.profile.get("unix_guid").and_then(Value::as_i64),
             ssh_keys,
         }
+    }
+
+    /// The username in lowercase: how the tree orders and finds users.
+    pub fn key(&self) -> &str {
+        self.lower_uid.as_deref().unwrap_or(&self.uid)
     }
 }
 
@@ -161,16 +174,99 @@ impl GroupRec {
     }
 }
 
+/// Users found by one of their fields, exactly or ignoring case. The table holds only the
+/// record's pointer, hashed by the record's own field, so each index costs a user one pointer
+/// rather than copies of the key and the id (at a million users, hundreds of megabytes).
+pub struct UserIndex {
+    table: HashTable<Arc<UserRec>>,
+    key: fn(&UserRec) -> &str,
+    fold: bool,
+    hasher: RandomState,
+}
+
+impl UserIndex {
+    fn new(key: fn(&UserRec) -> &str, fold: bool) -> UserIndex {
+        UserIndex { table: HashTable::new(), key, fold, hasher: RandomState::new() }
+    }
+
+    fn hash(hasher: &RandomState, fold: bool, s: &str) -> u64 {
+        let mut h = hasher.build_hasher();
+        if fold {
+            for c in s.chars().flat_map(char::to_lowercase) {
+                h.write_u32(c as u32);
+            }
+        } else {
+            h.write(s.as_bytes());
+        }
+        h.finish()
+    }
+
+    fn same(fold: bool, a: &str, b: &str) -> bool {
+        if fold {
+            a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
+        } else {
+            a == b
+        }
+    }
+
+    /// The user whose field is `k`.
+    pub fn get(&self, k: &str) -> Option<&Arc<UserRec>> {
+        let (key, fold) = (self.key, self.fold);
+        self.table.find(Self::hash(&self.hasher, fold, k), |u| Self::same(fold, key(u), k))
+    }
+
+    pub fn contains_key(&self, k: &str) -> bool {
+        self.get(k).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<UserRec>> {
+        self.table.iter()
+    }
+
+    /// Files `u` under its field, in place of whoever had it.
+    pub(crate) fn insert(&mut self, u: Arc<UserRec>) {
+        let UserIndex { table, key, fold, hasher } = self;
+        let (key, fold) = (*key, *fold);
+        let k = key(&u);
+        let h = Self::hash(hasher, fold, k);
+        match table.find_entry(h, |x| Self::same(fold, key(x), k)) {
+            Ok(mut e) => *e.get_mut() = u,
+            Err(_) => {
+                table.insert_unique(h, u, |x| Self::hash(hasher, fold, key(x)));
+            }
+        }
+    }
+
+    /// Removes `u` (this record's id under its field: another user now filed there stays).
+    fn remove(&mut self, u: &UserRec) {
+        let h = Self::hash(&self.hasher, self.fold, (self.key)(u));
+        if let Ok(e) = self.table.find_entry(h, |x| x.id == u.id) {
+            e.remove();
+        }
+    }
+}
+
 /// One consistent view of the tree.
-#[derive(Default)]
 pub struct Model {
-    pub users: HashMap<String, Arc<UserRec>>,
+    /// By id.
+    pub users: UserIndex,
     pub groups: HashMap<String, Arc<GroupRec>>,
     /// user id → ids of the groups it is a member of.
     pub user_groups: HashMap<String, Vec<String>>,
-    /// Lowercase username / e-mail → user id.
-    pub by_uid: HashMap<String, String>,
-    pub by_mail: HashMap<String, String>,
+    /// By username / e-mail, ignoring case.
+    pub by_uid: UserIndex,
+    pub by_mail: UserIndex,
+    /// The values users share (titles, departments …), each held once. Only grows, by the
+    /// values ever seen since the last full load: few, in any organisation.
+    shared: HashSet<Arc<str>>,
     /// Lowercase group name → group id.
     pub by_cn: HashMap<String, String>,
     pub granted_users: HashSet<String>,
@@ -180,22 +276,50 @@ pub struct Model {
     pub server_id: String,
 }
 
-impl Model {
-    fn put_user(&mut self, u: UserRec) {
-        if let Some(old) = self.users.get(&u.id) {
-            let (old_key, old_mail) = (old.key.clone(), old.mail.to_lowercase());
-            self.by_uid.remove(&old_key);
-            self.by_mail.remove(&old_mail);
+impl Default for Model {
+    fn default() -> Model {
+        Model {
+            users: UserIndex::new(|u| &u.id, false),
+            groups: HashMap::new(),
+            user_groups: HashMap::new(),
+            by_uid: UserIndex::new(|u| &u.uid, true),
+            by_mail: UserIndex::new(|u| &u.mail, true),
+            by_cn: HashMap::new(),
+            shared: HashSet::new(),
+            granted_users: HashSet::new(),
+            granted_groups: HashSet::new(),
+            lockout_remove: false,
+            expiration_remove: false,
+            server_id: String::new(),
         }
-        self.by_uid.insert(u.key.clone(), u.id.clone());
-        self.by_mail.insert(u.mail.to_lowercase(), u.id.clone());
-        self.users.insert(u.id.clone(), Arc::new(u));
+    }
+}
+
+impl Model {
+    pub(crate) fn put_user(&mut self, mut u: UserRec) {
+        self.drop_user(&u.id);
+        for f in [&mut u.title, &mut u.department, &mut u.employee_type, &mut u.company, &mut u.location] {
+            if let Some(v) = f.take() {
+                *f = Some(match self.shared.get(&v) {
+                    Some(held) => held.clone(),
+                    None => {
+                        self.shared.insert(v.clone());
+                        v
+                    }
+                });
+            }
+        }
+        let u = Arc::new(u);
+        self.by_uid.insert(u.clone());
+        self.by_mail.insert(u.clone());
+        self.users.insert(u);
     }
 
     fn drop_user(&mut self, id: &str) {
-        if let Some(old) = self.users.remove(id) {
-            self.by_uid.remove(&old.key);
-            self.by_mail.remove(&old.mail.to_lowercase());
+        if let Some(old) = self.users.get(id).cloned() {
+            self.users.remove(&old);
+            self.by_uid.remove(&old);
+            self.by_mail.remove(&old);
         }
     }
 
@@ -234,7 +358,7 @@ impl Model {
     /// `groups`, through these groups only; sorted, so that reads by id go in index order.
     fn wanted(&self, groups: Option<&[String]>) -> Vec<String> {
         let mut out: HashSet<&String> = HashSet::new();
-        let held = |id: &&String| !self.users.contains_key(*id);
+        let held = |id: &&String| !self.users.contains_key(id);
         match groups {
             None => {
                 out.extend(self.granted_users.iter().filter(held));
@@ -262,7 +386,7 @@ impl Model {
     /// Drops the held users among `ids` that the server no longer reaches.
     fn drop_unreached<'a>(&mut self, ids: impl IntoIterator<Item = &'a String>) {
         let gone: Vec<String> =
-            ids.into_iter().filter(|id| self.users.contains_key(*id) && !self.reaches(id)).cloned().collect();
+            ids.into_iter().filter(|id| self.users.contains_key(id) && !self.reaches(id)).cloned().collect();
         for id in &gone {
             self.drop_user(id);
         }
@@ -301,7 +425,7 @@ impl Model {
 
     /// The present user of this username (any case).
     pub fn user_by_uid(&self, uid: &str) -> Option<&Arc<UserRec>> {
-        self.by_uid.get(&uid.to_lowercase()).and_then(|id| self.user(id))
+        self.by_uid.get(uid).filter(|u| self.present(u))
     }
 
     pub fn group_by_cn(&self, cn: &str) -> Option<&Arc<GroupRec>> {
@@ -322,7 +446,7 @@ impl Model {
     /// The present members of a group, by username.
     pub fn members_of(&self, g: &GroupRec) -> Vec<&Arc<UserRec>> {
         let mut out: Vec<&Arc<UserRec>> = g.members.iter().filter_map(|m| self.user(m)).collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by(|a, b| a.key().cmp(b.key()));
         out
     }
 }
@@ -458,7 +582,7 @@ impl Tree {
                 }
             }
             if server.is_some() {
-                moved = m.users.keys().cloned().collect();
+                moved = m.users.values().map(|u| u.id.clone()).collect();
             }
             m.drop_unreached(&moved);
             let found: HashMap<&str, &User> = loaded_users.iter().map(|u| (u.id.as_str(), u)).collect();

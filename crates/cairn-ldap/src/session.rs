@@ -484,7 +484,7 @@ impl Session {
                     Some(id) => m.user(&id).into_iter().collect(),
                     None => user_candidates(&filter, &m).unwrap_or_else(|| m.users.values().collect()),
                 };
-                list.sort_by(|a, b| a.key.cmp(&b.key));
+                list.sort_by(|a, b| a.key().cmp(b.key()));
                 for (i, u) in list.into_iter().enumerate() {
                     if i % 1024 == 0 && started.elapsed() > time_limit {
                         return Err(timed_out());
