@@ -504,8 +504,9 @@ impl Tree {
             m.put_group(GroupRec::of(&g, members));
         }
         m.set_server(&t.ldap_server, &t.ldap_grants);
-        for page in m.wanted(None).chunks(READ_PAGE) {
-            for u in self.records(page).await? {
+        let mut pages = self.records(m.wanted(None));
+        while let Some(page) = pages.recv().await {
+            for u in page? {
                 m.put_user(u);
             }
         }
@@ -517,10 +518,26 @@ impl Tree {
         Ok(t.cursor)
     }
 
-    /// These users, as the tree holds them (the unstaged ones among those that exist).
-    async fn records(&self, ids: &[String]) -> Result<Vec<UserRec>, cairn_directory::Error> {
-        let users = self.dir.tree_users(ids).await?;
-        Ok(users.iter().filter(|u| u.state != State::Staged).map(UserRec::of).collect())
+    /// These users, as the tree holds them (the unstaged ones among those that exist), in
+    /// pages read and decoded on another task while the caller files the page before: at a
+    /// million users a load is mostly decoding rows. A failed read is the last page.
+    fn records(&self, ids: Vec<String>) -> tokio::sync::mpsc::Receiver<Result<Vec<UserRec>, cairn_directory::Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let dir = self.dir.clone();
+        tokio::spawn(async move {
+            for page in ids.chunks(READ_PAGE) {
+                let recs = dir
+                    .tree_users(page)
+                    .await
+                    .map(|users| users.iter().filter(|u| u.state != State::Staged).map(UserRec::of).collect());
+                let failed = recs.is_err();
+                // The receiver gone (its load failed or was dropped) ends the reads.
+                if tx.send(recs).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// Loads what changed, then applies it in place under the write lock (held only while
@@ -597,11 +614,12 @@ impl Tree {
             wanted.retain(|id| !found.contains_key(id.as_str()));
             wanted
         };
-        for page in wanted.chunks(READ_PAGE) {
-            let recs = self.records(page).await?;
+        let mut pages = self.records(wanted);
+        while let Some(page) = pages.recv().await {
+            let page = page?;
             // Operations wait for `fresh`, so none sees the model between pages.
             let mut m = self.write();
-            for u in recs {
+            for u in page {
                 m.put_user(u);
             }
         }
