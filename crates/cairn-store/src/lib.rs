@@ -629,6 +629,11 @@ pub const USER_SEARCH_INDEXES: &[(&str, &str)] = &[
     ("users_costcenter_lastname_ix", "users (costcenter, lower(lastname), id) WHERE costcenter IS NOT NULL"),
     ("users_employeetype_lastname_ix", "users (employeetype, lower(lastname), id) WHERE employeetype IS NOT NULL"),
     ("users_location_lastname_ix", "users (location, lower(lastname), id) WHERE location IS NOT NULL"),
+    ("users_alternateemail_ix", "users (alternateemail, id) WHERE alternateemail IS NOT NULL"),
+    ("users_description_ix", "users (description, id) WHERE description IS NOT NULL"),
+    ("users_password_date_ix", "users (password_date, id) WHERE password_date IS NOT NULL"),
+    ("users_unix_uid_ix", "users (unix_uid, id) WHERE unix_uid IS NOT NULL"),
+    ("users_unix_guid_ix", "users (unix_guid, id) WHERE unix_guid IS NOT NULL"),
 ];
 
 /// A transaction borrowing its connection: a savepoint inside a [`Tx`], or a transaction on a

@@ -905,6 +905,22 @@ async fn cursor_paging(store: Store) {
         if n % 3 != 2 {
             u.profile.insert("jobTitle".into(), json!(if n % 2 == 0 { "Engineer" } else { "Clerk" }));
         }
+        // Mostly empty columns, sorted through partial indexes (issue 19), with ties.
+        if n % 3 == 0 {
+            u.profile.insert("description".into(), json!(format!("desc {}", n % 4)));
+        }
+        if n % 2 == 0 {
+            u.profile.insert("employeeIdentifier".into(), json!(format!("E{:02}", 40 - n)));
+        }
+        if n % 4 == 1 {
+            u.profile.insert("manager".into(), json!(id(n % 3 + 1)));
+        }
+        if n % 5 == 1 {
+            u.profile.insert("alternateEmail".into(), json!(format!("alt{}@example.com", n % 2)));
+        }
+        if n % 4 != 1 {
+            u.password_date = Some(t(i64::from(n % 3)));
+        }
         tx.db().insert_user(&u).await.unwrap();
     }
     tx.commit().await.unwrap();
@@ -941,6 +957,15 @@ async fn cursor_paging(store: Store) {
         "password_expired",
         "-account_locked,lastname",
         "jobTitle",
+        "description",
+        "-description",
+        "employeeIdentifier",
+        "-employeeIdentifier",
+        "manager",
+        "-manager",
+        "alternateEmail",
+        "password_date",
+        "-password_date",
     ] {
         for filter in [
             ("", ""),
@@ -1001,6 +1026,24 @@ async fn cursor_paging(store: Store) {
     open.sort_by(|a, b| b.cmp(a));
     let (_, page) = db.list_users(&q(&[("sort", "-account_locked"), ("limit", "100")])).await.unwrap();
     assert_eq!(page.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), [locked, open].concat());
+    // A sort by a mostly empty column, spelled out: the users without a UID first (by id), then
+    // by UID and id; descending, the other way round, the users without one last.
+    let uid = |n: u32| (n % 4 != 0).then_some(1000 + n % 5);
+    let mut asc: Vec<(Option<u32>, String)> = (0..23u32).map(|n| (uid(n), id((n * 7919) % 1000 + 1))).collect();
+    asc.sort();
+    let asc: Vec<String> = asc.into_iter().map(|(_, i)| i).collect();
+    let mut desc: Vec<(Option<u32>, String)> = (0..23u32).map(|n| (uid(n), id((n * 7919) % 1000 + 1))).collect();
+    desc.sort_by(|a, b| match (a.0, b.0) {
+        (None, None) => b.1.cmp(&a.1),
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) => y.cmp(&x).then(b.1.cmp(&a.1)),
+    });
+    let desc: Vec<String> = desc.into_iter().map(|(_, i)| i).collect();
+    for (sort, want) in [("unix_uid", asc), ("-unix_uid", desc)] {
+        let (_, page) = db.list_users(&q(&[("sort", sort), ("limit", "100")])).await.unwrap();
+        assert_eq!(page.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), want, "{sort}");
+    }
     // Counting stops one past the cap.
     assert_eq!(db.count_users_up_to(&q(&[]), 23).await.unwrap(), Some(23));
     assert_eq!(db.count_users_up_to(&q(&[]), 22).await.unwrap(), None);
