@@ -1028,7 +1028,7 @@ async fn cursor_paging(store: Store) {
     assert_eq!(page.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), [locked, open].concat());
     // A sort by a mostly empty column, spelled out: the users without a UID first (by id), then
     // by UID and id; descending, the other way round, the users without one last.
-    let uid = |n: u32| (n % 4 != 0).then_some(1000 + n % 5);
+    let uid = |n: u32| (!n.is_multiple_of(4)).then_some(1000 + n % 5);
     let mut asc: Vec<(Option<u32>, String)> = (0..23u32).map(|n| (uid(n), id((n * 7919) % 1000 + 1))).collect();
     asc.sort();
     let asc: Vec<String> = asc.into_iter().map(|(_, i)| i).collect();
