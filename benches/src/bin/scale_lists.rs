@@ -22,6 +22,8 @@
 //!   `no-mfa+email` (`totp_enabled:$eq:false&sort=email`), `title+lastname` / `title id`
 //!   (`jobTitle:$eq:Title NN`, any-column `$eq`), `locked-created` (another sort), and
 //!   `locked cursor` (`locked-lastname` at 90 % of the locked users, by cursor)
+//! - sorts by mostly empty columns: `description-` (`sort=-description`), `pwdate+`
+//!   (`sort=password_date`), `uid-` (`sort=-unix_uid`) and the portal's `admin uid`
 //! - the admin portal's Users page, signed in (cookie), keep-alive off: `admin users` (the
 //!   default view), `admin dept` (`department=…&sort=lastname`), `admin locked`
 //!   (`locked=yes`), `admin group` (`group=…`, 5 % of the users) and `admin group+lastname`
@@ -29,7 +31,8 @@
 //! Users: 20 departments of `size / 20`; half the users have one of 20 clustered last names
 //! (skewed: the first few names hold most of them), the other half a uniform random one of
 //! 26^5; 1 % have none; states 90 % ACTIVATED, 5 % STAGED, 5 % SUSPENDED; 5 % locked, 3 % with
-//! an expired password, 30 % enrolled in TOTP; one of 50 job titles each; 5 % in one group.
+//! an expired password, 30 % enrolled in TOTP; one of 50 job titles each; 5 % in one group;
+//! a description for 10 %, a UID for a third, the password's date for the ACTIVATED.
 //!
 //! The server runs with its LDAP listener on, as by default, and the 5 % group associated with
 //! the LDAP server: the report gives the time to ready, the first LDAP operation (the tree's
@@ -204,6 +207,10 @@ const SERIES: &[&str] = &[
     "no-mfa+email",
     "title+lastname",
     "title id",
+    "description-",
+    "pwdate+",
+    "uid-",
+    "admin uid",
     "admin users",
     "admin dept",
     "admin locked",
@@ -421,6 +428,11 @@ async fn run_one(
                     format!("{base}/api/systemusers?filter=jobTitle:$eq:{}&limit=100", title(rng.gen_range(0..TITLES))),
                     None,
                 ),
+                // Mostly empty columns (issue 19), sorted through partial indexes.
+                "description-" => (format!("{base}/api/systemusers?sort=-description&limit=100"), None),
+                "pwdate+" => (format!("{base}/api/systemusers?sort=password_date&limit=100"), None),
+                "uid-" => (format!("{base}/api/systemusers?sort=-unix_uid&limit=100"), None),
+                "admin uid" => (format!("{base}/admin/users?sort=unix_uid&per=100"), Some(ADMIN)),
                 "admin users" => (format!("{base}/admin/users?per=100"), Some(ADMIN)),
                 "admin dept" => {
                     (format!("{base}/admin/users?department={}&sort=lastname&per=100", department(d)), Some(ADMIN))
@@ -615,6 +627,13 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
     profile.insert("department".into(), Value::String(department(n % DEPARTMENTS)));
     // Every title holds the same share (the count check relies on it).
     profile.insert("jobTitle".into(), Value::String(title((n / DEPARTMENTS) % TITLES)));
+    // Columns most users leave empty: a description for 10 %, a UID for a third.
+    if rng.gen_bool(0.1) {
+        profile.insert("description".into(), Value::String(format!("Contractor batch {}", n % 97)));
+    }
+    if n % 3 == 0 {
+        profile.insert("unix_uid".into(), Value::from(10_000 + n as i64));
+    }
     let locked = rng.gen_bool(0.05);
     User {
         id: dir.new_id(),
@@ -627,7 +646,8 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
         // ACTIVATED users have set a password; the others are pending (`activated` false).
         password_hash: (state == State::Activated).then(|| Secret::new("$argon2id$v=19$m=19456,t=2,p=1$bench")),
         password_expired: rng.gen_bool(0.03),
-        password_date: None,
+        // Set with the password: days apart, so that the sort has ties and an order.
+        password_date: (state == State::Activated).then(|| now - chrono::Duration::days((n % 400) as i64)),
         account_locked: locked,
         account_locked_date: locked.then_some(now),
         bad_login_attempts: 0,
