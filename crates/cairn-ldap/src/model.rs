@@ -1,9 +1,9 @@
 //! The LDAP tree as a read model: the groups associated with the LDAP server, and the unstaged
 //! users it reaches (associated directly or through such a group; no other user or group can
-//! ever be present), compacted to what LDAP shows, with the LDAP server's grants and the indexes searches use. A directory of
-//! a million people of whom none uses LDAP holds no user here. Loaded once, then
-//! kept coherent with the directory's change log before each operation (`Tree::fresh`), so a
-//! change made through any interface is in the next operation's answer.
+//! ever be present), compacted to what LDAP shows, with the LDAP server's grants and the
+//! indexes searches use. A directory of a million people of whom none uses LDAP holds no user
+//! here. Loaded once, then kept coherent with the directory's change log before each operation
+//! (`Tree::fresh`), so a change made through any interface is in the next operation's answer.
 //!
 //! Who is in the tree (§3.1, §10; JumpCloud: users must be bound to the LDAP directory):
 //! ```text
@@ -264,9 +264,10 @@ pub struct Model {
     /// By username / e-mail, ignoring case.
     pub by_uid: UserIndex,
     pub by_mail: UserIndex,
-    /// The values users share (titles, departments …), each held once. Only grows, by the
-    /// values ever seen since the last full load: few, in any organisation.
+    /// The values users share (titles, departments …), each held once. Values no user holds
+    /// any more are let go when the set has doubled since it was last trimmed.
     shared: HashSet<Arc<str>>,
+    shared_trim_at: usize,
     /// Lowercase group name → group id.
     pub by_cn: HashMap<String, String>,
     pub granted_users: HashSet<String>,
@@ -286,6 +287,7 @@ impl Default for Model {
             by_mail: UserIndex::new(|u| &u.mail, true),
             by_cn: HashMap::new(),
             shared: HashSet::new(),
+            shared_trim_at: 1024,
             granted_users: HashSet::new(),
             granted_groups: HashSet::new(),
             lockout_remove: false,
@@ -308,6 +310,10 @@ impl Model {
                     }
                 });
             }
+        }
+        if self.shared.len() >= self.shared_trim_at {
+            self.shared.retain(|v| Arc::strong_count(v) > 1);
+            self.shared_trim_at = (self.shared.len() * 2).max(1024);
         }
         let u = Arc::new(u);
         self.by_uid.insert(u.clone());
@@ -625,5 +631,66 @@ impl Tree {
         }
         self.read().report();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: usize, title: &str) -> User {
+        let now = Utc::now();
+        let mut profile = serde_json::Map::new();
+        profile.insert("jobTitle".into(), Value::String(title.into()));
+        profile.insert("department".into(), Value::String("R&D".into()));
+        User {
+            id: format!("{n:024x}"),
+            username: format!("User{n}"),
+            email: format!("user{n}@example.com"),
+            state: State::Activated,
+            created: now,
+            updated: now,
+            creation_source: "test".into(),
+            password_hash: None,
+            password_expired: false,
+            password_date: None,
+            account_locked: false,
+            account_locked_date: None,
+            bad_login_attempts: 0,
+            totp_enabled: false,
+            totp_secret: None,
+            profile,
+        }
+    }
+
+    /// Users find each other by id, username and e-mail in any case; shared values are held
+    /// once, and those no user holds any more are let go (titles churned by a sync would
+    /// otherwise grow the set until the next full load).
+    #[test]
+    fn indexes_and_shared_values() {
+        let mut m = Model::default();
+        for n in 0..3 {
+            m.put_user(UserRec::of(&user(n, "Engineer")));
+        }
+        assert_eq!(m.by_uid.get("USER1").map(|u| u.id.clone()), Some(format!("{:024x}", 1)));
+        assert_eq!(m.by_mail.get("User2@Example.COM").map(|u| &*u.uid), Some("User2"));
+        assert_eq!(m.users.get(&format!("{:024x}", 0)).map(|u| u.key()), Some("user0"));
+        let a = m.users.get(&format!("{:024x}", 0)).unwrap().title.clone().unwrap();
+        let b = m.users.get(&format!("{:024x}", 2)).unwrap().title.clone().unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one title, held once");
+        drop((a, b));
+        // A rename is filed under the new name only; a removal leaves no trace.
+        let mut renamed = user(1, "Engineer");
+        renamed.username = "Renamed".into();
+        m.put_user(UserRec::of(&renamed));
+        assert!(m.by_uid.get("user1").is_none() && m.by_uid.get("renamed").is_some());
+        m.drop_user(&format!("{:024x}", 2));
+        assert!(m.by_mail.get("user2@example.com").is_none() && m.users.len() == 2);
+        // One user's title changed 10,000 times: the set stays small.
+        for i in 0..10_000 {
+            m.put_user(UserRec::of(&user(0, &format!("Title {i}"))));
+        }
+        assert!(m.shared.len() < 2_100, "{} shared values held", m.shared.len());
+        assert_eq!(m.users.get(&format!("{:024x}", 0)).unwrap().title.as_deref(), Some("Title 9999"));
     }
 }
