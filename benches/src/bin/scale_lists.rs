@@ -631,7 +631,7 @@ fn make_user(dir: &Directory, n: usize, rng: &mut StdRng) -> User {
     if rng.gen_bool(0.1) {
         profile.insert("description".into(), Value::String(format!("Contractor batch {}", n % 97)));
     }
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         profile.insert("unix_uid".into(), Value::from(10_000 + n as i64));
     }
     let locked = rng.gen_bool(0.05);

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use cairn_domain::fields::Field;
 use cairn_domain::graph::{ResourceKind, ResourceRef, SubjectKind};
 use cairn_domain::{Group, LdapServer, User};
 use cairn_store::{ChangeCursor, ChangeKind};
@@ -109,10 +110,11 @@ impl Directory {
         Ok(Some((out, TreeCursor { log, local, external, read_at: Instant::now() })))
     }
 
-    /// These users as stored now (absent: deleted).
-    pub async fn tree_users(&self, ids: &[String]) -> Result<Vec<User>> {
+    /// These users as stored now (absent: deleted), with only the `profile` fields the read
+    /// model shows and no secrets.
+    pub async fn tree_users(&self, ids: &[String], profile: &[&'static Field]) -> Result<Vec<User>> {
         let mut c = self.store().read().await?;
-        Ok(c.db().read_users_by_ids(ids).await?)
+        Ok(c.db().read_user_views(ids, profile).await?)
     }
 
     /// These groups with their members (absent: deleted).

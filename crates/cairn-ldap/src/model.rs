@@ -19,9 +19,10 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use cairn_directory::{Directory, TreeChange, TreeCursor};
+use cairn_domain::fields::{self, Field};
 use cairn_domain::graph::SubjectKind;
 use cairn_domain::{Group, LdapServer, LdapServerAction, State, User};
 use chrono::{DateTime, Utc};
@@ -66,6 +67,29 @@ pub struct UserRec {
     pub gid_number: Option<i64>,
     pub ssh_keys: Box<[Box<str>]>,
 }
+
+/// The profile fields [`UserRec::of`] reads: only these are read from the store for the tree.
+const SHOWN: &[&str] = &[
+    "firstname",
+    "lastname",
+    "displayname",
+    "jobTitle",
+    "department",
+    "employeeIdentifier",
+    "employeeType",
+    "company",
+    "location",
+    "description",
+    "manager",
+    "phoneNumbers",
+    "ssh_keys",
+    "unix_uid",
+    "unix_guid",
+    "ldap_binding_user",
+];
+
+static SHOWN_FIELDS: LazyLock<Vec<&'static Field>> =
+    LazyLock::new(|| fields::PROFILE.iter().filter(|f| SHOWN.contains(&f.name)).collect());
 
 fn text<'u>(u: &'u User, f: &str) -> Option<&'u str> {
     u.text(f).map(str::trim).filter(|s| !s.is_empty())
@@ -533,7 +557,7 @@ impl Tree {
         tokio::spawn(async move {
             for page in ids.chunks(READ_PAGE) {
                 let recs = dir
-                    .tree_users(page)
+                    .tree_users(page, &SHOWN_FIELDS)
                     .await
                     .map(|users| users.iter().filter(|u| u.state != State::Staged).map(UserRec::of).collect());
                 let failed = recs.is_err();
@@ -560,7 +584,7 @@ impl Tree {
                 TreeChange::LdapServer => server = true,
             }
         }
-        let loaded_users = if users.is_empty() { vec![] } else { self.dir.tree_users(&users).await? };
+        let loaded_users = if users.is_empty() { vec![] } else { self.dir.tree_users(&users, &SHOWN_FIELDS).await? };
         let server = if server {
             let s = self.dir.builtin_ldap_server().await?;
             let grants = self.dir.tree_ldap_grants(&s.id).await?;
@@ -637,6 +661,7 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_domain::fields::Kind;
 
     fn user(n: usize, title: &str) -> User {
         let now = Utc::now();
@@ -661,6 +686,30 @@ mod tests {
             totp_secret: None,
             profile,
         }
+    }
+
+    /// The tree reads only [`SHOWN`] of a user's profile: a user read so gives the same entry
+    /// as the whole user, whatever the profile holds.
+    #[test]
+    fn the_tree_reads_every_field_it_shows() {
+        assert_eq!(SHOWN_FIELDS.len(), SHOWN.len(), "every name in SHOWN is a profile field");
+        let mut full = user(7, "Engineer");
+        for f in fields::PROFILE {
+            let v = match (f.kind, f.name) {
+                (_, "phoneNumbers") => {
+                    serde_json::json!([{"type": "work", "number": "+1 555"}, {"type": "mobile", "number": "+1 556"}])
+                }
+                (_, "ssh_keys") => serde_json::json!([{"name": "k", "public_key": "ssh-ed25519 AAAA k"}]),
+                (Kind::Json, _) => serde_json::json!({"x": 1}),
+                (Kind::Bool, _) => Value::Bool(true),
+                (Kind::Int, _) => Value::from(4242),
+                (Kind::Text | Kind::Time, _) => Value::String(format!("{} value", f.name)),
+            };
+            full.profile.insert(f.name.into(), v);
+        }
+        let mut read = full.clone();
+        read.profile.retain(|k, _| SHOWN.contains(&k.as_str()));
+        assert_eq!(format!("{:?}", UserRec::of(&read)), format!("{:?}", UserRec::of(&full)));
     }
 
     /// Users find each other by id, username and e-mail in any case; shared values are held

@@ -137,9 +137,37 @@ pub(crate) fn profile_value_of<'a>(field: &fields::Field, v: Option<&'a serde_js
     }
 }
 
+/// The core columns but the secrets (the password hash and the TOTP secret): what a read model
+/// reads with the profile fields it shows.
+pub(crate) const PUBLIC_CORE: &[&str] = &[
+    "id",
+    "username",
+    "email",
+    "state",
+    "created",
+    "updated",
+    "creationsource",
+    "password_expired",
+    "password_date",
+    "account_locked",
+    "account_locked_date",
+    "badloginattempts",
+    "totp_enabled",
+];
+
 pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
+    user_from_row_with(r, fields::PROFILE, true)
+}
+
+/// A user from a row of the core columns (without the secrets unless `secrets`) and these
+/// profile columns; the profile holds only those.
+pub(crate) fn user_from_row_with<'f>(
+    r: &AnyRow,
+    profile_fields: impl IntoIterator<Item = &'f fields::Field>,
+    secrets: bool,
+) -> Result<User> {
     let mut profile = Map::new();
-    for field in fields::PROFILE {
+    for field in profile_fields {
         let v = match field.kind {
             Kind::Text | Kind::Time => get_opt_text(r, field.column)?.map(serde_json::Value::String),
             Kind::Bool => get_bool(r, field.column)?.then_some(serde_json::Value::Bool(true)),
@@ -166,14 +194,14 @@ pub(crate) fn user_from_row(r: &AnyRow) -> Result<User> {
         created: parse_time(&get_text(r, "created")?)?,
         updated: parse_time(&get_text(r, "updated")?)?,
         creation_source: get_text(r, "creationsource")?,
-        password_hash: get_opt_text(r, "password_hash")?.map(Secret::new),
+        password_hash: if secrets { get_opt_text(r, "password_hash")?.map(Secret::new) } else { None },
         password_expired: get_bool(r, "password_expired")?,
         password_date: opt_time(r, "password_date")?,
         account_locked: get_bool(r, "account_locked")?,
         account_locked_date: opt_time(r, "account_locked_date")?,
         bad_login_attempts: get_i64(r, "badloginattempts")?,
         totp_enabled: get_bool(r, "totp_enabled")?,
-        totp_secret: get_opt_text(r, "totp_secret")?.map(Secret::new),
+        totp_secret: if secrets { get_opt_text(r, "totp_secret")?.map(Secret::new) } else { None },
         profile,
     })
 }

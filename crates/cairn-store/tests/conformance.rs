@@ -837,8 +837,14 @@ async fn change_log(store: &Store) {
     tx.db().add_member(&g.id, &active.id, t(7)).await.unwrap();
     tx.commit().await.unwrap();
     let mut c = store.read().await.unwrap();
-    let two = c.db().read_users_by_ids(&[staged.id.clone(), active.id.clone(), id(999)]).await.unwrap();
+    let shown: Vec<&'static cairn_domain::fields::Field> =
+        cairn_domain::fields::PROFILE.iter().filter(|f| f.name == "firstname").collect();
+    let two = c.db().read_user_views(&[staged.id.clone(), active.id.clone(), id(999)], &shown).await.unwrap();
     assert_eq!(two.len(), 2);
+    let view = two.iter().find(|u| u.id == active.id).unwrap();
+    assert_eq!((view.username.as_str(), view.state), (active.username.as_str(), active.state));
+    assert!(view.password_hash.is_none() && view.totp_secret.is_none(), "a view holds no secret");
+    assert!(view.profile.keys().all(|k| k == "firstname"), "{:?}", view.profile);
     let gs = c.db().groups_with_members(Some(std::slice::from_ref(&g.id))).await.unwrap();
     assert_eq!(gs.len(), 1);
     assert_eq!(gs[0].1, vec![active.id.clone()]);
