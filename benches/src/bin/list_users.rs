@@ -378,22 +378,9 @@ fn make_user(dir: &Directory, n: usize, dept: usize, rng: &mut StdRng) -> User {
     }
     profile.insert("department".into(), Value::String(department(dept)));
     User {
-        id: dir.new_id(),
-        username: format!("user{n:06}"),
-        email: format!("user{n:06}@example.com"),
-        state,
-        created: now,
-        updated: now,
         creation_source: "bench".into(),
-        password_hash: None,
-        password_expired: false,
-        password_date: None,
-        account_locked: false,
-        account_locked_date: None,
-        bad_login_attempts: 0,
-        totp_enabled: false,
-        totp_secret: None,
         profile,
+        ..User::new(dir.new_id(), format!("user{n:06}"), format!("user{n:06}@example.com"), state, now)
     }
 }
 

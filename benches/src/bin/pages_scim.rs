@@ -74,23 +74,11 @@ async fn main() -> Result<()> {
                     profile.insert("firstname".into(), json!(format!("First{i}")));
                     profile.insert("lastname".into(), json!(format!("Last{:05}", (i * 7919) % USERS)));
                     profile.insert("department".into(), json!(format!("Dept {:02}", i % 50)));
+                    let state = if i % 10 == 0 { State::Staged } else { State::Activated };
                     User {
-                        id: d.new_id(),
-                        username: format!("user{i:06}"),
-                        email: format!("user{i:06}@example.com"),
-                        state: if i % 10 == 0 { State::Staged } else { State::Activated },
-                        created: now,
-                        updated: now,
                         creation_source: "bench".into(),
-                        password_hash: None,
-                        password_expired: false,
-                        password_date: None,
-                        account_locked: false,
-                        account_locked_date: None,
-                        bad_login_attempts: 0,
-                        totp_enabled: false,
-                        totp_secret: None,
                         profile,
+                        ..User::new(d.new_id(), format!("user{i:06}"), format!("user{i:06}@example.com"), state, now)
                     }
                 })
                 .collect();

@@ -25,22 +25,9 @@ fn user(d: &Directory, i: usize) -> User {
     profile.insert("firstname".into(), json!(format!("First{i}")));
     profile.insert("lastname".into(), json!(format!("Last{i}")));
     User {
-        id: d.new_id(),
-        username: format!("sched{i:05}"),
-        email: format!("sched{i:05}@example.com"),
-        state: State::Staged,
-        created: now,
-        updated: now,
         creation_source: "bench".into(),
-        password_hash: None,
-        password_expired: false,
-        password_date: None,
-        account_locked: false,
-        account_locked_date: None,
-        bad_login_attempts: 0,
-        totp_enabled: false,
-        totp_secret: None,
         profile,
+        ..User::new(d.new_id(), format!("sched{i:05}"), format!("sched{i:05}@example.com"), State::Staged, now)
     }
 }
 

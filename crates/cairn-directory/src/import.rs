@@ -1575,22 +1575,8 @@ mod tests {
     fn creation_changes_text_reads_back_as_the_creation_changes() {
         let now = chrono::Utc::now();
         let mut u = User {
-            id: "0123456789abcdef01234567".into(),
-            username: "ada".into(),
-            email: "ada@x.io".into(),
-            state: cairn_domain::State::Staged,
-            created: now,
-            updated: now,
             creation_source: "csv".into(),
-            password_hash: None,
-            password_expired: false,
-            password_date: None,
-            account_locked: false,
-            account_locked_date: None,
-            bad_login_attempts: 0,
-            totp_enabled: false,
-            totp_secret: None,
-            profile: serde_json::Map::new(),
+            ..User::new("0123456789abcdef01234567", "ada", "ada@x.io", cairn_domain::State::Staged, now)
         };
         let read_back = |u: &User| {
             cairn_domain::user::changes_list(serde_json::from_str(&creation_changes_json(u, &mut None)).unwrap())

@@ -168,22 +168,9 @@ mod tests {
         }
         profile.insert("firstname".into(), json!("Ada"));
         User {
-            id: "0".repeat(24),
-            username: "ada".into(),
-            email: "ada@example.com".into(),
-            state,
-            created: Utc::now(),
-            updated: Utc::now(),
-            creation_source: "api".into(),
             password_hash: password.then(|| crate::Secret::new("h")),
-            password_expired: false,
-            password_date: None,
-            account_locked: false,
-            account_locked_date: None,
-            bad_login_attempts: 0,
-            totp_enabled: false,
-            totp_secret: None,
             profile,
+            ..User::new("0".repeat(24), "ada", "ada@example.com", state, Utc::now())
         }
     }
 

@@ -129,6 +129,34 @@ pub enum PasswordStatus {
 }
 
 impl User {
+    /// A user with these and nothing else: no password, no profile, not locked.
+    pub fn new(
+        id: impl Into<String>,
+        username: impl Into<String>,
+        email: impl Into<String>,
+        state: State,
+        at: DateTime<Utc>,
+    ) -> User {
+        User {
+            id: id.into(),
+            username: username.into(),
+            email: email.into(),
+            state,
+            created: at,
+            updated: at,
+            creation_source: "api".into(),
+            password_hash: None,
+            password_expired: false,
+            password_date: None,
+            account_locked: false,
+            account_locked_date: None,
+            bad_login_attempts: 0,
+            totp_enabled: false,
+            totp_secret: None,
+            profile: Map::new(),
+        }
+    }
+
     /// `activated` in JumpCloud's sense: a password has been set.
     pub fn activated(&self) -> bool {
         self.password_hash.is_some()
@@ -820,24 +848,7 @@ mod tests {
     #[test]
     fn an_mfa_exclusion_holds_until_its_end() {
         let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
-        let mut u = User {
-            id: "0123456789abcdef01234567".into(),
-            username: "u".into(),
-            email: "u@x.io".into(),
-            state: State::Activated,
-            created: now,
-            updated: now,
-            creation_source: "api".into(),
-            password_hash: None,
-            password_expired: false,
-            password_date: None,
-            account_locked: false,
-            account_locked_date: None,
-            bad_login_attempts: 0,
-            totp_enabled: false,
-            totp_secret: None,
-            profile: Map::new(),
-        };
+        let mut u = User::new("0123456789abcdef01234567", "u", "u@x.io", State::Activated, now);
         u.profile.insert("enable_user_portal_multifactor".into(), json!(true));
         assert!(u.mfa_required_now(now));
         u.profile.insert("mfa".into(), json!({"exclusion": true, "exclusionUntil": "2030-01-02T00:00:00.000Z"}));

@@ -664,28 +664,16 @@ mod tests {
     use cairn_domain::fields::Kind;
 
     fn user(n: usize, title: &str) -> User {
-        let now = Utc::now();
-        let mut profile = serde_json::Map::new();
-        profile.insert("jobTitle".into(), Value::String(title.into()));
-        profile.insert("department".into(), Value::String("R&D".into()));
-        User {
-            id: format!("{n:024x}"),
-            username: format!("User{n}"),
-            email: format!("user{n}@example.com"),
-            state: State::Activated,
-            created: now,
-            updated: now,
-            creation_source: "test".into(),
-            password_hash: None,
-            password_expired: false,
-            password_date: None,
-            account_locked: false,
-            account_locked_date: None,
-            bad_login_attempts: 0,
-            totp_enabled: false,
-            totp_secret: None,
-            profile,
-        }
+        let mut u = User::new(
+            format!("{n:024x}"),
+            format!("User{n}"),
+            format!("user{n}@example.com"),
+            State::Activated,
+            Utc::now(),
+        );
+        u.profile.insert("jobTitle".into(), Value::String(title.into()));
+        u.profile.insert("department".into(), Value::String("R&D".into()));
+        u
     }
 
     /// The tree reads only [`SHOWN`] of a user's profile: a user read so gives the same entry

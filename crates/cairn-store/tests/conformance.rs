@@ -18,24 +18,7 @@ fn id(n: u32) -> String {
 
 fn user(n: u32, username: &str, profile: Value) -> User {
     let profile: Map<String, Value> = profile.as_object().cloned().unwrap_or_default();
-    User {
-        id: id(n),
-        username: username.into(),
-        email: format!("{username}@example.com"),
-        state: State::Activated,
-        created: t(n as i64),
-        updated: t(n as i64),
-        creation_source: "api".into(),
-        password_hash: None,
-        password_expired: false,
-        password_date: None,
-        account_locked: false,
-        account_locked_date: None,
-        bad_login_attempts: 0,
-        totp_enabled: false,
-        totp_secret: None,
-        profile,
-    }
+    User { profile, ..User::new(id(n), username, format!("{username}@example.com"), State::Activated, t(n as i64)) }
 }
 
 fn q(pairs: &[(&str, &str)]) -> ListQuery {
