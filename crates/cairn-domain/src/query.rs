@@ -499,8 +499,12 @@ mod tests {
         let c = Cursor { sort: "-lastname".into(), keys: vec![Value::String("smith".into())], id: "abc".into() };
         let text = c.encode();
         // A text key for a number field would make the database compare a number with text.
-        let unix_text =
-            Cursor { sort: "unix_uid".into(), keys: vec![Value::String("1".into())], id: "abc".into() }.encode();
+        let forged = |sort: &str, key: Value| Cursor { sort: sort.into(), keys: vec![key], id: "abc".into() }.encode();
+        let unix_text = forged("unix_uid", Value::String("1".into()));
+        // The two-run sorts (a yes/no field, a mostly empty column) bind their key the same way.
+        let flag_text = forged("-account_locked", Value::String("true".into()));
+        let uid_float = forged("-unix_uid", serde_json::json!(1.5));
+        let date_number = forged("password_date", serde_json::json!(20261207));
         assert!(text.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'), "URL-safe: {text}");
         let q = ListQuery::from_pairs(&pairs(&[("sort", "-lastname"), ("cursor", &text)])).unwrap();
         assert_eq!(q.after, Some(c));
@@ -510,9 +514,15 @@ mod tests {
             vec![("sort", "-lastname"), ("cursor", text.as_str()), ("skip", "10")],
             vec![("sort", "-lastname"), ("cursor", "bm90IGpzb24")],
             vec![("sort", "unix_uid"), ("cursor", unix_text.as_str())],
+            vec![("sort", "-account_locked"), ("cursor", flag_text.as_str())],
+            vec![("sort", "-unix_uid"), ("cursor", uid_float.as_str())],
+            vec![("sort", "password_date"), ("cursor", date_number.as_str())],
         ] {
             assert!(ListQuery::from_pairs(&pairs(&bad)).is_err(), "{bad:?}");
         }
+        // A null key is a cursor in the run of users without a value.
+        let null_uid = forged("unix_uid", Value::Null);
+        assert!(ListQuery::from_pairs(&pairs(&[("sort", "unix_uid"), ("cursor", &null_uid)])).is_ok());
         let none = ListQuery::from_pairs(&pairs(&[("cursor", "")])).unwrap();
         assert!(none.after.is_none(), "an empty cursor is the first page");
     }
