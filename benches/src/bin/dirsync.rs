@@ -178,7 +178,15 @@ fn main() -> Result<()> {
             }
         }
         let d2 = dump(port, n)?;
-        let (again, counts2, rss2) = sync(&s, &id)?;
+        // DIRSYNC_RESYNCS=k repeats the re-sync (the best is reported, as for the dump).
+        let rounds: usize = std::env::var("DIRSYNC_RESYNCS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+        let (mut again, mut counts2, mut rss2, mut all) = (f64::MAX, Value::Null, 0.0f64, vec![]);
+        eprintln!("re-syncing, {rounds} time(s)");
+        for _ in 0..rounds {
+            let (secs, counts, rss) = sync(&s, &id)?;
+            all.push((secs * 100.0).round() / 100.0);
+            (again, counts2, rss2) = (again.min(secs), counts, rss2.max(rss));
+        }
         drop(s);
         let d3 = dump(port, n)?;
         // The default authority (none): every new ACTIVATED user gets an activation mail.
@@ -189,7 +197,10 @@ fn main() -> Result<()> {
         println!("users: {n}");
         println!("ldapsearch paged dump: {:.2} s (best of {:?})", dump_s, dumps.map(|d| (d * 100.0).round() / 100.0));
         println!("first import: {first:.2} s = {:.1}× the dump; counts {counts1}", first / dump_s);
-        println!("no-change re-sync: {again:.2} s = {:.1}× the dump; counts {counts2}", again / dump_s);
+        println!(
+            "no-change re-sync: {again:.2} s = {:.1}× the dump (best of {all:?}); counts {counts2}",
+            again / dump_s
+        );
         println!("cairn peak RSS: {:.0} MiB (first) {:.0} MiB (after re-sync)", rss1, rss2);
         println!(
             "first import, default authority (activation mail): {mailed:.2} s = {:.1}× the dump; counts {counts3}; \

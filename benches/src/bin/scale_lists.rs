@@ -553,7 +553,7 @@ async fn load(url: &str, size: usize) -> Result<String> {
             let mut w = store.writer().await?;
             {
                 let mut tx = w.begin().await?;
-                tx.db().drop_user_search_indexes().await?;
+                tx.db().drop_user_search_indexes(&users).await?;
                 tx.commit().await?;
             }
             for batch in users.chunks(BATCH) {

@@ -848,20 +848,18 @@ impl Directory {
     /// `POST /api/v2/directories/{id}/sync`: starts a sync job in the background; its id.
     pub async fn start_directory_sync(&self, ctx: &Ctx, id: &str, dry_run: bool) -> Result<String> {
         let c = self.directory_connection(id).await?;
-        {
-            let mut running = self.inner.dirsyncs.lock().expect("dirsyncs");
-            if !running.insert(c.id.clone()) {
-                return Err(Error::Conflict(format!("a sync of '{}' is already running", c.name)));
-            }
+        if !self.claim_sync(&c.id, "") {
+            return Err(Error::Conflict(format!("a sync of '{}' is already running", c.name)));
         }
         let job = match self.create_job(ctx, "directory_sync", json!({ "connection": c.id, "dry_run": dry_run })).await
         {
             Ok(j) => j,
             Err(e) => {
-                self.inner.dirsyncs.lock().expect("dirsyncs").remove(&c.id);
+                self.release_sync(&c.id, "");
                 return Err(e);
             }
         };
+        self.inner.dirsyncs.lock().expect("dirsyncs").insert(c.id.clone(), job.clone());
         {
             let mut tx = self.store().begin().await?;
             tx.db().set_connection_job(&c.id, &job).await?;
@@ -871,22 +869,42 @@ impl Directory {
         Ok(job)
     }
 
+    /// Marks connection `id` as syncing under `job`, unless a sync of it runs already.
+    fn claim_sync(&self, id: &str, job: &str) -> bool {
+        let mut running = self.inner.dirsyncs.lock().expect("dirsyncs");
+        if running.contains_key(id) {
+            return false;
+        }
+        running.insert(id.to_string(), job.to_string());
+        true
+    }
+
+    /// Gives back connection `id`'s place, if `job` still holds it: a run gives it back before
+    /// it reports itself finished (whoever sees the job done may start the next sync at once),
+    /// and again, doing nothing then, however it ends.
+    fn release_sync(&self, id: &str, job: &str) {
+        if let Ok(mut running) = self.inner.dirsyncs.lock() {
+            if running.get(id).is_some_and(|j| j == job) {
+                running.remove(id);
+            }
+        }
+    }
+
     /// Runs a sync in the background; its connection is marked running until it ends.
     fn spawn_sync(&self, c: Connection, job: String, dry_run: bool, resume: bool) {
         let dir = self.clone();
         tokio::spawn(async move {
             // The place is given back however the run ends (an error, a panic).
-            struct Running(Directory, String);
+            struct Running(Directory, String, String);
             impl Drop for Running {
                 fn drop(&mut self) {
-                    if let Ok(mut m) = self.0.inner.dirsyncs.lock() {
-                        m.remove(&self.1);
-                    }
+                    self.0.release_sync(&self.1, &self.2);
                 }
             }
-            let _running = Running(dir.clone(), c.id.clone());
+            let _running = Running(dir.clone(), c.id.clone(), job.clone());
             if let Err(e) = dir.run_directory_sync(&c, &job, dry_run, resume).await {
                 tracing::error!(job = %job, error = %e, "directory sync failed");
+                dir.release_sync(&c.id, &job);
                 let _ = dir.progress(&job, "failed", 0, 0, &SyncCounts::default(), Some(&e.to_string())).await;
             }
         });
@@ -908,7 +926,7 @@ impl Directory {
             if j.params.get("dry_run").and_then(Value::as_bool) == Some(true) {
                 continue;
             }
-            if !self.inner.dirsyncs.lock().expect("dirsyncs").insert(c.id.clone()) {
+            if !self.claim_sync(&c.id, &id) {
                 continue;
             }
             // Claimed once however many processes start together.
@@ -919,7 +937,7 @@ impl Directory {
                 won
             };
             if !won {
-                self.inner.dirsyncs.lock().expect("dirsyncs").remove(&c.id);
+                self.release_sync(&c.id, &id);
                 continue;
             }
             tracing::warn!(job = %id, connection = %c.id, "resuming a directory sync the server stopped in");
@@ -1066,8 +1084,24 @@ impl Directory {
                         let fresh = self.apply_users(c, &mut run, page, writer.as_mut()).await?;
                         if std::mem::take(&mut may_reindex) && fresh.len() >= PAGE as usize {
                             if let Some(w) = writer.as_mut() {
+                                // What the first page sets tells which partial indexes the
+                                // load would enter.
+                                let sample: Vec<cairn_domain::User> = fresh
+                                    .iter()
+                                    .map(|(_, u, _)| {
+                                        let mut x = cairn_domain::User::new(
+                                            "",
+                                            u.username.as_str(),
+                                            "",
+                                            State::Staged,
+                                            self.now(),
+                                        );
+                                        x.profile = u.fields.clone();
+                                        x
+                                    })
+                                    .collect();
                                 let mut tx = w.begin().await?;
-                                reindexed = tx.db().drop_user_search_indexes().await?;
+                                reindexed = tx.db().drop_user_search_indexes(&sample).await?;
                                 tx.commit().await?;
                             }
                         }
@@ -1161,8 +1195,11 @@ impl Directory {
             let mut tx = self.store().begin().await?;
             tx.db().insert_event(&ev).await?;
             tx.commit().await?;
-            self.progress(job, "failed", run.seq as usize, run.seq as usize, &run.counts, Some(&m)).await?;
-            return Ok(run.counts);
+            let (seq, counts) = (run.seq as usize, run.counts);
+            drop(run);
+            self.release_sync(&c.id, job);
+            self.progress(job, "failed", seq, seq, &counts, Some(&m)).await?;
+            return Ok(counts);
         }
         // Second pass: managers created by this sync (not in a dry run, which created nobody).
         if !dry_run {
@@ -1228,8 +1265,13 @@ impl Directory {
             tx.db().insert_event(&ev).await?;
             tx.commit().await?;
         }
-        self.progress(job, "done", run.seq as usize, run.seq as usize, &counts, run.note).await?;
-        tracing::info!(job = %job, connection = %c.id, entries = run.seq, seconds = started.elapsed().as_secs_f64(), "directory sync done");
+        let (seq, note) = (run.seq as usize, run.note);
+        // What the run holds goes first (a hundred thousand links take a while to free), then
+        // the place: whoever sees the job done may start the next sync at once.
+        drop(run);
+        self.release_sync(&c.id, job);
+        self.progress(job, "done", seq, seq, &counts, note).await?;
+        tracing::info!(job = %job, connection = %c.id, entries = seq, seconds = started.elapsed().as_secs_f64(), "directory sync done");
         Ok(counts)
     }
 

@@ -1220,12 +1220,14 @@ impl Directory {
         // rolls back to the last commit (the job is then failed and a re-run converges).
         let written = async {
             let mut tx = writer.begin().await?;
-            if reindex {
-                reindex = tx.db().drop_user_search_indexes().await?;
-            }
             let (mut opened, mut held) = (std::time::Instant::now(), 0);
+            let mut first = true;
             while let Some(batch) = batches.recv().await {
                 let batch = batch?;
+                // The first users tell which partial indexes the load would enter.
+                if std::mem::take(&mut first) && reindex {
+                    reindex = tx.db().drop_user_search_indexes(&batch.users).await?;
+                }
                 done += batch.items.len();
                 held += batch.items.len();
                 let left = self.write_batch(&mut tx, job, batch, &plan, &mut counts, done, total, note).await?;

@@ -147,7 +147,7 @@ struct Inner {
     /// The OIDC provider's signing keys, opened, and when they were read.
     oidc_keys: Mutex<Option<oidc::KeyCache>>,
     /// Directory connections whose sync runs in this process.
-    dirsyncs: Mutex<std::collections::HashSet<String>>,
+    dirsyncs: Mutex<std::collections::HashMap<String, String>>,
     /// Circuit breakers of delegated binds, per connection.
     breakers: dirsync::Breakers,
     /// Counts of large user lists (see `counts`).

@@ -123,6 +123,16 @@ pub(crate) fn profile_value<'a>(u: &'a User, field: &fields::Field) -> Value<'a>
     profile_value_of(field, u.profile.get(field.name))
 }
 
+/// Whether `u` has a value (or true) in column `column` (a core or profile column).
+pub(crate) fn has_value(u: &User, column: &str) -> bool {
+    match column {
+        "account_locked" => u.account_locked,
+        "password_expired" => u.password_expired,
+        "password_date" => u.password_date.is_some(),
+        _ => fields::PROFILE.iter().find(|f| f.column == column).is_some_and(|f| !profile_value(u, f).is_default()),
+    }
+}
+
 /// The column value of a profile field whose JSON value (if any) is `v`.
 pub(crate) fn profile_value_of<'a>(field: &fields::Field, v: Option<&'a serde_json::Value>) -> Value<'a> {
     let v = v.filter(|v| !v.is_null());

@@ -267,7 +267,9 @@ fn sync(s: &Server, id: &str, dry_run: bool) -> Value {
             return j;
         }
         assert!(t.elapsed() < Duration::from_secs(60), "the sync did not end: {j}");
-        std::thread::sleep(Duration::from_millis(100));
+        // Polled closely: a sync seen done must let the next one start at once (a run used to
+        // free its place only after reporting itself done, and a quick client got a 409).
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -926,7 +928,7 @@ fn an_interrupted_sync_resumes_and_converges() {
                 break j;
             }
             assert!(t.elapsed() < Duration::from_secs(120), "the resumed sync did not end: {j}");
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!(j["status"], "done", "{j}");
         assert!(j["message"].as_str().unwrap_or("").contains("resumed"), "{j}");
