@@ -36,17 +36,20 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     .await
     .unwrap();
     let n = 12_000;
-    let mut csv = String::from("Username,Email,FirstName,LastName,Department\n");
+    let mut csv = String::from("Username,Email,FirstName,LastName,Department,jobTitle\n");
     for i in 0..n {
-        // Last names in no order, as real ones arrive.
+        // Last names in no order, as real ones arrive. Job titles only from the second half:
+        // the first users have none, so their partial indexes stay through the import and
+        // must take the later ones as they come.
+        let title = if i >= n / 2 && i % 2 == 0 { "Engineer" } else { "" };
         csv.push_str(&format!(
-            "user{i:05},user{i:05}@example.com,First{i},Last{:05},Dept {}\n",
+            "user{i:05},user{i:05}@example.com,First{i},Last{:05},Dept {},{title}\n",
             (i * 7919) % n,
             i % 30
         ));
     }
     // A last batch with no user to create: the record repeats an earlier username.
-    csv.push_str("user00003,again@example.com,Again,Again,Dept 0\n");
+    csv.push_str("user00003,again@example.com,Again,Again,Dept 0,\n");
     let job = d.create_job(&admin(), "csv_import", json!({})).await.unwrap();
     let counts = d
         .run_csv_import(&admin(), &job, std::io::Cursor::new(csv.into_bytes()), Default::default(), &|_, _| {})
@@ -64,6 +67,14 @@ async fn a_large_import_into_a_small_directory_rebuilds_the_search_indexes_and_r
     assert_eq!(found, 10, "Last00010 … Last00019");
     let (in_dept, _) = d.list_users(&q(&[("filter", "department:$eq:Dept 3")])).await.unwrap();
     assert_eq!(in_dept, 400);
+    let (titled, page) =
+        d.list_users(&q(&[("filter", "jobTitle:$eq:Engineer"), ("sort", "-lastname"), ("limit", "2")])).await.unwrap();
+    assert_eq!(titled, n / 4);
+    let mut expect: Vec<String> =
+        (n / 2..n).filter(|i| i % 2 == 0).map(|i| format!("Last{:05}", (i * 7919) % n)).collect();
+    expect.sort();
+    let last: Vec<_> = page.iter().map(|u| u.profile["lastname"].as_str().unwrap().to_string()).collect();
+    assert_eq!(last, [expect[expect.len() - 1].clone(), expect[expect.len() - 2].clone()]);
 
     let (results, _) = d.job_results(&job, Some("created"), 1, 0).await.unwrap();
     assert_eq!(results, n - 1);
