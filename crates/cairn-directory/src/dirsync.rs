@@ -75,6 +75,20 @@ fn digest(salt: &[u8; 32], u: &UpstreamUser) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// A DN as an error names it: cut short past 200 bytes (an entry refused for its DN's length
+/// would otherwise put all of it in the job's results).
+fn shown_dn(dn: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 200;
+    if dn.len() <= MAX {
+        return dn.into();
+    }
+    let mut end = MAX;
+    while !dn.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &dn[..end]).into()
+}
+
 /// An upstream id as 16 bytes of its SHA-256: a set of 100,000 of these takes a sixth of the
 /// memory of the ids themselves, and two ids colliding is not a real risk.
 fn id_key(id: &str) -> [u8; 16] {
@@ -370,13 +384,14 @@ fn malformed(base: &str) -> String {
 fn entry_of(re: ldap3::ResultEntry) -> Option<Entry> {
     let mut parts = re.0.match_id(4)?.expect_constructed()?.into_iter();
     let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
-    let mut e = Entry { dn, ..Default::default() };
-    for a in parts.next()?.expect_constructed()? {
+    let attrs = parts.next()?.expect_constructed()?;
+    let mut e = Entry { dn, attrs: Vec::with_capacity(attrs.len()) };
+    for a in attrs {
         let mut a = a.expect_constructed()?.into_iter();
         let name = String::from_utf8(a.next()?.expect_primitive()?).ok()?;
         let values =
             a.next()?.expect_constructed()?.into_iter().map(|v| v.expect_primitive()).collect::<Option<_>>()?;
-        e.attrs.insert(name, values);
+        e.attrs.push((name, values));
     }
     Some(e)
 }
@@ -1143,7 +1158,7 @@ impl Directory {
                     }
                     Some(Read::Groups(gs, skipped)) => {
                         for (dn, why) in skipped {
-                            run.error(None, None, format!("{dn}: {why}"));
+                            run.error(None, None, format!("{}: {why}", shown_dn(&dn)));
                         }
                         groups = Some(gs);
                     }
@@ -1291,7 +1306,7 @@ impl Directory {
             let mut u = match item {
                 Ok(u) => u,
                 Err((dn, why)) => {
-                    run.error(None, None, format!("{dn}: {why}"));
+                    run.error(None, None, format!("{}: {why}", shown_dn(&dn)));
                     continue;
                 }
             };
@@ -2016,6 +2031,16 @@ mod tests {
         for t in bad {
             assert!(read(t).is_none());
         }
+    }
+
+    #[test]
+    fn long_dns_are_cut_short_in_messages() {
+        assert_eq!(shown_dn("uid=x,dc=example"), "uid=x,dc=example");
+        let long = format!("cn={},dc=x", "é".repeat(300));
+        let shown = shown_dn(&long);
+        assert!(
+            shown.len() <= 200 + "…".len() && shown.ends_with('…') && long.starts_with(shown.trim_end_matches('…'))
+        );
     }
 
     #[test]
