@@ -22,6 +22,23 @@ use config::Config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc 3's option list (libmimalloc-sys builds version 3 unless
+/// told otherwise; a test checks the index against the option's default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory is kept before it goes back to the system (ms; arenas keep it ten
+/// times as long). mimalloc's default of 1 s (10 s for arenas) kept the peak of a 100,000-user
+/// directory sync at 161-179 MiB and a re-sync after it at 183-198 MiB; at 100 ms they were
+/// 151 and 163 MiB, for 3 % more time. `MIMALLOC_PURGE_DELAY` set by the admin still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it atomically.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Cairn: the self-hosted directory with a lifecycle")]
 struct Cli {
@@ -140,6 +157,7 @@ enum AdminCommand {
 }
 
 fn main() {
+    tune_allocator();
     // A user never sees a Rust panic or backtrace: one line, and a non-zero status.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
@@ -548,4 +566,22 @@ async fn shutdown() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_allocator_option_tuned_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // mimalloc 3's purge delay defaults to 1000 ms: were the index another option's (a
+        // version whose list moved), this would not hold.
+        // SAFETY: reads and sets plain integer options.
+        unsafe {
+            assert_eq!(libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY), 1000);
+            super::tune_allocator();
+            assert_eq!(libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY), super::PURGE_DELAY_MS);
+        }
+    }
 }
