@@ -556,14 +556,16 @@ pub struct Entry {
 
 impl Entry {
     /// Sets an attribute's values, replacing any it had (its name compared case-insensitively).
-    pub fn set(&mut self, name: &str, values: Vec<Vec<u8>>) {
+    #[cfg(test)]
+    fn set(&mut self, name: &str, values: Vec<Vec<u8>>) {
         match self.attrs.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some((_, v)) => *v = values,
             None => self.attrs.push((name.to_string(), values)),
         }
     }
     /// Removes an attribute.
-    pub fn remove(&mut self, name: &str) {
+    #[cfg(test)]
+    fn remove(&mut self, name: &str) {
         self.attrs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
     /// The values of an attribute, its name compared case-insensitively.
